@@ -1,0 +1,89 @@
+"""The frozen values that flow between the stages of the shadow pipeline.
+
+proxy → rule match (RouteMatch) → job (ShadowJob) → source fetch (Candidate docs)
+→ rebuild → normalize → compare (Verdict) → outcome (Comparison) → publish (Sink).
+
+Every stage takes values and returns values; nothing here does I/O.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class Outcome(str, enum.Enum):
+    """The result of shadowing one key (DESIGN §2)."""
+
+    MATCH = "match"
+    MISMATCH = "mismatch"  # persistent: still differs after the recheck (or no recheck)
+    TRANSIENT = "transient"  # differed, then converged on recheck (dual-write lag)
+    MISSING = "missing"  # the shadow source has no row for a key the API returned
+    EXTRA = "extra"  # list read: the source has rows the API did not return
+    ERROR = "error"  # the source failed or timed out
+    SKIPPED = "skipped"  # not compared; see SkipReason
+
+
+class SkipReason(str, enum.Enum):
+    NOT_SAMPLED = "not_sampled"
+    BODY_TOO_LARGE = "body_too_large"
+    NOT_JSON = "not_json"
+    NON_2XX = "non_2xx"
+    QUEUE_FULL = "queue_full"
+    RATE_LIMITED = "rate_limited"
+    INVALID_KEY = "invalid_key"
+    NO_DOCUMENT = "no_document"  # the body had nothing where the route says the document is
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDiff:
+    """One differing field. `path` has list indices collapsed (`offers[*].status`),
+    `at` is the exact location (`offers[2].status`); values are canonical, unredacted
+    (redaction happens at publish)."""
+
+    path: str
+    at: str
+    control: Any
+    candidate: Any
+    kind: str = "changed"  # changed | missing_in_candidate | extra_in_candidate | type
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What compare() says about one control/candidate pair."""
+
+    outcome: Outcome  # MATCH, MISMATCH or MISSING
+    diffs: tuple[FieldDiff, ...] = ()  # unsuppressed differences
+    suppressed: tuple[FieldDiff, ...] = ()  # differences covered by a known divergence
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowJob:
+    """One matched read, taken off the request path: the control documents by key."""
+
+    entity: str
+    route: str  # the route's name, e.g. "GET /api/payments/{id}"
+    source: str  # "postgres" | "mongo"
+    controls: Mapping[str, Any]  # key (legacy id) -> the API's document (parsed JSON)
+    params: Mapping[str, str] = field(default_factory=dict)  # path params, for list `extra` checks
+    enqueued_at: float = 0.0  # time.monotonic() when the proxy queued it
+    trace_context: Any = None  # OpenTelemetry context of the client request, or None
+    attempt: int = 0  # 0 = first read, 1 = the recheck
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """The published outcome for one key (or one skip/drop). The one thing the sink eats."""
+
+    entity: str
+    route: str
+    key: str | None
+    outcome: Outcome
+    reason: str | None = None  # skip reason, or "<stage>: <error>" for ERROR
+    diffs: tuple[FieldDiff, ...] = ()
+    suppressed: tuple[FieldDiff, ...] = ()
+    source: str = "postgres"
+    control: Any = None  # for the mismatch view / log (redacted before it leaves the process)
+    candidate: Any = None
+    at: float = 0.0  # wall-clock time.time()
