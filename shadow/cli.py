@@ -1,0 +1,48 @@
+"""`shadow` command line: one subcommand per module, each with configure(parser) and
+run(args) -> exit code. Modules are imported only when their command runs, so
+`shadow rules check` never pays for the proxy's imports."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module, one-line help). Each module defines
+#: `configure(parser: argparse.ArgumentParser) -> None` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "proxy": ("shadow.serve", "run the sidecar proxy in front of the upstream API"),
+    "rules": ("shadow.rules.cli", "check, test and describe rule files"),
+    "compare": ("shadow.compare_cli", "compare one key by hand: API document vs shadow source"),
+    "gate": ("shadow.gate.cli", "cutover gate: GO / NO-GO from Prometheus"),
+    "demo": ("shadow.demo", "the whole thing on one machine with embedded servers"),
+    "seed": ("shadow.marketplace.cli", "load the marketplace reference domain into Mongo and PostgreSQL"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shadow", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(_module=module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as missing:
+            if missing.name is None or not module_name.startswith(missing.name):
+                raise
+            command.set_defaults(_missing=True)
+            continue
+        module.configure(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", False):
+        print(f"shadow {args.command}: not available in this build ({args._module} missing)", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
