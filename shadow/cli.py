@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shadow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="shadow", description="Shadow-read verification sidecar for MongoDB -> PostgreSQL migrations.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
