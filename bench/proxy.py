@@ -1,0 +1,246 @@
+"""Proxy benchmark (issue 4): what the sidecar costs the user path, in one run.
+
+Targets, all in front of the same sample API process:
+  direct       the sample API itself
+  nginx        nginx, one worker, keep-alive upstream pool (the reference reverse proxy)
+  shadow_off   `shadow proxy` with an empty rules directory (pure pass-through)
+  shadow_on    `shadow proxy` with the marketplace rules, 100 % sampling
+  shadow_stall `shadow proxy` as shadow_on, with PostgreSQL stalled (ACCESS EXCLUSIVE locks held)
+
+For each: max throughput (wrk, closed loop), p50/p99 at a fixed offered 1,000 req/s
+(bench/loadgen.py, open loop, its own process), proxy CPU seconds per 1,000 requests,
+peak RSS, and shadow counters (comparisons, drops). Then a 10x overload run for RSS.
+Writes bench/results/proxy.json and prints a table. Ratios are what to read: the
+machine is shared and has 2 cores, so absolute numbers move from run to run.
+
+The sample API runs with --cache (documents served from memory after the first read),
+so the upstream is not the bottleneck that hides the proxy's own cost.
+
+    .venv/bin/python bench/proxy.py [--seconds 8] [--rate 1000]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shadow.embedded import free_port, start_mongo, start_postgres  # noqa: E402
+
+PY = sys.executable
+SHADOW = str(Path(PY).parent / "shadow")
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wrk(url: str, lua: Path, seconds: float, connections: int = 32) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"max_rps": rps, "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def loadgen(url_file: Path, rate: float, seconds: float) -> dict[str, float]:
+    out = subprocess.run([PY, str(ROOT / "bench" / "loadgen.py"), str(url_file), str(rate), str(seconds)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def scrape(admin: str) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(admin + "/metrics", timeout=5).read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r'shadow_(comparisons|dropped|skipped)_total\{(.*)\} ([\d.e+]+)', line)
+        if match:
+            kind, labels, value = match.groups()
+            label = re.search(r'(outcome|reason)="([^"]+)"', labels)
+            key = f"{kind}:{label.group(2) if label else ''}"
+            totals[key] = totals.get(key, 0) + float(value)
+    return totals
+
+
+async def stall_postgres(dsn: str) -> asyncpg.Connection:
+    """Hold ACCESS EXCLUSIVE locks on every table: every shadow query waits until its timeout."""
+    conn = await asyncpg.connect(dsn)
+    tables = [r["tablename"] for r in await conn.fetch("select tablename from pg_tables where schemaname='public'")]
+    await conn.execute("begin")
+    for table in tables:
+        await conn.execute(f'lock table "{table}" in access exclusive mode')
+    return conn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--scale", type=int, default=200)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxy.json"))
+    opts = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="shadow-bench-"))
+    results: dict[str, dict] = {}
+    with ExitStack() as stack:
+        pg = start_postgres()
+        stack.callback(pg.cleanup)
+        mongo = start_mongo()
+        stack.callback(mongo.stop)
+        subprocess.run([SHADOW, "seed", "--pg", pg.dsn, "--mongo", mongo.uri, "--db", "bench",
+                        "--scale", str(opts.scale), "--seed", "7"], check=True, capture_output=True)
+
+        def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+            log = open(work / f"{Path(argv[0]).name}-{len(list(work.iterdir()))}.log", "wb")
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+            stack.callback(lambda: (process.terminate(), process.wait(10)))
+            return process
+
+        api_port = free_port()
+        spawn([PY, "-m", "shadow.marketplace.api", "--mongo", mongo.uri, "--db", "bench",
+               "--port", str(api_port), "--cache"])
+        direct = f"http://127.0.0.1:{api_port}"
+        wait_http(direct + "/healthz")
+
+        paths = asyncio.run(_read_paths(mongo.uri, "bench"))
+        lua = work / "rotate.lua"
+        lua.write_text("paths = {" + ",".join(f'"{p}"' for p in paths) + "}\ni = 0\n"
+                       "request = function()\n  i = (i % #paths) + 1\n  return wrk.format('GET', paths[i])\nend\n")
+        # warm the upstream cache so every target sees the same upstream
+        subprocess.run(["wrk", "-t1", "-c8", "-d2s", "-s", str(lua), direct], capture_output=True, check=True)
+
+        ngx_port = free_port()
+        ngx_conf = work / "nginx.conf"
+        ngx_conf.write_text(f"""worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{ngx_port};
+    location / {{ proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+        nginx = spawn(["nginx", "-c", str(ngx_conf), "-p", str(work), "-g", "daemon off;"])
+        wait_http(f"http://127.0.0.1:{ngx_port}/healthz")
+
+        empty_rules = work / "no-rules"
+        empty_rules.mkdir()
+
+        def shadow(rules: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+            port, admin_port = free_port(), free_port()
+            process = spawn([SHADOW, "proxy", "--upstream", direct, "--rules", str(rules), "--pg", pg.dsn,
+                             "--mongo", mongo.uri, "--mongo-db", "bench",
+                             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}",
+                             "--source-timeout", "0.5", "--mismatch-log", str(work / "mismatches.jsonl")])
+            admin = f"http://127.0.0.1:{admin_port}"
+            wait_http(admin + "/healthz")
+            return process, f"http://127.0.0.1:{port}", admin
+
+        def measure(name: str, url: str, pid: int | None, admin: str | None) -> None:
+            url_file = work / f"urls-{name}.txt"
+            url_file.write_text("\n".join(url + p for p in paths))
+            row: dict[str, float | dict] = {}
+            cpu0 = proc_cpu(pid) if pid else 0.0
+            fixed = loadgen(url_file, opts.rate, opts.seconds)
+            if pid:
+                row["cpu_s_per_1k_req"] = round((proc_cpu(pid) - cpu0) / (fixed["sent"] / 1000), 4)
+            row.update({f"fixed_{k}": v for k, v in fixed.items()})
+            row.update(wrk(url, lua, opts.seconds))
+            if pid:
+                row["peak_rss_mb"] = round(proc_peak_rss_mb(pid), 1)
+            if admin:
+                time.sleep(1.0)  # let the pipeline finish what it queued
+                row["shadow"] = scrape(admin)
+            results[name] = row
+            print(name, json.dumps(row), flush=True)
+
+        measure("direct", direct, None, None)
+        measure("nginx", f"http://127.0.0.1:{ngx_port}", nginx.pid, None)
+        off, off_url, off_admin = shadow(empty_rules)
+        measure("shadow_off", off_url, off.pid, off_admin)
+        off.terminate()
+        on, on_url, on_admin = shadow(ROOT / "rules" / "marketplace")
+        measure("shadow_on", on_url, on.pid, on_admin)
+
+        async def stalled() -> None:
+            conn = await stall_postgres(pg.dsn)
+            try:
+                await asyncio.to_thread(measure, "shadow_stall", on_url, on.pid, on_admin)
+            finally:
+                await conn.close()
+
+        asyncio.run(stalled())
+        # 10x overload: many more connections than the fixed-load run, as fast as possible
+        overload = wrk(on_url, lua, opts.seconds, connections=256)
+        results["shadow_overload"] = {**overload, "peak_rss_mb": round(proc_peak_rss_mb(on.pid), 1),
+                                      "shadow": scrape(on_admin)}
+        print("shadow_overload", json.dumps(results["shadow_overload"]), flush=True)
+
+    d, n, off_r, on_r, st = (results[k] for k in ("direct", "nginx", "shadow_off", "shadow_on", "shadow_stall"))
+    ratios = {
+        "added_p50_ms_shadow_on": round(on_r["fixed_p50_ms"] - d["fixed_p50_ms"], 3),
+        "added_p99_ms_shadow_on": round(on_r["fixed_p99_ms"] - d["fixed_p99_ms"], 3),
+        "added_p50_ms_shadow_off": round(off_r["fixed_p50_ms"] - d["fixed_p50_ms"], 3),
+        "added_p50_ms_nginx": round(n["fixed_p50_ms"] - d["fixed_p50_ms"], 3),
+        "added_p99_ms_stalled_vs_on": round(st["fixed_p99_ms"] - on_r["fixed_p99_ms"], 3),
+        "max_rps_shadow_on_over_off": round(on_r["max_rps"] / off_r["max_rps"], 3),
+        "max_rps_shadow_off_over_direct": round(off_r["max_rps"] / d["max_rps"], 3),
+        "max_rps_shadow_off_over_nginx": round(off_r["max_rps"] / n["max_rps"], 3),
+        "cpu_per_1k_shadow_on_over_nginx": round(on_r["cpu_s_per_1k_req"] / max(n["cpu_s_per_1k_req"], 1e-9), 2),
+        "vcpu_per_1k_rps_shadow_on": on_r["cpu_s_per_1k_req"],
+    }
+    report = {"when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "cores": os.cpu_count(),
+              "seconds_per_run": opts.seconds, "fixed_rate": opts.rate, "targets": results, "ratios": ratios}
+    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(opts.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(ratios, indent=2))
+
+
+async def _read_paths(uri: str, db: str) -> list[str]:
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True)
+    try:
+        paths: list[str] = []
+        for collection, prefix in (("payments", "/api/payments/"), ("users", "/api/users/"),
+                                   ("purchaserequests", "/api/purchase-requests/"), ("disputes", "/api/disputes/")):
+            async for doc in client[db][collection].find({}, {"_id": 1}).limit(100):
+                paths.append(prefix + str(doc["_id"]))
+        return paths
+    finally:
+        await client.close()
+
+
+if __name__ == "__main__":
+    main()
