@@ -1,0 +1,193 @@
+{{/*
+Names, labels and the shadow container. The container and its volumes are named
+templates so a team in sidecar mode includes exactly what standalone mode runs:
+
+  containers:
+    - name: api
+      ...
+    {{- include "shadow.sidecarContainer" .Subcharts.shadow | nindent 4 }}
+  volumes:
+    {{- include "shadow.sidecarVolumes" .Subcharts.shadow | nindent 4 }}
+
+Every template below takes the shadow chart's own context (`.` inside this chart,
+`.Subcharts.shadow` from a parent chart that depends on it).
+*/}}
+
+{{- define "shadow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "shadow.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "shadow.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "shadow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "shadow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "shadow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The pods carrying the shadow container: ours (standalone) or the API's (sidecar). */}}
+{{- define "shadow.podSelector" -}}
+{{- if eq .Values.mode "sidecar" }}
+{{- toYaml .Values.sidecar.podSelector }}
+{{- else }}
+{{- include "shadow.selectorLabels" . }}
+{{- end }}
+{{- end }}
+
+{{- define "shadow.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "shadow.rulesConfigMap" -}}
+{{- default (printf "%s-rules" (include "shadow.fullname" .)) .Values.rules.existingConfigMap }}
+{{- end }}
+
+{{/* The chart's own rule files (files/rules/*.yaml); the rules ConfigMap's data. */}}
+{{- define "shadow.rulesData" -}}
+{{- (.Files.Glob "files/rules/*.yaml").AsConfig }}
+{{- end }}
+
+{{/*
+Pod annotations for the shadow pods. With reload=watch the proxy follows ConfigMap
+edits live; otherwise a checksum of the chart's rules rolls the pods on a rule change.
+(An existing ConfigMap is not visible to the chart: roll the pods yourself or use watch.)
+*/}}
+{{- define "shadow.sidecarPodAnnotations" -}}
+{{- if and (ne .Values.config.reload "watch") (not .Values.rules.existingConfigMap) }}
+checksum/shadow-rules: {{ include "shadow.rulesData" . | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{- define "shadow.env" -}}
+- name: SHADOW_UPSTREAM
+  value: {{ .Values.upstream.url | quote }}
+- name: SHADOW_RULES
+  value: /etc/shadow/rules
+- name: SHADOW_LISTEN
+  value: {{ printf "0.0.0.0:%d" (int .Values.ports.proxy) | quote }}
+- name: SHADOW_ADMIN_LISTEN
+  value: {{ printf "0.0.0.0:%d" (int .Values.ports.admin) | quote }}
+{{- with .Values.postgres.existingSecret }}
+{{- if .name }}
+- name: SHADOW_PG
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name | quote }}
+      key: {{ .key | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.mongo.existingSecret }}
+{{- if .name }}
+- name: SHADOW_MONGO
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name | quote }}
+      key: {{ .key | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.config }}
+- name: SHADOW_MONGO_DB
+  value: {{ .mongoDb | quote }}
+- name: SHADOW_QUEUE_SIZE
+  value: {{ .queueSize | int | quote }}
+- name: SHADOW_WORKERS
+  value: {{ .workers | int | quote }}
+- name: SHADOW_BATCH_SIZE
+  value: {{ .batchSize | int | quote }}
+- name: SHADOW_MAX_BODY_BYTES
+  value: {{ .maxBodyBytes | int | quote }}
+- name: SHADOW_SOURCE_TIMEOUT
+  value: {{ .sourceTimeout | toString | quote }}
+- name: SHADOW_RATE_LIMIT
+  value: {{ .rateLimit | toString | quote }}
+- name: SHADOW_RELOAD
+  value: {{ .reload | quote }}
+{{- if .otlpEndpoint }}
+- name: SHADOW_OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+{{- end }}
+- name: SHADOW_MISMATCH_LOG
+  value: {{ .mismatchLog | quote }}
+- name: SHADOW_LOG_LEVEL
+  value: {{ .logLevel | quote }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The shadow container, as one item of a pod's `containers:` list. */}}
+{{- define "shadow.sidecarContainer" -}}
+- name: shadow
+  image: {{ include "shadow.image" . | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  env:
+    {{- include "shadow.env" . | nindent 4 }}
+  ports:
+    - name: shadow-proxy
+      containerPort: {{ .Values.ports.proxy }}
+      protocol: TCP
+    - name: shadow-admin
+      containerPort: {{ .Values.ports.admin }}
+      protocol: TCP
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: shadow-admin
+    {{- toYaml .Values.probes.liveness | nindent 4 }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: shadow-admin
+    {{- toYaml .Values.probes.readiness | nindent 4 }}
+  resources:
+    {{- toYaml .Values.resources | nindent 4 }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: {{ .Values.runAsUser }}
+    runAsGroup: {{ .Values.runAsGroup }}
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    privileged: false
+    capabilities:
+      drop: ["ALL"]
+    seccompProfile:
+      type: RuntimeDefault
+  volumeMounts:
+    - name: shadow-rules
+      mountPath: /etc/shadow/rules
+      readOnly: true
+    - name: shadow-tmp
+      mountPath: /tmp
+{{- end }}
+
+{{/* The shadow container's volumes, as items of a pod's `volumes:` list. */}}
+{{- define "shadow.sidecarVolumes" -}}
+- name: shadow-rules
+  configMap:
+    name: {{ include "shadow.rulesConfigMap" . }}
+- name: shadow-tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}

@@ -1,0 +1,279 @@
+"""The chart renders valid Kubernetes objects in both modes, with the security settings,
+probes, secrets-only DSNs and the admin port kept internal."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "shadow"
+#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema known.
+KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+STANDALONE = {"upstream": {"url": "http://orders-api.shop.svc.cluster.local:80"}}
+SIDECAR = {"mode": "sidecar", "upstream": {"url": "http://127.0.0.1:3000"}, "sidecar": {"podSelector": {"app": "orders-api"}}}
+MONITORING = {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+              "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}
+SECRETS = {"postgres": {"existingSecret": {"name": "orders-pg", "key": "dsn"}},
+           "mongo": {"existingSecret": {"name": "orders-mongo", "key": "uri"}}}
+
+
+def merged(*parts: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(result.get(key), dict):
+                result[key] = merged(result[key], value)
+            else:
+                result[key] = copy.deepcopy(value)
+    return result
+
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "standalone-minimal": STANDALONE,
+    "standalone-full": merged(STANDALONE, MONITORING, SECRETS, {
+        "image": {"digest": "sha256:" + "a" * 64},
+        "imagePullSecrets": [{"name": "registry"}],
+        "config": {"reload": "signal", "rateLimit": 250.5, "otlpEndpoint": "http://otel-collector.monitoring:4318", "logLevel": "debug"},
+        "extraEnv": [{"name": "SHADOW_PG", "valueFrom": {"secretKeyRef": {"name": "other-pg", "key": "dsn"}}},
+                     {"name": "TZ", "value": "UTC"}],
+        "standalone": {"replicaCount": 3, "service": {"type": "LoadBalancer", "port": 8000},
+                       "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                                                      "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "shadow"}}}]},
+        "networkPolicy": {"proxyFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}],
+                          "adminFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                                         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]},
+        "ports": {"proxy": 18080, "admin": 19090},
+    }),
+    "standalone-existing-rules": merged(STANDALONE, {"rules": {"existingConfigMap": "orders-shadow-rules-v7"},
+                                                     "networkPolicy": {"enabled": False}, "podDisruptionBudget": {"enabled": False}}),
+    "sidecar-minimal": SIDECAR,
+    "sidecar-full": merged(SIDECAR, MONITORING, SECRETS, {
+        "config": {"reload": "signal"}, "dashboard": {"namespace": "monitoring"},
+        "networkPolicy": {"extraIngress": [{"ports": [{"port": 3000, "protocol": "TCP"}],
+                                            "from": [{"podSelector": {"matchLabels": {"app": "orders-batch"}}}]}]},
+    }),
+}
+
+
+@pytest.fixture(params=sorted(VALUE_SETS), scope="module")
+def value_set(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    return request.param, VALUE_SETS[request.param]
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(objects, kind)
+    assert len(found) == 1, f"expected one {kind}, got {[(o['kind'], o['metadata']['name']) for o in objects]}"
+    return found[0]
+
+
+def without_marker(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "__template__"}
+
+
+def test_every_manifest_is_valid_against_the_kubernetes_schemas(render, value_set) -> None:
+    name, values = value_set
+    objects = render(values)
+    assert objects, name
+    for obj in objects:
+        if obj["kind"] in CRD_KINDS:
+            continue  # no schema in kubernetes-validate: checked structurally below
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(without_marker(obj), version, strict=True)
+            except kubernetes_validate.ValidationError as invalid:
+                pytest.fail(f"{name}: {obj['__template__']} ({obj['kind']}) invalid for Kubernetes {version}: {invalid.message} at {list(invalid.path)}")
+
+
+def test_lint_is_clean_in_strict_mode(value_set) -> None:
+    name, values = value_set
+    report = helm.lint(CHART_DIR, values, strict=True, namespace="shop")
+    problems = [m for m in report["messages"] if m["severity"] >= 2 and "icon is recommended" not in m["error"]]
+    assert not report["errors"] and not problems, f"{name}: {report}"
+
+
+def test_modes_render_their_own_objects(render) -> None:
+    standalone = {o["kind"] for o in render(VALUE_SETS["standalone-minimal"])}
+    sidecar = {o["kind"] for o in render(VALUE_SETS["sidecar-minimal"])}
+    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} <= standalone
+    # sidecar: no workload of its own; the API pod carries the container (test_chart_sidecar.py)
+    assert "Deployment" not in sidecar
+    assert {"ConfigMap", "Service", "PodDisruptionBudget", "NetworkPolicy"} <= sidecar
+    assert not {"ServiceMonitor", "PrometheusRule"} & (standalone | sidecar), "monitoring objects are opt-in"
+
+
+def test_standalone_service_fronts_the_proxy_pods(render) -> None:
+    objects = render(VALUE_SETS["standalone-full"])
+    deployment = next(o for o in by_kind(objects, "Deployment"))
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    front = next(s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "orders-shadow")
+    assert front["spec"]["type"] == "LoadBalancer"
+    assert front["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "shadow-proxy", "protocol": "TCP"}]
+    assert front["spec"]["selector"].items() <= pod_labels.items()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SHADOW_UPSTREAM"]["value"] == "http://orders-api.shop.svc.cluster.local:80"
+    assert env["SHADOW_LISTEN"]["value"] == "0.0.0.0:18080"
+    assert env["SHADOW_ADMIN_LISTEN"]["value"] == "0.0.0.0:19090"
+    assert env["SHADOW_RATE_LIMIT"]["value"] == "250.5"
+    assert env["SHADOW_OTLP_ENDPOINT"]["value"] == "http://otel-collector.monitoring:4318"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"shadow-proxy": 18080, "shadow-admin": 19090}
+    assert container["image"] == "ghcr.io/example/shadow@sha256:" + "a" * 64
+    assert deployment["spec"]["replicas"] == 3
+
+
+def pods_of(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o["spec"]["template"] for o in by_kind(objects, "Deployment")]
+
+
+def test_container_runs_locked_down_with_probes_on_the_admin_port(render) -> None:
+    for name in ("standalone-minimal", "standalone-full"):
+        objects = render(VALUE_SETS[name])
+        (pod,) = pods_of(objects)
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] == 10001
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        (container,) = spec["containers"]
+        security = container["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] > 0
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]["name"]], "read-only root fs needs a writable /tmp"
+        assert mounts["/etc/shadow/rules"]["readOnly"] is True
+        assert {e["name"]: e.get("value") for e in container["env"]}["SHADOW_RULES"] == "/etc/shadow/rules"
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "shadow-admin"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "shadow-admin"}
+        assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"]
+
+
+def test_dsns_only_come_from_existing_secrets(render, value_set) -> None:
+    name, values = value_set
+    objects = render(values)
+    text = yaml.safe_dump_all([without_marker(o) for o in objects])
+    assert "postgres://" not in text and "mongodb://" not in text
+    for pod in pods_of(objects):
+        for container in pod["spec"]["containers"]:
+            for env in container["env"]:
+                if env["name"] in ("SHADOW_PG", "SHADOW_MONGO"):
+                    assert "value" not in env and "secretKeyRef" in env["valueFrom"], f"{name}: {env}"
+    if values.get("postgres") and values.get("mode") != "sidecar":
+        (pod,) = pods_of(objects)
+        env = [e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "SHADOW_PG"]
+        assert env[0]["valueFrom"]["secretKeyRef"] == {"name": "orders-pg", "key": "dsn"}
+
+
+def test_rules_come_from_the_chart_or_an_existing_configmap(render) -> None:
+    shipped = render(VALUE_SETS["standalone-minimal"])
+    rules_map = next(c for c in by_kind(shipped, "ConfigMap") if c["metadata"]["name"] == "orders-shadow-rules")
+    chart_files = sorted(p.name for p in (CHART_DIR / "files" / "rules").glob("*.yaml"))
+    assert sorted(rules_map["data"]) == chart_files
+    (pod,) = pods_of(shipped)
+    assert {"name": "shadow-rules", "configMap": {"name": "orders-shadow-rules"}} in pod["spec"]["volumes"]
+
+    existing = render(VALUE_SETS["standalone-existing-rules"])
+    assert not [c for c in by_kind(existing, "ConfigMap") if c["metadata"]["name"] == "orders-shadow-rules"]
+    (pod,) = pods_of(existing)
+    assert {"name": "shadow-rules", "configMap": {"name": "orders-shadow-rules-v7"}} in pod["spec"]["volumes"]
+
+
+def checksum_of(objects: list[dict[str, Any]]) -> str | None:
+    (pod,) = pods_of(objects)
+    return (pod["metadata"].get("annotations") or {}).get("checksum/shadow-rules")
+
+
+def test_rule_edits_roll_the_pods_only_when_hot_reload_is_off(render, render_dir, chart_copy: Path) -> None:
+    watch = render(STANDALONE)
+    assert {e["name"]: e.get("value") for e in pods_of(watch)[0]["spec"]["containers"][0]["env"]}["SHADOW_RELOAD"] == "watch"
+    assert checksum_of(watch) is None, "with reload=watch the proxy follows ConfigMap edits: no restart needed"
+
+    signal_values = merged(STANDALONE, {"config": {"reload": "signal"}})
+    before = checksum_of(render(signal_values))
+    assert before and len(before) == 64
+    rule_file = sorted((chart_copy / "files" / "rules").glob("*.yaml"))[0]
+    rule_file.write_text(rule_file.read_text() + "\n# an edit\n")
+    after = checksum_of(render_dir(chart_copy, signal_values))
+    assert after and after != before, "a rule change must change the pod template so the pods roll"
+
+
+def ingress_rules_for(policy: dict[str, Any], port: str) -> list[dict[str, Any]]:
+    return [rule for rule in policy["spec"]["ingress"] if any(p["port"] == port for p in rule.get("ports", []))]
+
+
+@pytest.mark.parametrize("name", ["standalone-minimal", "standalone-full", "sidecar-minimal", "sidecar-full"])
+def test_network_policy_keeps_the_admin_port_internal(render, name: str) -> None:
+    objects = render(VALUE_SETS[name])
+    policy = one(objects, "NetworkPolicy")
+    admin_rules = ingress_rules_for(policy, "shadow-admin")
+    assert admin_rules, "the admin port must have an explicit rule"
+    for rule in admin_rules:
+        assert rule.get("from"), "an admin rule without `from` would open it to every pod"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            assert peer.get("namespaceSelector") or peer.get("podSelector")
+    assert ingress_rules_for(policy, "shadow-proxy")
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    if name.startswith("sidecar"):
+        assert selected == {"app": "orders-api"}
+    else:
+        (pod,) = pods_of(objects)
+        assert selected.items() <= pod["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("name", ["standalone-full", "sidecar-full"])
+def test_pdb_and_metrics_service_select_the_pods_carrying_the_proxy(render, name: str) -> None:
+    objects = render(VALUE_SETS[name])
+    pdb = one(objects, "PodDisruptionBudget")
+    metrics = next(s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "orders-shadow-metrics")
+    expected = {"app": "orders-api"} if name.startswith("sidecar") else pods_of(objects)[0]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= expected.items()
+    assert metrics["spec"]["selector"].items() <= expected.items()
+    assert metrics["spec"]["ports"][0]["targetPort"] == "shadow-admin"
+
+
+@pytest.mark.parametrize("name", ["standalone-full", "sidecar-full"])
+def test_service_monitor_scrapes_the_metrics_service(render, name: str) -> None:
+    objects = render(VALUE_SETS[name])
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    metrics = next(s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "orders-shadow-metrics")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["shop"]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in metrics["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+def test_dashboard_configmap_is_picked_up_by_the_grafana_sidecar(render) -> None:
+    objects = render(VALUE_SETS["sidecar-full"])
+    dashboard = next(c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"] == "orders-shadow-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert json.loads(dashboard["data"]["shadow.json"]) == json.loads((CHART_DIR / "files" / "dashboard.json").read_text())
+
+
+def test_notes_say_what_to_do_next(chart) -> None:
+    for values in (VALUE_SETS["standalone-minimal"], VALUE_SETS["sidecar-minimal"]):
+        notes = chart.render(values, name="orders", namespace="shop")["shadow/templates/NOTES.txt"]
+        assert "kubectl -n shop port-forward svc/orders-shadow-metrics 9090" in notes
+        assert "shadow gate --prometheus" in notes and "rules/gate.yaml" in notes
+        assert "dashboard" in notes
+    sidecar_notes = chart.render(VALUE_SETS["sidecar-minimal"], name="orders", namespace="shop")["shadow/templates/NOTES.txt"]
+    assert 'include "shadow.sidecarContainer"' in sidecar_notes and "shadow-proxy" in sidecar_notes
