@@ -61,3 +61,52 @@ async def mongo_db_name(mongo_server: MongoServer) -> AsyncIterator[str]:
         await client.drop_database(name)
     finally:
         await client.close()
+
+
+# --------------------------------------------------------------------------- marketplace
+# The reference domain loaded into this test's fresh PG and Mongo databases, drift planted.
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from aiohttp import web as _web  # noqa: E402
+
+from shadow.marketplace.api import create_app as _create_app  # noqa: E402
+from shadow.marketplace.cli import load_domain as _load_domain  # noqa: E402
+from shadow.marketplace.drift import PlantedDrift as _PlantedDrift  # noqa: E402
+from shadow.marketplace.generate import Dataset as _Dataset  # noqa: E402
+
+MARKETPLACE_SEED = 7
+MARKETPLACE_SCALE = 20
+
+
+@_dataclass(frozen=True)
+class Marketplace:
+    """The seeded domain of one test: same documents in Mongo and (remodeled) in PG,
+    with `drifts` planted in PG only."""
+
+    pg_dsn: str
+    mongo_uri: str
+    mongo_db: str
+    dataset: _Dataset
+    drifts: tuple[_PlantedDrift, ...]
+
+
+@pytest.fixture
+async def marketplace(pg_dsn: str, mongo_server: MongoServer, mongo_db_name: str) -> Marketplace:
+    loaded = await _load_domain(pg_dsn, mongo_server.uri, mongo_db_name,
+                                scale=MARKETPLACE_SCALE, seed=MARKETPLACE_SEED, drift=True)
+    return Marketplace(pg_dsn, mongo_server.uri, mongo_db_name, loaded.dataset, loaded.drifts)
+
+
+@pytest.fixture
+async def sample_api(marketplace: Marketplace) -> AsyncIterator[str]:
+    """The sample Mongo-backed API over `marketplace`, on a real loopback port; its base URL."""
+    runner = _web.AppRunner(_create_app(marketplace.mongo_uri, marketplace.mongo_db))
+    await runner.setup()
+    try:
+        site = _web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
