@@ -1,0 +1,209 @@
+"""`shadow proxy` configuration: flags and `SHADOW_*` env vars, parsed once into a
+frozen `Config` and validated before anything starts.
+
+A flag wins over its env var, which wins over the default. Every error names the flag,
+the env var and the bad value, e.g.
+``--queue-size / SHADOW_QUEUE_SIZE: expected a whole number >= 1, got 'lots'``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A flag or env var with a bad value; the message names both and the value."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, env var, help text and parser (str -> value)."""
+
+    field: str
+    flag: str
+    env: str
+    help: str
+    metavar: str
+    parse: Callable[[str], Any]
+
+    @property
+    def names(self) -> str:
+        return f"{self.flag} / {self.env}"
+
+
+# ----------------------------------------------------------------------------- parsers
+
+
+def _url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    try:
+        parts.port
+    except ValueError as bad_port:
+        raise ValueError(f"bad port ({bad_port})") from None
+    return text.rstrip("/")
+
+
+def _directory(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise ValueError("not a directory")
+    return path
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT with a port 0-65535, e.g. 127.0.0.1:9090")
+    return text
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number >= {minimum}") from None
+        if value < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}")
+        return value
+
+    return parse
+
+
+def _seconds(minimum: float, allow_zero: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("expected a number of seconds") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        if not (value >= minimum or (allow_zero and value == 0)):
+            raise ValueError(f"expected a number > {minimum}" if not allow_zero else "expected a number >= 0")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text.lower()
+
+    return parse
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a non-empty value")
+    return text
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("upstream", "--upstream", "SHADOW_UPSTREAM", "the API the proxy forwards to (required)", "URL", _url),
+    Option("rules", "--rules", "SHADOW_RULES", "directory of rule YAML files (required)", "DIR", _directory),
+    Option("pg", "--pg", "SHADOW_PG", "PostgreSQL DSN of the shadow source (postgres routes count `error` without it)", "DSN", _text),
+    Option("mongo", "--mongo", "SHADOW_MONGO", "MongoDB URL of the shadow source for routes with `source: mongo`", "URL", _text),
+    Option("mongo_db", "--mongo-db", "SHADOW_MONGO_DB", "MongoDB database name (default marketplace)", "NAME", _text),
+    Option("listen", "--listen", "SHADOW_LISTEN", "proxy address (default 0.0.0.0:8080)", "HOST:PORT", _address),
+    Option("admin_listen", "--admin-listen", "SHADOW_ADMIN_LISTEN", "admin address (default 127.0.0.1:9090)", "HOST:PORT", _address),
+    Option("queue_size", "--queue-size", "SHADOW_QUEUE_SIZE", "shadow queue capacity; full -> dropped (default 10000)", "N", _whole(1)),
+    Option("workers", "--workers", "SHADOW_WORKERS", "shadow workers (default 4)", "N", _whole(1)),
+    Option("batch_size", "--batch-size", "SHADOW_BATCH_SIZE", "reads a worker takes at once; keys per source call (default 50)", "N", _whole(1)),
+    Option("max_body_bytes", "--max-body-bytes", "SHADOW_MAX_BODY_BYTES", "largest response body copied for shadowing (default 1048576)", "N", _whole(0)),
+    Option("source_timeout", "--source-timeout", "SHADOW_SOURCE_TIMEOUT", "timeout of every shadow source call (default 2.0)", "SECONDS", _seconds(0.0)),
+    Option("rate_limit", "--rate-limit", "SHADOW_RATE_LIMIT", "shadowed reads per second, 0 = unlimited (default 0)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
+    Option("reload", "--reload", "SHADOW_RELOAD", "watch = file changes + SIGHUP + POST /reload; signal = SIGHUP + POST /reload", "MODE", _choice("watch", "signal")),
+    Option("otlp_endpoint", "--otlp-endpoint", "SHADOW_OTLP_ENDPOINT", "OTLP/HTTP traces endpoint (default off)", "URL", _url),
+    Option("mismatch_log", "--mismatch-log", "SHADOW_MISMATCH_LOG", "JSON-lines mismatch log file, - = stderr (default -)", "PATH", _text),
+    Option("log_level", "--log-level", "SHADOW_LOG_LEVEL", "debug, info, warning or error (default info)", "LEVEL", _choice("debug", "info", "warning", "error")),
+    Option("upstream_timeout", "--upstream-timeout", "SHADOW_UPSTREAM_TIMEOUT", "upstream connect / read inactivity timeout -> 504 (default 30)", "SECONDS", _seconds(0.0)),
+    Option("drain_timeout", "--drain-timeout", "SHADOW_DRAIN_TIMEOUT", "on shutdown, how long in-flight requests may finish (default 15)", "SECONDS", _seconds(0.0, allow_zero=True)),
+    Option("recent_mismatches", "--recent-mismatches", "SHADOW_RECENT_MISMATCHES", "mismatches kept in memory for /mismatches (default 200)", "N", _whole(1)),
+    Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE", "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
+)
+OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `shadow proxy` needs, validated. Build it with `Config.parse(args,
+    environ)` from the CLI, or directly in Python (tests, demo, benchmarks)."""
+
+    upstream: str
+    rules: Path
+    pg: str | None = None
+    mongo: str | None = None
+    mongo_db: str = "marketplace"
+    listen: str = "0.0.0.0:8080"
+    admin_listen: str = "127.0.0.1:9090"
+    queue_size: int = 10000
+    workers: int = 4
+    batch_size: int = 50
+    max_body_bytes: int = 1048576
+    source_timeout: float = 2.0
+    rate_limit: float = 0.0
+    reload: str = "watch"
+    otlp_endpoint: str | None = None
+    mismatch_log: str = "-"
+    log_level: str = "info"
+    upstream_timeout: float = 30.0
+    drain_timeout: float = 15.0
+    recent_mismatches: int = 200
+    explain_rate: float = 20.0
+
+    def __post_init__(self) -> None:
+        # Values built in Python go through the same parsers as flags, so a bad value
+        # fails here with the flag's name rather than deep inside the proxy.
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value is None:
+                continue
+            option = OPTION_BY_FIELD[spec.name]
+            object.__setattr__(self, spec.name, _checked(option, str(value), "value"))
+
+    @classmethod
+    def parse(cls, args: argparse.Namespace | Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "Config":
+        """Flags (argparse namespace or mapping field -> str) over env over defaults."""
+        environ = os.environ if environ is None else environ
+        given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            flag_value = given.get(option.field)
+            if flag_value is not None:
+                values[option.field] = _checked(option, str(flag_value), "flag")
+            elif option.env in environ:
+                values[option.field] = _checked(option, environ[option.env], "env")
+        for required in ("upstream", "rules"):
+            if required not in values:
+                option = OPTION_BY_FIELD[required]
+                raise ConfigError(f"{option.names}: required, not given")
+        return cls(**values)
+
+    @staticmethod
+    def host_port(address: str) -> tuple[str, int]:
+        host, _, port = address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def _checked(option: Option, text: str, origin: str) -> Any:
+    try:
+        return option.parse(text)
+    except ValueError as problem:
+        where = {"flag": option.flag, "env": option.env}.get(origin, option.names)
+        raise ConfigError(f"{where}: {problem}, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every option as a flag whose default is None (so env and defaults apply)."""
+    for option in OPTIONS:
+        parser.add_argument(option.flag, dest=option.field, metavar=option.metavar, default=None,
+                            help=f"{option.help} [env {option.env}]")

@@ -1,0 +1,46 @@
+"""Every Prometheus metric of the sidecar, declared once (names and labels are the
+contract in docs/architecture.md: alerts, the gate and dashboards read them).
+
+The registry is injectable so tests and several in-process sidecars do not share
+counters; `Metrics()` without one gets a fresh registry.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: stage latencies range from µs (compare) to the source timeout and recheck delays
+STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: the proxy's own time is tens of µs; the interesting tail is around 1 ms
+PROXY_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
+UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class Metrics:
+    """The sidecar's metrics on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.comparisons = Counter("shadow_comparisons", "Shadow comparisons by outcome", ["entity", "route", "outcome"], registry=r)
+        self.skipped = Counter("shadow_skipped", "Matched reads not compared, by reason", ["entity", "route", "reason"], registry=r)
+        self.dropped = Counter("shadow_dropped", "Shadow work dropped to protect the user path", ["reason"], registry=r)
+        self.mismatch_fields = Counter("shadow_mismatch_fields", "Persistently differing field paths", ["entity", "field"], registry=r)
+        self.transient_fields = Counter("shadow_transient_fields", "Field paths that differed then converged on recheck", ["entity", "field"], registry=r)
+        self.suppressed = Counter("shadow_suppressed", "Differences covered by a known divergence", ["entity", "field"], registry=r)
+        self.divergence_expiry = Gauge("shadow_known_divergence_expiry_timestamp_seconds", "Expiry of each known divergence (Unix time)", ["entity", "field"], registry=r)
+        self.stage_seconds = Histogram("shadow_stage_seconds", "Time spent per shadow stage", ["entity", "stage"], buckets=STAGE_BUCKETS, registry=r)
+        self.queue_depth = Gauge("shadow_queue_depth", "Reads waiting in the shadow queue", registry=r)
+        self.queue_capacity = Gauge("shadow_queue_capacity", "Capacity of the shadow queue", registry=r)
+        self.proxy_seconds = Histogram("shadow_proxy_seconds", "Time the proxy adds to a request (its own handling, not the upstream's)", buckets=PROXY_BUCKETS, registry=r)
+        self.proxy_requests = Counter("shadow_proxy_requests", "Requests through the proxy", ["method", "code"], registry=r)
+        self.upstream_seconds = Histogram("shadow_upstream_seconds", "Upstream time to response headers", buckets=UPSTREAM_BUCKETS, registry=r)
+        self.loop_lag = Gauge("shadow_event_loop_lag_seconds", "Event loop lag (last sample)", registry=r)
+        self.loop_lag_hist = Histogram("shadow_event_loop_lag_seconds_hist", "Event loop lag", buckets=LAG_BUCKETS, registry=r)
+        self.reloads = Counter("shadow_rules_reloads", "Rule (re)loads by result", ["result"], registry=r)
+        self.rules_info = Gauge("shadow_rules_info", "The loaded rules (value 1)", ["version"], registry=r)
+        self.errors = Counter("shadow_errors", "Shadow-side failures by stage", ["stage"], registry=r)
+        for reason in ("queue_full", "rate_limited", "explain_budget", "shutdown"):
+            self.dropped.labels(reason)  # present at 0 so rate() and alerts work from the start
+        for result in ("success", "error"):
+            self.reloads.labels(result)

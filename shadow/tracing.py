@@ -1,0 +1,58 @@
+"""OpenTelemetry for the shadow side: one span per published comparison, in the trace
+of the client request that produced it (W3C `traceparent` taken from the request).
+
+The proxy does not create a server span per request (that would put span work on the
+user path); it only keeps the `traceparent`/`tracestate` header values of matched reads
+and the pipeline parses them off the request path. Tracing is off (a no-op tracer)
+unless an OTLP endpoint or an exporter is given. The tracer provider is private to the
+sidecar, never the process-global one, so several sidecars (tests) do not interfere.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+class Tracing:
+    """Owns the tracer; `close()` flushes and shuts the exporter down."""
+
+    def __init__(self, otlp_endpoint: str | None = None, exporter: Any = None) -> None:
+        self._provider: Any = None
+        if otlp_endpoint is None and exporter is None:
+            self.tracer: trace.Tracer = trace.NoOpTracer()
+            return
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        self._provider = TracerProvider(resource=Resource.create({"service.name": "shadow"}))
+        if exporter is not None:  # tests: an InMemorySpanExporter, exported at once
+            self._provider.add_span_processor(SimpleSpanProcessor(exporter))
+        if otlp_endpoint is not None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            endpoint = otlp_endpoint if otlp_endpoint.endswith("/v1/traces") else otlp_endpoint.rstrip("/") + "/v1/traces"
+            self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        self.tracer = self._provider.get_tracer("shadow")
+
+    @property
+    def enabled(self) -> bool:
+        return self._provider is not None
+
+    def close(self) -> None:
+        if self._provider is not None:
+            self._provider.shutdown()
+
+
+def request_context(trace_headers: Mapping[str, str] | None) -> Context | None:
+    """The client's trace context from its `traceparent`/`tracestate`, or None."""
+    if not trace_headers:
+        return None
+    return _PROPAGATOR.extract(carrier=dict(trace_headers))
