@@ -98,11 +98,10 @@ CREATE TABLE categories (
     updated_at          timestamptz NOT NULL,
     -- entity: parent_id (NULL only once the parent row was deleted: ON DELETE SET NULL);
     -- template: a free string; no kind: no parent at all.
-    CONSTRAINT categories_parent_ref_agrees CHECK (
-        (parent_ref_kind IS NULL AND parent_id IS NULL AND parent_external_ref IS NULL)
-        OR (parent_ref_kind = 'entity' AND parent_external_ref IS NULL)
-        OR (parent_ref_kind = 'template' AND parent_id IS NULL AND parent_external_ref IS NOT NULL)
-    )
+    CONSTRAINT categories_parent_ref_agrees CHECK (CASE parent_ref_kind  -- CASE, not OR: a NULL kind must not make the CHECK pass
+        WHEN 'entity' THEN parent_external_ref IS NULL
+        WHEN 'template' THEN parent_id IS NULL AND parent_external_ref IS NOT NULL
+        ELSE parent_id IS NULL AND parent_external_ref IS NULL END)
 );
 CREATE UNIQUE INDEX categories_active_name_key ON categories (lower(btrim(name))) WHERE is_active;
 
@@ -187,21 +186,18 @@ CREATE TABLE payments (
     idempotency_key               text,
     created_at                    timestamptz NOT NULL,
     updated_at                    timestamptz NOT NULL,
-    CONSTRAINT payments_purchase_request_ref_agrees CHECK (
-        (purchase_request_ref_kind IS NULL AND purchase_request_id IS NULL AND purchase_request_external_ref IS NULL)
-        OR (purchase_request_ref_kind = 'entity' AND purchase_request_id IS NOT NULL AND purchase_request_external_ref IS NULL)
-        OR (purchase_request_ref_kind = 'template' AND purchase_request_id IS NULL AND purchase_request_external_ref IS NOT NULL)
-    ),
-    CONSTRAINT payments_seller_offer_ref_agrees CHECK (
-        (seller_offer_ref_kind IS NULL AND seller_offer_id IS NULL AND seller_offer_external_ref IS NULL)
-        OR (seller_offer_ref_kind = 'entity' AND seller_offer_id IS NOT NULL AND seller_offer_external_ref IS NULL)
-        OR (seller_offer_ref_kind = 'template' AND seller_offer_id IS NULL AND seller_offer_external_ref IS NOT NULL)
-    ),
-    CONSTRAINT payments_seller_ref_agrees CHECK (
-        (seller_ref_kind IS NULL AND seller_id IS NULL AND seller_external_ref IS NULL)
-        OR (seller_ref_kind = 'entity' AND seller_id IS NOT NULL AND seller_external_ref IS NULL)
-        OR (seller_ref_kind = 'template' AND seller_id IS NULL AND seller_external_ref IS NOT NULL)
-    ),
+    CONSTRAINT payments_purchase_request_ref_agrees CHECK (CASE purchase_request_ref_kind  -- CASE, not OR: a NULL kind must not make the CHECK pass
+        WHEN 'entity' THEN purchase_request_id IS NOT NULL AND purchase_request_external_ref IS NULL
+        WHEN 'template' THEN purchase_request_id IS NULL AND purchase_request_external_ref IS NOT NULL
+        ELSE purchase_request_id IS NULL AND purchase_request_external_ref IS NULL END),
+    CONSTRAINT payments_seller_offer_ref_agrees CHECK (CASE seller_offer_ref_kind  -- CASE, not OR: a NULL kind must not make the CHECK pass
+        WHEN 'entity' THEN seller_offer_id IS NOT NULL AND seller_offer_external_ref IS NULL
+        WHEN 'template' THEN seller_offer_id IS NULL AND seller_offer_external_ref IS NOT NULL
+        ELSE seller_offer_id IS NULL AND seller_offer_external_ref IS NULL END),
+    CONSTRAINT payments_seller_ref_agrees CHECK (CASE seller_ref_kind  -- CASE, not OR: a NULL kind must not make the CHECK pass
+        WHEN 'entity' THEN seller_id IS NOT NULL AND seller_external_ref IS NULL
+        WHEN 'template' THEN seller_id IS NULL AND seller_external_ref IS NOT NULL
+        ELSE seller_id IS NULL AND seller_external_ref IS NULL END),
     CONSTRAINT payments_blockchain_is_object CHECK (blockchain IS NULL OR jsonb_typeof(blockchain) = 'object'),
     CONSTRAINT payments_metadata_is_object CHECK (metadata IS NULL OR jsonb_typeof(metadata) = 'object')
 );
@@ -228,16 +224,14 @@ CREATE TABLE funds_ledger_entries (
     idempotency_key               text,
     description                   text,
     created_at                    timestamptz NOT NULL,
-    CONSTRAINT ledger_purchase_request_ref_agrees CHECK (
-        (purchase_request_ref_kind IS NULL AND purchase_request_id IS NULL AND purchase_request_external_ref IS NULL)
-        OR (purchase_request_ref_kind = 'entity' AND purchase_request_id IS NOT NULL AND purchase_request_external_ref IS NULL)
-        OR (purchase_request_ref_kind = 'template' AND purchase_request_id IS NULL AND purchase_request_external_ref IS NOT NULL)
-    ),
-    CONSTRAINT ledger_payment_ref_agrees CHECK (
-        (payment_ref_kind IS NULL AND payment_id IS NULL AND payment_external_ref IS NULL)
-        OR (payment_ref_kind = 'entity' AND payment_id IS NOT NULL AND payment_external_ref IS NULL)
-        OR (payment_ref_kind = 'template' AND payment_id IS NULL AND payment_external_ref IS NOT NULL)
-    )
+    CONSTRAINT ledger_purchase_request_ref_agrees CHECK (CASE purchase_request_ref_kind  -- CASE, not OR: a NULL kind must not make the CHECK pass
+        WHEN 'entity' THEN purchase_request_id IS NOT NULL AND purchase_request_external_ref IS NULL
+        WHEN 'template' THEN purchase_request_id IS NULL AND purchase_request_external_ref IS NOT NULL
+        ELSE purchase_request_id IS NULL AND purchase_request_external_ref IS NULL END),
+    CONSTRAINT ledger_payment_ref_agrees CHECK (CASE payment_ref_kind  -- CASE, not OR: a NULL kind must not make the CHECK pass
+        WHEN 'entity' THEN payment_id IS NOT NULL AND payment_external_ref IS NULL
+        WHEN 'template' THEN payment_id IS NULL AND payment_external_ref IS NOT NULL
+        ELSE payment_id IS NULL AND payment_external_ref IS NULL END)
 );
 CREATE UNIQUE INDEX funds_ledger_entries_idempotency_key ON funds_ledger_entries (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
