@@ -1,0 +1,69 @@
+"""The gate from this process's own counters: what the admin `/gate` answers.
+
+Same criteria, same `decide()`, but the window is "since process start" (counters are
+never reset in-process) and alerts are not known here, which the report says. Runs on
+each GET /gate; reads the registry, does no other I/O.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from shadow.gate.criteria import GateCriteria
+from shadow.gate.verdict import GateReport, GateSamples, GateUnavailable, RouteSample, decide
+
+_LOADED_AT = time.time()  # fallback for "process start" when the registry has no process collector
+
+
+def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: float | None = None) -> GateReport:
+    """GO / NO-GO from `registry`'s shadow counters since process start.
+
+    Raises GateUnavailable if the registry has no shadow_comparisons_total at all (the
+    sidecar's metrics are not in it) — never a GO on missing data."""
+    routes: dict[tuple[str, str], dict[str, int]] = {}
+    mismatch_fields: dict[str, dict[str, int]] = {}
+    transient_fields: dict[str, dict[str, int]] = {}
+    expiries: dict[tuple[str, str], float] = {}
+    declared = False
+    started = None
+    for family in registry.collect():
+        if family.name == "shadow_comparisons":
+            declared = True
+        for sample in family.samples:
+            labels, value = sample.labels, sample.value
+            if sample.name == "shadow_comparisons_total":
+                key = (labels.get("entity", ""), labels.get("route", ""))
+                outcomes = routes.setdefault(key, {})
+                outcomes[labels.get("outcome", "")] = outcomes.get(labels.get("outcome", ""), 0) + int(value)
+            elif sample.name == "shadow_mismatch_fields_total" and value > 0:
+                mismatch_fields.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
+            elif sample.name == "shadow_transient_fields_total" and value > 0:
+                transient_fields.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
+            elif sample.name == "shadow_known_divergence_expiry_timestamp_seconds":
+                expiries[(labels.get("entity", ""), labels.get("field", ""))] = value
+            elif sample.name == "process_start_time_seconds":
+                started = value
+    if not declared:
+        raise GateUnavailable("shadow_comparisons_total is not in this process's registry: the shadow metrics are not registered")
+    started = started if started is not None else _process_start(registry)
+    samples = GateSamples(
+        scope=f"local counters since process start ({datetime.fromtimestamp(started, timezone.utc):%Y-%m-%dT%H:%M:%SZ})",
+        window="since process start",
+        evaluated_at=time.time() if now is None else now,
+        routes=tuple(RouteSample(entity, route, outcomes) for (entity, route), outcomes in sorted(routes.items())),
+        mismatch_fields=mismatch_fields,
+        divergence_expiries=expiries,
+        fired_alerts=None,
+        transient_fields=transient_fields,
+    )
+    return decide(samples, criteria)
+
+
+def _process_start(registry: CollectorRegistry) -> float:
+    if registry is not REGISTRY:
+        value = REGISTRY.get_sample_value("process_start_time_seconds")
+        if value is not None:
+            return value
+    return _LOADED_AT
