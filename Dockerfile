@@ -19,7 +19,7 @@ COPY normalizers ./normalizers
 # The venv gets no pip/setuptools of its own: the base image's pip installs into it.
 RUN python -m venv --without-pip /opt/shadow \
  && pip wheel --no-deps --wheel-dir /wheels . \
- && pip install --python /opt/shadow/bin/python --no-compile /wheels/shadow_verify-*.whl \
+ && pip --python /opt/shadow/bin/python install --no-compile /wheels/shadow_verify-*.whl \
  && /opt/shadow/bin/python -m compileall -q -j 0 /opt/shadow/lib \
  && /opt/shadow/bin/shadow --help >/dev/null
 

