@@ -1,0 +1,192 @@
+"""The comparison: canonical form of both sides -> plain equality -> path walk ->
+Verdict. Pure; runs in a pipeline worker (and in `shadow compare`, `rules test`).
+
+Canonical form (both the API's document and the rebuilt candidate):
+- each field's `as:` normalizers from the rule (decimal, timestamp, enum maps, ...);
+- numbers: one spelling per value (12.5 == 12.500000000000000000 == 12.5 double);
+- datetimes: ms-precision UTC ISO strings, like JS `toISOString()`;
+- uuids/ObjectIds: strings; null, missing and {} are the same (entity null_is_missing);
+- `order: unordered` arrays sorted into a canonical order (multisets);
+- the entity's `ignore` paths dropped.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from normalizers.rows import multiset
+from normalizers.values import canonical_number, iso_ms
+from shadow.model import FieldDiff, Outcome, Verdict
+from shadow.rules.spec import Entity, Field
+
+MAX_DIFFS = 100  # per document; a wholly different list must not flood the log
+
+
+def canonical(entity: Entity, document: Any) -> Any:
+    """The canonical form of one API-shaped document."""
+    if not isinstance(document, dict):
+        return _canon(document, None, "", entity)
+    return _canon_object(document, entity.fields, "", entity)
+
+
+def _canon_object(document: Mapping[str, Any], specs: Mapping[str, Field] | None, path: str,
+                  entity: Entity) -> dict[str, Any]:
+    ignore = entity.ignore
+    drop_empty = entity.null_is_missing
+    canon: dict[str, Any] = {}
+    for name, value in document.items():
+        here = f"{path}.{name}" if path else str(name)
+        if ignore and here in ignore:
+            continue
+        value = _canon(value, specs.get(name) if specs else None, here, entity)
+        if drop_empty and (value is None or value == {}):
+            continue
+        canon[name] = value
+    return canon
+
+
+def _canon(value: Any, spec: Field | None, path: str, entity: Entity) -> Any:
+    if spec is not None and spec.transforms:
+        for transform in spec.transforms:
+            try:
+                value = transform.apply(value)
+            except (ValueError, TypeError, ArithmeticError, KeyError):
+                break  # unreadable: keep the raw value, it shows up as a mismatch
+    if isinstance(value, str) or value is None or isinstance(value, bool) or isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return _canon_object(value, spec.children if spec is not None else None, path, entity)
+    if isinstance(value, list):
+        item_path = path + "[*]"
+        if spec is not None and spec.kind == "rows":
+            if spec.value is not None:
+                items = [_canon(item, spec.value, item_path, entity) for item in value]
+            else:
+                items = [_canon_object(item, spec.children, item_path, entity) if isinstance(item, dict)
+                         else _canon(item, None, item_path, entity) for item in value]
+            return multiset(items, spec.natural_key) if spec.unordered else items
+        return [_canon(item, None, item_path, entity) for item in value]
+    if isinstance(value, Decimal):
+        return canonical_number(value)
+    if isinstance(value, float):
+        return canonical_number(Decimal(repr(value)))
+    if isinstance(value, datetime):
+        return iso_ms(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, tuple):
+        return _canon(list(value), spec, path, entity)
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "to_decimal"):  # bson.Decimal128
+        return canonical_number(value.to_decimal())
+    if type(value).__name__ == "ObjectId":
+        return str(value)
+    return value
+
+
+def compare(entity: Entity, control: Any, candidate: Any, today: date) -> Verdict:
+    """Match / mismatch / missing for one key. Known, unexpired divergences go to
+    `suppressed`; once expired they count as real differences."""
+    if candidate is None:
+        return Verdict(Outcome.MISSING)
+    control_c = canonical(entity, control)
+    candidate_c = canonical(entity, candidate)
+    if control_c == candidate_c:
+        return Verdict(Outcome.MATCH)
+    diffs: list[FieldDiff] = []
+    _walk(control_c, candidate_c, "", "", diffs)
+    return _verdict(entity, diffs, today)
+
+
+def _verdict(entity: Entity, diffs: list[FieldDiff], today: date) -> Verdict:
+    live = [known for known in entity.known if known.expires >= today]
+    real, suppressed = [], []
+    for diff in diffs:
+        (suppressed if any(known.covers(diff.path) for known in live) else real).append(diff)
+    if not real:
+        return Verdict(Outcome.MATCH, (), tuple(suppressed))
+    return Verdict(Outcome.MISMATCH, tuple(real), tuple(suppressed))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | Decimal):
+        return "number"
+    return type(value).__name__
+
+
+def _walk(control: Any, candidate: Any, path: str, at: str, out: list[FieldDiff]) -> None:
+    """The differing leaves of two canonical values (they are known to differ)."""
+    if len(out) >= MAX_DIFFS:
+        return
+    kind = _kind(control)
+    if kind != _kind(candidate):
+        out.append(FieldDiff(path, at, plain(control), plain(candidate), "type"))
+    elif kind == "object":
+        for name in list(control) + [name for name in candidate if name not in control]:
+            here_path = f"{path}.{name}" if path else name
+            here_at = f"{at}.{name}" if at else name
+            if name not in candidate:
+                out.append(FieldDiff(here_path, here_at, plain(control[name]), None, "missing_in_candidate"))
+            elif name not in control:
+                out.append(FieldDiff(here_path, here_at, None, plain(candidate[name]), "extra_in_candidate"))
+            elif control[name] != candidate[name]:
+                _walk(control[name], candidate[name], here_path, here_at, out)
+    elif kind == "array":
+        for index in range(max(len(control), len(candidate))):
+            here_path, here_at = f"{path}[*]", f"{at}[{index}]"
+            if index >= len(candidate):
+                out.append(FieldDiff(here_path, here_at, plain(control[index]), None, "missing_in_candidate"))
+            elif index >= len(control):
+                out.append(FieldDiff(here_path, here_at, None, plain(candidate[index]), "extra_in_candidate"))
+            elif control[index] != candidate[index]:
+                _walk(control[index], candidate[index], here_path, here_at, out)
+    else:
+        out.append(FieldDiff(path, at, plain(control), plain(candidate), "changed"))
+
+
+def plain(value: Any) -> Any:
+    """A canonical value made JSON-safe for logs (Decimal -> its string)."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
+def explain(entity: Entity, control: Any, candidate: Any) -> list[FieldDiff]:
+    """The detailed differences by deepdiff (costly: ~1 ms per 1.5 KB document and it
+    blocks the loop — run it bounded, off the event loop)."""
+    from deepdiff import DeepDiff
+    from deepdiff.helper import notpresent
+
+    kinds = {"dictionary_item_removed": "missing_in_candidate", "iterable_item_removed": "missing_in_candidate",
+             "dictionary_item_added": "extra_in_candidate", "iterable_item_added": "extra_in_candidate",
+             "type_changes": "type", "values_changed": "changed"}
+    report = DeepDiff(canonical(entity, control), canonical(entity, candidate), view="tree")
+    diffs = []
+    for report_type, levels in report.items():
+        for level in levels:
+            at, path = "", ""
+            for part in level.path(output_format="list"):
+                if isinstance(part, int):
+                    at, path = f"{at}[{part}]", f"{path}[*]"
+                else:
+                    at, path = (f"{at}.{part}", f"{path}.{part}") if at else (str(part), str(part))
+            control_value = None if level.t1 is notpresent else plain(level.t1)
+            candidate_value = None if level.t2 is notpresent else plain(level.t2)
+            diffs.append(FieldDiff(path, at, control_value, candidate_value, kinds.get(report_type, report_type)))
+    return sorted(diffs, key=lambda diff: diff.at)

@@ -1,0 +1,101 @@
+"""The built-in normalizers: every spelling of one value lands on one canonical form."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from bson import Decimal128, ObjectId
+
+import normalizers
+from normalizers.idmap import IdMapCache
+from normalizers.mixed import resolve
+from normalizers.rows import multiset
+
+
+@pytest.mark.parametrize("spelling", [
+    Decimal("12.500000000000000000"), "12.5", 12.5, {"$numberDecimal": "12.50"}, Decimal128("12.5000"), " 12.5 ",
+])
+def test_decimal_is_scale_insensitive(spelling: object) -> None:
+    assert normalizers.get("decimal").function(spelling) == Decimal("12.5")
+
+
+def test_decimal_integral_values_become_ints_and_bad_input_is_an_error() -> None:
+    decimal = normalizers.get("decimal").function
+    assert decimal("100.000") == 100 and isinstance(decimal("100.000"), int)
+    assert decimal(0.1) == Decimal("0.1")  # the double's shortest spelling, not its binary expansion
+    with pytest.raises(ValueError, match="not a decimal"):
+        decimal("twelve")
+    with pytest.raises(ValueError):
+        decimal({"$numberDecimal": "1", "extra": 2})
+
+
+@pytest.mark.parametrize("spelling", [
+    datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),  # PostgreSQL µs: truncated
+    datetime(2026, 1, 2, 5, 4, 5, 678000, tzinfo=timezone(timedelta(hours=2))),
+    datetime(2026, 1, 2, 3, 4, 5, 678000),  # naive = UTC
+    "2026-01-02T03:04:05.678Z", "2026-01-02T03:04:05.678123456Z", "2026-01-02 03:04:05.678+00:00",
+    {"$date": "2026-01-02T03:04:05.678Z"}, {"$date": {"$numberLong": "1767323045678"}}, 1767323045678,
+])
+def test_timestamp_to_ms_iso(spelling: object) -> None:
+    assert normalizers.get("timestamp").function(spelling) == "2026-01-02T03:04:05.678Z"
+
+
+def test_timestamp_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="not a timestamp"):
+        normalizers.get("timestamp").function("yesterday")
+
+
+def test_small_normalizers() -> None:
+    assert normalizers.bind("lower_trim")("  Electronics ") == "electronics"
+    assert normalizers.bind("enum", {"usd": "USD"})("usd") == "USD"
+    assert normalizers.bind("enum", {"usd": "USD"})("EUR") == "EUR"
+    assert normalizers.bind("default", 0)(None) == 0
+    assert normalizers.bind("rename", {"old": "new"})({"old": 1, "kept": 2}) == {"new": 1, "kept": 2}
+    assert [normalizers.bind("null_is_missing")(v) for v in (None, "", [], {}, "x")] == [None] * 4 + ["x"]
+    assert normalizers.bind("json")('{"a": [1]}') == {"a": [1]}
+    oid = ObjectId()
+    assert normalizers.bind("objectid")({"$oid": str(oid).upper()}) == str(oid)
+    assert normalizers.bind("string")(True) == "true"
+
+
+def test_user_normalizer_by_dotted_path_and_unknown_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # as a user's PYTHONPATH would
+    user = normalizers.get("user_normalizers_example:strip_sku_prefix")
+    assert user.bind()("SKU-123") == "123"
+    with_argument = normalizers.get("user_normalizers_example:truncate")
+    assert with_argument.takes_argument and with_argument.bind(3)("abcdef") == "abc"
+    with pytest.raises(normalizers.UnknownNormalizer, match="decimall"):
+        normalizers.get("decimall")
+    with pytest.raises(normalizers.UnknownNormalizer, match="cannot import"):
+        normalizers.get("no.such.module:function")
+
+
+def test_mixed_ref_resolves_each_kind_and_flags_disagreement() -> None:
+    legacy_of = {"0b7c5c1e-0000-4000-8000-000000000001": "65a1b2c3d4e5f60718293a4b"}
+    assert resolve("entity", "0b7c5c1e-0000-4000-8000-000000000001", None, legacy_of) == "65a1b2c3d4e5f60718293a4b"
+    assert resolve("template", None, "tpl-42", legacy_of) == "tpl-42"
+    assert resolve(None, None, None, legacy_of) is None
+    disagreeing = resolve("template", "0b7c5c1e-0000-4000-8000-000000000001", None, legacy_of)
+    assert isinstance(disagreeing, str) and "disagrees" in disagreeing
+    assert resolve("entity", "0b7c5c1e-0000-4000-8000-00000000ffff", None, legacy_of).startswith("<unmapped uuid")
+
+
+def test_multiset_order_is_canonical() -> None:
+    first = multiset([{"k": 2, "v": "b"}, {"k": 1, "v": "a"}], key="k")
+    second = multiset([{"k": 1, "v": "a"}, {"k": 2, "v": "b"}], key="k")
+    assert first == second and first[0]["k"] == 1
+    assert multiset([Decimal("1.5"), 3, "x"]) == multiset(["x", 3, Decimal("1.5")])
+
+
+def test_id_map_cache_is_bounded_lru() -> None:
+    cache = IdMapCache(maxsize=2)
+    cache.remember([("u1", "a"), ("u2", "b")])
+    assert cache.unknown(["u1", "u2", "u3", None]) == ["u3"]
+    cache.legacy_of(["u1"])  # u1 now most recent
+    cache.remember([("u3", "c")])
+    assert cache.legacy_of(["u1", "u2", "u3"]) == {"u1": "a", "u3": "c"}
+    assert len(cache) == 2
+    with pytest.raises(ValueError):
+        IdMapCache(0)
