@@ -148,9 +148,9 @@ def _route_reasons(window: str, outcomes: Mapping[str, int], fields: tuple[tuple
     if route and comparisons < route.min_comparisons:
         what = "required route" if route.required else "route"
         if comparisons == 0:
-            reasons.append(f"no comparisons on {what} in {window} (no samples)")
+            reasons.append(f"no comparisons on {what} {_during(window)} (no samples)")
         else:
-            reasons.append(f"{comparisons} comparisons on {what} in {window}, need >= {route.min_comparisons}")
+            reasons.append(f"{comparisons} comparisons on {what} {_during(window)}, need >= {route.min_comparisons}")
     if persistent > max_mismatches:
         detail = ", ".join(f"{outcomes[o]} {o}" for o in PERSISTENT if outcomes.get(o))
         reasons.append(f"{persistent} persistent mismatches ({detail}) > max {max_mismatches}; fields: {_fields_text(fields)}")
@@ -166,9 +166,9 @@ def _entity_reasons(samples: GateSamples, criteria: EntityCriteria, totals: Mapp
     comparisons = sum(totals.values())
     if comparisons < criteria.min_comparisons:
         if comparisons == 0:
-            reasons.append(f"no comparisons in {samples.window} (no samples; need >= {criteria.min_comparisons})")
+            reasons.append(f"no comparisons {_during(samples.window)} (no samples; need >= {criteria.min_comparisons})")
         else:
-            reasons.append(f"{comparisons} comparisons in {samples.window}, need >= {criteria.min_comparisons}")
+            reasons.append(f"{comparisons} comparisons {_during(samples.window)}, need >= {criteria.min_comparisons}")
     persistent = _persistent(totals)
     if persistent > criteria.max_mismatches and not route_mismatch_reported:
         reasons.append(f"{persistent} persistent mismatches > max {criteria.max_mismatches}; fields: {_fields_text(fields)}")
@@ -191,6 +191,10 @@ def _row(entity: str, route: str, outcomes: Mapping[str, int], fields: tuple[tup
         entity, route, sum(outcomes.values()), _persistent(outcomes), outcomes.get("transient", 0),
         outcomes.get("error", 0), dict(outcomes), fields if _persistent(outcomes) or route == ALL_ROUTES else (), reasons,
     )
+
+
+def _during(window: str) -> str:
+    return window if window.startswith("since") else f"in {window}"
 
 
 def _persistent(outcomes: Mapping[str, int]) -> int:

@@ -1,0 +1,61 @@
+"""The admin /gate verdict: the same criteria and decision, from one process's registry
+(counters since process start), labelled as such."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from shadow.gate.criteria import parse_criteria
+from shadow.gate.local import evaluate_local
+from shadow.gate.report import to_json
+from shadow.gate.verdict import GateUnavailable
+from shadow.metrics import Metrics
+
+PAY = "GET /api/payments/{id}"
+CRITERIA = parse_criteria(
+    "block_on_alerts: [ShadowPersistentMismatch]\n"
+    "defaults: {min_comparisons: 5}\n"
+    "entities:\n"
+    "  payments:\n"
+    "    required_routes: ['GET /api/payments/{id}']\n"
+)
+
+
+def test_local_counters_give_the_same_verdict_labelled_as_local() -> None:
+    metrics = Metrics()
+    metrics.comparisons.labels("payments", PAY, "match").inc(10)
+    metrics.comparisons.labels("payments", PAY, "transient").inc(2)
+    report = evaluate_local(metrics.registry, CRITERIA)
+    assert report.go
+    assert report.scope.startswith("local counters since process start (")
+    assert report.window == "since process start"
+    assert report.notes == ("alerts not evaluated in this scope (no Prometheus)",)
+
+    metrics.comparisons.labels("payments", PAY, "extra").inc()
+    metrics.mismatch_fields.labels("payments", "offers[*]").inc()
+    report = evaluate_local(metrics.registry, CRITERIA)
+    document = to_json(report)
+    assert document["verdict"] == "NO-GO"
+    assert document["reasons"] == [f"payments {PAY}: 1 persistent mismatches (1 extra) > max 0; fields: offers[*] x1"]
+
+
+def test_no_traffic_yet_is_no_go_not_go() -> None:
+    report = evaluate_local(Metrics().registry, CRITERIA)
+    assert not report.go
+    assert to_json(report)["reasons"][0] == "payments: no comparisons since process start (no samples; need >= 5)"
+
+
+def test_expired_divergence_counts_locally() -> None:
+    metrics = Metrics()
+    metrics.comparisons.labels("payments", PAY, "match").inc(10)
+    metrics.divergence_expiry.labels("payments", "metadata").set(time.time() - 60)
+    assert "known divergence on field metadata expired" in evaluate_local(metrics.registry, CRITERIA).reasons[0]
+
+
+def test_a_registry_without_shadow_metrics_cannot_evaluate() -> None:
+    registry = CollectorRegistry()
+    Counter("unrelated", "not ours", registry=registry).inc()
+    with pytest.raises(GateUnavailable, match="shadow_comparisons_total is not in this process's registry"):
+        evaluate_local(registry, CRITERIA)
