@@ -7,11 +7,14 @@ each GET /gate; reads the registry, does no other I/O.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from shadow.gate.criteria import GateCriteria
+from shadow.gate.report import to_json
 from shadow.gate.verdict import GateReport, GateSamples, GateUnavailable, RouteSample, decide
 
 _LOADED_AT = time.time()  # fallback for "process start" when the registry has no process collector
@@ -67,3 +70,17 @@ def _process_start(registry: CollectorRegistry) -> float:
         if value is not None:
             return value
     return _LOADED_AT
+
+
+def gate_hook(registry: CollectorRegistry, criteria: GateCriteria) -> Callable[[], dict[str, Any]]:
+    """What the admin /gate calls on each request: the local report as JSON, or
+    `{"verdict": "CANNOT_EVALUATE", "error": ...}` — never a GO on missing data.
+    Wire it with `sidecar.set_gate(gate_hook(sidecar.registry, load_criteria(path)))`."""
+
+    def evaluate() -> dict[str, Any]:
+        try:
+            return to_json(evaluate_local(registry, criteria))
+        except GateUnavailable as error:
+            return {"verdict": "CANNOT_EVALUATE", "scope": "local counters since process start", "error": str(error)}
+
+    return evaluate

@@ -59,3 +59,13 @@ def test_a_registry_without_shadow_metrics_cannot_evaluate() -> None:
     Counter("unrelated", "not ours", registry=registry).inc()
     with pytest.raises(GateUnavailable, match="shadow_comparisons_total is not in this process's registry"):
         evaluate_local(registry, CRITERIA)
+
+
+def test_gate_hook_answers_json_and_never_go_without_metrics() -> None:
+    from shadow.gate.local import gate_hook
+
+    metrics = Metrics()
+    metrics.comparisons.labels("payments", PAY, "match").inc(10)
+    assert gate_hook(metrics.registry, CRITERIA)()["verdict"] == "GO"
+    answer = gate_hook(CollectorRegistry(), CRITERIA)()
+    assert answer["verdict"] == "CANNOT_EVALUATE" and "not in this process's registry" in answer["error"]
