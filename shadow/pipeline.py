@@ -210,7 +210,7 @@ class Pipeline:
             return None
         try:
             controls = controls_of(read.match, read.query, read.headers, document)
-        except INVALID_KEY_ERRORS:
+        except InvalidKey:
             self.sink.skipped(entity, name, SkipReason.INVALID_KEY)
             return None
         if not controls:
@@ -395,15 +395,11 @@ class Pipeline:
 # kept in one place so the rest of this module does not depend on their field names.
 
 
-class InvalidKey(ValueError):
-    """Stand-in until shadow.rules defines it."""
-
-
-try:  # the rules engine's own exception, when present
-    from shadow.rules import InvalidKey as _RulesInvalidKey  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until the rules land
-    _RulesInvalidKey = InvalidKey
-INVALID_KEY_ERRORS: tuple[type[BaseException], ...] = (InvalidKey, _RulesInvalidKey)
+try:
+    from shadow.rules import InvalidKey
+except ImportError:  # pragma: no cover - only while the rules engine is not installed
+    class InvalidKey(ValueError):  # type: ignore[no-redef]
+        """A key that is not what the route expects (not an ObjectId, too long, ...)."""
 
 
 def route_of(match: Any) -> Any:
@@ -445,18 +441,13 @@ def entity_of(rules: Any, name: str) -> Any:
 
 
 def route_of_job(rules: Any, job: ShadowJob) -> Any:
-    for route in rules.routes:
-        if route.name == job.route:
-            return route
-    return None
+    return rules.route_named(job.route)
 
 
 def controls_of(match: Any, query: Mapping[str, str], headers: Mapping[str, str], body: Any) -> dict[str, Any]:
-    """key -> control document for one read. Raises InvalidKey."""
-    route = match.route
-    keys = route.keys_from(match, query, headers, body)
-    documents = route.documents(body)
-    return {key: documents[key] for key in keys if key in documents}
+    """key -> control document for one read (empty: no document where the route
+    says). Raises InvalidKey."""
+    return match.route.controls(match, query, headers, body)
 
 
 def _decoded(body: bytes, content_encoding: str, limit: int) -> bytes | None:

@@ -56,9 +56,17 @@ def describe_problems(error: BaseException) -> tuple[str, ...]:
 
 
 def rule_files(directory: Path) -> list[Path]:
-    """The files a reload reads: YAML under `directory`, minus `tests/` folders."""
-    return sorted(path for path in directory.rglob("*") if path.suffix in RULE_SUFFIXES
-                  and path.is_file() and "tests" not in path.relative_to(directory).parts[:-1])
+    """The files a reload reads (as load_rules does): YAML under `directory`, minus
+    `tests/` and dot-folders."""
+    found = []
+    for path in directory.rglob("*"):
+        parts = path.relative_to(directory).parts
+        if path.suffix not in RULE_SUFFIXES or not path.is_file():
+            continue
+        if any(part.startswith(".") for part in parts) or "tests" in parts[:-1]:
+            continue  # dot-folders: a Kubernetes ConfigMap's ..data symlink farm
+        found.append(path)
+    return sorted(found)
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:

@@ -92,14 +92,16 @@ def default_sources(config: Config) -> dict[str, Any]:
         async def open_postgres() -> Any:
             from shadow.sources.postgres import PostgresSource
 
-            return await PostgresSource.open(config.pg, statement_timeout=config.source_timeout)
+            # one connection per worker, plus one for the recheck task
+            return await PostgresSource.create(config.pg, statement_timeout=config.source_timeout,
+                                               pool_size=config.workers + 1)
 
         sources["postgres"] = LazySource("postgres", open_postgres)
     if config.mongo:
         async def open_mongo() -> Any:
             from shadow.sources.mongo import MongoSource
 
-            return await MongoSource.open(config.mongo, config.mongo_db)
+            return MongoSource(config.mongo, config.mongo_db, timeout=config.source_timeout)
 
         sources["mongo"] = LazySource("mongo", open_mongo)
     return sources
@@ -111,7 +113,7 @@ def rules_facts(rules: Any) -> tuple[dict[str, tuple[str, ...]], list[Divergence
     divergences: list[Divergence] = []
     for name, entity in getattr(rules, "entities", {}).items():
         redact[name] = tuple(getattr(entity, "redact", ()) or ())
-        for known in getattr(entity, "known_divergences", ()) or ():
+        for known in getattr(entity, "known", ()) or ():
             expires = getattr(known, "expires", None)
             stamp = time.mktime(expires.timetuple()) if expires is not None and hasattr(expires, "timetuple") else float("inf")
             divergences.append(Divergence(name, getattr(known, "path", "?"), stamp))

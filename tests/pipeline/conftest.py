@@ -1,0 +1,191 @@
+"""A small controlled world for the shadow pipeline: a widget API (the control, its
+documents held by the test), a real PostgreSQL table (the shadow source, through the
+real PostgresSource), the real rules loader, and the whole sidecar in front."""
+from __future__ import annotations
+
+import asyncio
+import decimal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from shadow.config import Config
+from shadow.sidecar import Sidecar, start_sidecar
+
+WIDGET_RULES = """\
+# widgets: a tiny entity for the pipeline tests
+entity: widgets
+collection: widgets
+table: widgets
+key_type: string
+fields:
+  _id: legacy_object_id
+  name: name
+  price: {column: price, as: decimal}
+  apiToken: api_token
+routes:
+  - route: GET /widgets/{id}
+    recheck: 300ms
+  - route: GET /widgets
+    list: true
+    complete: true
+    at: items
+    recheck: 0
+  - route: GET /quick/{id}
+    recheck: 0
+  - route: GET /hashed/{id}
+    sample: 0.5
+    sample_by: key
+    recheck: 0
+"""
+
+SCHEMA = """
+CREATE TABLE widgets (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  legacy_object_id text UNIQUE NOT NULL,
+  name text,
+  price numeric(38,18),
+  api_token text
+);
+"""
+
+
+def widget(number: int) -> dict[str, Any]:
+    return {"_id": f"w{number:04d}", "name": f"widget {number}", "price": f"{number}.5", "apiToken": f"tok-{number}"}
+
+
+@dataclass
+class WidgetWorld:
+    """The control documents (what the API answers) and the PG table (the candidate)."""
+
+    api_url: str
+    pg_dsn: str
+    documents: dict[str, dict[str, Any]]
+    rules: Path
+    requests: list[str] = field(default_factory=list)
+
+    async def sql(self, statement: str, *args: Any) -> None:
+        connection = await asyncpg.connect(self.pg_dsn)
+        try:
+            await connection.execute(statement, *args)
+        finally:
+            await connection.close()
+
+
+def widget_api(documents: dict[str, dict[str, Any]]) -> web.Application:
+    async def one(request: web.Request) -> web.Response:
+        document = documents.get(request.match_info["id"])
+        if document is None:
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response(document)
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response({"items": sorted(documents.values(), key=lambda d: d["_id"])})
+
+    app = web.Application()
+    for prefix in ("widgets", "quick", "hashed"):
+        app.router.add_get(f"/{prefix}/{{id}}", one)
+    app.router.add_get("/widgets", listing)
+    return app
+
+
+@pytest.fixture
+async def world(pg_dsn: str, tmp_path: Path) -> AsyncIterator[WidgetWorld]:
+    documents = {doc["_id"]: doc for doc in (widget(n) for n in range(1, 41))}
+    connection = await asyncpg.connect(pg_dsn)
+    try:
+        await connection.execute(SCHEMA)
+        await connection.executemany(
+            "INSERT INTO widgets (legacy_object_id, name, price, api_token) VALUES ($1, $2, $3, $4)",
+            [(d["_id"], d["name"], decimal.Decimal(d["price"]), d["apiToken"]) for d in documents.values()])
+    finally:
+        await connection.close()
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "widgets.yaml").write_text(WIDGET_RULES)
+    runner = web.AppRunner(widget_api(documents))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield WidgetWorld(f"http://127.0.0.1:{runner.addresses[0][1]}", pg_dsn, documents, rules)
+    await runner.cleanup()
+
+
+StartSidecar = Callable[..., Awaitable[Sidecar]]
+
+
+@pytest.fixture
+async def start(world: WidgetWorld, tmp_path: Path) -> AsyncIterator[StartSidecar]:
+    """start(**config overrides) -> a running sidecar over `world`; stopped afterwards."""
+    running: list[Sidecar] = []
+
+    async def starter(**overrides: Any) -> Sidecar:
+        values: dict[str, Any] = dict(upstream=world.api_url, rules=world.rules, pg=world.pg_dsn,
+                                      listen="127.0.0.1:0", admin_listen="127.0.0.1:0", reload="signal",
+                                      workers=2, source_timeout=1.0, mismatch_log=str(tmp_path / "mismatches.jsonl"))
+        extra = {name: overrides.pop(name) for name in list(overrides) if name.startswith("_")}
+        values.update(overrides)
+        sidecar = await start_sidecar(Config(**values), **{name[1:]: value for name, value in extra.items()})
+        running.append(sidecar)
+        return sidecar
+
+    yield starter
+    for sidecar in running:
+        await sidecar.stop()
+
+
+async def get_all(base: str, paths: list[str], concurrency: int = 8) -> list[tuple[int, bytes]]:
+    """GET every path through `base`; (status, body) in order."""
+    results: list[tuple[int, bytes]] = [(0, b"")] * len(paths)
+    semaphore = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as session:
+        async def one(index: int, path: str) -> None:
+            async with semaphore, session.get(base + path) as response:
+                results[index] = (response.status, await response.read())
+        await asyncio.gather(*(one(index, path) for index, path in enumerate(paths)))
+    return results
+
+
+def outcomes(sidecar: Sidecar, entity: str = "widgets") -> dict[str, int]:
+    """Counts by outcome as exported on /metrics (summed over routes)."""
+    counts: dict[str, int] = {}
+    for metric in sidecar.registry.collect():
+        if metric.name != "shadow_comparisons":
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["entity"] == entity:
+                outcome = sample.labels["outcome"]
+                counts[outcome] = counts.get(outcome, 0) + int(sample.value)
+    return counts
+
+
+def skipped(sidecar: Sidecar, reason: str) -> float:
+    total = 0.0
+    for metric in sidecar.registry.collect():
+        if metric.name == "shadow_skipped":
+            total += sum(s.value for s in metric.samples if s.name.endswith("_total") and s.labels["reason"] == reason)
+    return total
+
+
+async def settle(sidecar: Sidecar, timeout: float = 10.0) -> None:
+    assert await sidecar.pipeline.drain(timeout), "the shadow pipeline did not finish in time"
+
+
+class Probe:
+    """The helpers above, for test modules (conftest modules are not importable)."""
+
+    get_all = staticmethod(get_all)
+    outcomes = staticmethod(outcomes)
+    skipped = staticmethod(skipped)
+    settle = staticmethod(settle)
+    widget = staticmethod(widget)
+
+
+@pytest.fixture
+def probe() -> type[Probe]:
+    return Probe
