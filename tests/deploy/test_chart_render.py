@@ -161,6 +161,10 @@ def test_container_runs_locked_down_with_probes_on_the_admin_port(render) -> Non
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "shadow-admin"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "shadow-admin"}
         assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"]
+        # endpoints go first, then the proxy drains within the grace period
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+        drain = float({e["name"]: e.get("value") for e in container["env"]}["SHADOW_DRAIN_TIMEOUT"])
+        assert spec["terminationGracePeriodSeconds"] > 5 + drain
 
 
 def test_dsns_only_come_from_existing_secrets(render, value_set) -> None:

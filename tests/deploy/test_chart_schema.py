@@ -55,3 +55,10 @@ def test_the_chart_defaults_alone_do_not_install(chart: helm.Chart) -> None:
     """upstream.url is required: `helm install` without it says so instead of deploying a proxy to nowhere."""
     with pytest.raises(helm.HelmValuesError, match="/upstream/url"):
         chart.render(None, name="orders", namespace="shop")
+
+
+def test_grace_period_shorter_than_the_drain_is_rejected(chart: helm.Chart) -> None:
+    """Across-key check the schema cannot express: Kubernetes would SIGKILL the proxy mid-drain."""
+    values = {**GOOD, "standalone": {"terminationGracePeriodSeconds": 10}}
+    with pytest.raises(helm.HelmRenderError, match=r"standalone\.terminationGracePeriodSeconds \(10\)"):
+        chart.render(values, name="orders", namespace="shop")

@@ -121,6 +121,10 @@ checksum/shadow-rules: {{ include "shadow.rulesData" . | sha256sum }}
   value: {{ .sourceTimeout | toString | quote }}
 - name: SHADOW_RATE_LIMIT
   value: {{ .rateLimit | toString | quote }}
+- name: SHADOW_UPSTREAM_TIMEOUT
+  value: {{ .upstreamTimeout | toString | quote }}
+- name: SHADOW_DRAIN_TIMEOUT
+  value: {{ .drainTimeout | toString | quote }}
 - name: SHADOW_RELOAD
   value: {{ .reload | quote }}
 {{- if .otlpEndpoint }}
@@ -161,6 +165,12 @@ checksum/shadow-rules: {{ include "shadow.rulesData" . | sha256sum }}
       path: /readyz
       port: shadow-admin
     {{- toYaml .Values.probes.readiness | nindent 4 }}
+  {{- if .Values.preStopSleepSeconds }}
+  lifecycle:
+    preStop:
+      exec:
+        command: ["sleep", "{{ .Values.preStopSleepSeconds }}"]
+  {{- end }}
   resources:
     {{- toYaml .Values.resources | nindent 4 }}
   securityContext:
