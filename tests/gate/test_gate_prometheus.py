@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,16 @@ async def test_clean_traffic_is_go_then_a_divergence_is_no_go_naming_entity_rout
 
     code, out, _ = await gate(prometheus.url, criteria, "--entity", "users")  # the other collection may still flip
     assert code == 0, out
+
+    # a window that starts after the mismatch no longer sees it (clean traffic goes on)
+    mismatch_seen = time.monotonic()
+    while time.monotonic() - mismatch_seen < 9:
+        metrics.comparisons.labels("payments", PAY, "match").inc(5)
+        metrics.comparisons.labels("users", USER, "match").inc(5)
+        await asyncio.sleep(0.5)
+    code, out, err = await gate(prometheus.url, criteria, "--window", "6s")
+    assert code == 0, out + err
+    assert "window 6s" in out and "VERDICT: GO" in out
 
 
 async def test_required_route_without_traffic_is_no_go_for_lack_of_samples(start_exporter, start_prometheus, criteria: Path) -> None:
