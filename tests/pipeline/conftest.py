@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,18 @@ def widget(number: int) -> dict[str, Any]:
     return {"_id": f"w{number:04d}", "name": f"widget {number}", "price": f"{number}.5", "apiToken": f"tok-{number}"}
 
 
+async def load_widgets(dsn: str, documents: Any) -> None:
+    """Create the widgets table in `dsn` and insert `documents` as rows."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(SCHEMA)
+        await connection.executemany(
+            "INSERT INTO widgets (legacy_object_id, name, price, api_token) VALUES ($1, $2, $3, $4)",
+            [(d["_id"], d["name"], decimal.Decimal(d["price"]), d["apiToken"]) for d in documents])
+    finally:
+        await connection.close()
+
+
 @dataclass
 class WidgetWorld:
     """The control documents (what the API answers) and the PG table (the candidate)."""
@@ -89,7 +102,7 @@ def widget_api(documents: dict[str, dict[str, Any]]) -> web.Application:
         return web.json_response({"items": sorted(documents.values(), key=lambda d: d["_id"])})
 
     app = web.Application()
-    for prefix in ("widgets", "quick", "hashed"):
+    for prefix in ("widgets", "quick", "hashed", "plain"):  # /plain/ has no rule: never shadowed
         app.router.add_get(f"/{prefix}/{{id}}", one)
     app.router.add_get("/widgets", listing)
     return app
@@ -98,14 +111,7 @@ def widget_api(documents: dict[str, dict[str, Any]]) -> web.Application:
 @pytest.fixture
 async def world(pg_dsn: str, tmp_path: Path) -> AsyncIterator[WidgetWorld]:
     documents = {doc["_id"]: doc for doc in (widget(n) for n in range(1, 41))}
-    connection = await asyncpg.connect(pg_dsn)
-    try:
-        await connection.execute(SCHEMA)
-        await connection.executemany(
-            "INSERT INTO widgets (legacy_object_id, name, price, api_token) VALUES ($1, $2, $3, $4)",
-            [(d["_id"], d["name"], decimal.Decimal(d["price"]), d["apiToken"]) for d in documents.values()])
-    finally:
-        await connection.close()
+    await load_widgets(pg_dsn, documents.values())
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "widgets.yaml").write_text(WIDGET_RULES)
@@ -141,12 +147,20 @@ async def start(world: WidgetWorld, tmp_path: Path) -> AsyncIterator[StartSideca
 
 async def get_all(base: str, paths: list[str], concurrency: int = 8) -> list[tuple[int, bytes]]:
     """GET every path through `base`; (status, body) in order."""
-    results: list[tuple[int, bytes]] = [(0, b"")] * len(paths)
+    return [(status, body) for status, body, _ in await timed_get_all(base, paths, concurrency)]
+
+
+async def timed_get_all(base: str, paths: list[str], concurrency: int = 8) -> list[tuple[int, bytes, float]]:
+    """GET every path through `base`; (status, body, seconds) in order."""
+    results: list[tuple[int, bytes, float]] = [(0, b"", 0.0)] * len(paths)
     semaphore = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession() as session:
         async def one(index: int, path: str) -> None:
-            async with semaphore, session.get(base + path) as response:
-                results[index] = (response.status, await response.read())
+            async with semaphore:
+                started = time.perf_counter()
+                async with session.get(base + path) as response:
+                    body = await response.read()
+                results[index] = (response.status, body, time.perf_counter() - started)
         await asyncio.gather(*(one(index, path) for index, path in enumerate(paths)))
     return results
 
@@ -180,6 +194,9 @@ class Probe:
     """The helpers above, for test modules (conftest modules are not importable)."""
 
     get_all = staticmethod(get_all)
+    timed_get_all = staticmethod(timed_get_all)
+    load_widgets = staticmethod(load_widgets)
+    rules_text = WIDGET_RULES
     outcomes = staticmethod(outcomes)
     skipped = staticmethod(skipped)
     settle = staticmethod(settle)
