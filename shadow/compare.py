@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from normalizers.rows import multiset
+from normalizers.rows import multiset, sort_token
 from normalizers.values import canonical_number, iso_ms
 from shadow.model import FieldDiff, Outcome, Verdict
 from shadow.rules.spec import Entity, Field
@@ -100,7 +100,7 @@ def compare(entity: Entity, control: Any, candidate: Any, today: date) -> Verdic
     if control_c == candidate_c:
         return Verdict(Outcome.MATCH)
     diffs: list[FieldDiff] = []
-    _walk(control_c, candidate_c, "", "", diffs)
+    _walk(control_c, candidate_c, "", "", diffs, None, entity.fields)
     return _verdict(entity, diffs, today)
 
 
@@ -126,8 +126,10 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _walk(control: Any, candidate: Any, path: str, at: str, out: list[FieldDiff]) -> None:
-    """The differing leaves of two canonical values (they are known to differ)."""
+def _walk(control: Any, candidate: Any, path: str, at: str, out: list[FieldDiff],
+          spec: Field | None = None, children: Mapping[str, Field] | None = None) -> None:
+    """The differing leaves of two canonical values (known to differ). The rule's spec
+    rides along so multisets are paired by natural key (or value), not by index."""
     if len(out) >= MAX_DIFFS:
         return
     kind = _kind(control)
@@ -142,8 +144,14 @@ def _walk(control: Any, candidate: Any, path: str, at: str, out: list[FieldDiff]
             elif name not in control:
                 out.append(FieldDiff(here_path, here_at, None, plain(candidate[name]), "extra_in_candidate"))
             elif control[name] != candidate[name]:
-                _walk(control[name], candidate[name], here_path, here_at, out)
+                sub = children.get(name) if children else None
+                _walk(control[name], candidate[name], here_path, here_at, out, sub, sub.children if sub else None)
     elif kind == "array":
+        item_spec = spec.value if spec is not None and spec.kind == "rows" else None
+        item_children = spec.children if spec is not None and spec.kind == "rows" else None
+        if spec is not None and spec.kind == "rows" and spec.unordered:
+            _walk_multiset(control, candidate, path + "[*]", at, out, spec, item_spec, item_children)
+            return
         for index in range(max(len(control), len(candidate))):
             here_path, here_at = f"{path}[*]", f"{at}[{index}]"
             if index >= len(candidate):
@@ -151,9 +159,34 @@ def _walk(control: Any, candidate: Any, path: str, at: str, out: list[FieldDiff]
             elif index >= len(control):
                 out.append(FieldDiff(here_path, here_at, None, plain(candidate[index]), "extra_in_candidate"))
             elif control[index] != candidate[index]:
-                _walk(control[index], candidate[index], here_path, here_at, out)
+                _walk(control[index], candidate[index], here_path, here_at, out, item_spec, item_children)
     else:
         out.append(FieldDiff(path, at, plain(control), plain(candidate), "changed"))
+
+
+def _walk_multiset(control: list[Any], candidate: list[Any], path: str, at: str, out: list[FieldDiff],
+                   spec: Field, item_spec: Field | None, item_children: Mapping[str, Field] | None) -> None:
+    """Unordered arrays: items paired by natural key (then compared field by field), or
+    by whole value; unpaired items are missing/extra. `at` indexes the control's order."""
+    key = spec.natural_key
+
+    def token(item: Any) -> bytes:
+        return sort_token(item.get(key) if key is not None and isinstance(item, dict) else item)
+
+    unpaired: dict[bytes, list[int]] = {}
+    for index, item in enumerate(candidate):
+        unpaired.setdefault(token(item), []).append(index)
+    for index, item in enumerate(control):
+        partners = unpaired.get(token(item))
+        if partners:
+            partner = candidate[partners.pop(0)]
+            if partner != item:
+                _walk(item, partner, path, f"{at}[{index}]", out, item_spec, item_children)
+        else:
+            out.append(FieldDiff(path, f"{at}[{index}]", plain(item), None, "missing_in_candidate"))
+    for indexes in unpaired.values():
+        for index in indexes:
+            out.append(FieldDiff(path, f"{at}[+{index}]", None, plain(candidate[index]), "extra_in_candidate"))
 
 
 def plain(value: Any) -> Any:
@@ -176,17 +209,44 @@ def explain(entity: Entity, control: Any, candidate: Any) -> list[FieldDiff]:
     kinds = {"dictionary_item_removed": "missing_in_candidate", "iterable_item_removed": "missing_in_candidate",
              "dictionary_item_added": "extra_in_candidate", "iterable_item_added": "extra_in_candidate",
              "type_changes": "type", "values_changed": "changed"}
-    report = DeepDiff(canonical(entity, control), canonical(entity, candidate), view="tree")
+    unordered = _unordered_paths(entity.fields.values(), "")
+
+    def ignore_order(level: Any) -> bool:
+        return _collapse(level.path(output_format="list")) in unordered
+
+    report = DeepDiff(canonical(entity, control), canonical(entity, candidate), view="tree",
+                      ignore_order_func=ignore_order, cutoff_intersection_for_pairs=1, cutoff_distance_for_pairs=1)
     diffs = []
     for report_type, levels in report.items():
         for level in levels:
-            at, path = "", ""
-            for part in level.path(output_format="list"):
-                if isinstance(part, int):
-                    at, path = f"{at}[{part}]", f"{path}[*]"
-                else:
-                    at, path = (f"{at}.{part}", f"{path}.{part}") if at else (str(part), str(part))
+            parts = level.path(output_format="list")
+            at, path = _collapse(parts, exact=True), _collapse(parts)
             control_value = None if level.t1 is notpresent else plain(level.t1)
             candidate_value = None if level.t2 is notpresent else plain(level.t2)
-            diffs.append(FieldDiff(path, at, control_value, candidate_value, kinds.get(report_type, report_type)))
+            kind = kinds.get(report_type, report_type)
+            if kind == "type" and _kind(control_value) == _kind(candidate_value) == "number":
+                kind = "changed"
+            diffs.append(FieldDiff(path, at, control_value, candidate_value, kind))
     return sorted(diffs, key=lambda diff: diff.at)
+
+
+def _collapse(parts: list[Any], exact: bool = False) -> str:
+    """deepdiff's path parts as `offers[*].status` (or `offers[2].status` when exact)."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]" if exact else "[*]"
+        else:
+            text = f"{text}.{part}" if text else str(part)
+    return text
+
+
+def _unordered_paths(fields: Any, prefix: str) -> set[str]:
+    """Collapsed paths of the arrays the rules compare as multisets."""
+    found: set[str] = set()
+    for spec in fields:
+        here = f"{prefix}.{spec.name}" if prefix else spec.name
+        if spec.kind == "rows" and spec.unordered:
+            found.add(here)
+        found |= _unordered_paths(spec.fields, here + ("[*]" if spec.kind == "rows" else ""))
+    return found

@@ -47,7 +47,12 @@ def load_documents(text: str) -> list[Any]:
         return documents
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        raise YamlProblem(mark.line + 1 if mark else 1, f"YAML syntax: {error.problem or error}") from None
+        line = mark.line + 1 if mark else 1
+        message = f"YAML syntax: {error.problem or error}"
+        source_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+        if "[*]" in source_line or "*]" in source_line:
+            message += " (inside [a, b] lists quote paths with [*]: 'offers[*].status', or use a - list)"
+        raise YamlProblem(line, message) from None
     except yaml.YAMLError as error:
         raise YamlProblem(1, f"YAML syntax: {error}") from None
     finally:

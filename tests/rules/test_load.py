@@ -90,6 +90,7 @@ BAD = {
     "ref without to": ("{ref: buyer_id, to: users}", "{ref: buyer_id}", ":7: ", "ref needs 'to: <collection>'"),
     "bad expiry": ("expires: 2027-01-31", "expires: soon", ":26: ", "'expires' must be a date"),
     "yaml syntax": ("  status: status\n", "  status: [status\n", ":7: ", "YAML syntax"),
+    "unquoted [*] in a flow list": ("ignore: [updatedAt]", "ignore: [offers[*].updatedAt]", ":23: ", "quote paths with [*]"),
     "duplicate key": ("  status: status\n", "  status: status\n  status: other\n", ":7: ", "duplicate key 'status'"),
 }
 
