@@ -91,6 +91,24 @@ async def upstream() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+def publish_configmap(directory: Path, files: dict[str, bytes], generation: int) -> None:
+    """Write `files` the way kubelet updates a mounted ConfigMap: a new timestamped
+    directory, `..data` swapped to it atomically, `name -> ..data/name` symlinks."""
+    directory.mkdir(exist_ok=True)
+    previous = os.readlink(directory / "..data") if (directory / "..data").is_symlink() else None
+    payload = directory / f"..2026_11_22_00_00_0{generation}.{generation}"
+    payload.mkdir()
+    for name, content in files.items():
+        (payload / name).write_bytes(content)
+    os.symlink(payload.name, directory / "..data_tmp")
+    os.rename(directory / "..data_tmp", directory / "..data")
+    for name in files:
+        if not (directory / name).is_symlink():
+            os.symlink(f"..data/{name}", directory / name)
+    if previous:
+        shutil.rmtree(directory / previous)
+
+
 def tree_state(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*") if not p.is_symlink()}
 
@@ -110,9 +128,30 @@ async def wait_ok(session: aiohttp.ClientSession, url: str, process: asyncio.sub
         await asyncio.sleep(0.2)
 
 
+async def rules_version(session: aiohttp.ClientSession, admin: str) -> str:
+    async with session.get(f"{admin}/rules") as response:
+        assert response.status == 200
+        return (await response.json())["version"]
+
+
+async def reloads_on_configmap_update(session: aiohttp.ClientSession, admin: str, rules: Path, shipped: dict[str, bytes]) -> None:
+    """SHADOW_RELOAD=watch follows a ConfigMap edit delivered through kubelet's symlink swap."""
+    before = await rules_version(session, admin)
+    assert before
+    first = sorted(shipped)[0]
+    publish_configmap(rules, {**shipped, first: shipped[first] + b"\n# edited through the ConfigMap\n"}, 2)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while (after := await rules_version(session, admin)) == before:
+        assert loop.time() < deadline, "the proxy did not pick up the ConfigMap update"
+        await asyncio.sleep(0.2)
+    assert after != before
+
+
 async def test_shadow_proxy_runs_from_the_image_install(image_venv: Path, upstream: str, tmp_path: Path) -> None:
-    rules = tmp_path / "etc-shadow-rules"
-    shutil.copytree(REPO / "helm" / "shadow" / "files" / "rules", rules)  # what the chart's ConfigMap mounts
+    rules = tmp_path / "etc-shadow-rules"  # what the chart's ConfigMap mounts, laid out as kubelet does
+    shipped = {p.name: p.read_bytes() for p in sorted((REPO / "helm" / "shadow" / "files" / "rules").glob("*.yaml"))}
+    publish_configmap(rules, shipped, 1)
     workdir = tmp_path / "work"
     workdir.mkdir()
     proxy_port, admin_port = free_port(), free_port()
@@ -147,6 +186,7 @@ async def test_shadow_proxy_runs_from_the_image_install(image_venv: Path, upstre
             async with session.get(f"{admin}/metrics") as response:
                 assert response.status == 200
                 assert "shadow_proxy_requests_total" in await response.text()
+            await reloads_on_configmap_update(session, admin, rules, shipped)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
