@@ -7,7 +7,7 @@ Runs as the upstream the proxy sits in front of (tests, demo, benchmarks):
 
 Single reads answer the document itself, list reads `{"data": [...], "count": n}`,
 unknown ids `404 {"error": "not found"}`, malformed ids `400 {"error": "invalid id"}`.
-Writes touch Mongo only — unless dual-write is on (`dual_write_dsn`): then
+Writes touch Mongo only — unless dual-write is on (`dual_write_dsn`, dualwrite.py): then
 `PATCH /api/payments/{id}` also updates PostgreSQL `lag` seconds later, off the request,
 and a PG failure is only logged (the production dual-write; the source of transients).
 """
@@ -28,10 +28,10 @@ from aiohttp import web
 from bson import Decimal128, ObjectId
 from pymongo import AsyncMongoClient, ReturnDocument
 
+from shadow.marketplace.dualwrite import DualWrite
 from shadow.marketplace.generate import CURRENCIES
 from shadow.marketplace.tojson import to_api
 
-log = logging.getLogger(__name__)
 
 
 
@@ -227,39 +227,6 @@ async def update_payment(request: web.Request) -> web.Response:
 async def delete_address(request: web.Request) -> web.Response:
     result = await request.app[BACKENDS].db["addresses"].delete_one({"_id": _object_id(request.match_info["id"])})
     return _error(404, "not found") if result.deleted_count == 0 else web.Response(status=204)
-
-
-# --------------------------------------------------------------------------- dual write
-
-
-class DualWrite:
-    """The second leg of the dual write: PostgreSQL after Mongo, `lag` seconds later;
-    failures are logged, never surfaced (as in production)."""
-
-    def __init__(self, pool: Any, lag: float) -> None:
-        self.pool, self.lag = pool, lag
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def schedule(self, legacy_id: str, changes: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self._write(legacy_id, changes), name=f"dual-write {legacy_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _write(self, legacy_id: str, changes: dict[str, Any]) -> None:
-        await asyncio.sleep(self.lag)
-        try:
-            await self.pool.execute(
-                "UPDATE payments SET status = COALESCE($2::payment_status, status),"
-                " metadata = COALESCE($3::jsonb, metadata), updated_at = $4 WHERE legacy_object_id = $1",
-                legacy_id, changes.get("status"),
-                json.dumps(changes["metadata"]) if "metadata" in changes else None, changes["updatedAt"])
-        except Exception:  # the dual write never fails the request; PG simply lags
-            log.exception("dual write to PostgreSQL failed for payment %s", legacy_id)
-
-    async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 # --------------------------------------------------------------------------- app
