@@ -1,0 +1,116 @@
+"""`shadow proxy` as a process, configured from SHADOW_* env vars: it serves, reloads on
+SIGHUP, rejects bad configuration with the name of the setting, and drains on SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from shadow.embedded import free_port
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SHADOW_")}
+    env.update(values)
+    return env
+
+
+async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 20) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(int(timeout / 0.1)):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} not ready within {timeout}s")
+
+
+async def test_shadow_proxy_runs_from_env_reloads_on_sighup_and_drains_on_sigterm(upstream, widget_rules: Path, tmp_path: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shadow", "proxy"],
+        env=_env(SHADOW_UPSTREAM=upstream.url, SHADOW_RULES=str(widget_rules), SHADOW_LISTEN=f"127.0.0.1:{port}",
+                 SHADOW_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", SHADOW_RELOAD="signal", SHADOW_LOG_LEVEL="warning",
+                 SHADOW_MISMATCH_LOG=str(tmp_path / "mismatches.jsonl")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        admin = f"http://127.0.0.1:{admin_port}"
+        await _wait_ready(admin + "/readyz", process)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/json/3") as response:
+                assert response.status == 200 and (await response.json())["_id"] == "3"
+            async with session.get(admin + "/rules") as response:
+                before = (await response.json())["version"]
+            (widget_rules / "widgets.yaml").write_text((widget_rules / "widgets.yaml").read_text() + "  - route: GET /json/{id}\n")
+            process.send_signal(signal.SIGHUP)
+            for _ in range(100):
+                async with session.get(admin + "/rules") as response:
+                    after = (await response.json())["version"]
+                if after != before:
+                    break
+                await asyncio.sleep(0.05)
+            assert after != before
+            in_flight = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/slow?delay=0.5"))
+            await asyncio.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            response = await in_flight
+            assert response.status == 200 and await response.text() == "slow"
+            response.release()
+        assert await asyncio.to_thread(process.wait, 15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_bad_configuration_is_rejected_with_the_setting_and_value(widget_rules: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shadow", "proxy", "--upstream", "http://127.0.0.1:1", "--rules", str(widget_rules)],
+        env=_env(SHADOW_QUEUE_SIZE="lots"), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "SHADOW_QUEUE_SIZE: expected a whole number >= 1, got 'lots'" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "shadow", "proxy", "--rules", str(widget_rules)],
+                            env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--upstream / SHADOW_UPSTREAM: required" in result.stderr
+
+
+def test_a_broken_rules_directory_at_start_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("entity: widgets\ncollection: widgets\ntable: widgets\nfields: {name: name}\nroutes:\n  - route: FETCH /x\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "shadow", "proxy", "--upstream", "http://127.0.0.1:1", "--rules", str(tmp_path),
+         "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "bad.yaml:6" in result.stderr and "FETCH" in result.stderr
+
+
+def test_flags_override_env_and_values_are_checked(widget_rules: Path) -> None:
+    from shadow.config import Config, ConfigError
+
+    config = Config.parse({"upstream": "http://api:3000", "rules": str(widget_rules), "workers": "8"},
+                          {"SHADOW_WORKERS": "2", "SHADOW_BATCH_SIZE": "10", "SHADOW_LISTEN": "127.0.0.1:8081"})
+    assert (config.workers, config.batch_size, config.listen) == (8, 10, "127.0.0.1:8081")
+    for env, message in [({"SHADOW_LISTEN": "8080"}, "SHADOW_LISTEN: expected HOST:PORT"),
+                         ({"SHADOW_SOURCE_TIMEOUT": "-1"}, "SHADOW_SOURCE_TIMEOUT: expected a number > 0"),
+                         ({"SHADOW_RELOAD": "inotify"}, "SHADOW_RELOAD: expected one of watch, signal"),
+                         ({"SHADOW_RULES": "/nonexistent"}, None)]:
+        try:
+            Config.parse({"upstream": "http://api:3000"} if "SHADOW_RULES" in env else
+                         {"upstream": "http://api:3000", "rules": str(widget_rules)}, env)
+        except ConfigError as problem:
+            assert message is None or message in str(problem), str(problem)
+            assert "'" in str(problem)  # the bad value is quoted
+        else:
+            raise AssertionError(f"{env} accepted")

@@ -1,0 +1,61 @@
+"""The one sink: exact counts, bounded labels, redaction in the log and the recent view."""
+from __future__ import annotations
+
+import io
+import json
+
+from shadow.metrics import Metrics
+from shadow.model import Comparison, FieldDiff, Outcome, SkipReason
+from shadow.publish import MAX_FIELDS_PER_ENTITY, REDACTED, Sink, redact_value
+
+
+def mismatch(key: str, *diffs: FieldDiff, entity: str = "users") -> Comparison:
+    return Comparison(entity=entity, route="GET /api/users/{id}", key=key, outcome=Outcome.MISMATCH, diffs=diffs, at=1.0)
+
+
+def test_sensitive_fields_and_rule_paths_are_redacted_everywhere() -> None:
+    document = {"email": "a@b.c", "passwordHash": "x", "profile": {"ssn": "123", "name": "Ann"},
+                "refreshTokens": [{"value": "t"}], "passkeys": [{"publicKey": "pk", "salt": "s"}]}
+    redacted = redact_value(document, "", frozenset({"profile.ssn", "email"}))
+    assert redacted == {"email": REDACTED, "passwordHash": REDACTED, "profile": {"ssn": REDACTED, "name": "Ann"},
+                        "refreshTokens": REDACTED, "passkeys": [{"publicKey": "pk", "salt": REDACTED}]}
+
+
+def test_the_log_and_the_recent_view_carry_redacted_values_only() -> None:
+    out = io.StringIO()
+    sink = Sink(Metrics(), mismatch_log=out)
+    sink.use_rules({"users": ("profile.ssn",)}, [])
+    sink.publish(mismatch("u1", FieldDiff("profile.ssn", "profile.ssn", "123-45", "999-99"),
+                          FieldDiff("apiSecret", "apiSecret", "s1", "s2"), FieldDiff("name", "name", "Ann", "Anne")))
+    sink.flush()
+    [line] = [json.loads(text) for text in out.getvalue().splitlines()]
+    assert line["key"] == "u1" and line["outcome"] == "mismatch"
+    assert {d["path"]: (d["control"], d["candidate"]) for d in line["diffs"]} == {
+        "profile.ssn": (REDACTED, REDACTED), "apiSecret": (REDACTED, REDACTED), "name": ("Ann", "Anne")}
+    assert "123-45" not in out.getvalue() and "s1" not in out.getvalue()
+    assert sink.recent()[0].diffs == line["diffs"]
+
+
+def test_field_labels_are_capped_per_entity() -> None:
+    sink = Sink(Metrics(), mismatch_log=io.StringIO())
+    for number in range(MAX_FIELDS_PER_ENTITY + 50):
+        sink.publish(mismatch(f"k{number}", FieldDiff(f"metadata.f{number}", f"metadata.f{number}", 1, 2)))
+    samples = [s for m in sink.metrics.registry.collect() if m.name == "shadow_mismatch_fields"
+               for s in m.samples if s.name.endswith("_total")]
+    assert len(samples) == MAX_FIELDS_PER_ENTITY + 1
+    assert sink.metrics.registry.get_sample_value("shadow_mismatch_fields_total", {"entity": "users", "field": "other"}) == 50
+    assert sink.metrics.registry.get_sample_value("shadow_comparisons_total", {"entity": "users", "route": "GET /api/users/{id}", "outcome": "mismatch"}) == MAX_FIELDS_PER_ENTITY + 50
+
+
+def test_skips_drops_and_failures_are_counted_by_reason_and_stage() -> None:
+    sink = Sink(Metrics(), mismatch_log=io.StringIO())
+    sink.dropped(SkipReason.QUEUE_FULL, "users", "GET /api/users/{id}")
+    sink.skipped("users", "GET /api/users/{id}", SkipReason.NOT_JSON)
+    sink.raised("fetch", TimeoutError("slow"), "users")
+    sink.raised("fetch", TimeoutError("slow"), "users")
+    registry = sink.metrics.registry
+    assert registry.get_sample_value("shadow_dropped_total", {"reason": "queue_full"}) == 1
+    assert registry.get_sample_value("shadow_skipped_total", {"entity": "users", "route": "GET /api/users/{id}", "reason": "queue_full"}) == 1
+    assert registry.get_sample_value("shadow_skipped_total", {"entity": "users", "route": "GET /api/users/{id}", "reason": "not_json"}) == 1
+    assert registry.get_sample_value("shadow_errors_total", {"stage": "fetch"}) == 2
+    assert dict(sink.counts["users"]) == {"skipped": 2}
