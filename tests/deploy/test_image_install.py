@@ -186,6 +186,8 @@ async def test_shadow_proxy_runs_from_the_image_install(image_venv: Path, upstre
             async with session.get(f"{admin}/metrics") as response:
                 assert response.status == 200
                 assert "shadow_proxy_requests_total" in await response.text()
+            async with session.get(f"{admin}/mismatches?format=html") as response:  # package data made it into the wheel
+                assert response.status == 200 and response.content_type == "text/html"
             await reloads_on_configmap_update(session, admin, rules, shipped)
     finally:
         if process.returncode is None:
