@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from bson import Decimal128, ObjectId
 
 from shadow.marketplace import COLLECTIONS
@@ -209,7 +210,7 @@ def _jsonb(value: Any) -> str | None:
 async def backfill(conn_or_pool: Any, dataset: Dataset, seed: int) -> IdMap:
     """Write every document's rows (one transaction, COPY per table); the id map used."""
     ids = assign_ids(dataset, seed)
-    if hasattr(conn_or_pool, "acquire") and not hasattr(conn_or_pool, "copy_records_to_table"):
+    if isinstance(conn_or_pool, asyncpg.Pool):
         async with conn_or_pool.acquire() as conn:
             await _copy_all(conn, dataset, ids)
     else:

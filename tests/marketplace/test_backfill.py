@@ -172,3 +172,16 @@ async def test_every_document_is_in_id_map_with_a_random_uuid(loaded) -> None:
     assert again == domain.id_map
     assert assign_ids(generate(11, 40), 12).new_ids.keys() == again.new_ids.keys()
     assert assign_ids(generate(11, 40), 12) != again
+
+
+async def test_backfill_through_a_pool(pg_dsn: str) -> None:
+    from shadow.marketplace import apply_schema
+    from shadow.marketplace.backfill import backfill
+
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    try:
+        await apply_schema(pool)
+        ids = await backfill(pool, generate(2, 10), 2)
+        assert await pool.fetchval("SELECT count(*) FROM id_map") == len(ids.new_ids) == 80
+    finally:
+        await pool.close()
