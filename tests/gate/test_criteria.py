@@ -24,8 +24,8 @@ def test_shipped_criteria_load() -> None:
     assert payments.min_comparisons == 2000 and payments.max_mismatches == 0
     required = {r.route for r in payments.routes if r.required}
     assert required == {"GET /api/payments/{id}"}
-    export = next(r for r in payments.routes if r.route == "GET /api/export/payments")
-    assert (export.min_comparisons, export.required, export.max_error_ratio) == (10, False, 0.001)
+    writes = next(r for r in payments.routes if r.route == "POST /api/payments")
+    assert (writes.min_comparisons, writes.required, writes.max_error_ratio) == (10, False, 0.001)
     assert "ShadowPersistentMismatch" in criteria.block_on_alerts
 
 
@@ -108,3 +108,23 @@ def test_only_and_window_overrides_refuse_bad_input() -> None:
 @pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("1h30m", 5400), ("7d", 604800), ("1w", 604800), ("500ms", 0.5)])
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_shipped_criteria_name_only_entities_and_routes_the_rules_shadow() -> None:
+    from shadow.rules import load_rules
+
+    rules = load_rules(ROOT / "rules" / "marketplace")
+    shadowed = {(route.entity, route.name) for route in rules.routes}
+    criteria = load_criteria(ROOT / "rules" / "gate.yaml")
+    assert {e.entity for e in criteria.entities} == set(rules.entities)
+    for entity in criteria.entities:
+        for route in entity.routes:
+            assert (entity.entity, route.route) in shadowed, f"{entity.entity}: {route.route} is not a shadowed route"
+
+
+def test_shipped_criteria_block_on_every_shipped_alert() -> None:
+    import yaml
+
+    groups = yaml.safe_load((ROOT / "rules" / "alerts.yml").read_text())["groups"]
+    alerts = {rule["alert"] for group in groups for rule in group["rules"]}
+    assert set(load_criteria(ROOT / "rules" / "gate.yaml").block_on_alerts) == alerts
