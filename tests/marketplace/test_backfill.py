@@ -16,7 +16,8 @@ import pytest
 from bson import Decimal128, ObjectId
 from pymongo import AsyncMongoClient
 
-from shadow.marketplace.backfill import assign_ids
+from shadow.marketplace import apply_schema
+from shadow.marketplace.backfill import assign_ids, backfill
 from shadow.marketplace.cli import LoadedDomain, load_domain
 from shadow.marketplace.generate import generate
 
@@ -175,9 +176,6 @@ async def test_every_document_is_in_id_map_with_a_random_uuid(loaded) -> None:
 
 
 async def test_backfill_through_a_pool(pg_dsn: str) -> None:
-    from shadow.marketplace import apply_schema
-    from shadow.marketplace.backfill import backfill
-
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
     try:
         await apply_schema(pool)
