@@ -250,3 +250,45 @@ def _unordered_paths(fields: Any, prefix: str) -> set[str]:
             found.add(here)
         found |= _unordered_paths(spec.fields, here + ("[*]" if spec.kind == "rows" else ""))
     return found
+
+
+REDACTED = "<redacted>"
+
+
+def _redacts(redact: tuple[str, ...], path: str) -> bool:
+    """True when `path` is a redact path, under one, or holds one (conservative)."""
+    for hidden in redact:
+        if path == hidden or path.startswith(hidden + ".") or path.startswith(hidden + "["):
+            return True
+        if hidden.startswith(path + ".") or hidden.startswith(path + "["):
+            return True
+    return False
+
+
+def redact_diffs(entity: Entity, diffs: tuple[FieldDiff, ...] | list[FieldDiff]) -> tuple[FieldDiff, ...]:
+    """The diffs with the values of the entity's `redact` paths replaced (for logs, views)."""
+    from dataclasses import replace
+
+    if not entity.redact:
+        return tuple(diffs)
+    return tuple(replace(diff, control=REDACTED if diff.control is not None else None,
+                         candidate=REDACTED if diff.candidate is not None else None)
+                 if _redacts(entity.redact, diff.path) else diff for diff in diffs)
+
+
+def redact_document(entity: Entity, document: Any, path: str = "") -> Any:
+    """A copy of an API-shaped document with the `redact` paths' values replaced."""
+    if not entity.redact:
+        return document
+    if isinstance(document, dict):
+        copy = {}
+        for name, value in document.items():
+            here = f"{path}.{name}" if path else str(name)
+            copy[name] = REDACTED if here in entity.redact and value is not None else redact_document(entity, value, here)
+        return copy
+    if isinstance(document, list):
+        here = path + "[*]"
+        if here in entity.redact:
+            return [REDACTED for _ in document]
+        return [redact_document(entity, item, here) for item in document]
+    return document

@@ -64,11 +64,18 @@ def _convert(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
         mapping = YMap()
         mapping.line = node.start_mark.line + 1
         mapping.lines = {}
+        own = {id(key_node) for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge"}
+        loader.flatten_mapping(node)  # `<<: *anchor` merge keys: merged entries first, own keys win
+        merged: set[Any] = set()
         for key_node, value_node in node.value:
             key = _convert(key_node, loader)
             if isinstance(key, (YMap, YList)):
                 raise YamlProblem(key_node.start_mark.line + 1, "a key must be a plain value")
-            if key in mapping:
+            if id(key_node) not in own:
+                merged.add(key)
+            elif key in merged:
+                merged.discard(key)
+            elif key in mapping:
                 raise YamlProblem(key_node.start_mark.line + 1,
                                   f"duplicate key {key!r} (first on line {mapping.lines[key]})")
             mapping[key] = _convert(value_node, loader)

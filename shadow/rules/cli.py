@@ -1,0 +1,66 @@
+"""`shadow rules check DIR | test FILE… | schema`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="rules_action", metavar="ACTION", required=True)
+    check = actions.add_parser("check", help="load and validate a rules directory (exit 1 with file:line errors)")
+    check.add_argument("directory", help="rules directory, e.g. rules/marketplace")
+    test = actions.add_parser("test", help="run rule test cases (API document + PG rows -> expected outcome)")
+    test.add_argument("files", nargs="+", help="test files, e.g. rules/marketplace/tests/*.yaml")
+    actions.add_parser("schema", help="print the JSON Schema of rule files (for editors)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rules_action == "check":
+        return check(Path(args.directory))
+    if args.rules_action == "test":
+        return test([Path(name) for name in args.files])
+    from shadow.rules.schema import rule_schema
+
+    print(json.dumps(rule_schema(), indent=2))
+    return 0
+
+
+def check(directory: Path) -> int:
+    from shadow.rules import RulesError, load_rules
+
+    try:
+        rules = load_rules(directory)
+    except RulesError as error:
+        for issue in error.issues:
+            print(issue, file=sys.stderr)
+        print(f"FAILED: {len(error.issues)} problem(s) in {directory}", file=sys.stderr)
+        return 1
+    today = date.today()
+    for entity in rules.entities.values():
+        for known in entity.known:
+            if known.expires < today:
+                print(f"{known.file}:{known.line}: warning: known divergence {known.path!r} expired on "
+                      f"{known.expires}; its differences now count as mismatches", file=sys.stderr)
+    print(f"{directory}: OK — {len(rules.entities)} entities, {len(rules.routes)} routes, version {rules.version}")
+    return 0
+
+
+def test(files: list[Path]) -> int:
+    from shadow.rules.testing import run_file
+
+    failures = total = 0
+    for path in files:
+        results = run_file(path)
+        print(f"{path}: {len(results)} test(s)")
+        for result in results:
+            total += 1
+            if result.passed:
+                print(f"  ok    {result.name}")
+            else:
+                failures += 1
+                print(f"  FAIL  {result.name} ({result.file}:{result.line})\n      {result.detail}")
+    print(f"{'SUCCESS' if not failures else 'FAILED'}: {total - failures} passed, {failures} failed")
+    return 1 if failures else 0

@@ -1,0 +1,91 @@
+"""JSON Schema of the rule format (`shadow rules schema`), for editors (e.g. the YAML
+language server: `# yaml-language-server: $schema=rules.schema.json`). The loader
+does its own checks with file:line messages; a test keeps the two in agreement."""
+from __future__ import annotations
+
+from typing import Any
+
+from shadow.rules.spec import FIELD_KINDS
+
+_NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
+_TABLE = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"}
+_PATH = {"type": "string", "pattern": r"^[^.\[\]\s]+(\[\*\])*(\.[^.\[\]\s]+(\[\*\])*)*$",
+         "description": "document path: amount.value, offers[*].status"}
+_TRANSFORM = {"oneOf": [{"type": "string", "description": "normalizer name or package.module:function"},
+                        {"type": "object", "minProperties": 1, "maxProperties": 1,
+                         "description": "normalizer with an argument: {enum: {usd: USD}}"}]}
+_AS = {"description": "normalizers applied to both sides before comparing",
+       "oneOf": [_TRANSFORM, {"type": "array", "items": _TRANSFORM}]}
+
+
+def _kind(kind: str, required: dict[str, Any], optional: dict[str, Any], description: str) -> dict[str, Any]:
+    properties = {**required, **optional}
+    return {"type": "object", "description": description, "properties": properties,
+            "required": list(required), "additionalProperties": False}
+
+
+def rule_schema() -> dict[str, Any]:
+    field_ref = {"$ref": "#/$defs/field"}
+    fields_ref = {"$ref": "#/$defs/fields"}
+    table_common = {"fk": _NAME, "parent": _NAME, "as": _AS}
+    field_kinds = [
+        _kind("column", {"column": _NAME}, {"as": _AS, "default": {}}, "a column of the row"),
+        _kind("ref", {"ref": _NAME, "to": _TABLE}, {"as": _AS, "default": {}},
+              "uuid FK shown as the legacy ObjectId of collection `to` (via id_map)"),
+        _kind("mixed", {"mixed": _NAME, "to": _TABLE}, {"as": _AS, "default": {}},
+              "Mixed id from <x>_ref_kind, <x>_id, <x>_external_ref"),
+        _kind("object", {"object": fields_ref}, {"as": _AS}, "nested object from columns of the same row"),
+        _kind("json", {"json": _NAME}, {"as": _AS, "default": {}}, "jsonb blob"),
+        _kind("rows", {"rows": _TABLE, "fk": _NAME}, {
+            **table_common, "fields": fields_ref, "value": field_ref,
+            "order_by": {"oneOf": [_NAME, {"type": "array", "items": _NAME}]},
+            "order": {"enum": ["ordered", "unordered"]}, "key": {"type": "string"}},
+            "embedded array from a child table: fields (objects) or value (single values)"),
+        _kind("child", {"child": _TABLE, "fk": _NAME, "fields": fields_ref}, table_common,
+              "subdocument from a 1:1 child table"),
+        _kind("const", {"const": {}}, {"as": _AS}, "a constant"),
+    ]
+    assert len(field_kinds) == len(FIELD_KINDS)
+    route = {"oneOf": [
+        {"type": "string", "pattern": r"^[A-Z]+ /", "description": "METHOD /path/{param}"},
+        {"type": "object", "required": ["route"], "additionalProperties": False, "properties": {
+            "route": {"type": "string", "pattern": r"^[A-Z]+ /"},
+            "list": {"type": "boolean"}, "complete": {"type": "boolean"},
+            "at": {"type": "string", "description": "dotted path of the document/list in the body"},
+            "key": {"oneOf": [{"const": "body"}, {"type": "object", "minProperties": 1, "maxProperties": 1,
+                                                  "properties": {"path": {"type": "string"}, "query": {"type": "string"},
+                                                                 "header": {"type": "string"}},
+                                                  "additionalProperties": False}]},
+            "where": {"type": "object", "additionalProperties": {"oneOf": [
+                {"type": "string"},
+                {"type": "object", "additionalProperties": False,
+                 "properties": {"param": {"type": "string"}, "to": _TABLE, "value": {}}}]}},
+            "sample": {"type": "number", "minimum": 0, "maximum": 1},
+            "sample_by": {"enum": ["random", "key"]},
+            "recheck": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(ms|s|m)$"}]},
+            "source": {"enum": ["postgres", "mongo"]}}}]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://shadow.invalid/rules.schema.json",
+        "title": "shadow rule file (one entity per YAML document)",
+        "type": "object",
+        "required": ["entity", "collection", "table", "fields"],
+        "additionalProperties": False,
+        "properties": {
+            "entity": _NAME, "collection": {"type": "string"}, "table": _TABLE,
+            "key": _NAME, "id": _NAME, "key_type": {"enum": ["objectid", "string"]},
+            "id_field": {"type": "string"}, "fields": fields_ref,
+            "routes": {"type": "array", "items": route},
+            "ignore": {"type": "array", "items": _PATH}, "redact": {"type": "array", "items": _PATH},
+            "hidden": {"type": "array", "items": {"type": "string"}},
+            "known": {"type": "array", "items": {
+                "type": "object", "required": ["path", "reason", "expires"], "additionalProperties": False,
+                "properties": {"path": _PATH, "reason": {"type": "string"},
+                               "expires": {"type": "string", "format": "date"}}}},
+            "null_is_missing": {"type": "boolean"},
+        },
+        "$defs": {
+            "fields": {"type": "object", "additionalProperties": field_ref},
+            "field": {"oneOf": [{**_NAME, "description": "a column name"}, *field_kinds]},
+        },
+    }

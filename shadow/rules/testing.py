@@ -1,0 +1,132 @@
+"""`shadow rules test FILE…`: offline test cases for rules, in the spirit of `promtool
+test rules`. A case gives the API's document and either PostgreSQL rows (rebuilt by
+the rules, no database needed) or a candidate document, and the expected outcome and
+field paths.
+
+    rules: ..                # rule directory, relative to this file (default: ..)
+    today: 2026-11-22        # date for known-divergence expiry (default: today)
+    tests:
+      - name: decimal scale is not a divergence
+        entity: payments
+        control: {_id: "65a1…", amount: {value: {$numberDecimal: "12.5"}, currency: USD}}
+        rows:                  # by table; id_map rows resolve uuid references
+          payments: [{id: "0b7c…", legacy_object_id: "65a1…", amount: "12.500000", currency: USD}]
+          id_map: [{collection: users, legacy_object_id: "65a1…", new_id: "0b7c…"}]
+        expect: {outcome: match, paths: []}
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from normalizers.rows import group_rows
+from shadow.compare import compare
+from shadow.model import Verdict
+from shadow.rebuild import Fetched, item_fields, rebuild, table_fields
+from shadow.rules.load import RuleSet, load_rules
+from shadow.rules.reader import Reader, kind_of
+from shadow.rules.spec import Entity, RulesError
+from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
+
+CASE_KEYS = ("name", "entity", "key", "control", "rows", "candidate", "expect")
+EXPECT_KEYS = ("outcome", "paths", "suppressed")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    file: str
+    line: int
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+def rebuild_from_rows(entity: Entity, key: str, tables: Mapping[str, list[Mapping[str, Any]]]) -> Any:
+    """The candidate for `key` from in-memory rows, as the PostgreSQL source would build it."""
+    main = [row for row in tables.get(entity.table, []) if row.get(entity.key) == key]
+    if not main:
+        return None
+    legacy_of = {str(row["new_id"]): row["legacy_object_id"] for row in tables.get("id_map", [])}
+    children: dict[str, Any] = {}
+    level = [(spec, main) for spec in table_fields(entity.fields.values())]
+    while level:
+        deeper = []
+        for spec, parents in level:
+            parent_values = {row.get(spec.parent) for row in parents}
+            rows = [row for row in tables.get(spec.table or "", []) if row.get(spec.fk) in parent_values]
+            rows.sort(key=lambda row: tuple(row.get(column) for column in spec.order_by))
+            children[spec.node] = group_rows(rows, spec.fk or "")
+            deeper.extend((sub, rows) for sub in table_fields(item_fields(spec)))
+        level = deeper
+    return rebuild(entity, main[0], Fetched(children, legacy_of))
+
+
+def run_file(path: Path) -> list[CaseResult]:
+    """Every case of one test file (a file that cannot be read is one failed case)."""
+    display = str(path)
+    try:
+        [document] = load_documents(path.read_text("utf-8"))
+    except (OSError, YamlProblem, ValueError) as error:
+        return [CaseResult(display, getattr(error, "line", 0), "(file)", False, str(error))]
+    reader = Reader(display)
+    if not isinstance(document, YMap):
+        return [CaseResult(display, 1, "(file)", False, f"a test file is a mapping with 'tests:', got {kind_of(document)}")]
+    reader.keys(document, ("rules", "today", "tests"), "test file", required=("tests",))
+    try:
+        rules = load_rules((path.parent / str(document.get("rules", ".."))).resolve())
+    except RulesError as error:
+        return [CaseResult(display, document.line_of("rules"), "(rules)", False, str(error))]
+    today = document.get("today", date.today())
+    cases = document.get("tests")
+    if reader.issues or not isinstance(cases, YList) or not isinstance(today, date):
+        problems = [str(issue) for issue in reader.issues] or ["'tests' must be a list and 'today' a date"]
+        return [CaseResult(display, document.line, "(file)", False, "; ".join(problems))]
+    return [_run_case(reader, rules, today, case, cases.line_of(index)) for index, case in enumerate(cases)]
+
+
+def _run_case(reader: Reader, rules: RuleSet, today: date, case: Any, line: int) -> CaseResult:
+    name = case.get("name", f"case at line {line}") if isinstance(case, YMap) else f"case at line {line}"
+
+    def failed(detail: str) -> CaseResult:
+        return CaseResult(reader.file, line, str(name), False, detail)
+
+    if not isinstance(case, YMap):
+        return failed(f"a test case is a mapping, got {kind_of(case)}")
+    before = len(reader.issues)
+    reader.keys(case, CASE_KEYS, f"test {name!r}", required=("entity", "control", "expect"))
+    expect = case.get("expect")
+    if isinstance(expect, YMap):
+        reader.keys(expect, EXPECT_KEYS, f"test {name!r} expect", required=("outcome",))
+    if len(reader.issues) > before:
+        return failed("; ".join(issue.message for issue in reader.issues[before:]))
+    if ("rows" in case) == ("candidate" in case):
+        return failed("give exactly one of 'rows' (PostgreSQL rows) or 'candidate' (a rebuilt document)")
+    entity = rules.entities.get(str(case["entity"]))
+    if entity is None:
+        return failed(f"unknown entity {case['entity']!r} (rules have: {', '.join(rules.entities)})")
+    control = case["control"]
+    if "rows" in case:
+        key = case.get("key") or (control.get(entity.id_field) if isinstance(control, dict) else None)
+        candidate = rebuild_from_rows(entity, str(key), case["rows"])
+    else:
+        candidate = case["candidate"]
+    verdict = compare(entity, control, candidate, today)
+    return _check(reader.file, line, str(name), verdict, expect)
+
+
+def _check(file: str, line: int, name: str, verdict: Verdict, expect: YMap) -> CaseResult:
+    got_paths = sorted({diff.path for diff in verdict.diffs})
+    got_suppressed = sorted({diff.path for diff in verdict.suppressed})
+    problems = []
+    if verdict.outcome.value != expect["outcome"]:
+        problems.append(f"outcome: expected {expect['outcome']}, got {verdict.outcome.value}")
+    if "paths" in expect and sorted(set(expect["paths"] or [])) != got_paths:
+        problems.append(f"paths: expected {sorted(set(expect['paths'] or []))}, got {got_paths}")
+    if "suppressed" in expect and sorted(set(expect["suppressed"] or [])) != got_suppressed:
+        problems.append(f"suppressed: expected {sorted(set(expect['suppressed'] or []))}, got {got_suppressed}")
+    if problems and verdict.diffs:
+        problems.append("differences: " + "; ".join(f"{d.at}: {d.control!r} != {d.candidate!r}" for d in verdict.diffs[:5]))
+    return CaseResult(file, line, name, not problems, "\n      ".join(problems))
