@@ -187,7 +187,7 @@ class Pipeline:
                 continue
             if job is None:
                 continue
-            self.sink.metrics.stage_seconds.labels(job.entity, "queue").observe(now - read.enqueued_at)
+            self.sink.child(self.sink.metrics.stage_seconds, job.entity, "queue").observe(now - read.enqueued_at)
             pending.extend(PendingKey(job, key) for key in job.controls)
             route = route_of(read.match)
             if is_complete_list(route):
@@ -249,7 +249,7 @@ class Pipeline:
             self.sink.raised("fetch", problem, entity)
             return f"fetch: {type(problem).__name__}: {problem}"
         finally:
-            self.sink.metrics.stage_seconds.labels(entity, "fetch").observe(time.monotonic() - started)
+            self.sink.child(self.sink.metrics.stage_seconds, entity, "fetch").observe(time.monotonic() - started)
         return found
 
     async def _fetch_and_compare(self, pending: list[PendingKey]) -> None:
@@ -272,7 +272,7 @@ class Pipeline:
                 except Exception as problem:
                     self.sink.raised("compare", problem, entity)
                     self._publish_error(entity, item.job.route, item.key, f"compare: {type(problem).__name__}: {problem}", item.job)
-            self.sink.metrics.stage_seconds.labels(entity, "compare").observe(time.monotonic() - started)
+            self.sink.child(self.sink.metrics.stage_seconds, entity, "compare").observe(time.monotonic() - started)
 
     def _judge(self, item: PendingKey, entity_spec: Any, candidate: Any, today: dt.date) -> None:
         job, key = item.job, item.key
@@ -357,7 +357,7 @@ class Pipeline:
             while self._rechecks and self._rechecks[0][0] <= now and len(due) < self.settings.batch_size:
                 _, _, item = heapq.heappop(self._rechecks)
                 due.append(item)
-                self.sink.metrics.stage_seconds.labels(item.job.entity, "recheck_wait").observe(now - item.job.enqueued_at)
+                self.sink.child(self.sink.metrics.stage_seconds, item.job.entity, "recheck_wait").observe(now - item.job.enqueued_at)
             self._busy += 1
             try:
                 await self._fetch_and_compare(due)
@@ -386,7 +386,7 @@ class Pipeline:
             self.sink.raised("explain", problem, entry.entity)
         finally:
             self._explaining -= 1
-            self.sink.metrics.stage_seconds.labels(entry.entity, "explain").observe(time.monotonic() - started)
+            self.sink.child(self.sink.metrics.stage_seconds, entry.entity, "explain").observe(time.monotonic() - started)
 
 
 

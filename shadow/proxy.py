@@ -83,6 +83,14 @@ class Proxy:
         self.upstream_timeout = upstream_timeout
         self.session: aiohttp.ClientSession | None = None
         self.in_flight = 0
+        self._counted: dict[tuple[str, str], Any] = {}
+
+    def _count(self, method: str, code: str) -> None:
+        label = method if method in KNOWN_METHODS else "other"  # methods are client input: bounded
+        child = self._counted.get((label, code))
+        if child is None:
+            child = self._counted[(label, code)] = self.metrics.proxy_requests.labels(label, code)
+        child.inc()
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=60)
@@ -147,7 +155,7 @@ class Proxy:
                 self._hand_over(request, upstream, match, bytes(copy))
             own += time.perf_counter() - streamed
             self.metrics.proxy_seconds.observe(own)
-            self.metrics.proxy_requests.labels(method if method in KNOWN_METHODS else "other", f"{upstream.status // 100}xx").inc()
+            self._count(method, f"{upstream.status // 100}xx")
             return response
         finally:
             if fully_read:
@@ -210,7 +218,7 @@ class Proxy:
             headers.setdefault("X-Forwarded-Host", host)
 
     def _own_answer(self, method: str, status: int, text: str, started: float, asked: float) -> web.Response:
-        self.metrics.proxy_requests.labels(method if method in KNOWN_METHODS else "other", str(status)).inc()
+        self._count(method, str(status))
         self.metrics.proxy_seconds.observe(asked - started)
         return web.Response(status=status, text=text, headers={hdrs.CACHE_CONTROL: "no-store"})
 

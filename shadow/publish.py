@@ -146,6 +146,7 @@ class Sink:
         self._redact: dict[str, frozenset[str]] = {}
         self._fields: dict[str, dict[str, str]] = collections.defaultdict(dict)
         self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self._children: dict[tuple[Any, ...], Any] = {}  # labelled metric children, looked up once
         self._last_error_log: dict[str, float] = {}
         self._silenced_errors: collections.Counter[str] = collections.Counter()
 
@@ -158,6 +159,15 @@ class Sink:
         for divergence in divergences:
             self.metrics.divergence_expiry.labels(divergence.entity, self.field_label(divergence.entity, divergence.field)).set(divergence.expires_at)
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """The labelled child of `metric` (prometheus_client's labels() takes a lock
+        and builds a tuple each call; outcomes are published thousands of times a second)."""
+        cache_key = (id(metric), *labels)
+        child = self._children.get(cache_key)
+        if child is None:
+            child = self._children[cache_key] = metric.labels(*labels)
+        return child
+
     # -- outcomes
 
     def publish(self, comparison: Comparison, job: ShadowJob | None = None) -> RecentMismatch | None:
@@ -166,17 +176,17 @@ class Sink:
         metrics = self.metrics
         self.counts[entity][outcome.value] += 1
         if outcome is Outcome.SKIPPED:
-            metrics.skipped.labels(entity, route, comparison.reason or "unknown").inc()
+            self.child(metrics.skipped, entity, route, comparison.reason or "unknown").inc()
             return None
-        metrics.comparisons.labels(entity, route, outcome.value).inc()
+        self.child(metrics.comparisons, entity, route, outcome.value).inc()
         if outcome is Outcome.MISMATCH:
             for path in {diff.path for diff in comparison.diffs}:
-                metrics.mismatch_fields.labels(entity, self.field_label(entity, path)).inc()
+                self.child(metrics.mismatch_fields, entity, self.field_label(entity, path)).inc()
         elif outcome is Outcome.TRANSIENT:
             for path in {diff.path for diff in comparison.diffs}:
-                metrics.transient_fields.labels(entity, self.field_label(entity, path)).inc()
+                self.child(metrics.transient_fields, entity, self.field_label(entity, path)).inc()
         for path in {diff.path for diff in comparison.suppressed}:
-            metrics.suppressed.labels(entity, self.field_label(entity, path)).inc()
+            self.child(metrics.suppressed, entity, self.field_label(entity, path)).inc()
         trace_id = self._span(comparison, job)
         if outcome not in NOTEWORTHY:
             return None
@@ -186,18 +196,18 @@ class Sink:
 
     def skipped(self, entity: str, route: str, reason: SkipReason) -> None:
         self.counts[entity][Outcome.SKIPPED.value] += 1
-        self.metrics.skipped.labels(entity, route, reason.value).inc()
+        self.child(self.metrics.skipped, entity, route, reason.value).inc()
 
     def dropped(self, reason: SkipReason | str, entity: str | None = None, route: str | None = None) -> None:
         """Shadow work given up to protect the user path (queue full, rate limit, ...)."""
         reason_text = reason.value if isinstance(reason, SkipReason) else reason
-        self.metrics.dropped.labels(reason_text).inc()
+        self.child(self.metrics.dropped, reason_text).inc()
         if entity is not None and route is not None and isinstance(reason, SkipReason):
             self.skipped(entity, route, reason)
 
     def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None:
         """Every shadow-side failure comes here: counted by stage, logged (throttled)."""
-        self.metrics.errors.labels(stage).inc()
+        self.child(self.metrics.errors, stage).inc()
         now = time.monotonic()
         if now - self._last_error_log.get(stage, -ERROR_LOG_INTERVAL) < ERROR_LOG_INTERVAL:
             self._silenced_errors[stage] += 1

@@ -11,6 +11,7 @@ the real proxy against real servers with a piece swapped.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import logging
 import time
@@ -115,7 +116,9 @@ def rules_facts(rules: Any) -> tuple[dict[str, tuple[str, ...]], list[Divergence
         redact[name] = tuple(getattr(entity, "redact", ()) or ())
         for known in getattr(entity, "known", ()) or ():
             expires = getattr(known, "expires", None)
-            stamp = time.mktime(expires.timetuple()) if expires is not None and hasattr(expires, "timetuple") else float("inf")
+            # the end of the expiry day, UTC (compare() counts a divergence until that day ends)
+            stamp = (calendar.timegm(expires.timetuple()) + 86400.0 if expires is not None and hasattr(expires, "timetuple")
+                     else float("inf"))
             divergences.append(Divergence(name, getattr(known, "path", "?"), stamp))
     return redact, divergences
 
