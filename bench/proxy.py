@@ -122,7 +122,7 @@ def main() -> None:
         mongo = start_mongo()
         stack.callback(mongo.stop)
         subprocess.run([SHADOW, "seed", "--pg", pg.dsn, "--mongo", mongo.uri, "--db", "bench",
-                        "--scale", str(opts.scale), "--seed", "7"], check=True, capture_output=True)
+                        "--scale", str(opts.scale), "--seed", "7", "--drift"], check=True, capture_output=True)
 
         def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
             log = open(work / f"{Path(argv[0]).name}-{len(list(work.iterdir()))}.log", "wb")
@@ -132,7 +132,7 @@ def main() -> None:
 
         api_port = free_port()
         spawn([PY, "-m", "shadow.marketplace.api", "--mongo", mongo.uri, "--db", "bench",
-               "--port", str(api_port), "--cache"])
+               "--port", str(api_port), "--cache", "--quiet"])
         direct = f"http://127.0.0.1:{api_port}"
         wait_http(direct + "/healthz")
 

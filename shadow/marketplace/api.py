@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -44,6 +45,7 @@ class Backends:
 
 
 BACKENDS = web.AppKey("backends", Backends)
+READ_CACHE = web.AppKey("read_cache", object)  # dict[(collection, id), bytes] | None
 
 _HEX_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 PAYMENT_STATUSES = ("pending", "processing", "completed", "failed", "refunded")
@@ -89,9 +91,23 @@ async def _bad_requests(request: web.Request, handler: Any) -> web.StreamRespons
 
 def _single(collection: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
+        cache = request.app[READ_CACHE]
+        if cache is not None:
+            body = cache.get((collection, request.match_info["id"]))
+            if body is not None:
+                return web.Response(body=body, content_type="application/json")
         doc = await request.app[BACKENDS].db[collection].find_one({"_id": _object_id(request.match_info["id"])})
-        return _error(404, "not found") if doc is None else _json(to_api(collection, doc))
+        if doc is None:
+            return _error(404, "not found")
+        response = _json(to_api(collection, doc))
+        if cache is not None:
+            cache[(collection, request.match_info["id"])] = response.body
+        return response
     return handler
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
 
 
 def _listing(collection: str, owner_field: str | None, fixed: dict[str, Any] | None = None) -> Any:
@@ -233,12 +249,24 @@ async def delete_address(request: web.Request) -> web.Response:
 
 
 def create_app(mongo_uri: str, db_name: str, dual_write_dsn: str | None = None,
-               dual_write_lag: float = 0.0) -> web.Application:
-    """The sample API over the Mongo database `db_name` (clients opened on startup)."""
+               dual_write_lag: float = 0.0, read_cache: bool = False) -> web.Application:
+    """The sample API over the Mongo database `db_name` (clients opened on startup).
+
+    read_cache (benchmarks only): single-document reads are answered from memory after
+    their first read, so the upstream is not what limits a proxy benchmark; writes clear it.
+    """
     if dual_write_lag < 0:
         raise ValueError(f"dual_write_lag must be >= 0, got {dual_write_lag!r}")
     app = web.Application(middlewares=[_bad_requests])
     backends = app[BACKENDS] = Backends()
+    app[READ_CACHE] = {} if read_cache else None
+    if read_cache:
+        @web.middleware
+        async def clear_on_write(request: web.Request, handler: Any) -> web.StreamResponse:
+            if request.method not in ("GET", "HEAD"):
+                request.app[READ_CACHE].clear()
+            return await handler(request)
+        app.middlewares.append(clear_on_write)
 
     async def mongo(app: web.Application) -> AsyncIterator[None]:
         client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, tz_aware=True)
@@ -275,6 +303,7 @@ def create_app(mongo_uri: str, db_name: str, dual_write_dsn: str | None = None,
     app.router.add_get("/api/export/payments", export_payments)
     app.router.add_get("/api/blob", blob)
     app.router.add_get("/api/slow", slow)
+    app.router.add_get("/healthz", healthz)
     return app
 
 
@@ -286,10 +315,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--dual-write-pg", default=None, help="PostgreSQL DSN: PATCH /api/payments also writes PG")
     parser.add_argument("--dual-write-lag", type=float, default=0.0, help="seconds between the Mongo and PG writes")
+    parser.add_argument("--cache", action="store_true", help="benchmarks: answer repeated single reads from memory")
+    parser.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    web.run_app(create_app(args.mongo, args.db, args.dual_write_pg, args.dual_write_lag),
-                host=args.host, port=args.port)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    web.run_app(create_app(args.mongo, args.db, args.dual_write_pg, args.dual_write_lag, read_cache=args.cache),
+                host=args.host, port=args.port, access_log=None if args.quiet else web.access_logger,
+                print=None if args.quiet else print)
 
 
 if __name__ == "__main__":
