@@ -66,7 +66,7 @@ def to_json(report: GateReport) -> dict[str, Any]:
             {
                 "entity": e.entity,
                 "verdict": "GO" if e.go else "NO-GO",
-                "total": _row_json(e.total),
+                "total": {**_row_json(e.total), "verdict": "GO" if e.go else "NO-GO"},
                 "routes": [_row_json(row) for row in e.routes],
             }
             for e in report.entities

@@ -153,7 +153,7 @@ def _route_reasons(window: str, outcomes: Mapping[str, int], fields: tuple[tuple
             reasons.append(f"{comparisons} comparisons on {what} {_during(window)}, need >= {route.min_comparisons}")
     if persistent > max_mismatches:
         detail = ", ".join(f"{outcomes[o]} {o}" for o in PERSISTENT if outcomes.get(o))
-        reasons.append(f"{persistent} persistent mismatches ({detail}) > max {max_mismatches}; fields: {_fields_text(fields)}")
+        reasons.append(f"{_mismatches(persistent)} ({detail}) > max {max_mismatches}; fields: {_fields_text(fields)}")
     errors = outcomes.get("error", 0)
     if comparisons and errors / comparisons > max_error_ratio:
         reasons.append(f"error ratio {errors / comparisons:.2%} ({errors}/{comparisons}) > max {max_error_ratio:.2%}")
@@ -171,7 +171,7 @@ def _entity_reasons(samples: GateSamples, criteria: EntityCriteria, totals: Mapp
             reasons.append(f"{comparisons} comparisons {_during(samples.window)}, need >= {criteria.min_comparisons}")
     persistent = _persistent(totals)
     if persistent > criteria.max_mismatches and not route_mismatch_reported:
-        reasons.append(f"{persistent} persistent mismatches > max {criteria.max_mismatches}; fields: {_fields_text(fields)}")
+        reasons.append(f"{_mismatches(persistent)} > max {criteria.max_mismatches}; fields: {_fields_text(fields)}")
     errors = totals.get("error", 0)
     if comparisons and errors / comparisons > criteria.max_error_ratio:
         reasons.append(f"error ratio {errors / comparisons:.2%} ({errors}/{comparisons}) > max {criteria.max_error_ratio:.2%}")
@@ -191,6 +191,10 @@ def _row(entity: str, route: str, outcomes: Mapping[str, int], fields: tuple[tup
         entity, route, sum(outcomes.values()), _persistent(outcomes), outcomes.get("transient", 0),
         outcomes.get("error", 0), dict(outcomes), fields if _persistent(outcomes) or route == ALL_ROUTES else (), reasons,
     )
+
+
+def _mismatches(count: int) -> str:
+    return f"{count} persistent mismatch{'' if count == 1 else 'es'}"
 
 
 def _during(window: str) -> str:

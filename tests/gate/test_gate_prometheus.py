@@ -81,7 +81,7 @@ async def test_clean_traffic_is_go_then_a_divergence_is_no_go_naming_entity_rout
 
     code, out, err = await gate(prometheus.url, criteria)
     assert code == 1, out + err
-    assert f"payments {PAY}: 1 persistent mismatches (1 mismatch) > max 0; fields: amount x1" in out
+    assert f"payments {PAY}: 1 persistent mismatch (1 mismatch) > max 0; fields: amount x1" in out
     assert "VERDICT: NO-GO" in out
 
     code, out, _ = await gate(prometheus.url, criteria, "--json")

@@ -38,7 +38,7 @@ def test_local_counters_give_the_same_verdict_labelled_as_local() -> None:
     report = evaluate_local(metrics.registry, CRITERIA)
     document = to_json(report)
     assert document["verdict"] == "NO-GO"
-    assert document["reasons"] == [f"payments {PAY}: 1 persistent mismatches (1 extra) > max 0; fields: offers[*] x1"]
+    assert document["reasons"] == [f"payments {PAY}: 1 persistent mismatch (1 extra) > max 0; fields: offers[*] x1"]
 
 
 def test_no_traffic_yet_is_no_go_not_go() -> None:
