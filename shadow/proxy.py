@@ -123,8 +123,12 @@ class Proxy:
             rules = self._rules()
             if rules is not None:
                 match = rules.match(method, request.path)
-        headers = end_to_end(request.headers, frozenset({"host"}))
+        headers = end_to_end(request.headers, frozenset({"host", "expect"}))
         self._add_forwarded(request, headers)
+        if request.version >= aiohttp.HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+            # The client waits for this before sending its body; the upstream gets the body
+            # as it arrives (answering for the upstream is what aiohttp's own handler does).
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = request.content if request.body_exists else None
         url = URL(self._base + request.raw_path, encoded=True)
         asked = time.perf_counter()

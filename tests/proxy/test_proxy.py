@@ -155,3 +155,28 @@ async def test_requests_are_counted_by_method_and_status_class(sidecar: Sidecar)
     assert registry.get_sample_value("shadow_proxy_requests_total", {"method": "GET", "code": "2xx"}) == 2
     assert registry.get_sample_value("shadow_proxy_requests_total", {"method": "GET", "code": "4xx"}) == 1
     assert registry.get_sample_value("shadow_proxy_seconds_count") == 3
+
+
+async def test_expect_100_continue_is_answered_and_the_body_forwarded(sidecar: Sidecar) -> None:
+    host, port = sidecar.proxy_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        body = b'{"name": "with expect"}'
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body))
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(body)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        answer = await reader.readexactly(length)
+        import hashlib
+        import json
+
+        assert json.loads(answer)["sha256"] == hashlib.sha256(body).hexdigest()
+    finally:
+        writer.close()
+        await writer.wait_closed()
