@@ -179,3 +179,26 @@ async def sidecar(upstream: Upstream, widget_rules: Path, tmp_path: Path) -> Asy
                                                  upstream_timeout=0.5, drain_timeout=5))
     yield running
     await running.stop()
+
+
+RAW_ANSWERS = {
+    b"/raw/no-content-type": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Raw: 1\r\n\r\nhello",
+    b"/raw/truncated": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"_id": "1", ' ,
+}
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[str]:
+    """An HTTP/1.1 server written by hand, for answers aiohttp would not produce: no
+    Content-Type, a body cut short. One canned answer per path, then the connection closes."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ", 2)[1]
+        writer.write(RAW_ANSWERS.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+    await server.wait_closed()

@@ -180,3 +180,27 @@ async def test_expect_100_continue_is_answered_and_the_body_forwarded(sidecar: S
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def test_an_answer_without_content_type_gets_none_added(raw_upstream: str, widget_rules: Path, make_config) -> None:
+    sidecar = await start_sidecar(make_config(raw_upstream, widget_rules))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(sidecar.proxy_url + "/raw/no-content-type") as response:
+                assert await response.read() == b"hello"
+                assert "Content-Type" not in response.headers
+                assert response.headers["X-Raw"] == "1"
+    finally:
+        await sidecar.stop()
+
+
+async def test_an_upstream_body_cut_short_reaches_the_client_truncated(raw_upstream: str, widget_rules: Path, make_config) -> None:
+    sidecar = await start_sidecar(make_config(raw_upstream, widget_rules))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(sidecar.proxy_url + "/raw/truncated") as response:
+                assert response.status == 200
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await response.read()  # never a complete-looking body
+    finally:
+        await sidecar.stop()
