@@ -35,6 +35,7 @@ from shadow.tracing import request_context
 log = logging.getLogger("shadow.pipeline")
 
 MAX_EXPLAINS_IN_FLIGHT = 2
+MAX_INFLATED_BYTES = 16 * 1024 * 1024  # a gzip body may not inflate past this (zip bombs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +149,11 @@ class Pipeline:
         self.sink.metrics.queue_depth.set(0)
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until the queue is empty and no recheck is pending (tests, benchmarks)."""
+        """Wait until the queue is empty and no recheck or explanation is pending
+        (tests, benchmarks, the demo's summary)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.queue.empty() and not self._rechecks and self._busy == 0:
+            if self.queue.empty() and not self._rechecks and self._busy == 0 and self._explaining == 0:
                 return True
             await asyncio.sleep(0.01)
         return False
@@ -199,7 +201,7 @@ class Pipeline:
         """Parse the body, take the keys and the control documents; None when skipped."""
         route = route_of(read.match)
         entity, name = entity_name(route), route_name(route)
-        body = _decoded(read.body, read.content_encoding, len(read.body) * 20 + 1024)
+        body = _decoded(read.body, read.content_encoding, MAX_INFLATED_BYTES)
         if body is None or "json" not in read.content_type.lower():
             self.sink.skipped(entity, name, SkipReason.NOT_JSON)
             return None
@@ -230,14 +232,14 @@ class Pipeline:
             trace_context=request_context(dict(read.trace_headers)) if read.trace_headers else None,
         )
 
-    async def _fetch(self, entity: str, source_name: str, keys: list[str]) -> dict[str, Any] | str:
-        """One batched source call; the documents by key, or an error reason."""
+    async def _fetch(self, entity: str, source_name: str, keys: list[str]) -> tuple[Any, dict[str, Any]] | str:
+        """One batched source call: (the entity's rules, documents by key), or an error reason."""
         source = self.sources.get(source_name)
         if source is None:
             return f"fetch: no {source_name} source configured"
         try:
             entity_spec = entity_of(self._rules(), entity)
-        except KeyError:
+        except KeyError:  # removed by a reload since the read was queued
             return f"fetch: entity {entity!r} is not in the loaded rules"
         started = time.monotonic()
         try:
@@ -250,7 +252,7 @@ class Pipeline:
             return f"fetch: {type(problem).__name__}: {problem}"
         finally:
             self.sink.child(self.sink.metrics.stage_seconds, entity, "fetch").observe(time.monotonic() - started)
-        return found
+        return entity_spec, found
 
     async def _fetch_and_compare(self, pending: list[PendingKey]) -> None:
         groups: dict[tuple[str, str], list[PendingKey]] = {}
@@ -259,12 +261,12 @@ class Pipeline:
         today = dt.datetime.now(dt.timezone.utc).date()
         for (entity, source_name), items in groups.items():
             keys = list(dict.fromkeys(item.key for item in items))
-            found = await self._fetch(entity, source_name, keys)
-            if isinstance(found, str):
+            fetched = await self._fetch(entity, source_name, keys)
+            if isinstance(fetched, str):
                 for item in items:
-                    self._publish_error(entity, item.job.route, item.key, found, item.job)
+                    self._publish_error(entity, item.job.route, item.key, fetched, item.job)
                 continue
-            entity_spec = entity_of(self._rules(), entity)
+            entity_spec, found = fetched
             started = time.monotonic()
             for item in items:
                 try:

@@ -30,6 +30,8 @@ async def test_consistent_keys_match_and_planted_divergences_mismatch_with_their
     lines = [json.loads(line) for line in (tmp_path / "mismatches.jsonl").read_text().splitlines()]
     assert {line["key"] for line in lines} == {"w0003", "w0007"}
     assert "tok-7" not in (tmp_path / "mismatches.jsonl").read_text()
+    # deepdiff's explanation arrives later, off the loop, within the explain budget
+    assert {d["path"] for d in recent["w0003"].explained} == {"price"}
 
 
 async def test_a_write_that_lands_shortly_after_the_read_is_transient(world, start, probe) -> None:
@@ -116,6 +118,32 @@ async def test_the_rate_limit_drops_and_counts(world, start, probe) -> None:
     limited = sidecar.registry.get_sample_value("shadow_dropped_total", {"reason": "rate_limited"})
     assert compared + limited == 40
     assert compared <= 10 and limited >= 30
+
+
+async def test_gzip_answers_are_inflated_for_the_comparison(world, start, probe) -> None:
+    import gzip
+
+    from aiohttp import web
+
+    async def zipped(request: web.Request) -> web.Response:
+        body = gzip.compress(json.dumps(world.documents[request.match_info["id"]]).encode())
+        return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+    app = web.Application()
+    app.router.add_get("/quick/{id}", zipped)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        sidecar = await start(upstream=f"http://127.0.0.1:{runner.addresses[0][1]}")
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.get(sidecar.proxy_url + "/quick/w0002") as response:
+                assert response.headers["Content-Encoding"] == "gzip"
+                assert json.loads(gzip.decompress(await response.read()))["_id"] == "w0002"
+        await probe.settle(sidecar)
+        assert probe.outcomes(sidecar) == {"match": 1}
+    finally:
+        await runner.cleanup()
 
 
 async def test_a_comparison_span_joins_the_client_trace(world, start, probe) -> None:
