@@ -25,16 +25,31 @@ EXPIRIES = "shadow_known_divergence_expiry_timestamp_seconds"
 
 
 def window_count(metric: str, window: str, by: str) -> str:
-    """PromQL for how much a counter grew in the window, per `by` labels.
+    """PromQL for how much a counter grew in the window, per `by` labels — exact where
+    it can be, because the gate compares counts against thresholds like "0 mismatches".
 
-    increase() alone misses the first value of a series born inside the window (a
-    label set created and incremented between two scrapes starts at 1, not 0) — exactly
-    a rare mismatch. So a series absent at the window's start adds its first value
-    (min_over_time: a counter's first value is its minimum until a reset).
+    increase() extrapolates (8 reads can read 9) and misses the first value of a series
+    born inside the window (a label set created and incremented between two scrapes
+    starts at 1, not 0 — exactly a rare mismatch). So, per series:
+      existed at the window's start, no reset:  last value - value at the start
+      born inside the window, no reset:         last value (counters start at 0)
+      reset inside the window (restart):        increase(), + the peak value if born
+    After a restart the count is approximate and leans high (the peak stands in for the
+    unknowable first value), so a mismatch is never hidden by a restart.
     """
+    last = f"last_over_time({metric}[{window}])"
+    start = f"{metric} offset {window}"
+    reset = f"resets({metric}[{window}]) > 0"
     grown = f"increase({metric}[{window}])"
-    born = f"(min_over_time({metric}[{window}]) unless {metric} offset {window})"
-    return f"sum by ({by}) (({grown} + {born}) or {grown} or {born})"
+    peak = f"max_over_time({metric}[{window}])"
+    return (
+        f"sum by ({by}) ("
+        f"(({last} - {start}) unless {reset})"
+        f" or ({last} unless {start} unless {reset})"
+        f" or ({grown} + ({peak} unless {start}))"
+        f" or {grown}"
+        f")"
+    )
 
 
 def collect(url: str, criteria: GateCriteria, *, now: float | None = None, timeout: float = 10.0) -> GateSamples:
@@ -99,8 +114,8 @@ def _by_entity_field(samples: list[tuple[dict[str, str], float]]) -> dict[str, d
 
 
 def _count(value: float) -> int:
-    """increase() extrapolates (1 mismatch may read 1.1): round, but never round a real
-    increase down to zero."""
+    """Exact counts are whole already; increase() (after a reset) extrapolates: round,
+    but never round a real increase down to zero."""
     if not math.isfinite(value) or value <= 0:
         return 0
     return max(1, round(value))

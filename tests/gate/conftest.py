@@ -132,8 +132,10 @@ async def start_exporter() -> AsyncIterator[Callable[[CollectorRegistry], Any]]:
     exporters: list[Exporter] = []
 
     async def start(registry: CollectorRegistry) -> Exporter:
-        async def metrics(_: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
+        exporter = Exporter(registry)
+
+        async def metrics(_: web.Request) -> web.Response:  # reads exporter.registry: tests swap it to "restart"
+            return web.Response(body=generate_latest(exporter.registry), content_type="text/plain", charset="utf-8")
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
@@ -142,7 +144,7 @@ async def start_exporter() -> AsyncIterator[Callable[[CollectorRegistry], Any]]:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         host, port = runner.addresses[0][:2]
-        exporter = Exporter(registry, f"{host}:{port}", runner)
+        exporter.target, exporter.runner = f"{host}:{port}", runner
         exporters.append(exporter)
         return exporter
 

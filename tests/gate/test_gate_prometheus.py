@@ -193,3 +193,29 @@ async def test_expired_known_divergence_is_no_go(start_exporter, start_prometheu
     assert "payments: known divergence on field metadata expired 2023-11-14T22:13:20Z" in out
     code, out, err = await gate(prometheus.url, criteria, "--entity", "users")
     assert code == 0, out + err
+
+
+async def test_a_restart_never_hides_a_mismatch(start_exporter, start_prometheus, criteria: Path) -> None:
+    """The sidecar restarts after a mismatch: its counters start over (here even with the
+    mismatch series pre-created at 0), and the gate still counts the mismatch."""
+    before = Metrics()
+    healthy_traffic(before)
+    exporter = await start_exporter(before.registry)
+    prometheus = start_prometheus([exporter.target])
+    await prometheus.wait_for("shadow_comparisons_total", lambda result: len(result) == 3)
+    before.comparisons.labels("payments", PAY, "mismatch").inc()
+    before.mismatch_fields.labels("payments", "amount").inc()
+    await prometheus.wait_for('shadow_comparisons_total{outcome="mismatch"}', lambda result: len(result) == 1)
+    await prometheus.scrapes(1)
+
+    after = Metrics()  # the restarted process
+    after.comparisons.labels("payments", PAY, "mismatch")
+    after.mismatch_fields.labels("payments", "amount")
+    after.comparisons.labels("payments", PAY, "match").inc(5)
+    after.comparisons.labels("users", USER, "match").inc(25)
+    exporter.registry = after.registry
+    await prometheus.wait_for('resets(shadow_comparisons_total{outcome="mismatch"}[1m]) > 0', lambda result: len(result) == 1)
+
+    code, out, err = await gate(prometheus.url, criteria)
+    assert code == 1, out + err
+    assert f"payments {PAY}: 1 persistent mismatch (1 mismatch) > max 0; fields: amount x1" in out
