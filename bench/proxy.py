@@ -56,12 +56,26 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
+def proc_tree(pid: int) -> list[int]:
+    """pid and its children (nginx: the master and its one worker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(int(c) for c in children)]
+
+
 def proc_cpu(pid: int) -> float:
+    return sum(_cpu(p) for p in proc_tree(pid))
+
+
+def _cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_peak_rss_mb(pid: int) -> float:
+    return max(_peak_rss_mb(p) for p in proc_tree(pid))
+
+
+def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -69,7 +83,7 @@ def proc_peak_rss_mb(pid: int) -> float:
 
 
 def wrk(url: str, lua: Path, seconds: float, connections: int = 32) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), url],
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(lua), url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -154,8 +168,11 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
         nginx = spawn(["nginx", "-c", str(ngx_conf), "-p", str(work), "-g", "daemon off;"])
         wait_http(f"http://127.0.0.1:{ngx_port}/healthz")
 
-        empty_rules = work / "no-rules"
+        # shadowing off: a valid rules set with no routes, so nothing is ever matched
+        empty_rules = work / "no-routes"
         empty_rules.mkdir()
+        ledger = (ROOT / "rules" / "marketplace" / "funds_ledger_entries.yaml").read_text()
+        (empty_rules / "ledger.yaml").write_text(ledger.split("\nroutes:")[0] + "\n")
 
         def shadow(rules: Path) -> tuple[subprocess.Popen[bytes], str, str]:
             port, admin_port = free_port(), free_port()
