@@ -52,14 +52,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 def iso_ms(moment: datetime) -> str:
     """JS `Date.toISOString()`: UTC, exactly 3 fraction digits, µs truncated (a JS Date
     holds milliseconds; PostgreSQL timestamptz holds µs)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    else:
+    if moment.tzinfo is not None and moment.utcoffset():
         moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
+            f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
 
 _FRACTION = re.compile(r"(\.\d+)")
+_CANONICAL_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def timestamp(value: Any) -> Any:
@@ -67,6 +67,8 @@ def timestamp(value: Any) -> Any:
     with any offset/fraction, epoch milliseconds, extended JSON {"$date": …}."""
     if value is None:
         return None
+    if isinstance(value, str) and _CANONICAL_TIMESTAMP.match(value):
+        return value  # already what JS toISOString() writes: the common case
     if isinstance(value, dict):
         if set(value) != {"$date"}:
             raise ValueError(f"not a timestamp: {value!r}")

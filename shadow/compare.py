@@ -38,9 +38,12 @@ def _canon_object(document: Mapping[str, Any], specs: Mapping[str, Field] | None
     drop_empty = entity.null_is_missing
     canon: dict[str, Any] = {}
     for name, value in document.items():
-        here = f"{path}.{name}" if path else str(name)
-        if ignore and here in ignore:
-            continue
+        if ignore:  # paths are only needed to drop ignored fields
+            here = f"{path}.{name}" if path else str(name)
+            if here in ignore:
+                continue
+        else:
+            here = ""
         value = _canon(value, specs.get(name) if specs else None, here, entity)
         if drop_empty and (value is None or value == {}):
             continue
@@ -60,7 +63,7 @@ def _canon(value: Any, spec: Field | None, path: str, entity: Entity) -> Any:
     if isinstance(value, dict):
         return _canon_object(value, spec.children if spec is not None else None, path, entity)
     if isinstance(value, list):
-        item_path = path + "[*]"
+        item_path = path + "[*]" if entity.ignore else ""
         if spec is not None and spec.kind == "rows":
             if spec.value is not None:
                 items = [_canon(item, spec.value, item_path, entity) for item in value]

@@ -81,12 +81,25 @@ class Router:
             path = path[:cut]
         segments = path.strip("/").split("/") if path not in ("", "/") else []
         values: list[str] = []
-        route = _walk(root, segments, 0, values)
-        if route is None:
-            return None
-        params = {name: unquote(value, errors="surrogateescape") if "%" in value else value
-                  for name, value in zip(route.param_names, values)}
-        return RouteMatch(route, params)
+        node: _Node | None = root
+        for segment in segments:  # greedy: literal first, else the parameter
+            child = node.static.get(segment)
+            if child is None and segment:
+                child = node.param
+                values.append(segment)
+            node = child
+            if node is None:
+                break
+        route = node.route if node is not None else None
+        if route is None:  # a literal led to a dead end: the full backtracking walk
+            values = []
+            route = _walk(root, segments, 0, values)
+            if route is None:
+                return None
+        if not values:
+            return RouteMatch(route, {})
+        return RouteMatch(route, {name: unquote(value, errors="surrogateescape") if "%" in value else value
+                                  for name, value in zip(route.param_names, values)})
 
 
 def _walk(node: _Node, segments: list[str], index: int, values: list[str]) -> Route | None:

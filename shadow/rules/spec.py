@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 #: the kinds of field a rule can describe (the one "source" key of a field spec)
 FIELD_KINDS = ("column", "ref", "mixed", "object", "json", "rows", "child", "const")
@@ -238,7 +238,9 @@ class Route:
         return {entity.validate_key(raw): document}
 
 
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
+class RouteMatch(NamedTuple):
+    """A matched request: its route and path parameters (a tuple: cheapest to build,
+    it is made on the proxy's request path)."""
+
     route: Route
     params: Mapping[str, str]
