@@ -148,7 +148,8 @@ def _counts_table(counts: dict[str, Any]) -> str:
     head = "".join(f"<th>{html.escape(name)}</th>" for name in OUTCOME_COLUMNS)
     rows = []
     for entity, counter in sorted(counts.items()):
-        cells = "".join(f'<td class="n {name}">{counter.get(name, 0)}</td>' for name in OUTCOME_COLUMNS)
+        cells = "".join(f'<td class="n{" " + name if counter.get(name, 0) else ""}">{counter.get(name, 0)}</td>'
+                        for name in OUTCOME_COLUMNS)
         rows.append(f"<tr><th>{html.escape(entity)}</th>{cells}</tr>")
     return f'<table id="counts"><tr><th>entity</th>{head}</tr>{"".join(rows)}</table>'
 

@@ -71,6 +71,7 @@ class PipelineSettings:
     rate_limit: float = 0.0  # reads per second, 0 = unlimited
     explain_rate: float = 20.0  # deepdiff explanations per second
     recheck_capacity: int = 10000
+    queue_bytes: int = 64 * 1024 * 1024  # body copies waiting in the queue; beyond -> queue_full
 
 
 class Pipeline:
@@ -96,6 +97,7 @@ class Pipeline:
         self._tasks = TaskSet("pipeline")
         self._closed = False
         self._busy = 0  # batches being processed (drain() waits for them)
+        self._queued_bytes = 0  # memory stays bounded by bytes too, not only by count
         metrics = sink.metrics
         metrics.queue_capacity.set(settings.queue_size)
         metrics.queue_depth.set_function(self.queue.qsize)
@@ -123,7 +125,10 @@ class Pipeline:
             self.sink.dropped(SkipReason.SHUTDOWN, entity_name(route), route_name(route))
             return False
         try:
+            if self._queued_bytes + len(read.body) > self.settings.queue_bytes:
+                raise asyncio.QueueFull
             self.queue.put_nowait(read)
+            self._queued_bytes += len(read.body)
         except asyncio.QueueFull:
             route = route_of(read.match)
             self.sink.dropped(SkipReason.QUEUE_FULL, entity_name(route), route_name(route))
@@ -166,6 +171,7 @@ class Pipeline:
             batch = [await queue.get()]
             while len(batch) < self.settings.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
+            self._queued_bytes -= sum(len(read.body) for read in batch)
             self._busy += 1
             try:
                 await self._process(batch)
@@ -336,7 +342,9 @@ class Pipeline:
             return
         due = time.monotonic() + delay
         first_due = self._rechecks[0][0] if self._rechecks else None
-        heapq.heappush(self._rechecks, (due, next(self._recheck_seq), replace(item, job=replace(item.job, attempt=1))))
+        # keep only this key's control: a list read's other documents need not wait
+        job = replace(item.job, controls={item.key: item.job.controls[item.key]}, attempt=1)
+        heapq.heappush(self._rechecks, (due, next(self._recheck_seq), replace(item, job=job)))
         if first_due is None or due < first_due:
             self._recheck_wakeup.set()
 

@@ -207,7 +207,8 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     pipeline = Pipeline(
         PipelineSettings(queue_size=config.queue_size, workers=config.workers, batch_size=config.batch_size,
                          source_timeout=config.source_timeout, rate_limit=config.rate_limit,
-                         explain_rate=config.explain_rate, recheck_capacity=config.queue_size),
+                         explain_rate=config.explain_rate, recheck_capacity=config.queue_size,
+                         queue_bytes=max(64 * 1024 * 1024, 4 * config.max_body_bytes)),
         sink, lambda: holder.current, opened_sources, compare, explain)
     proxy = Proxy(config.upstream, lambda: holder.current, pipeline, metrics,
                   max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout)
