@@ -162,7 +162,8 @@ class Sidecar:
             with contextlib.suppress(Exception):
                 await source.close()
         await self.proxy.close()
-        self.sink.close()
+        # flushing spans to an OTLP collector is blocking HTTP: not on the loop
+        await asyncio.to_thread(self.sink.close)
 
 
 async def _sample_loop_lag(metrics: Metrics) -> None:
