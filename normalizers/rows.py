@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import json
 
 
 def group_rows(rows: Iterable[Mapping[str, Any]], fk: str) -> dict[Any, list[Mapping[str, Any]]]:
@@ -26,7 +27,10 @@ def _json_default(value: Any) -> Any:
 
 def sort_token(value: Any) -> bytes:
     """A total order over any canonical value (its sorted-keys JSON spelling)."""
-    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):  # ints beyond 64 bits, odd keys: slower, never fails
+        return json.dumps(value, default=_json_default, sort_keys=True).encode()
 
 
 def multiset(items: list[Any], key: str | None = None) -> list[Any]:

@@ -9,21 +9,27 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
 
 # ----------------------------------------------------------------------- numbers
 
 
+#: wide enough for numeric(38,18) and Decimal128 (34 digits) and then some; the default
+#: context (28 digits) would round `normalize()` and hide a 1e-18 difference on big amounts
+_EXACT = Context(prec=200)
+
+
 def canonical_number(number: Decimal) -> int | Decimal | str:
     """One representation per numeric value: integral -> int, else normalized Decimal.
-    `12.5`, `12.500000000000000000` and 12.5 (double) all become Decimal('12.5')."""
+    `12.5`, `12.500000000000000000` and 12.5 (double) all become Decimal('12.5').
+    Exact: never rounded to a context precision."""
     if not number.is_finite():
         return str(number)  # NaN never equals itself; compare its spelling instead
     if number == number.to_integral_value():
         return int(number)
-    return number.normalize()
+    return number.normalize(_EXACT)
 
 
 def decimal(value: Any) -> Any:
