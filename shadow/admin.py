@@ -187,12 +187,9 @@ def _entries(recent: list[RecentMismatch]) -> str:
 
 
 def _describe_route(route: Any) -> dict[str, Any]:
-    from shadow.pipeline import entity_name, is_complete_list, recheck_delay_of, sampling_of, source_of
-
-    rate, by_key = sampling_of(route)
-    return {"name": route.name, "entity": entity_name(route), "source": source_of(route), "sample": rate,
-            "sample_by": "key" if by_key else "random", "recheck_seconds": recheck_delay_of(route),
-            "complete_list": is_complete_list(route)}
+    return {"name": route.name, "entity": route.entity, "source": route.source, "sample": route.sample,
+            "sample_by": route.sample_by, "recheck_seconds": route.recheck, "list": route.is_list,
+            "complete_list": route.complete, "file": f"{route.file}:{route.line}"}
 
 
 def _json(body: Any, status: int = 200) -> web.Response:

@@ -24,8 +24,8 @@ from yarl import URL
 
 from shadow.metrics import Metrics
 from shadow.model import SkipReason
-from shadow.pipeline import CapturedRead, Pipeline
-from shadow.pipeline import entity_name as _entity
+from shadow.capture import CapturedRead
+from shadow.pipeline import Pipeline
 
 log = logging.getLogger("shadow.proxy")
 
@@ -173,11 +173,11 @@ class Proxy:
             return None
         route = match.route
         if not 200 <= upstream.status < 300:
-            self.pipeline.sink.skipped(_entity(route), route.name, SkipReason.NON_2XX)
+            self.pipeline.sink.skipped(route.entity, route.name, SkipReason.NON_2XX)
             return None
         length = upstream.content_length
         if length is not None and length > self.max_body_bytes:
-            self.pipeline.sink.skipped(_entity(route), route.name, SkipReason.BODY_TOO_LARGE)
+            self.pipeline.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
             return None
         return bytearray() if self.pipeline.admit(match) else None
 
@@ -190,7 +190,7 @@ class Proxy:
                     if len(copy) + len(chunk) > self.max_body_bytes:
                         copy = None
                         route = match.route
-                        self.pipeline.sink.skipped(_entity(route), route.name, SkipReason.BODY_TOO_LARGE)  # type: ignore[union-attr]
+                        self.pipeline.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)  # type: ignore[union-attr]
                     else:
                         copy += chunk
         except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError, aiohttp.ClientOSError, asyncio.TimeoutError) as problem:
