@@ -235,7 +235,11 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
     await api.setup()
     await web.TCPSite(api, "127.0.0.1", 0).start()
     api_url = f"http://127.0.0.1:{api.addresses[0][1]}"
-    mismatch_log = args.mismatch_log or str(Path(tempfile.gettempdir()) / "shadow-demo-mismatches.jsonl")
+    mismatch_log = args.mismatch_log
+    if mismatch_log is None:  # the default file holds this run only
+        default_log = Path(tempfile.gettempdir()) / "shadow-demo-mismatches.jsonl"
+        default_log.unlink(missing_ok=True)
+        mismatch_log = str(default_log)
     sidecar = None
     try:
         sidecar = await start_sidecar(Config(upstream=api_url, rules=args.rules, pg=pg_dsn, mongo=mongo.uri,
