@@ -80,10 +80,10 @@ async def test_keys_that_are_not_what_the_route_expects_are_skipped_not_errors(w
     long_key = "k" * 5000
     world.documents[long_key] = {"_id": long_key, "name": "long"}
     sidecar = await start()
-    answers = await probe.get_all(sidecar.proxy_url, ["/quick/w%00x", f"/quick/{long_key}"])
-    assert [status for status, _ in answers] == [200, 200]
+    answers = await probe.get_all(sidecar.proxy_url, ["/quick/w%00x", f"/quick/{long_key}", "/quick/%FF%FE?echo=1"])
+    assert [status for status, _ in answers] == [200, 200, 200]
     await probe.settle(sidecar)
-    assert probe.skipped(sidecar, "invalid_key") == 2
+    assert probe.skipped(sidecar, "invalid_key") == 3
     assert probe.outcomes(sidecar) == {}
     assert sidecar.registry.get_sample_value("shadow_errors_total", {"stage": "fetch"}) is None
 
