@@ -84,8 +84,23 @@ def _segments(path: str) -> list[str]:
     return [part.split("[", 1)[0] for part in path.split(".") if part]
 
 
+_REDACTED_CACHE: dict[tuple[str, frozenset[str]], bool] = {}
+_REDACTED_CACHE_SIZE = 20000
+
+
 def path_is_redacted(path: str, redact_paths: frozenset[str]) -> bool:
-    """True when the collapsed `path`, or an object that contains it, is to be hidden."""
+    """True when the collapsed `path`, or an object that contains it, is to be hidden.
+    Memoized (bounded): a mismatch storm asks about the same few paths again and again."""
+    cache_key = (path, redact_paths)
+    known = _REDACTED_CACHE.get(cache_key)
+    if known is None:
+        if len(_REDACTED_CACHE) >= _REDACTED_CACHE_SIZE:
+            _REDACTED_CACHE.clear()
+        known = _REDACTED_CACHE[cache_key] = _path_is_redacted(path, redact_paths)
+    return known
+
+
+def _path_is_redacted(path: str, redact_paths: frozenset[str]) -> bool:
     if any(is_sensitive(segment) for segment in _segments(path)):
         return True
     prefix = ""
