@@ -116,7 +116,8 @@ class Admin:
             return web.Response(text=self._page(recent), content_type="text/html", charset="utf-8")
         counts = {name: dict(counter) for name, counter in sorted(self.sink.counts.items())}
         return _json({"version": getattr(self.rules.current, "version", None), "counts": counts,
-                      "recent": [entry.as_json() for entry in recent]})
+                      "recent": [entry.as_json() for entry in recent],
+                      "errors": list(reversed(self.sink.recent_errors))})
 
     async def gate_view(self, request: web.Request) -> web.Response:
         if self.gate is None:
@@ -139,6 +140,7 @@ class Admin:
         return template.substitute(
             version=html.escape(str(getattr(self.rules.current, "version", "none"))),
             total=total, counts=_counts_table(counts), entries=_entries(recent),
+            errors=_errors(list(reversed(self.sink.recent_errors))[:10]),
         )
 
 
@@ -152,6 +154,16 @@ def _counts_table(counts: dict[str, Any]) -> str:
                         for name in OUTCOME_COLUMNS)
         rows.append(f"<tr><th>{html.escape(entity)}</th>{cells}</tr>")
     return f'<table id="counts"><tr><th>entity</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _errors(errors: list[dict[str, Any]]) -> str:
+    if not errors:
+        return "<p>None.</p>"
+    rows = "".join(
+        f"<tr><td>{time.strftime('%H:%M:%S', time.gmtime(error['at']))}</td><td>{html.escape(error['entity'])}</td>"
+        f"<td><code>{html.escape(str(error['key']))}</code></td><td>{html.escape(str(error['reason']))}</td></tr>"
+        for error in errors)
+    return f'<table id="errors"><tr><th>UTC</th><th>entity</th><th>key</th><th>reason</th></tr>{rows}</table>'
 
 
 def _value(value: Any) -> str:

@@ -157,6 +157,8 @@ class Sink:
         self._log_file: IO[str] | None = None
         self._pending: list[str] = []
         self._recent: collections.deque[RecentMismatch] = collections.deque(maxlen=recent)
+        #: the last error outcomes (entity, route, key, reason, at): why the shadow side failed
+        self.recent_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self._ids = itertools.count(1)
         self._redact: dict[str, frozenset[str]] = {}
         self._fields: dict[str, dict[str, str]] = collections.defaultdict(dict)
@@ -203,6 +205,9 @@ class Sink:
         for path in {diff.path for diff in comparison.suppressed}:
             self.child(metrics.suppressed, entity, self.field_label(entity, path)).inc()
         trace_id = self._span(comparison, job)
+        if outcome is Outcome.ERROR:
+            self.recent_errors.append({"at": comparison.at or time.time(), "entity": entity, "route": route,
+                                       "key": comparison.key, "reason": comparison.reason})
         if outcome not in NOTEWORTHY:
             return None
         entry = self._remember(comparison, trace_id)

@@ -45,7 +45,7 @@ async def test_postgres_stopped_leaves_answers_unchanged_and_counts_errors(world
 
 
 async def test_postgres_stalled_by_a_lock_times_out_into_errors(world, start, probe) -> None:
-    sidecar = await start(source_timeout=0.3)
+    sidecar = await start(source_timeout=1.5)
     direct = await probe.get_all(world.api_url, QUICK)
     holder = await asyncpg.connect(world.pg_dsn)
     try:
@@ -54,13 +54,14 @@ async def test_postgres_stalled_by_a_lock_times_out_into_errors(world, start, pr
         await holder.execute("LOCK TABLE widgets IN ACCESS EXCLUSIVE MODE")
         answers = await probe.timed_get_all(sidecar.proxy_url, QUICK)
         assert [(status, body) for status, body, _ in answers] == direct
-        assert max(seconds for _, _, seconds in answers) < 0.3  # nobody waited for the stalled source
+        assert max(seconds for _, _, seconds in answers) < 1.0  # nobody waited for the stalled source (1.5 s)
         await probe.settle(sidecar)
         await transaction.rollback()
     finally:
         await holder.close()
     assert probe.outcomes(sidecar) == {"error": 40}
-    assert sidecar.sink.recent() == []  # errors are not listed as mismatches
+    assert sidecar.sink.recent() == []  # errors are not listed as mismatches ...
+    assert {error["reason"] for error in sidecar.sink.recent_errors} == {"fetch: timeout"}  # ... but as errors
 
 
 async def test_postgres_errors_are_error_outcomes(world, start, probe) -> None:
@@ -71,6 +72,7 @@ async def test_postgres_errors_are_error_outcomes(world, start, probe) -> None:
     await probe.settle(sidecar)
     assert probe.outcomes(sidecar) == {"error": 10}
     assert sidecar.registry.get_sample_value("shadow_errors_total", {"stage": "fetch"}) >= 1
+    assert all('relation "widgets" does not exist' in error["reason"] for error in sidecar.sink.recent_errors)
 
 
 async def test_an_overflowing_queue_drops_and_counts_without_slowing_clients(world, start, probe) -> None:
