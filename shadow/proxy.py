@@ -93,7 +93,9 @@ class Proxy:
         child.inc()
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=60)
+        # Idle upstream connections are closed after 4 s: below Node.js' default
+        # keepAliveTimeout (5 s), so we close idle ones before the upstream does.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0, ttl_dns_cache=60)
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.upstream_timeout, sock_read=self.upstream_timeout),
@@ -133,12 +135,14 @@ class Proxy:
         url = URL(self._base + request.raw_path, encoded=True)
         asked = time.perf_counter()
         try:
+            # aiohttp itself resends an idempotent request once on a fresh connection when
+            # a pooled keep-alive connection turns out to be closed (never a used-up body).
             upstream = await self.session.request(method, url, headers=headers, data=body, allow_redirects=False,
                                                   compress=None, chunked=None)
         except (asyncio.TimeoutError, TimeoutError):
             return self._own_answer(method, 504, f"504 Gateway Timeout: upstream {self.upstream} did not answer within {self.upstream_timeout:g}s\n", started, asked)
         except aiohttp.ClientError as problem:
-            log.debug("upstream unreachable: %s", problem)
+            log.debug("upstream unreachable: %r", problem)
             return self._own_answer(method, 502, f"502 Bad Gateway: upstream {self.upstream} unreachable ({type(problem).__name__})\n", started, asked)
         answered = time.perf_counter()
         self.metrics.upstream_seconds.observe(answered - asked)

@@ -202,3 +202,24 @@ async def raw_upstream() -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     server.close()
     await server.wait_closed()
+
+
+@pytest.fixture
+async def flaky_keepalive_upstream() -> AsyncIterator[str]:
+    """Answers the first request of each connection (keep-alive) and closes the
+    connection without answering the second: what a pooled connection looks like when
+    the upstream's keep-alive timeout fires just as the proxy reuses it."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"ok\": true}")
+        await writer.drain()
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+    await server.wait_closed()

@@ -204,3 +204,19 @@ async def test_an_upstream_body_cut_short_reaches_the_client_truncated(raw_upstr
                     await response.read()  # never a complete-looking body
     finally:
         await sidecar.stop()
+
+
+async def test_a_stale_pooled_connection_is_retried_for_safe_requests(flaky_keepalive_upstream: str, widget_rules: Path, make_config) -> None:
+    sidecar = await start_sidecar(make_config(flaky_keepalive_upstream, widget_rules))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):  # the 2nd and 3rd reuse a connection the upstream then drops
+                async with session.get(sidecar.proxy_url + "/anything") as response:
+                    assert response.status == 200
+                    assert await response.read() == b'{"ok": true}'
+            async with session.post(sidecar.proxy_url + "/anything", data=b"x") as response:
+                assert response.status == 502  # a POST is not replayed (as nginx): the client decides
+            async with session.post(sidecar.proxy_url + "/anything", data=b"x") as response:
+                assert response.status == 200  # on a fresh connection
+    finally:
+        await sidecar.stop()
