@@ -25,6 +25,28 @@ from shadow.rules.spec import Entity, Field
 MAX_DIFFS = 100  # per document; a wholly different list must not flood the log
 
 
+class Flag:
+    """A canonical boolean. Python has `True == 1`; a JSON `true` must not equal a
+    rebuilt `1` (a flag remodeled as smallint is a type difference to report)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Flag) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return hash((Flag, self.value))
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+TRUE, FALSE = Flag(True), Flag(False)
+
+
 def canonical(entity: Entity, document: Any) -> Any:
     """The canonical form of one API-shaped document."""
     if not isinstance(document, dict):
@@ -58,7 +80,9 @@ def _canon(value: Any, spec: Field | None, path: str, entity: Entity) -> Any:
                 value = transform.apply(value)
             except (ValueError, TypeError, ArithmeticError, KeyError):
                 break  # unreadable: keep the raw value, it shows up as a mismatch
-    if isinstance(value, str) or value is None or isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, bool):
+        return TRUE if value else FALSE
+    if isinstance(value, str) or value is None or isinstance(value, int | Flag):
         return value
     if isinstance(value, dict):
         return _canon_object(value, spec.children if spec is not None else None, path, entity)
@@ -122,7 +146,7 @@ def _kind(value: Any) -> str:
         return "object"
     if isinstance(value, list):
         return "array"
-    if isinstance(value, bool):
+    if isinstance(value, bool | Flag):
         return "bool"
     if isinstance(value, int | Decimal):
         return "number"
@@ -196,6 +220,8 @@ def plain(value: Any) -> Any:
     """A canonical value made JSON-safe for logs (Decimal -> its string)."""
     if isinstance(value, Decimal):
         return format(value, "f")
+    if isinstance(value, Flag):
+        return value.value
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -217,7 +243,7 @@ def explain(entity: Entity, control: Any, candidate: Any) -> list[FieldDiff]:
     def ignore_order(level: Any) -> bool:
         return _collapse(level.path(output_format="list")) in unordered
 
-    report = DeepDiff(canonical(entity, control), canonical(entity, candidate), view="tree",
+    report = DeepDiff(_unflag(canonical(entity, control)), _unflag(canonical(entity, candidate)), view="tree",
                       ignore_order_func=ignore_order, cutoff_intersection_for_pairs=1, cutoff_distance_for_pairs=1)
     diffs = []
     for report_type, levels in report.items():
@@ -295,3 +321,14 @@ def redact_document(entity: Entity, document: Any, path: str = "") -> Any:
             return [REDACTED for _ in document]
         return [redact_document(entity, item, here) for item in document]
     return document
+
+
+def _unflag(value: Any) -> Any:
+    """Canonical booleans back to bool, for deepdiff (it would walk into Flag's slot)."""
+    if isinstance(value, Flag):
+        return value.value
+    if isinstance(value, dict):
+        return {key: _unflag(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unflag(item) for item in value]
+    return value

@@ -77,3 +77,11 @@ def test_38_digit_amounts_are_not_rounded(entity: Entity) -> None:
     assert compare(entity, control, {"amount": Decimal(big + "000")}, TODAY).outcome is Outcome.MATCH
     off = compare(entity, control, {"amount": Decimal("12345678901234567890.123456789012345679")}, TODAY)
     assert [diff.path for diff in off.diffs] == ["amount"]
+
+
+def test_booleans_never_equal_numbers(entity: Entity) -> None:
+    control = {"flag": True, "tags": [True, 0]}
+    verdict = compare(entity, control, {"flag": 1, "tags": [False, 1]}, TODAY)
+    assert verdict.outcome is Outcome.MISMATCH
+    assert ("flag", "type", True, 1) in [(d.path, d.kind, d.control, d.candidate) for d in verdict.diffs]
+    assert compare(entity, control, {"flag": True, "tags": [0, True]}, TODAY).outcome is Outcome.MATCH
