@@ -12,6 +12,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="rules_action", metavar="ACTION", required=True)
     check = actions.add_parser("check", help="load and validate a rules directory (exit 1 with file:line errors)")
     check.add_argument("directory", help="rules directory, e.g. rules/marketplace")
+    check.add_argument("--pg", metavar="DSN", help="also check every table/column the rules read exists there")
     test = actions.add_parser("test", help="run rule test cases (API document + PG rows -> expected outcome)")
     test.add_argument("files", nargs="+", help="test files, e.g. rules/marketplace/tests/*.yaml")
     actions.add_parser("schema", help="print the JSON Schema of rule files (for editors)")
@@ -19,7 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.rules_action == "check":
-        return check(Path(args.directory))
+        return check(Path(args.directory), args.pg)
     if args.rules_action == "test":
         return test([Path(name) for name in args.files])
     from shadow.rules.schema import rule_schema
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check(directory: Path) -> int:
+def check(directory: Path, pg: str | None = None) -> int:
     from shadow.rules import RulesError, load_rules
 
     try:
@@ -38,13 +39,29 @@ def check(directory: Path) -> int:
             print(issue, file=sys.stderr)
         print(f"FAILED: {len(error.issues)} problem(s) in {directory}", file=sys.stderr)
         return 1
+    if pg:
+        import asyncio
+
+        from shadow.rules.dbcheck import check_against_database
+
+        try:
+            problems = asyncio.run(check_against_database(rules, pg))
+        except Exception as error:  # noqa: BLE001 — say why the database check could not run
+            print(f"cannot check against PostgreSQL: {type(error).__name__}: {error}", file=sys.stderr)
+            return 2
+        for issue in problems:
+            print(issue, file=sys.stderr)
+        if problems:
+            print(f"FAILED: {len(problems)} problem(s) against the database", file=sys.stderr)
+            return 1
     today = date.today()
     for entity in rules.entities.values():
         for known in entity.known:
             if known.expires < today:
                 print(f"{known.file}:{known.line}: warning: known divergence {known.path!r} expired on "
                       f"{known.expires}; its differences now count as mismatches", file=sys.stderr)
-    print(f"{directory}: OK — {len(rules.entities)} entities, {len(rules.routes)} routes, version {rules.version}")
+    checked = " (tables and columns found in PostgreSQL)" if pg else ""
+    print(f"{directory}: OK — {len(rules.entities)} entities, {len(rules.routes)} routes, version {rules.version}{checked}")
     return 0
 
 
