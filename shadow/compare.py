@@ -5,7 +5,8 @@ Canonical form (both the API's document and the rebuilt candidate):
 - each field's `as:` normalizers from the rule (decimal, timestamp, enum maps, ...);
 - numbers: one spelling per value (12.5 == 12.500000000000000000 == 12.5 double);
 - datetimes: ms-precision UTC ISO strings, like JS `toISOString()`;
-- uuids/ObjectIds: strings; null, missing and {} are the same (entity null_is_missing);
+- uuids/ObjectIds: strings; booleans never equal 1/0 (`Flag`);
+- null, missing and {} are the same (entity null_is_missing);
 - `order: unordered` arrays sorted into a canonical order (multisets);
 - the entity's `ignore` paths dropped.
 """
