@@ -160,7 +160,7 @@ class Proxy:
             streamed = time.perf_counter()
             await response.write_eof()
             if copy is not None:
-                self._hand_over(request, upstream, match, bytes(copy))
+                self._hand_over(request, upstream, match, b"".join(copy))  # one chunk: no copy at all
             own += time.perf_counter() - streamed
             self.metrics.proxy_seconds.observe(own)
             self._count(method, f"{upstream.status // 100}xx")
@@ -171,7 +171,7 @@ class Proxy:
             else:  # client went away or upstream broke mid-body: do not reuse the connection
                 upstream.close()
 
-    def _copy_for_shadow(self, match: Any, upstream: aiohttp.ClientResponse) -> bytearray | None:
+    def _copy_for_shadow(self, match: Any, upstream: aiohttp.ClientResponse) -> list[bytes] | None:
         """Decide, from the headers only, whether to keep a copy of this body."""
         if match is None or self.pipeline is None:
             return None
@@ -183,20 +183,23 @@ class Proxy:
         if length is not None and length > self.max_body_bytes:
             self.pipeline.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
             return None
-        return bytearray() if self.pipeline.admit(match) else None
+        return [] if self.pipeline.admit(match) else None
 
     async def _stream_body(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
-                           response: web.StreamResponse, copy: bytearray | None, match: Any) -> bytearray | None:
+                           response: web.StreamResponse, copy: list[bytes] | None, match: Any) -> list[bytes] | None:
+        """Send the body on as it arrives; the chunks of the shadow copy, or None."""
+        copied = 0
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
                 if copy is not None:
-                    if len(copy) + len(chunk) > self.max_body_bytes:
+                    copied += len(chunk)
+                    if copied > self.max_body_bytes:  # chunked: the size shows only now
                         copy = None
                         route = match.route
                         self.pipeline.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)  # type: ignore[union-attr]
                     else:
-                        copy += chunk
+                        copy.append(chunk)
         except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError, aiohttp.ClientOSError, asyncio.TimeoutError) as problem:
             # Headers are gone already: the only honest thing left is to cut the
             # connection so the client sees a truncated body, not a complete one.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,16 @@ def widget_api(documents: dict[str, dict[str, Any]]) -> web.Application:
             document = {"_id": request.match_info["id"], "name": "echo"}
         if document is None:
             return web.json_response({"error": "not found"}, status=404)
+        if "text" in request.query:
+            return web.Response(text=str(document))
+        if "chunked" in request.query:  # no Content-Length: the size shows while streaming
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            text = json.dumps(document).encode()
+            for start in range(0, len(text), 16):
+                await response.write(text[start:start + 16])
+            await response.write_eof()
+            return response
         return web.json_response(document)
 
     async def listing(request: web.Request) -> web.Response:

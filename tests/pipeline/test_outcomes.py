@@ -88,12 +88,28 @@ async def test_keys_that_are_not_what_the_route_expects_are_skipped_not_errors(w
     assert sidecar.registry.get_sample_value("shadow_errors_total", {"stage": "fetch"}) is None
 
 
+async def test_bodies_over_the_limit_are_skipped_whether_sized_or_streamed(world, start, probe) -> None:
+    sidecar = await start(max_body_bytes=60)  # a widget document is ~90 bytes
+    answers = await probe.get_all(sidecar.proxy_url, ["/quick/w0001", "/quick/w0002?chunked=1"])
+    assert [status for status, _ in answers] == [200, 200]
+    assert answers == await probe.get_all(world.api_url, ["/quick/w0001", "/quick/w0002?chunked=1"])
+    await probe.settle(sidecar)
+    assert probe.skipped(sidecar, "body_too_large") == 2
+    assert probe.outcomes(sidecar) == {}
+    sidecar = await start()  # with the default limit the streamed one is compared
+    await probe.get_all(sidecar.proxy_url, ["/quick/w0002?chunked=1"])
+    await probe.settle(sidecar)
+    assert probe.outcomes(sidecar) == {"match": 1}
+
+
 async def test_non_2xx_and_non_json_answers_are_skipped(world, start, probe) -> None:
     sidecar = await start()
-    answers = await probe.get_all(sidecar.proxy_url, ["/quick/nope"])
-    assert answers[0][0] == 404
+    answers = await probe.get_all(sidecar.proxy_url, ["/quick/nope", "/quick/w0001?text=1"])
+    assert [status for status, _ in answers] == [404, 200]
     await probe.settle(sidecar)
     assert probe.skipped(sidecar, "non_2xx") == 1
+    assert probe.skipped(sidecar, "not_json") == 1
+    assert probe.outcomes(sidecar) == {}
 
 
 async def test_sampling_by_key_hash_is_deterministic(world, start, probe) -> None:
