@@ -49,6 +49,11 @@ async def test_metrics_use_the_contract_names(world, start, probe) -> None:
                  "shadow_event_loop_lag_seconds", "shadow_rules_reloads", "shadow_rules_info"):
         assert name in names, name
     assert 'shadow_comparisons_total{entity="widgets",outcome="match",route="GET /quick/{id}"} 1.0' in text
+    for _ in range(40):  # the loop-lag sleeper reports every 250 ms
+        if sidecar.registry.get_sample_value("shadow_event_loop_lag_seconds_hist_count"):
+            break
+        await asyncio.sleep(0.05)
+    assert sidecar.registry.get_sample_value("shadow_event_loop_lag_seconds_hist_count") >= 1
 
 
 async def test_rules_view_shows_version_files_and_routes(world, start) -> None:
