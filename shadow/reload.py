@@ -96,12 +96,25 @@ class RulesHolder:
         self._lock = asyncio.Lock()
 
     def load(self) -> ReloadResult:
-        """Load now (synchronously: at start, and inside reload())."""
+        """Load now, synchronously (at start)."""
+        return self._apply(*self._parse())
+
+    async def reload(self, why: str) -> ReloadResult:
+        """Parse off the event loop (a big rule set takes a while), swap on it."""
+        async with self._lock:
+            log.info("reloading rules (%s)", why)
+            return self._apply(*await asyncio.to_thread(self._parse))
+
+    def _parse(self) -> tuple[tuple[tuple[str, int, int], ...], Any, BaseException | None]:
         fingerprint = _fingerprint(self.directory)
         try:
-            rules = self._loader(self.directory)
+            return fingerprint, self._loader(self.directory), None
         except Exception as problem:
-            self._fingerprint = fingerprint  # do not retry the same bad bytes every second
+            return fingerprint, None, problem
+
+    def _apply(self, fingerprint: tuple[tuple[str, int, int], ...], rules: Any, problem: BaseException | None) -> ReloadResult:
+        self._fingerprint = fingerprint  # a bad edit is not retried until the files change again
+        if problem is not None:
             problems = describe_problems(problem)
             self.metrics.reloads.labels("error").inc()
             kept = getattr(self.current, "version", None)
@@ -109,7 +122,6 @@ class RulesHolder:
                       f"keeping version {kept}" if kept else "no rules loaded", "\n  ".join(problems))
             self.last_result = ReloadResult(False, kept, False, problems)
             return self.last_result
-        self._fingerprint = fingerprint
         previous = getattr(self.current, "version", None)
         self.current = rules
         self.metrics.reloads.labels("success").inc()
@@ -122,12 +134,6 @@ class RulesHolder:
             log.info("rules version %s loaded from %s (%d routes)", rules.version, self.directory, len(rules.routes))
         self.last_result = ReloadResult(True, rules.version, changed)
         return self.last_result
-
-    async def reload(self, why: str) -> ReloadResult:
-        """Reload off the event loop (YAML parsing of a big rule set takes a while)."""
-        async with self._lock:
-            log.info("reloading rules (%s)", why)
-            return await asyncio.to_thread(self.load)
 
     # ------------------------------------------------------------------ triggers
 
