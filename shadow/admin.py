@@ -108,8 +108,10 @@ class Admin:
         entity = request.query.get("entity")
         try:
             limit = int(request.query.get("limit", "100"))
+            if limit < 0:
+                raise ValueError
         except ValueError:
-            raise web.HTTPBadRequest(text=f"limit: expected a whole number, got {request.query['limit']!r}\n") from None
+            raise web.HTTPBadRequest(text=f"limit: expected a whole number >= 0, got {request.query['limit']!r}\n") from None
         recent = self.sink.recent(entity, limit)
         wanted = request.query.get("format")
         if wanted == "html" or (wanted is None and "text/html" in request.headers.get("Accept", "")):
