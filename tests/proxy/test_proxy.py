@@ -220,3 +220,19 @@ async def test_a_stale_pooled_connection_is_retried_for_safe_requests(flaky_keep
                 assert response.status == 200  # on a fresh connection
     finally:
         await sidecar.stop()
+
+
+async def test_an_http_1_0_client_gets_a_streamed_answer_delimited_by_close(sidecar: Sidecar) -> None:
+    host, port = sidecar.proxy_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"GET /stream HTTP/1.0\r\nHost: api\r\n\r\n")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(-1), 5)  # until the proxy closes
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower()  # HTTP/1.0 has no chunking
+    assert body == b"".join(f"chunk {index}\n".encode() * 100 for index in range(20))
