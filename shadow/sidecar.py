@@ -239,7 +239,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
 
 
 def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", ""):
+    if host in ("0.0.0.0", "", "::"):  # listening everywhere: reach it on loopback
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
 
