@@ -277,6 +277,9 @@ class Sink:
             entry.diffs = [{"path": "", "at": "", "kind": "missing_in_candidate",
                             "control": redact_value(comparison.control, "", redact) if comparison.control is not None else None,
                             "candidate": None}]
+        if comparison.outcome is Outcome.EXTRA and not entry.diffs:
+            entry.diffs = [{"path": "", "at": "", "kind": "extra_in_candidate", "control": None,
+                            "candidate": f"a row in {comparison.source} the API's complete list did not show"}]
         self._recent.append(entry)
         return entry
 
