@@ -21,13 +21,11 @@ import orjson
 
 from shadow.metrics import Metrics
 from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason
+from shadow.redaction import redact_value
 from shadow.tracing import Tracing
 
 log = logging.getLogger("shadow.publish")
 
-#: a field whose name contains one of these is redacted wherever it appears
-SENSITIVE_WORDS = ("password", "token", "secret", "hash", "salt")
-REDACTED = "[redacted]"
 #: distinct `field` label values per entity before new ones become `other`
 MAX_FIELDS_PER_ENTITY = 100
 MAX_LABEL_LENGTH = 160
@@ -70,57 +68,6 @@ class RecentMismatch:
             "outcome": self.outcome, "source": self.source, "reason": self.reason, "diffs": self.diffs,
             "suppressed": self.suppressed, "trace_id": self.trace_id, "explained": self.explained,
         }
-
-
-# ----------------------------------------------------------------------------- redaction
-
-
-def is_sensitive(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in SENSITIVE_WORDS)
-
-
-def _segments(path: str) -> list[str]:
-    return [part.split("[", 1)[0] for part in path.split(".") if part]
-
-
-_REDACTED_CACHE: dict[tuple[str, frozenset[str]], bool] = {}
-_REDACTED_CACHE_SIZE = 20000
-
-
-def path_is_redacted(path: str, redact_paths: frozenset[str]) -> bool:
-    """True when the collapsed `path`, or an object that contains it, is to be hidden.
-    Memoized (bounded): a mismatch storm asks about the same few paths again and again."""
-    cache_key = (path, redact_paths)
-    known = _REDACTED_CACHE.get(cache_key)
-    if known is None:
-        if len(_REDACTED_CACHE) >= _REDACTED_CACHE_SIZE:
-            _REDACTED_CACHE.clear()
-        known = _REDACTED_CACHE[cache_key] = _path_is_redacted(path, redact_paths)
-    return known
-
-
-def _path_is_redacted(path: str, redact_paths: frozenset[str]) -> bool:
-    if any(is_sensitive(segment) for segment in _segments(path)):
-        return True
-    prefix = ""
-    for part in path.split("."):
-        prefix = f"{prefix}.{part}" if prefix else part
-        if prefix in redact_paths or prefix.replace("[*]", "") in redact_paths:
-            return True
-    return False
-
-
-def redact_value(value: Any, path: str, redact_paths: frozenset[str]) -> Any:
-    """A copy of `value` (found at collapsed `path`) with sensitive parts replaced."""
-    if path and path_is_redacted(path, redact_paths):
-        return REDACTED
-    if isinstance(value, Mapping):
-        return {name: redact_value(item, f"{path}.{name}" if path else str(name), redact_paths)
-                for name, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(item, f"{path}[*]", redact_paths) for item in value]
-    return value
 
 
 def _diff_json(diff: FieldDiff, redact_paths: frozenset[str]) -> dict[str, Any]:

@@ -6,7 +6,8 @@ import json
 
 from shadow.metrics import Metrics
 from shadow.model import Comparison, FieldDiff, Outcome, SkipReason
-from shadow.publish import MAX_FIELDS_PER_ENTITY, REDACTED, Sink, redact_value
+from shadow.publish import MAX_FIELDS_PER_ENTITY, Sink
+from shadow.redaction import REDACTED, redact_value
 
 
 def mismatch(key: str, *diffs: FieldDiff, entity: str = "users") -> Comparison:
