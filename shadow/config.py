@@ -92,6 +92,13 @@ def _seconds(minimum: float, allow_zero: bool = False) -> Callable[[str], float]
     return parse
 
 
+def _file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError("not a file")
+    return path
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text.lower() not in choices:
@@ -128,6 +135,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("upstream_timeout", "--upstream-timeout", "SHADOW_UPSTREAM_TIMEOUT", "upstream connect / read inactivity timeout -> 504 (default 30)", "SECONDS", _seconds(0.0)),
     Option("drain_timeout", "--drain-timeout", "SHADOW_DRAIN_TIMEOUT", "on shutdown, how long in-flight requests may finish (default 15)", "SECONDS", _seconds(0.0, allow_zero=True)),
     Option("recent_mismatches", "--recent-mismatches", "SHADOW_RECENT_MISMATCHES", "mismatches kept in memory for /mismatches (default 200)", "N", _whole(1)),
+    Option("gate_criteria", "--gate-criteria", "SHADOW_GATE_CRITERIA", "gate criteria YAML for the admin /gate verdict (default: /gate answers 501)", "FILE", _file),
     Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE", "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
 )
 OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
@@ -159,6 +167,7 @@ class Config:
     drain_timeout: float = 15.0
     recent_mismatches: int = 200
     explain_rate: float = 20.0
+    gate_criteria: Path | None = None
 
     def __post_init__(self) -> None:
         # Values built in Python go through the same parsers as flags, so a bad value

@@ -31,10 +31,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(config: Config) -> int:
+    from prometheus_client import CollectorRegistry
+
     from shadow.sidecar import RulesNotLoaded, start_sidecar
 
+    registry = CollectorRegistry(auto_describe=True)
+    gate = None
+    if config.gate_criteria is not None:  # checked before listening: a bad file fails the start
+        from shadow.gate import CriteriaError, load_criteria
+        from shadow.gate.local import gate_hook
+
+        try:
+            gate = gate_hook(registry, load_criteria(config.gate_criteria))
+        except CriteriaError as problem:
+            print(f"shadow proxy: {problem}", file=sys.stderr)
+            return 2
     try:
-        sidecar = await start_sidecar(config, install_signal_handlers=True)
+        sidecar = await start_sidecar(config, registry=registry, gate=gate, install_signal_handlers=True)
     except RulesNotLoaded as problem:
         print(f"shadow proxy: {config.rules}: {problem}", file=sys.stderr)
         return 2

@@ -114,3 +114,38 @@ def test_flags_override_env_and_values_are_checked(widget_rules: Path) -> None:
             assert "'" in str(problem)  # the bad value is quoted
         else:
             raise AssertionError(f"{env} accepted")
+
+
+async def test_gate_criteria_flag_serves_the_local_verdict_and_bad_criteria_fail_the_start(upstream, widget_rules: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad-gate.yaml"
+    bad.write_text("window: 1h\nentities:\n  widgets: {min_comparison: 3}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "shadow", "proxy", "--upstream", upstream.url, "--rules", str(widget_rules),
+         "--gate-criteria", str(bad), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "bad-gate.yaml:3" in result.stderr and "min_comparison" in result.stderr
+
+    good = tmp_path / "gate.yaml"
+    good.write_text("window: 1h\nentities:\n  widgets: {min_comparisons: 1, max_mismatches: 0}\n")
+    port, admin_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shadow", "proxy", "--gate-criteria", str(good)],
+        env=_env(SHADOW_UPSTREAM=upstream.url, SHADOW_RULES=str(widget_rules), SHADOW_LISTEN=f"127.0.0.1:{port}",
+                 SHADOW_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", SHADOW_LOG_LEVEL="warning",
+                 SHADOW_MISMATCH_LOG=str(tmp_path / "mismatches.jsonl")),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        admin = f"http://127.0.0.1:{admin_port}"
+        await _wait_ready(admin + "/readyz", process)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(admin + "/gate") as response:
+                verdict = await response.json()
+        # no traffic yet: never GO on missing data, and it says why and from what
+        assert verdict["verdict"] == "NO-GO"
+        assert "since process start" in verdict["scope"]
+        assert any("widgets" in reason for reason in verdict["reasons"])
+    finally:
+        process.terminate()
+        process.wait(15)
+        if process.stderr is not None:
+            process.stderr.close()
