@@ -108,6 +108,13 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _nice(text: str) -> int:
+    value = _whole(0)(text)
+    if value > 19:
+        raise ValueError("expected a whole number 0-19")
+    return value
+
+
 def _text(text: str) -> str:
     if not text.strip():
         raise ValueError("expected a non-empty value")
@@ -136,6 +143,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("drain_timeout", "--drain-timeout", "SHADOW_DRAIN_TIMEOUT", "on shutdown, how long in-flight requests may finish (default 15)", "SECONDS", _seconds(0.0, allow_zero=True)),
     Option("recent_mismatches", "--recent-mismatches", "SHADOW_RECENT_MISMATCHES", "mismatches kept in memory for /mismatches (default 200)", "N", _whole(1)),
     Option("gate_criteria", "--gate-criteria", "SHADOW_GATE_CRITERIA", "gate criteria YAML for the admin /gate verdict (default: /gate answers 501)", "FILE", _file),
+    Option("shadow_process", "--shadow-process", "SHADOW_SHADOW_PROCESS", "worker = shadow comparisons in a child process (default); inline = in the proxy's process", "MODE", _choice("worker", "inline")),
+    Option("shadow_nice", "--shadow-nice", "SHADOW_SHADOW_NICE", "niceness added to the shadow worker process, 0-19 (default 10)", "N", _nice),
     Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE", "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
 )
 OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
@@ -167,6 +176,8 @@ class Config:
     drain_timeout: float = 15.0
     recent_mismatches: int = 200
     explain_rate: float = 20.0
+    shadow_process: str = "worker"
+    shadow_nice: int = 10
     gate_criteria: Path | None = None
 
     def __post_init__(self) -> None:

@@ -1,5 +1,8 @@
 """The shadow pipeline: everything that happens to a matched read after the client has
-its answer. Runs on the event loop in N worker tasks, never on the request path.
+its answer. Runs in N worker tasks on the event loop of the shadow worker process
+(shadow/worker.py; or of the proxy's own process with --shadow-process inline), never
+on the request path. Everything it reports goes through the sink it is given: the
+real Sink inline, a RemoteSink relaying to the main process's Sink in the worker.
 
     proxy ──offer()──▶ bounded queue ──▶ worker: prepare (parse, keys, sampling)
         ──▶ one Source.fetch per (entity, source) for the whole batch (with a timeout)
@@ -53,6 +56,19 @@ class PipelineSettings:
     queue_bytes: int = 64 * 1024 * 1024  # body copies waiting in the queue; beyond -> queue_full
 
 
+def admit(match: Any, limit: TokenBucket, sink: Any) -> bool:
+    """Random sampling and the rate limit of one matched read (request path); counts
+    the skip or drop when the answer is no."""
+    route = match.route
+    if route.sample_by != "key" and not sampled_by_chance(route.sample):
+        sink.skipped(route.entity, route.name, SkipReason.NOT_SAMPLED)
+        return False
+    if not limit.take():
+        sink.dropped(SkipReason.RATE_LIMITED, route.entity, route.name)
+        return False
+    return True
+
+
 class Pipeline:
     """Bounded queue + batching workers + recheck heap. `start()` in a running loop;
     `close()` drops what is still queued (counted as `shutdown`)."""
@@ -75,8 +91,7 @@ class Pipeline:
         self._tasks = TaskSet("pipeline")
         self._closed = False
         self._busy = 0  # batches being processed (drain() waits for them)
-        sink.metrics.queue_capacity.set(settings.queue_size)
-        sink.metrics.queue_depth.set_function(self.queue.qsize)
+        sink.watch_queue(settings.queue_size, self.queue.qsize)
 
     # ------------------------------------------------------------------ request path
 
@@ -84,14 +99,7 @@ class Pipeline:
         """On the request path, when a matched read's 2xx headers arrive: copy its body?
         Random sampling and the rate limit are decided here, so reads we will not
         compare cost nothing more. Counts the skip when the answer is no."""
-        route = match.route
-        if route.sample_by != "key" and not sampled_by_chance(route.sample):
-            self.sink.skipped(route.entity, route.name, SkipReason.NOT_SAMPLED)
-            return False
-        if not self._limit.take():
-            self.sink.dropped(SkipReason.RATE_LIMITED, route.entity, route.name)
-            return False
-        return True
+        return admit(match, self._limit, self.sink)
 
     def offer(self, read: CapturedRead) -> bool:
         """Queue a read without waiting; a full queue (or a closed pipeline) drops it."""
@@ -250,7 +258,7 @@ class Pipeline:
                                      source=source, at=time.time()), job)
 
     def _stage(self, entity: str, stage: str, seconds: float) -> None:
-        self.sink.child(self.sink.metrics.stage_seconds, entity, stage).observe(seconds)
+        self.sink.observe_stage(entity, stage, seconds)
 
     async def _check_extras(self, job: ShadowJob, route: Any) -> None:
         """Complete list reads: rows the source has that the API did not return."""

@@ -5,8 +5,9 @@ X-Forwarded-*), and the upstream's answer comes back unchanged: status, reason,
 end-to-end headers and the body bytes as sent (no decompression, streamed both ways).
 The handler does no I/O but the upstream call. For a read a rule matches it only keeps
 a copy of a 2xx body up to `max_body_bytes` and, after the client has its last byte,
-queues it for the shadow pipeline with put_nowait; parsing, keys and comparing happen
-there. Upstream down → 502, upstream silent for `upstream_timeout` → 504, each with a
+hands it to the shadow side without waiting (`Handoff.offer`: to the shadow worker
+process; or `Pipeline.offer` in-process with --shadow-process inline); parsing, keys
+and comparing happen there. Upstream down → 502, upstream silent for `upstream_timeout` → 504, each with a
 one-line text body.
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ from yarl import URL
 from shadow.metrics import Metrics
 from shadow.model import SkipReason
 from shadow.capture import CapturedRead
-from shadow.pipeline import Pipeline
 
 log = logging.getLogger("shadow.proxy")
 
@@ -62,6 +62,8 @@ class PassThroughResponse(web.StreamResponse):
     defaults one for non-empty bodies). Server and Date come from the upstream."""
 
     _keep_no_content_type = False
+    #: headers go out in the same write as the first body chunk (one syscall less)
+    _send_headers_immediately = False
 
     async def _prepare_headers(self) -> None:
         await super()._prepare_headers()
@@ -70,14 +72,16 @@ class PassThroughResponse(web.StreamResponse):
 
 
 class Proxy:
-    """The proxy's request handler and its upstream connection pool."""
+    """The proxy's request handler and its upstream connection pool. `handoff` takes the
+    captured reads (`sink`, `admit(match)`, `offer(read)`: a Handoff or a Pipeline), or
+    None: proxy only."""
 
-    def __init__(self, upstream: str, rules: Callable[[], Any], pipeline: Pipeline | None, metrics: Metrics,
+    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0) -> None:
         self.upstream = URL(upstream)
         self._base = upstream.rstrip("/")
         self._rules = rules
-        self.pipeline = pipeline
+        self.handoff = handoff
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.upstream_timeout = upstream_timeout
@@ -121,7 +125,7 @@ class Proxy:
         assert self.session is not None, "Proxy.open() first"
         method = request.method
         match = None
-        if method not in NO_SHADOW_METHODS and self.pipeline is not None:
+        if method not in NO_SHADOW_METHODS and self.handoff is not None:
             rules = self._rules()
             if rules is not None:
                 match = rules.match(method, request.path)
@@ -173,17 +177,17 @@ class Proxy:
 
     def _copy_for_shadow(self, match: Any, upstream: aiohttp.ClientResponse) -> list[bytes] | None:
         """Decide, from the headers only, whether to keep a copy of this body."""
-        if match is None or self.pipeline is None:
+        if match is None or self.handoff is None:
             return None
         route = match.route
         if not 200 <= upstream.status < 300:
-            self.pipeline.sink.skipped(route.entity, route.name, SkipReason.NON_2XX)
+            self.handoff.sink.skipped(route.entity, route.name, SkipReason.NON_2XX)
             return None
         length = upstream.content_length
         if length is not None and length > self.max_body_bytes:
-            self.pipeline.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
+            self.handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
             return None
-        return [] if self.pipeline.admit(match) else None
+        return [] if self.handoff.admit(match) else None
 
     async def _stream_body(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
                            response: web.StreamResponse, copy: list[bytes] | None, match: Any) -> list[bytes] | None:
@@ -197,7 +201,7 @@ class Proxy:
                     if copied > self.max_body_bytes:  # chunked: the size shows only now
                         copy = None
                         route = match.route
-                        self.pipeline.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)  # type: ignore[union-attr]
+                        self.handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)  # type: ignore[union-attr]
                     else:
                         copy.append(chunk)
         except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError, aiohttp.ClientOSError, asyncio.TimeoutError) as problem:
@@ -212,7 +216,7 @@ class Proxy:
     def _hand_over(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, match: Any, body: bytes) -> None:
         """After the client has the whole answer: queue the read for the shadow side."""
         trace = tuple((name, request.headers[name]) for name in TRACE_HEADERS if name in request.headers)
-        self.pipeline.offer(CapturedRead(  # type: ignore[union-attr]
+        self.handoff.offer(CapturedRead(  # type: ignore[union-attr]
             match=match, query=request.query, headers=request.headers, body=body,
             content_type=upstream.headers.get(hdrs.CONTENT_TYPE, ""),
             content_encoding=upstream.headers.get(hdrs.CONTENT_ENCODING, ""),

@@ -2,7 +2,8 @@
 into Prometheus samples, OpenTelemetry spans, JSON-lines mismatch log lines and the
 in-memory list of recent mismatches behind /mismatches.
 
-Runs on the event loop, called by the pipeline workers (and by the proxy for drops);
+Runs on the main process's event loop, called by the pipeline (in-process, or relayed
+from the shadow worker process by shadow/handoff.py) and by the proxy for drops;
 everything it does is in-memory and O(differing fields), the log is written in batches
 by `flush()` so a mismatch storm costs no syscall per mismatch.
 """
@@ -13,7 +14,7 @@ import itertools
 import logging
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -185,6 +186,15 @@ class Sink:
         detail = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
         log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail,
                     exc_info=isinstance(error, BaseException) and not isinstance(error, (TimeoutError, OSError)))
+
+    def observe_stage(self, entity: str, stage: str, seconds: float) -> None:
+        """Time one pipeline stage took for one entity (shadow_stage_seconds)."""
+        self.child(self.metrics.stage_seconds, entity, stage).observe(seconds)
+
+    def watch_queue(self, capacity: int, depth: Callable[[], int]) -> None:
+        """The shadow queue's capacity, and how to read its depth at scrape time."""
+        self.metrics.queue_capacity.set(capacity)
+        self.metrics.queue_depth.set_function(depth)
 
     def explained(self, entry: RecentMismatch, diffs: Iterable[FieldDiff]) -> None:
         """Attach deepdiff's detail to a ring entry (it arrives later, off the loop)."""

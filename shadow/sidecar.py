@@ -1,12 +1,17 @@
 """Assemble and run the whole sidecar in the current event loop:
 
-    sidecar = await start_sidecar(config)   # proxy + admin listening, workers running
+    sidecar = await start_sidecar(config)   # proxy + admin listening, shadow worker running
     ... sidecar.proxy_url, sidecar.admin_url, sidecar.sink, sidecar.registry ...
+    await sidecar.pipeline.drain(10)          # wait until the shadow side is idle
     await sidecar.stop()                      # drains in-flight requests, then stops
 
-Used by `shadow proxy` (serve.py), `shadow demo`, the tests and the benchmarks. Every
-part can be injected (rules loader, sources, compare, span exporter) so tests can run
-the real proxy against real servers with a piece swapped.
+With `shadow_process="worker"` (the default) the pipeline runs in a child process
+(shadow/worker.py) and `sidecar.pipeline` is the Handoff to it; with "inline" the
+Pipeline runs in this loop. Used by `shadow proxy` (serve.py), `shadow demo`, the tests
+and the benchmarks. Every part can be injected (rules loader, sources, compare, span
+exporter) so tests can run the real proxy against real servers with a piece swapped;
+injected objects cannot cross a process boundary, so injecting a rules loader,
+sources, compare or explain runs the pipeline inline.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from shadow.admin import Admin, GateHook
 from shadow.config import Config
+from shadow.handoff import Handoff
 from shadow.metrics import Metrics
 from shadow.pipeline import Pipeline, PipelineSettings
 from shadow.proxy import Proxy, serve
@@ -72,6 +78,16 @@ class LazySource:
                     self._failed_at, self._last_error = time.monotonic(), problem
                     raise
         return self._source
+
+    async def warm(self, timeout: float) -> bool:
+        """Open now rather than on the first read (the shadow worker, at start); False
+        (and retried on use) when the source does not open within `timeout`."""
+        try:
+            await asyncio.wait_for(self._get(), timeout)
+        except Exception as problem:
+            log.warning("%s source not open at start (retried on use): %s", self.name, problem or type(problem).__name__)
+            return False
+        return True
 
     async def fetch(self, entity: Any, keys: Any) -> Any:
         return await (await self._get()).fetch(entity, keys)
@@ -132,7 +148,7 @@ class Sidecar:
     admin_url: str
     sink: Sink
     rules: RulesHolder
-    pipeline: Pipeline
+    pipeline: Pipeline | Handoff  # what the proxy hands captured reads to
     proxy: Proxy
     admin: Admin
     _runners: list[web.BaseRunner] = field(default_factory=list)
@@ -193,35 +209,55 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     last good rules instead)."""
     metrics = Metrics(registry)
     sink = Sink(metrics, Tracing(config.otlp_endpoint, span_exporter), config.mismatch_log, config.recent_mismatches)
-    holder = RulesHolder(config.rules, metrics, rules_loader,
-                         on_change=lambda rules: sink.use_rules(*rules_facts(rules)))
+    handoff: Handoff | None = None
+
+    def rules_changed(rules: Any) -> None:
+        sink.use_rules(*rules_facts(rules))
+        if handoff is not None:
+            handoff.rules_changed(rules)
+
+    holder = RulesHolder(config.rules, metrics, rules_loader, on_change=rules_changed)
     first = holder.load()
     if not first.ok:
         sink.close()
         raise RulesNotLoaded(first.problems)
-    if compare is None or explain is None:
-        from shadow import compare as compare_module
+    inline = (config.shadow_process == "inline" or rules_loader is not default_loader
+              or sources is not None or compare is not None or explain is not None)
+    opened_sources: dict[str, Any] = {}
+    pipeline: Pipeline | Handoff
+    if inline:
+        if compare is None or explain is None:
+            from shadow import compare as compare_module
 
-        compare = compare or compare_module.compare
-        explain = explain or compare_module.explain
-    opened_sources = dict(sources) if sources is not None else default_sources(config)
-    pipeline = Pipeline(
-        PipelineSettings(queue_size=config.queue_size, workers=config.workers, batch_size=config.batch_size,
-                         source_timeout=config.source_timeout, rate_limit=config.rate_limit,
-                         explain_rate=config.explain_rate, recheck_capacity=config.queue_size,
-                         queue_bytes=max(64 * 1024 * 1024, 4 * config.max_body_bytes)),
-        sink, lambda: holder.current, opened_sources, compare, explain)
+            compare = compare or compare_module.compare
+            explain = explain or compare_module.explain
+        opened_sources = dict(sources) if sources is not None else default_sources(config)
+        pipeline = Pipeline(
+            PipelineSettings(queue_size=config.queue_size, workers=config.workers, batch_size=config.batch_size,
+                             source_timeout=config.source_timeout, rate_limit=config.rate_limit,
+                             explain_rate=config.explain_rate, recheck_capacity=config.queue_size,
+                             queue_bytes=max(64 * 1024 * 1024, 4 * config.max_body_bytes)),
+            sink, lambda: holder.current, opened_sources, compare, explain)
+        pipeline.start()
+    else:
+        pipeline = handoff = Handoff(config, sink)
+        await handoff.start()
     proxy = Proxy(config.upstream, lambda: holder.current, pipeline, metrics,
                   max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout)
     await proxy.open()
     admin = Admin(sink, holder, config.upstream, gate)
     host, port = Config.host_port(config.listen)
     admin_host, admin_port = Config.host_port(config.admin_listen)
-    pipeline.start()
-    proxy_runner, bound = await serve(proxy, host, port, config.drain_timeout)
-    admin_runner = web.AppRunner(admin.app(), access_log=None)
-    await admin_runner.setup()
-    await web.TCPSite(admin_runner, admin_host, admin_port, reuse_address=True).start()
+    try:
+        proxy_runner, bound = await serve(proxy, host, port, config.drain_timeout)
+        admin_runner = web.AppRunner(admin.app(), access_log=None)
+        await admin_runner.setup()
+        await web.TCPSite(admin_runner, admin_host, admin_port, reuse_address=True).start()
+    except BaseException:  # e.g. address in use: leave no worker process behind
+        await pipeline.close()
+        await proxy.close()
+        sink.close()
+        raise
     admin_bound = admin_runner.addresses[0][1]
     sidecar = Sidecar(config=config, proxy_url=f"http://{_url_host(host)}:{bound}",
                       admin_url=f"http://{_url_host(admin_host)}:{admin_bound}", sink=sink, rules=holder,
