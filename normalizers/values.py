@@ -32,6 +32,17 @@ def canonical_number(number: Decimal) -> int | Decimal | str:
     return number.normalize(_EXACT)
 
 
+_EXACT_FLOAT_INT = 2**53  # below it an integral double is exactly its int
+
+
+def canonical_float(number: float) -> int | Decimal | str:
+    """A double's canonical number: its shortest round-tripping spelling as a Decimal
+    (0.1 -> Decimal('0.1')), integral -> int; small integral doubles skip the Decimal."""
+    if number.is_integer() and -_EXACT_FLOAT_INT < number < _EXACT_FLOAT_INT:
+        return int(number)
+    return canonical_number(Decimal(repr(number)))
+
+
 def decimal(value: Any) -> Any:
     """Decimal, scale-insensitive: Decimal128, double, int, string, {"$numberDecimal": s}."""
     if value is None or isinstance(value, bool):
@@ -41,8 +52,8 @@ def decimal(value: Any) -> Any:
             raise ValueError(f"not a decimal: {value!r}")
         value = value["$numberDecimal"]
     if isinstance(value, float):
-        value = repr(value)  # the shortest string that round-trips: 0.1 -> "0.1"
-    elif hasattr(value, "to_decimal"):  # bson.Decimal128
+        return canonical_float(value)  # the shortest string that round-trips: 0.1 -> "0.1"
+    if hasattr(value, "to_decimal"):  # bson.Decimal128
         value = value.to_decimal()
     try:
         return canonical_number(Decimal(value if isinstance(value, (int, Decimal)) else str(value).strip()))
@@ -52,12 +63,17 @@ def decimal(value: Any) -> Any:
 
 # -------------------------------------------------------------------- timestamps
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 
 
 def iso_ms(moment: datetime) -> str:
     """JS `Date.toISOString()`: UTC, exactly 3 fraction digits, µs truncated (a JS Date
     holds milliseconds; PostgreSQL timestamptz holds µs)."""
+    if moment.__class__ is datetime:  # the C isoformat (truncates to ms), offset cut off
+        if moment.tzinfo is not None and moment.tzinfo is not _UTC and moment.utcoffset():
+            moment = moment.astimezone(_UTC)
+        return moment.isoformat(timespec="milliseconds")[:23] + "Z"
     if moment.tzinfo is not None and moment.utcoffset():
         moment = moment.astimezone(timezone.utc)
     return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
@@ -66,6 +82,8 @@ def iso_ms(moment: datetime) -> str:
 
 _FRACTION = re.compile(r"(\.\d+)")
 _CANONICAL_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+#: match(text) -> truthy when `text` already is a canonical (toISOString) timestamp
+canonical_timestamp = _CANONICAL_TIMESTAMP.match
 
 
 def timestamp(value: Any) -> Any:

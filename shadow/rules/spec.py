@@ -134,6 +134,9 @@ class Entity:
     null_is_missing: bool = True  # `"x": null` and no "x" are the same
     file: str = ""
     line: int = 0
+    #: compiled per-entity plans (canonical form, rebuild, fetch), made once from the
+    #: frozen specs above at load or first use; never part of equality or repr
+    plans: dict[str, Any] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     def validate_key(self, raw: Any) -> str:
         """The key as stored in the key column; raises InvalidKey for anything else."""

@@ -10,14 +10,15 @@ with a statement timeout.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from normalizers.idmap import IdMapCache
 from normalizers.rows import group_rows
-from shadow.rebuild import Fetched, item_fields, rebuild, row_columns, table_fields, uuid_columns
-from shadow.rules.spec import Entity, Route
+from shadow.rebuild import Fetched, item_fields, rebuild_plan, row_columns, table_fields, uuid_columns
+from shadow.rules.spec import Entity, Field, Route
 
 
 def quote(name: str) -> str:
@@ -80,39 +81,36 @@ class PostgresSource:
         return await connection.fetch(sql, *args, timeout=self.statement_timeout + 1.0)
 
     async def _fetch(self, connection: asyncpg.Connection, entity: Entity, keys: list[str]) -> dict[str, Any]:
-        fields = list(entity.fields.values())
-        columns = _unique([entity.key, entity.id, *row_columns(fields)])
-        main = await self._query(
-            connection, f"SELECT {', '.join(map(quote, columns))} FROM {quote(entity.table)} "
-                        f"WHERE {quote(entity.key)} = ANY($1)", keys)
-        uuids: set[Any] = {row[column] for row in main for column in uuid_columns(fields)}
+        plan = entity.plans.get("postgres") or fetch_plan(entity)
+        main = await self._query(connection, plan.sql, keys)
+        uuid_at = plan.uuid_columns
+        uuids: set[Any] = {row[column] for row in main for column in uuid_at} if uuid_at else set()
         children: dict[str, Mapping[Any, list[Any]]] = {}
-        level = [(spec, main) for spec in table_fields(fields)]
+        level = [(table, main) for table in plan.tables]
         while level:  # one query per child table, breadth first (children of children next)
             deeper = []
-            for spec, parent_rows in level:
-                items = item_fields(spec)
-                parents = list({row[spec.parent] for row in parent_rows} - {None})
+            for table, parent_rows in level:
+                parent = table.parent
+                parents = list({row[parent] for row in parent_rows} - {None})
                 rows: list[Any] = []
                 if parents:
-                    wanted = _unique([spec.fk, *row_columns(items), *spec.order_by])
-                    order = ", ".join(map(quote, (spec.fk, *spec.order_by)))
-                    rows = await self._query(
-                        connection, f"SELECT {', '.join(map(quote, wanted))} FROM {quote(spec.table or '')} "
-                                    f"WHERE {quote(spec.fk or '')} = ANY($1) ORDER BY {order}", parents)
-                children[spec.node] = group_rows(rows, spec.fk or "")
-                uuids.update(row[column] for row in rows for column in uuid_columns(items))
-                deeper.extend((sub, rows) for sub in table_fields(items))
+                    rows = await self._query(connection, table.sql, parents)
+                children[table.node] = group_rows(rows, table.fk)
+                if table.uuid_columns:
+                    uuids.update(row[column] for row in rows for column in table.uuid_columns)
+                deeper.extend((sub, rows) for sub in table.tables)
             level = deeper
         unknown = self.id_map.unknown(uuids)
         if unknown:
             pairs = await self._query(
                 connection, f"SELECT new_id, legacy_object_id FROM {self.id_map_table} WHERE new_id = ANY($1::uuid[])",
                 unknown)
-            self.id_map.remember((pair["new_id"], pair["legacy_object_id"]) for pair in pairs)
+            self.id_map.remember((pair[0], pair[1]) for pair in pairs)
         fetched = Fetched(children, self.id_map.legacy_of(uuids))
-        by_key = {row[entity.key]: row for row in main}
-        return {key: rebuild(entity, by_key[key], fetched) if key in by_key else None for key in keys}
+        key_column = entity.key
+        by_key = {row[key_column]: row for row in main}
+        build = entity.plans.get("rebuild") or rebuild_plan(entity)
+        return {key: build(row, fetched) if (row := by_key.get(key)) is not None else None for key in keys}
 
     async def list_keys(self, entity: Entity, route: Route, params: Mapping[str, str]) -> set[str]:
         """Every key the route's filter selects (a complete list read shows all of them)."""
@@ -143,6 +141,51 @@ class PostgresSource:
             return None
         self.id_map.remember([(rows[0]["new_id"], legacy)], collection)
         return rows[0]["new_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class TableFetch:
+    """One child table of the fetch plan: its query (all parents at once), the parent
+    column its fk refers to, the uuid columns of its rows, and its own child tables."""
+
+    node: str
+    parent: str
+    fk: str
+    sql: str
+    uuid_columns: tuple[str, ...]
+    tables: tuple[TableFetch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPlan:
+    """An entity's queries, built once from its rules (SQL text, uuid columns, tables)."""
+
+    sql: str
+    uuid_columns: tuple[str, ...]
+    tables: tuple[TableFetch, ...]
+
+
+def fetch_plan(entity: Entity) -> FetchPlan:
+    """The entity's fetch plan, compiled once and kept on the entity."""
+    plan = entity.plans.get("postgres")
+    if plan is None:
+        fields = list(entity.fields.values())
+        columns = _unique([entity.key, entity.id, *row_columns(fields)])
+        plan = FetchPlan(f"SELECT {', '.join(map(quote, columns))} FROM {quote(entity.table)} "
+                         f"WHERE {quote(entity.key)} = ANY($1)",
+                         tuple(uuid_columns(fields)), tuple(_table_fetch(spec) for spec in table_fields(fields)))
+        entity.plans["postgres"] = plan
+    return plan
+
+
+def _table_fetch(spec: Field) -> TableFetch:
+    items = item_fields(spec)
+    wanted = _unique([spec.fk, *row_columns(items), *spec.order_by])
+    order = ", ".join(map(quote, (spec.fk, *spec.order_by)))
+    sql = (f"SELECT {', '.join(map(quote, wanted))} FROM {quote(spec.table or '')} "
+           f"WHERE {quote(spec.fk or '')} = ANY($1) ORDER BY {order}")
+    return TableFetch(spec.node, spec.parent, spec.fk or "", sql, tuple(uuid_columns(items)),
+                      tuple(_table_fetch(sub) for sub in table_fields(items)))
 
 
 def _unique(names: list[str | None]) -> list[str]:
