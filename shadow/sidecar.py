@@ -64,6 +64,7 @@ class LazySource:
         self._failed_at = -SOURCE_RETRY_SECONDS
         self._last_error: BaseException | None = None
         self._lock = asyncio.Lock()
+        self._opening: asyncio.Future[Any] | None = None
 
     async def _get(self) -> Any:
         if self._source is not None:
@@ -80,10 +81,12 @@ class LazySource:
         return self._source
 
     async def warm(self, timeout: float) -> bool:
-        """Open now rather than on the first read (the shadow worker, at start); False
-        (and retried on use) when the source does not open within `timeout`."""
+        """Open now rather than on the first read (the shadow worker, at start). False
+        when it failed (retried on use) or is still opening after `timeout` (it goes
+        on opening: the first reads then wait for it)."""
         try:
-            await asyncio.wait_for(self._get(), timeout)
+            self._opening = asyncio.ensure_future(self._get())  # a reference: it may outlive the wait
+            await asyncio.wait_for(asyncio.shield(self._opening), timeout)
         except Exception as problem:
             log.warning("%s source not open at start (retried on use): %s", self.name, problem or type(problem).__name__)
             return False

@@ -38,6 +38,8 @@ from shadow.rules import RouteMatch
 log = logging.getLogger("shadow.worker")
 
 DEPTH_REPORT_SECONDS = 0.25
+#: how long the worker waits for its sources to open before it says it is ready
+WARM_UP_SECONDS = 10.0
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -153,7 +155,7 @@ class ShadowWorker(asyncio.Protocol):
         elif kind == "start":
             self._start(message[1])
         elif kind == "rules":
-            self._spawn(self._reload(message[1]))
+            self._reload(message[1])  # at once: the reads behind this message may need new routes
         elif kind == "drain":
             self._spawn(self._drain(message[1], message[2]))
         elif kind == "stop":
@@ -188,7 +190,7 @@ class ShadowWorker(asyncio.Protocol):
 
     async def _warm_up(self, config: Config) -> None:
         """Open the sources before saying ready, so the first reads do not pay for it."""
-        await asyncio.gather(*(source.warm(config.source_timeout) for source in self.sources.values()))
+        await asyncio.gather(*(source.warm(WARM_UP_SECONDS) for source in self.sources.values()))
         self.send(("ready", getattr(self.rules, "version", None)))
 
     def _use_rules(self, rules: Any) -> None:
@@ -208,9 +210,11 @@ class ShadowWorker(asyncio.Protocol):
             content_type=content_type, content_encoding=content_encoding, trace_headers=trace,
             enqueued_at=enqueued_at))
 
-    async def _reload(self, version: str | None) -> None:
+    def _reload(self, version: str | None) -> None:
+        """Load the rules directory the proxy just reloaded (blocking this loop briefly
+        is fine: it is not the proxy's); a bad edit keeps the last good rules."""
         assert self.config is not None
-        rules = await asyncio.to_thread(load, self.config)
+        rules = load(self.config)
         self._use_rules(rules)
         if rules is not None and version is not None and rules.version != version:
             log.warning("worker loaded rules version %s, the proxy has %s (files changed in between)",

@@ -3,6 +3,7 @@ SIGHUP, rejects bad configuration with the name of the setting, and drains on SI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -149,3 +150,44 @@ async def test_gate_criteria_flag_serves_the_local_verdict_and_bad_criteria_fail
         process.wait(15)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+async def test_shadow_proxy_shadows_in_a_worker_process_and_leaves_none_behind(upstream, widget_rules: Path, tmp_path: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shadow", "proxy"],
+        env=_env(SHADOW_UPSTREAM=upstream.url, SHADOW_RULES=str(widget_rules), SHADOW_LISTEN=f"127.0.0.1:{port}",
+                 SHADOW_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", SHADOW_RELOAD="signal", SHADOW_LOG_LEVEL="warning",
+                 SHADOW_MISMATCH_LOG=str(tmp_path / "mismatches.jsonl")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        await _wait_ready(f"http://127.0.0.1:{admin_port}/readyz", process)
+        for _ in range(100):
+            workers = [child for child in _children(process.pid)
+                       if b"shadow.worker" in Path(f"/proc/{child}/cmdline").read_bytes()]
+            if workers:
+                break
+            await asyncio.sleep(0.05)
+        assert len(workers) == 1  # worker mode is the default
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/json/3") as response:
+                assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 15) == 0
+        assert not Path(f"/proc/{workers[0]}").exists()  # stopped and reaped, not orphaned
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
