@@ -3,7 +3,7 @@ for single keys and for batches of 50 keys, and SQL round trips per batch; plus 
 pure costs (compare() per document, RuleSet.match per request). Writes
 bench/results/compare.json.
 
-    python bench/compare.py [--scale 60] [--seconds 4]
+    python bench/compare.py [--scale 60] [--seconds 4] [--before results-of-the-old-code.json]
 
 Embedded PostgreSQL, the shipped marketplace rules, the seeded domain (no drift).
 One process, one connection: documents/s of wall time here ~ per core of this process
@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from shadow.compare import compare
+from shadow.compare import canonical, compare
 from shadow.embedded import start_postgres
 from shadow.marketplace import apply_schema
 from shadow.marketplace.backfill import backfill
@@ -65,10 +65,62 @@ async def rate(seconds: float, batch: int, source: PostgresSource, entity: Any, 
             "batches": batches, "mismatches": mismatches}
 
 
+try:  # the pre-plan canonical walk, kept by the tests as the reference the plans must equal
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from tests.compare.reference_canonical import reference_canonical
+except ImportError:
+    reference_canonical = None
+
+
+def versus_reference(entity: Any, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """µs per document side, the compiled plan vs the reference walk, over all of an
+    entity's documents, measured alternately in this process (a loaded, shared machine
+    slows both alike, so the ratio holds where absolute figures drift)."""
+    found: dict[str, Any] = {}
+    for side, name in ((0, "control"), (1, "candidate")):
+        documents = [pair[side] for pair in pairs]
+        best = {"reference_us": float("inf"), "plan_us": float("inf")}
+        for _ in range(7):
+            for label, function in (("reference_us", reference_canonical), ("plan_us", canonical)):
+                started = time.perf_counter()
+                for _ in range(10):
+                    for document in documents:
+                        function(entity, document)
+                best[label] = min(best[label], (time.perf_counter() - started) / (10 * len(documents)) * 1e6)
+        found[name] = {label: round(value, 1) for label, value in best.items()}
+        found[name]["speedup"] = round(best["reference_us"] / best["plan_us"], 2)
+    return found
+
+
+def ratios(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """after/before per entity: documents per CPU second (higher is better) and the
+    pure per-document costs (lower is better)."""
+    found: dict[str, Any] = {}
+    for name, new in after.items():
+        old = before.get(name)
+        if not old:
+            continue
+        found[name] = {
+            "single_documents_per_cpu_second": round(new["single"]["documents_per_cpu_second"]
+                                                     / old["single"]["documents_per_cpu_second"], 2),
+            "batch_50_documents_per_cpu_second": round(new["batch_50"]["documents_per_cpu_second"]
+                                                       / old["batch_50"]["documents_per_cpu_second"], 2),
+            "compare_us_per_document": round(new["compare_us_per_document"] / old["compare_us_per_document"], 2)}
+        if "canonical_us_per_side" in old:
+            found[name]["canonical_us_per_side"] = {
+                side: round(new["canonical_us_per_side"][side] / old["canonical_us_per_side"][side], 2)
+                for side in ("control", "candidate")}
+    return found
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=60)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--before", help="a results file of the code before a change: kept under 'before', "
+                                         "with after/before ratios")
     args = parser.parse_args()
     rules = load_rules(ROOT / "rules" / "marketplace")
     server = start_postgres()
@@ -98,10 +150,19 @@ async def main() -> None:
                               "batch_50": await rate(args.seconds / 2, 50, source, entity, controls)}
                 sample = next(iter(controls.items()))
                 candidate = (await source.fetch(entity, [sample[0]]))[sample[0]]
-                loops = 2000
-                per_entity["compare_us_per_document"] = round(
-                    timeit.timeit(lambda: compare(entity, sample[1], candidate, date.today()), number=loops) / loops * 1e6, 1)
+                loops = 400
+
+                def cost(run: Any) -> float:  # µs per call, best of 5 (the machine is shared: take the quietest)
+                    return round(min(timeit.repeat(run, number=loops, repeat=5)) / loops * 1e6, 1)
+
+                per_entity["compare_us_per_document"] = cost(lambda: compare(entity, sample[1], candidate, date.today()))
+                per_entity["canonical_us_per_side"] = {"control": cost(lambda: canonical(entity, sample[1])),
+                                                       "candidate": cost(lambda: canonical(entity, candidate))}
                 per_entity["document_bytes"] = len(json.dumps(sample[1]))
+                if reference_canonical is not None:
+                    everything = await source.fetch(entity, list(controls))
+                    per_entity["canonical_vs_reference_walk"] = versus_reference(
+                        entity, [(controls[key], everything[key]) for key in controls])
                 results[entity_name] = per_entity
                 print(entity_name, json.dumps(per_entity))
         finally:
@@ -118,8 +179,16 @@ async def main() -> None:
                       "PostgreSQL runs on the other core, so this is ~ per core of the shadow process",
                       "round trips per batch = 1 main query + 1 per child table + 1 id_map query for uncached uuids "
                       "(0 once the id_map LRU is warm); a pool handed in (not created read-only) adds BEGIN/SET/COMMIT",
-                      "machine is 2 cores shared with other work: ratios matter, not absolutes"],
+                      "machine is 2 cores shared with other work: ratios matter, not absolutes",
+                      "before (with --before): the same benchmark run on the code before a change just before this "
+                      "run; under the shared machine's load its ratios swing by +-40%, while "
+                      "canonical_vs_reference_walk (plan vs the pre-plan walk, alternated in one process over all "
+                      "documents) is the steady figure for the canonical form"],
         }
+        if args.before:  # a run of the code before a change, kept next to the new figures
+            report["before"] = json.loads(Path(args.before).read_text())
+            report["before"].pop("before", None)
+            report["ratio_after_over_before"] = ratios(report["before"]["entities"], results)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(match_ns))

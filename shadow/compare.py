@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from normalizers.rows import multiset, sort_token
-from normalizers.values import canonical_float, canonical_number, canonical_timestamp, iso_ms, timestamp
+from normalizers.values import canonical_float, canonical_number, canonical_timestamp, decimal, iso_ms, timestamp
 from shadow.model import FieldDiff, Outcome, Verdict
 from shadow.rules.spec import Entity, Field
 
@@ -193,6 +193,14 @@ class _FieldPlan:
                     return value  # already what JS toISOString() writes
                 return slow(value)
             return timestamp_field
+        if len(self.transforms) == 1 and self.transforms[0] is decimal:
+            slow = self.canon
+
+            def decimal_field(value: Any) -> Any:
+                if value.__class__ is Decimal:  # a rebuilt numeric: already exact, just canonical
+                    return canonical_number(value)
+                return slow(value)
+            return decimal_field
         return self.canon
 
     def canon(self, value: Any) -> Any:
