@@ -31,7 +31,6 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from shadow.config import Config
@@ -137,7 +136,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for batch in self._reader.feed(data):
-            self._handoff._received(batch, self._generation)
+            self._handoff._received(batch)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._handoff._lost(self._generation, exc)
@@ -288,45 +287,52 @@ class Handoff:
 
     # ------------------------------------------------------------------ worker side
 
-    def _received(self, batch: list[tuple[Any, ...]], generation: int) -> None:
-        sink = self.sink
+    def _received(self, batch: list[tuple[Any, ...]]) -> None:
         for message in batch:
-            kind = message[0]
-            if kind == "publish":
-                _, comparison, job_info, handle = message
-                job = None
-                if job_info is not None:
-                    entity, route, source, enqueued_at, trace = job_info
-                    job = ShadowJob(entity, route, source, {}, enqueued_at=enqueued_at,
-                                    trace_context=request_context(dict(trace)) if trace else None)
-                entry = sink.publish(comparison, job)
-                if handle is not None and entry is not None:
-                    self._explainable[handle] = entry
-                    if len(self._explainable) > MAX_EXPLAINABLE:
-                        self._explainable.popitem(last=False)
-            elif kind == "stage":
-                sink.observe_stage(message[1], message[2], message[3])
-            elif kind == "skipped":
-                sink.skipped(message[1], message[2], message[3])
-            elif kind == "dropped":
-                sink.dropped(message[1], message[2], message[3])
-            elif kind == "raised":
-                sink.raised(message[1], message[2], message[3])
-            elif kind == "explained":
-                entry = self._explainable.pop(message[1], None)
-                if entry is not None:
-                    sink.explained(entry, message[2])
-            elif kind == "ready":
-                if self._ready is not None and not self._ready.done():
-                    self._ready.set_result(message[1])
-            elif kind == "depth":
-                self._depth = message[1]
-            elif kind == "drained":
-                answer = self._drains.get(message[1])
-                if answer is not None and not answer.done():
-                    answer.set_result(message[2])
-            else:
-                log.warning("shadow worker sent an unknown message %r", kind)
+            try:
+                self._apply(message)
+            except Exception as problem:  # one bad report must not cut the worker off
+                self.sink.raised("handoff", problem)
+
+    def _apply(self, message: tuple[Any, ...]) -> None:
+        """Carry out one report of the worker on the real sink."""
+        sink = self.sink
+        kind = message[0]
+        if kind == "publish":
+            _, comparison, job_info, handle = message
+            job = None
+            if job_info is not None:
+                entity, route, source, enqueued_at, trace = job_info
+                job = ShadowJob(entity, route, source, {}, enqueued_at=enqueued_at,
+                                trace_context=request_context(dict(trace)) if trace else None)
+            entry = sink.publish(comparison, job)
+            if handle is not None and entry is not None:
+                self._explainable[handle] = entry
+                if len(self._explainable) > MAX_EXPLAINABLE:
+                    self._explainable.popitem(last=False)
+        elif kind == "stage":
+            sink.observe_stage(message[1], message[2], message[3])
+        elif kind == "skipped":
+            sink.skipped(message[1], message[2], message[3])
+        elif kind == "dropped":
+            sink.dropped(message[1], message[2], message[3])
+        elif kind == "raised":
+            sink.raised(message[1], message[2], message[3])
+        elif kind == "explained":
+            entry = self._explainable.pop(message[1], None)
+            if entry is not None:
+                sink.explained(entry, message[2])
+        elif kind == "ready":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(message[1])
+        elif kind == "depth":
+            self._depth = message[1]
+        elif kind == "drained":
+            answer = self._drains.get(message[1])
+            if answer is not None and not answer.done():
+                answer.set_result(message[2])
+        else:
+            log.warning("shadow worker sent an unknown message %r", kind)
 
     def _lost(self, generation: int, problem: Exception | None) -> None:
         if generation != self._generation:
@@ -355,8 +361,14 @@ class Handoff:
             code = await asyncio.to_thread(_reap, process, 1.0)
             log.warning("shadow worker (pid %d) exited with %s", process.pid, code)
         await asyncio.sleep(delay)
-        if not self._closed:
+        if self._closed:
+            return
+        try:
             await self.start()
+        except Exception as problem:  # e.g. out of processes: try again, later
+            self.sink.raised("worker", problem)
+            self._tasks.spawn(self._restart(self._backoff), "restart")
+            self._backoff = min(self._backoff * 2, RESTART_MAX_SECONDS)
 
 
 __all__ = ["Handoff", "FrameReader", "frame", "buffer_limit", "read_message", "WORKER_DOWN"]
