@@ -174,6 +174,12 @@ class Handoff:
         """The running worker's process id (None while it is down)."""
         return self._process.pid if self._process is not None and self._transport is not None else None
 
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes of reads and messages waiting to be written to the worker."""
+        written = self._transport.get_write_buffer_size() if self._transport is not None else 0
+        return written + self._pending_bytes
+
     # ------------------------------------------------------------------ request path
 
     def admit(self, match: Any) -> bool:
