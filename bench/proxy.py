@@ -16,7 +16,7 @@ machine is shared and has 2 cores, so absolute numbers move from run to run.
 The sample API runs with --cache (documents served from memory after the first read),
 so the upstream is not the bottleneck that hides the proxy's own cost.
 
-    .venv/bin/python bench/proxy.py [--seconds 8] [--rate 1000]
+    .venv/bin/python bench/proxy.py [--seconds 5] [--rounds 3] [--rate 1000]
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,7 +73,13 @@ def _cpu(pid: int) -> float:
 
 
 def proc_peak_rss_mb(pid: int) -> float:
+    """The largest single process of the tree (shadow: the proxy or its worker)."""
     return max(_peak_rss_mb(p) for p in proc_tree(pid))
+
+
+def proc_peak_rss_sum_mb(pid: int) -> float:
+    """Peak RSS summed over the tree (an upper bound: the peaks need not coincide)."""
+    return sum(_peak_rss_mb(p) for p in proc_tree(pid))
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -123,7 +130,8 @@ async def stall_postgres(dsn: str) -> asyncpg.Connection:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--scale", type=int, default=200)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxy.json"))
@@ -141,7 +149,7 @@ def main() -> None:
         def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
             log = open(work / f"{Path(argv[0]).name}-{len(list(work.iterdir()))}.log", "wb")
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-            stack.callback(lambda: (process.terminate(), process.wait(10)))
+            stack.callback(lambda: (process.terminate(), process.wait(30)))
             return process
 
         api_port = free_port()
@@ -184,36 +192,50 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
             wait_http(admin + "/healthz")
             return process, f"http://127.0.0.1:{port}", admin
 
-        def measure(name: str, url: str, pid: int | None, admin: str | None) -> None:
+        def measure_once(name: str, url: str, pid: int | None) -> dict[str, float]:
             url_file = work / f"urls-{name}.txt"
             url_file.write_text("\n".join(url + p for p in paths))
-            row: dict[str, float | dict] = {}
+            row: dict[str, float] = {}
             cpu0 = proc_cpu(pid) if pid else 0.0
             fixed = loadgen(url_file, opts.rate, opts.seconds)
             if pid:
                 row["cpu_s_per_1k_req"] = round((proc_cpu(pid) - cpu0) / (fixed["sent"] / 1000), 4)
             row.update({f"fixed_{k}": v for k, v in fixed.items()})
             row.update(wrk(url, lua, opts.seconds))
+            return row
+
+        def summarize(name: str, runs: list[dict[str, float]], pid: int | None, admin: str | None) -> None:
+            """Median of the rounds for every figure; the rounds themselves are kept too."""
+            row: dict[str, object] = {key: round(statistics.median(run[key] for run in runs), 4) for key in runs[0]}
+            row["rounds"] = runs
             if pid:
                 row["peak_rss_mb"] = round(proc_peak_rss_mb(pid), 1)
+                row["peak_rss_sum_mb"] = round(proc_peak_rss_sum_mb(pid), 1)
             if admin:
                 time.sleep(1.0)  # let the pipeline finish what it queued
                 row["shadow"] = scrape(admin)
             results[name] = row
-            print(name, json.dumps(row), flush=True)
+            print(name, json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
 
-        measure("direct", direct, None, None)
-        measure("nginx", f"http://127.0.0.1:{ngx_port}", nginx.pid, None)
         off, off_url, off_admin = shadow(empty_rules)
-        measure("shadow_off", off_url, off.pid, off_admin)
-        off.terminate()
         on, on_url, on_admin = shadow(ROOT / "rules" / "marketplace")
-        measure("shadow_on", on_url, on.pid, on_admin)
+        targets = {"direct": (direct, None, None), "nginx": (f"http://127.0.0.1:{ngx_port}", nginx.pid, None),
+                   "shadow_off": (off_url, off.pid, off_admin), "shadow_on": (on_url, on.pid, on_admin)}
+        # Rounds interleave the targets, so a noisy moment on the shared machine hits one
+        # round of each rather than all of one target; the medians are what is reported.
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for _ in range(opts.rounds):
+            for name, (url, pid, _admin) in targets.items():
+                rounds[name].append(measure_once(name, url, pid))
+        for name, (url, pid, admin) in targets.items():
+            summarize(name, rounds[name], pid, admin)
+        off.terminate()
 
         async def stalled() -> None:
             conn = await stall_postgres(pg.dsn)
             try:
-                await asyncio.to_thread(measure, "shadow_stall", on_url, on.pid, on_admin)
+                runs = [await asyncio.to_thread(measure_once, "shadow_stall", on_url, on.pid) for _ in range(opts.rounds)]
+                summarize("shadow_stall", runs, on.pid, on_admin)
             finally:
                 await conn.close()
 
@@ -221,6 +243,7 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
         # 10x overload: many more connections than the fixed-load run, as fast as possible
         overload = wrk(on_url, lua, opts.seconds, connections=256)
         results["shadow_overload"] = {**overload, "peak_rss_mb": round(proc_peak_rss_mb(on.pid), 1),
+                                      "peak_rss_sum_mb": round(proc_peak_rss_sum_mb(on.pid), 1),
                                       "shadow": scrape(on_admin)}
         print("shadow_overload", json.dumps(results["shadow_overload"]), flush=True)
 
@@ -238,7 +261,7 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
         "vcpu_per_1k_rps_shadow_on": on_r["cpu_s_per_1k_req"],
     }
     report = {"when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "cores": os.cpu_count(),
-              "seconds_per_run": opts.seconds, "fixed_rate": opts.rate, "targets": results, "ratios": ratios}
+              "seconds_per_run": opts.seconds, "rounds": opts.rounds, "fixed_rate": opts.rate, "targets": results, "ratios": ratios}
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(ratios, indent=2))

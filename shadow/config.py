@@ -144,7 +144,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("recent_mismatches", "--recent-mismatches", "SHADOW_RECENT_MISMATCHES", "mismatches kept in memory for /mismatches (default 200)", "N", _whole(1)),
     Option("gate_criteria", "--gate-criteria", "SHADOW_GATE_CRITERIA", "gate criteria YAML for the admin /gate verdict (default: /gate answers 501)", "FILE", _file),
     Option("shadow_process", "--shadow-process", "SHADOW_SHADOW_PROCESS", "worker = shadow comparisons in a child process (default); inline = in the proxy's process", "MODE", _choice("worker", "inline")),
-    Option("shadow_nice", "--shadow-nice", "SHADOW_SHADOW_NICE", "niceness added to the shadow worker process, 0-19 (default 10)", "N", _nice),
+    Option("shadow_nice", "--shadow-nice", "SHADOW_SHADOW_NICE", "niceness added to the shadow worker process, 0-19 (default 19: the proxy always goes first)", "N", _nice),
     Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE", "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
 )
 OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
@@ -177,7 +177,7 @@ class Config:
     recent_mismatches: int = 200
     explain_rate: float = 20.0
     shadow_process: str = "worker"
-    shadow_nice: int = 10
+    shadow_nice: int = 19
     gate_criteria: Path | None = None
 
     def __post_init__(self) -> None:
