@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from shadow.rules.spec import RuleIssue
+
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 _ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -38,14 +40,8 @@ ENTITY_KEYS = THRESHOLD_KEYS | {"required_routes", "routes"}
 DEFAULT_THRESHOLDS = {"min_comparisons": 1, "max_mismatches": 0, "max_error_ratio": 0.0}
 
 
-@dataclass(frozen=True, slots=True)
-class CriteriaIssue:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+#: one problem in the criteria file, `file:line: message` — the same shape as a rule file's
+CriteriaIssue = RuleIssue
 
 
 class CriteriaError(Exception):
