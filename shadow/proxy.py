@@ -37,24 +37,115 @@ NO_SHADOW_METHODS = frozenset({"HEAD", "OPTIONS", "CONNECT", "TRACE"})
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
-def _hop_by_hop(headers: Any) -> frozenset[str]:
+def connection_named(connection_values: Any) -> frozenset[str]:
+    """The lower-case header names a message must not forward: the hop-by-hop fields
+    plus every name its `Connection` header values list. Shared by both engines."""
     named = set(HOP_BY_HOP)
-    for value in headers.getall(hdrs.CONNECTION, ()):
+    for value in connection_values:
         named.update(token.strip().lower() for token in value.split(",") if token.strip())
     return frozenset(named)
+
+
+def forwardable(lowered: str, drop: frozenset[str]) -> bool:
+    """Whether a header (lower-case name) goes on: not hop-by-hop, named by Connection,
+    in `drop`, or Proxy-*."""
+    return lowered not in drop and not lowered.startswith("proxy-")
 
 
 def end_to_end(headers: Any, also_drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
     """The headers a proxy forwards: all but hop-by-hop, Proxy-* and `also_drop`;
     repeated headers (Set-Cookie) kept in order."""
-    drop = _hop_by_hop(headers) | also_drop
+    drop = connection_named(headers.getall(hdrs.CONNECTION, ())) | also_drop
     forwarded: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        lowered = name.lower()
-        if lowered in drop or lowered.startswith("proxy-"):
-            continue
-        forwarded.add(name, value)
+        if forwardable(name.lower(), drop):
+            forwarded.add(name, value)
     return forwarded
+
+
+def forwarded_for(previous: str | None, peer: str) -> str:
+    """The X-Forwarded-For value sent upstream: the client's chain plus its peer."""
+    return f"{previous}, {peer}" if previous else peer
+
+
+def unreachable_text(upstream: object, problem: BaseException) -> str:
+    """The body of the proxy's own 502."""
+    return f"502 Bad Gateway: upstream {upstream} unreachable ({type(problem).__name__})\n"
+
+
+def timeout_text(upstream: object, timeout: float) -> str:
+    """The body of the proxy's own 504."""
+    return f"504 Gateway Timeout: upstream {upstream} did not answer within {timeout:g}s\n"
+
+
+class RequestCounter:
+    """shadow_proxy_requests_total by method (known ones, else `other`) and code, with
+    the label children cached (methods are client input: the label set stays bounded)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, method: str, code: str) -> None:
+        label = method if method in KNOWN_METHODS else "other"
+        child = self._children.get((label, code))
+        if child is None:
+            child = self._children[(label, code)] = self._metrics.proxy_requests.labels(label, code)
+        child.inc()
+
+
+class BodyCopy:
+    """The shadow copy of one response body, chunk by chunk, up to a limit. Past the
+    limit (a chunked body shows its size only while streaming) it counts
+    body_too_large once and keeps nothing more."""
+
+    __slots__ = ("chunks", "_size", "_limit", "_handoff", "_match")
+
+    def __init__(self, handoff: Any, match: Any, limit: int) -> None:
+        self.chunks: list[bytes] | None = []
+        self._size = 0
+        self._limit = limit
+        self._handoff = handoff
+        self._match = match
+
+    def add(self, chunk: bytes) -> None:
+        if self.chunks is None:
+            return
+        self._size += len(chunk)
+        if self._size > self._limit:
+            self.chunks = None
+            route = self._match.route
+            self._handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
+        else:
+            self.chunks.append(chunk)
+
+    def body(self) -> bytes | None:
+        """The whole copy (one chunk: no copy at all), or None when it was given up."""
+        return None if self.chunks is None else b"".join(self.chunks)
+
+
+def body_copy(handoff: Any, match: Any, status: int, content_length: int | None, limit: int) -> BodyCopy | None:
+    """Decide, from the response head only, whether to keep a copy of this body: a rule
+    matched, the answer is 2xx, a declared length is within the limit and the shadow
+    side admits it. Counts non_2xx / body_too_large skips."""
+    if match is None or handoff is None:
+        return None
+    route = match.route
+    if not 200 <= status < 300:
+        handoff.sink.skipped(route.entity, route.name, SkipReason.NON_2XX)
+        return None
+    if content_length is not None and content_length > limit:
+        handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
+        return None
+    return BodyCopy(handoff, match, limit) if handoff.admit(match) else None
+
+
+def captured_read(match: Any, query: Any, headers: Any, body: bytes, content_type: str,
+                  content_encoding: str) -> CapturedRead:
+    """The CapturedRead handed to the shadow side after the client has its last byte."""
+    trace = tuple((name, headers[name]) for name in TRACE_HEADERS if name in headers)
+    return CapturedRead(match=match, query=query, headers=headers, body=body, content_type=content_type,
+                        content_encoding=content_encoding, trace_headers=trace, enqueued_at=time.monotonic())
 
 
 class PassThroughResponse(web.StreamResponse):
@@ -87,14 +178,7 @@ class Proxy:
         self.upstream_timeout = upstream_timeout
         self.session: aiohttp.ClientSession | None = None
         self.in_flight = 0
-        self._counted: dict[tuple[str, str], Any] = {}
-
-    def _count(self, method: str, code: str) -> None:
-        label = method if method in KNOWN_METHODS else "other"  # methods are client input: bounded
-        child = self._counted.get((label, code))
-        if child is None:
-            child = self._counted[(label, code)] = self.metrics.proxy_requests.labels(label, code)
-        child.inc()
+        self._count = RequestCounter(metrics)
 
     async def open(self) -> None:
         # Idle upstream connections are closed after 4 s: below Node.js' default
@@ -144,10 +228,10 @@ class Proxy:
             upstream = await self.session.request(method, url, headers=headers, data=body, allow_redirects=False,
                                                   compress=None, chunked=None)
         except (asyncio.TimeoutError, TimeoutError):
-            return self._own_answer(method, 504, f"504 Gateway Timeout: upstream {self.upstream} did not answer within {self.upstream_timeout:g}s\n", started, asked)
+            return self._own_answer(method, 504, timeout_text(self.upstream, self.upstream_timeout), started, asked)
         except aiohttp.ClientError as problem:
             log.debug("upstream unreachable: %r", problem)
-            return self._own_answer(method, 502, f"502 Bad Gateway: upstream {self.upstream} unreachable ({type(problem).__name__})\n", started, asked)
+            return self._own_answer(method, 502, unreachable_text(self.upstream, problem), started, asked)
         answered = time.perf_counter()
         self.metrics.upstream_seconds.observe(answered - asked)
         fully_read = False
@@ -155,16 +239,17 @@ class Proxy:
             response = PassThroughResponse(status=upstream.status, reason=upstream.reason,
                                            headers=end_to_end(upstream.headers))
             response._keep_no_content_type = hdrs.CONTENT_TYPE not in upstream.headers
-            copy = self._copy_for_shadow(match, upstream)
+            copy = body_copy(self.handoff, match, upstream.status, upstream.content_length, self.max_body_bytes)
             await response.prepare(request)
             prepared = time.perf_counter()
             own = (asked - started) + (prepared - answered)
-            copy = await self._stream_body(request, upstream, response, copy, match)
+            await self._stream_body(request, upstream, response, copy)
             fully_read = True
             streamed = time.perf_counter()
             await response.write_eof()
-            if copy is not None:
-                self._hand_over(request, upstream, match, b"".join(copy))  # one chunk: no copy at all
+            body = copy.body() if copy is not None else None
+            if body is not None:
+                self._hand_over(request, upstream, match, body)
             own += time.perf_counter() - streamed
             self.metrics.proxy_seconds.observe(own)
             self._count(method, f"{upstream.status // 100}xx")
@@ -175,35 +260,14 @@ class Proxy:
             else:  # client went away or upstream broke mid-body: do not reuse the connection
                 upstream.close()
 
-    def _copy_for_shadow(self, match: Any, upstream: aiohttp.ClientResponse) -> list[bytes] | None:
-        """Decide, from the headers only, whether to keep a copy of this body."""
-        if match is None or self.handoff is None:
-            return None
-        route = match.route
-        if not 200 <= upstream.status < 300:
-            self.handoff.sink.skipped(route.entity, route.name, SkipReason.NON_2XX)
-            return None
-        length = upstream.content_length
-        if length is not None and length > self.max_body_bytes:
-            self.handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
-            return None
-        return [] if self.handoff.admit(match) else None
-
     async def _stream_body(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
-                           response: web.StreamResponse, copy: list[bytes] | None, match: Any) -> list[bytes] | None:
-        """Send the body on as it arrives; the chunks of the shadow copy, or None."""
-        copied = 0
+                           response: web.StreamResponse, copy: BodyCopy | None) -> None:
+        """Send the body on as it arrives, keeping the shadow copy."""
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
                 if copy is not None:
-                    copied += len(chunk)
-                    if copied > self.max_body_bytes:  # chunked: the size shows only now
-                        copy = None
-                        route = match.route
-                        self.handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)  # type: ignore[union-attr]
-                    else:
-                        copy.append(chunk)
+                    copy.add(chunk)
         except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError, aiohttp.ClientOSError, asyncio.TimeoutError) as problem:
             # Headers are gone already: the only honest thing left is to cut the
             # connection so the client sees a truncated body, not a complete one.
@@ -211,22 +275,16 @@ class Proxy:
             if request.transport is not None:
                 request.transport.abort()
             raise
-        return copy
 
     def _hand_over(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, match: Any, body: bytes) -> None:
         """After the client has the whole answer: queue the read for the shadow side."""
-        trace = tuple((name, request.headers[name]) for name in TRACE_HEADERS if name in request.headers)
-        self.handoff.offer(CapturedRead(  # type: ignore[union-attr]
-            match=match, query=request.query, headers=request.headers, body=body,
-            content_type=upstream.headers.get(hdrs.CONTENT_TYPE, ""),
-            content_encoding=upstream.headers.get(hdrs.CONTENT_ENCODING, ""),
-            trace_headers=trace, enqueued_at=time.monotonic(),
-        ))
+        self.handoff.offer(captured_read(  # type: ignore[union-attr]
+            match, request.query, request.headers, body, upstream.headers.get(hdrs.CONTENT_TYPE, ""),
+            upstream.headers.get(hdrs.CONTENT_ENCODING, "")))
 
     def _add_forwarded(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
         peer = request.remote or ""
-        previous = headers.get("X-Forwarded-For")
-        headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer
+        headers["X-Forwarded-For"] = forwarded_for(headers.get("X-Forwarded-For"), peer)
         headers.setdefault("X-Forwarded-Proto", request.scheme)
         host = request.headers.get(hdrs.HOST)
         if host is not None:

@@ -33,6 +33,7 @@ from shadow.config import Config
 from shadow.handoff import Handoff
 from shadow.metrics import Metrics
 from shadow.pipeline import Pipeline, PipelineSettings
+from shadow import rawproxy
 from shadow.proxy import Proxy, serve
 from shadow.publish import Divergence, Sink
 from shadow.reload import RulesHolder, default_loader
@@ -152,9 +153,9 @@ class Sidecar:
     sink: Sink
     rules: RulesHolder
     pipeline: Pipeline | Handoff  # what the proxy hands captured reads to
-    proxy: Proxy
+    proxy: Proxy | rawproxy.RawProxy  # per config.engine
     admin: Admin
-    _runners: list[web.BaseRunner] = field(default_factory=list)
+    _runners: list[Any] = field(default_factory=list)  # the proxy's server (cleanup() drains), the admin's
     _sources: Mapping[str, Any] = field(default_factory=dict)
     _tasks: TaskSet = field(default_factory=lambda: TaskSet("sidecar"))
     _stopped: bool = False
@@ -245,14 +246,15 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     else:
         pipeline = handoff = Handoff(config, sink)
         await handoff.start()
-    proxy = Proxy(config.upstream, lambda: holder.current, pipeline, metrics,
-                  max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout)
+    engine, serve_engine = (rawproxy.RawProxy, rawproxy.serve) if config.engine == "raw" else (Proxy, serve)
+    proxy = engine(config.upstream, lambda: holder.current, pipeline, metrics,
+                   max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout)
     await proxy.open()
     admin = Admin(sink, holder, config.upstream, gate)
     host, port = Config.host_port(config.listen)
     admin_host, admin_port = Config.host_port(config.admin_listen)
     try:
-        proxy_runner, bound = await serve(proxy, host, port, config.drain_timeout)
+        proxy_runner, bound = await serve_engine(proxy, host, port, config.drain_timeout)  # type: ignore[arg-type]
         admin_runner = web.AppRunner(admin.app(), access_log=None)
         await admin_runner.setup()
         await web.TCPSite(admin_runner, admin_host, admin_port, reuse_address=True).start()

@@ -138,15 +138,22 @@ async def world(pg_dsn: str, tmp_path: Path) -> AsyncIterator[WidgetWorld]:
 StartSidecar = Callable[..., Awaitable[Sidecar]]
 
 
+@pytest.fixture(params=("aiohttp", "raw"))
+def engine(request: pytest.FixtureRequest) -> str:
+    """The request-path engine (`--engine`): every pipeline test runs on both."""
+    return request.param
+
+
 @pytest.fixture
-async def start(world: WidgetWorld, tmp_path: Path) -> AsyncIterator[StartSidecar]:
+async def start(world: WidgetWorld, tmp_path: Path, engine: str) -> AsyncIterator[StartSidecar]:
     """start(**config overrides) -> a running sidecar over `world`; stopped afterwards."""
     running: list[Sidecar] = []
 
     async def starter(**overrides: Any) -> Sidecar:
         values: dict[str, Any] = dict(upstream=world.api_url, rules=world.rules, pg=world.pg_dsn,
                                       listen="127.0.0.1:0", admin_listen="127.0.0.1:0", reload="signal",
-                                      workers=2, source_timeout=1.0, mismatch_log=str(tmp_path / "mismatches.jsonl"))
+                                      workers=2, source_timeout=1.0, mismatch_log=str(tmp_path / "mismatches.jsonl"),
+                                      engine=engine)
         extra = {name: overrides.pop(name) for name in list(overrides) if name.startswith("_")}
         values.update(overrides)
         sidecar = await start_sidecar(Config(**values), **{name[1:]: value for name, value in extra.items()})

@@ -3,6 +3,7 @@ unchanged, and a sidecar in front of it (widget rules, no shadow source)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import hashlib
 import os
@@ -161,9 +162,18 @@ def widget_rules(tmp_path: Path) -> Path:
     return folder
 
 
+ENGINES = ("aiohttp", "raw")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each proxy test runs on both request-path engines (`--engine`)."""
+    return request.param
+
+
 @pytest.fixture
-def make_config() -> Callable[..., Config]:
-    return sidecar_config
+def make_config(engine: str) -> Callable[..., Config]:
+    return functools.partial(sidecar_config, engine=engine)
 
 
 def sidecar_config(upstream_url: str, rules: Path, **overrides: object) -> Config:
@@ -174,9 +184,9 @@ def sidecar_config(upstream_url: str, rules: Path, **overrides: object) -> Confi
 
 
 @pytest.fixture
-async def sidecar(upstream: Upstream, widget_rules: Path, tmp_path: Path) -> AsyncIterator[Sidecar]:
+async def sidecar(upstream: Upstream, widget_rules: Path, tmp_path: Path, engine: str) -> AsyncIterator[Sidecar]:
     running = await start_sidecar(sidecar_config(upstream.url, widget_rules, mismatch_log=str(tmp_path / "mismatches.jsonl"),
-                                                 upstream_timeout=0.5, drain_timeout=5))
+                                                 upstream_timeout=0.5, drain_timeout=5, engine=engine))
     yield running
     await running.stop()
 

@@ -22,7 +22,7 @@ async def answer(session: aiohttp.ClientSession, method: str, url: str, **kwargs
         return response.status, headers, body
 
 
-async def test_every_sample_api_route_is_passed_through_unchanged(marketplace, sample_api, tmp_path: Path) -> None:
+async def test_every_sample_api_route_is_passed_through_unchanged(marketplace, sample_api, tmp_path: Path, engine: str) -> None:
     data = marketplace.dataset
     first = {collection: next(iter(data.by_id(collection))) for collection in data.collections}
     user = first["users"]
@@ -33,7 +33,8 @@ async def test_every_sample_api_route_is_passed_through_unchanged(marketplace, s
              f"/api/disputes/{first['disputes']}", "/api/export/payments", "/api/blob?size=2000000",
              "/api/slow?ms=20", "/api/users/000000000000000000000000", "/api/users/not-an-id", "/api/nowhere"]
     sidecar = await start_sidecar(Config(upstream=sample_api, rules=RULES, pg=marketplace.pg_dsn, listen="127.0.0.1:0",
-                                         admin_listen="127.0.0.1:0", reload="signal", mismatch_log=str(tmp_path / "log")))
+                                         admin_listen="127.0.0.1:0", reload="signal", mismatch_log=str(tmp_path / "log"),
+                                         engine=engine))
     try:
         async with aiohttp.ClientSession(auto_decompress=False) as session:
             for path in reads:
