@@ -18,7 +18,7 @@ and one write per upstream read.
 
 Not done: Upgrade / CONNECT (the Upgrade header is hop-by-hop, so the upstream sees a
 plain request; the client connection is closed after the answer), trailers of a
-chunked body (dropped), HTTPS upstreams.
+chunked body (dropped). An https upstream works (TLS via the loop) but is not tested.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -116,10 +117,15 @@ class ClientConnection(asyncio.Protocol):
             self.pause("upgrade")
         except httptools.HttpParserError as problem:
             log.debug("bad request from %s: %s", self.peer, problem)
-            if self.current is None and self.parsing is None:
+            broken, self.parsing = self.parsing, None
+            if self.current is None:
                 self._write_plain(400, "Bad Request", b"400 Bad Request\n", head_only=False, close=True)
-            elif self.transport is not None:
-                self.transport.close()
+            elif broken is self.current or broken in self.waiting:  # a request body cut: nothing to answer
+                if self.transport is not None:
+                    self.transport.close()
+            else:  # garbage after a good request: answer that one, then close
+                self.closing = True
+                self.pause("bad request")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.proxy.connections.discard(self)
@@ -407,11 +413,11 @@ class RawProxy:
     def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0) -> None:
         parts = urlsplit(upstream)
-        if parts.scheme != "http":
-            raise ValueError(f"--engine raw: only http:// upstreams are supported, got {upstream!r}")
         self.upstream = URL(upstream)
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        #: https upstreams: verified against the system's CAs, as aiohttp's client does
+        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
         self._host_header = parts.netloc.encode("latin-1")
         self._base_path = parts.path.rstrip("/").encode("latin-1")
         self._rules = rules
@@ -472,7 +478,7 @@ class RawProxy:
     async def _connect(self, exchange: Exchange) -> None:
         try:
             _, connection = await asyncio.wait_for(
-                self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
+                self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, ssl=self._tls),
                 self.upstream_timeout)
         except (asyncio.TimeoutError, TimeoutError):
             self._own_answer(exchange, 504, "Gateway Timeout", timeout_text(self.upstream, self.upstream_timeout))
@@ -600,13 +606,13 @@ class RawProxy:
                                                for name, value in exchange.headers))
         response = CIMultiDict((name.decode("latin-1"), value.decode("latin-1"))
                                for name, value in exchange.response_headers)
-        query = URL(exchange.target.decode("latin-1"), encoded=True).query
+        query = URL(_origin_form(exchange.target).decode("latin-1"), encoded=True).query
         self.handoff.offer(captured_read(exchange.match, query, headers, body, response.get("Content-Type", ""),
                                          response.get("Content-Encoding", "")))
 
     def upstream_failed(self, exchange: Exchange, problem: BaseException | None, timed_out: bool, stale: bool) -> None:
         """The upstream connection broke or fell silent while carrying `exchange`."""
-        if connection_lost_early(exchange) and stale and not exchange.retried and exchange.method in IDEMPOTENT \
+        if stale and not exchange.answered_head and not exchange.retried and exchange.method in IDEMPOTENT \
                 and not exchange.has_body:
             exchange.retried = True  # a pooled connection the upstream had closed: once more, fresh
             exchange.task = None
@@ -726,11 +732,6 @@ class RawProxy:
 
 
 NO_SHADOW_BYTES = frozenset(method.encode() for method in NO_SHADOW_METHODS)
-
-
-def connection_lost_early(exchange: Exchange) -> bool:
-    """Nothing of the answer reached the client yet (a retry cannot be noticed)."""
-    return not exchange.answered_head
 
 
 def _origin_form(target: bytes) -> bytes:

@@ -194,6 +194,8 @@ async def sidecar(upstream: Upstream, widget_rules: Path, tmp_path: Path, engine
 RAW_ANSWERS = {
     b"/raw/no-content-type": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Raw: 1\r\n\r\nhello",
     b"/raw/truncated": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"_id": "1", ' ,
+    # no Content-Length, not chunked: the body ends when the connection does
+    b"/raw/close-delimited": b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nX-Raw: 2\r\n\r\n" + b"until close " * 1000,
 }
 
 
