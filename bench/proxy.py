@@ -3,7 +3,8 @@
 Targets, all in front of the same sample API process:
   direct       the sample API itself
   nginx        nginx, one worker, keep-alive upstream pool (the reference reverse proxy)
-  shadow_off   `shadow proxy` with an empty rules directory (pure pass-through)
+  shadow_off   `shadow proxy` with a routeless rules set (pure pass-through; raw engine)
+  shadow_off_aiohttp_engine   the same with `--engine aiohttp`
   shadow_on    `shadow proxy` with the marketplace rules, 100 % sampling
   shadow_stall `shadow proxy` as shadow_on, with PostgreSQL stalled (ACCESS EXCLUSIVE locks held)
 
@@ -182,12 +183,13 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
         ledger = (ROOT / "rules" / "marketplace" / "funds_ledger_entries.yaml").read_text()
         (empty_rules / "ledger.yaml").write_text(ledger.split("\nroutes:")[0] + "\n")
 
-        def shadow(rules: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+        def shadow(rules: Path, engine: str = "raw") -> tuple[subprocess.Popen[bytes], str, str]:
             port, admin_port = free_port(), free_port()
             process = spawn([SHADOW, "proxy", "--upstream", direct, "--rules", str(rules), "--pg", pg.dsn,
                              "--mongo", mongo.uri, "--mongo-db", "bench",
                              "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}",
-                             "--source-timeout", "0.5", "--mismatch-log", str(work / "mismatches.jsonl")])
+                             "--source-timeout", "0.5", "--mismatch-log", str(work / "mismatches.jsonl"),
+                             "--engine", engine])
             admin = f"http://127.0.0.1:{admin_port}"
             wait_http(admin + "/healthz")
             return process, f"http://127.0.0.1:{port}", admin
@@ -218,9 +220,12 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
             print(name, json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
 
         off, off_url, off_admin = shadow(empty_rules)
+        off_aio, off_aio_url, off_aio_admin = shadow(empty_rules, engine="aiohttp")
         on, on_url, on_admin = shadow(ROOT / "rules" / "marketplace")
         targets = {"direct": (direct, None, None), "nginx": (f"http://127.0.0.1:{ngx_port}", nginx.pid, None),
-                   "shadow_off": (off_url, off.pid, off_admin), "shadow_on": (on_url, on.pid, on_admin)}
+                   "shadow_off": (off_url, off.pid, off_admin),
+                   "shadow_off_aiohttp_engine": (off_aio_url, off_aio.pid, off_aio_admin),
+                   "shadow_on": (on_url, on.pid, on_admin)}
         # Rounds interleave the targets, so a noisy moment on the shared machine hits one
         # round of each rather than all of one target; the medians are what is reported.
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
@@ -230,6 +235,7 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
         for name, (url, pid, admin) in targets.items():
             summarize(name, rounds[name], pid, admin)
         off.terminate()
+        off_aio.terminate()
 
         async def stalled() -> None:
             conn = await stall_postgres(pg.dsn)
@@ -257,6 +263,8 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
         "max_rps_shadow_on_over_off": round(on_r["max_rps"] / off_r["max_rps"], 3),
         "max_rps_shadow_off_over_direct": round(off_r["max_rps"] / d["max_rps"], 3),
         "max_rps_shadow_off_over_nginx": round(off_r["max_rps"] / n["max_rps"], 3),
+        "max_rps_raw_engine_over_aiohttp_engine": round(off_r["max_rps"] / results["shadow_off_aiohttp_engine"]["max_rps"], 3),
+        "cpu_per_1k_raw_engine_over_aiohttp_engine": round(off_r["cpu_s_per_1k_req"] / results["shadow_off_aiohttp_engine"]["cpu_s_per_1k_req"], 3),
         "cpu_per_1k_shadow_on_over_nginx": round(on_r["cpu_s_per_1k_req"] / max(n["cpu_s_per_1k_req"], 1e-9), 2),
         "vcpu_per_1k_rps_shadow_on": on_r["cpu_s_per_1k_req"],
     }
