@@ -30,6 +30,12 @@ def test_alert_rules_copy_is_byte_identical() -> None:
         "helm/shadow/files/alerts.yml drifted from rules/alerts.yml: run scripts/sync-chart-files"
 
 
+def test_gate_criteria_copy_is_byte_identical_and_outside_the_rules_directory() -> None:
+    assert (CHART_DIR / "files" / "gate.yaml").read_bytes() == (REPO / "rules" / "gate.yaml").read_bytes(), \
+        "helm/shadow/files/gate.yaml drifted from rules/gate.yaml: run scripts/sync-chart-files"
+    assert not (CHART_DIR / "files" / "rules" / "gate.yaml").exists(), "the rules loader would read gate.yaml as a rule file"
+
+
 def test_marketplace_rules_copy_is_byte_identical() -> None:
     source = {p.name: p.read_bytes() for p in sorted((REPO / "rules" / "marketplace").glob("*.yaml"))}
     shipped = {p.name: p.read_bytes() for p in sorted((CHART_DIR / "files" / "rules").glob("*.yaml"))}

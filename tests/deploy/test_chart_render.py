@@ -12,7 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "shadow"
+REPO = Path(__file__).resolve().parents[2]
+CHART_DIR = REPO / "helm" / "shadow"
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema known.
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -23,6 +24,13 @@ MONITORING = {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-pr
               "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}
 SECRETS = {"postgres": {"existingSecret": {"name": "orders-pg", "key": "dsn"}},
            "mongo": {"existingSecret": {"name": "orders-mongo", "key": "uri"}}}
+#: the proxy settings added after the chart was written, all away from their defaults
+PROXY_TUNING = {"config": {"engine": "aiohttp", "shadowProcess": "inline", "shadowNice": 10, "explainRate": 2.5, "recentMismatches": 50}}
+TUNED_ENV = {"SHADOW_ENGINE": "aiohttp", "SHADOW_SHADOW_PROCESS": "inline", "SHADOW_SHADOW_NICE": "10",
+             "SHADOW_EXPLAIN_RATE": "2.5", "SHADOW_RECENT_MISMATCHES": "50"}
+DEFAULT_ENV = {"SHADOW_ENGINE": "raw", "SHADOW_SHADOW_PROCESS": "worker", "SHADOW_SHADOW_NICE": "19",
+               "SHADOW_EXPLAIN_RATE": "20", "SHADOW_RECENT_MISMATCHES": "200"}
+GATE_FILE = "/etc/shadow/gate/gate.yaml"
 
 
 def merged(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +46,7 @@ def merged(*parts: dict[str, Any]) -> dict[str, Any]:
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "standalone-minimal": STANDALONE,
-    "standalone-full": merged(STANDALONE, MONITORING, SECRETS, {
+    "standalone-full": merged(STANDALONE, MONITORING, SECRETS, PROXY_TUNING, {
         "image": {"digest": "sha256:" + "a" * 64},
         "imagePullSecrets": [{"name": "registry"}],
         "config": {"reload": "signal", "rateLimit": 250.5, "otlpEndpoint": "http://otel-collector.monitoring:4318", "logLevel": "debug"},
@@ -53,9 +61,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "ports": {"proxy": 18080, "admin": 19090},
     }),
     "standalone-existing-rules": merged(STANDALONE, {"rules": {"existingConfigMap": "orders-shadow-rules-v7"},
+                                                     "gate": {"existingConfigMap": "orders-cutover", "key": "criteria.yaml"},
                                                      "networkPolicy": {"enabled": False}, "podDisruptionBudget": {"enabled": False}}),
     "sidecar-minimal": SIDECAR,
-    "sidecar-full": merged(SIDECAR, MONITORING, SECRETS, {
+    "sidecar-gate-off": merged(SIDECAR, {"gate": {"enabled": False}}),
+    "sidecar-full": merged(SIDECAR, MONITORING, SECRETS, PROXY_TUNING, {
         "config": {"reload": "signal"}, "dashboard": {"namespace": "monitoring"},
         "networkPolicy": {"extraIngress": [{"ports": [{"port": 3000, "protocol": "TCP"}],
                                             "from": [{"podSelector": {"matchLabels": {"app": "orders-batch"}}}]}]},
@@ -281,3 +291,98 @@ def test_notes_say_what_to_do_next(chart) -> None:
         assert "dashboard" in notes
     sidecar_notes = chart.render(VALUE_SETS["sidecar-minimal"], name="orders", namespace="shop")["shadow/templates/NOTES.txt"]
     assert 'include "shadow.sidecarContainer"' in sidecar_notes and "shadow-proxy" in sidecar_notes
+
+
+def shadow_containers(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(pod spec, shadow container) of every pod carrying the proxy: the Deployment's in
+    standalone mode, the sidecar template rendered into a pod in sidecar mode."""
+    pods = [pod["spec"] for pod in pods_of(objects)]
+    return [(spec, c) for spec in pods for c in spec["containers"] if c["name"] == "shadow"]
+
+
+@pytest.mark.parametrize("name", ["standalone-minimal", "standalone-full"])
+def test_new_proxy_settings_reach_the_standalone_container(render, name: str) -> None:
+    (_, container), = shadow_containers(render(VALUE_SETS[name]))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    expected = TUNED_ENV if name == "standalone-full" else DEFAULT_ENV
+    assert {key: env.get(key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("name", ["standalone-minimal", "standalone-existing-rules", "sidecar-gate-off"])
+def test_gate_criteria_are_mounted_outside_the_rules_directory(render, name: str, chart_copy: Path, render_dir) -> None:
+    values = VALUE_SETS[name]
+    if values.get("mode") == "sidecar":  # the subchart renders no pod: put the named templates in one
+        (chart_copy / "templates" / "probe-pod.yaml").write_text(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: probe\nspec:\n"
+            "  containers:\n    {{- include \"shadow.sidecarContainer\" . | nindent 4 }}\n"
+            "  volumes:\n    {{- include \"shadow.sidecarVolumes\" . | nindent 4 }}\n")
+        objects = render_dir(chart_copy, values)
+        (pod,) = by_kind(objects, "Pod")
+        spec = pod["spec"]
+    else:
+        objects = render(values)
+        (pod,) = pods_of(objects)
+        spec = pod["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    gate_maps = [c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-gate")]
+    if name == "sidecar-gate-off":
+        assert "SHADOW_GATE_CRITERIA" not in env, "gate.enabled=false: /gate answers 501"
+        assert "/etc/shadow/gate" not in mounts and "shadow-gate" not in volumes and not gate_maps
+        return
+    assert env["SHADOW_GATE_CRITERIA"] == GATE_FILE
+    gate_dir = GATE_FILE.rsplit("/", 1)[0]
+    rules_dir = env["SHADOW_RULES"]
+    assert not gate_dir.startswith(rules_dir.rstrip("/") + "/") and gate_dir != rules_dir, \
+        "the rules loader reads every *.yaml of its directory: gate.yaml must live elsewhere"
+    assert mounts[gate_dir]["readOnly"] is True
+    volume = volumes[mounts[gate_dir]["name"]]
+    rules_volume = volumes[mounts[rules_dir]["name"]]
+    assert volume["configMap"]["name"] != rules_volume["configMap"]["name"]
+    if name == "standalone-existing-rules":
+        assert volume["configMap"] == {"name": "orders-cutover", "items": [{"key": "criteria.yaml", "path": "gate.yaml"}]}
+        assert not gate_maps, "an existing gate ConfigMap replaces the chart's"
+        assert "checksum/shadow-gate" not in (pod["metadata"].get("annotations") or {})
+        return
+    (gate_map,) = gate_maps
+    assert volume["configMap"]["name"] == gate_map["metadata"]["name"] == "orders-shadow-gate"
+    (item,) = volume["configMap"]["items"]
+    assert item["path"] == "gate.yaml"
+    assert gate_map["data"][item["key"]] == (REPO / "rules" / "gate.yaml").read_text(), "the pod must get rules/gate.yaml unchanged"
+    rules_map = next(c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"] == "orders-shadow-rules")
+    assert "gate.yaml" not in rules_map["data"]
+    assert len(pod["metadata"]["annotations"]["checksum/shadow-gate"]) == 64, "criteria are read at start: a change must roll the pods"
+
+
+def test_gate_criteria_edits_roll_the_pods(render, render_dir, chart_copy: Path) -> None:
+    def checksum(objects: list[dict[str, Any]]) -> str:
+        (pod,) = pods_of(objects)
+        return pod["metadata"]["annotations"]["checksum/shadow-gate"]
+
+    before = checksum(render(STANDALONE))
+    gate_file = chart_copy / "files" / "gate.yaml"
+    gate_file.write_text(gate_file.read_text().replace("window: 7d", "window: 14d"))
+    assert checksum(render_dir(chart_copy, STANDALONE)) != before
+
+
+def memory_bytes(quantity: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 1e3, "M": 1e6, "G": 1e9}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[:-len(suffix)]) * factor
+    return float(quantity)
+
+
+def test_default_memory_leaves_room_for_the_proxy_and_its_worker(render) -> None:
+    """Worker mode (default) runs two processes under one limit. bench/RESULTS.md: about
+    90 MB per process, 151 MB together under 10x overload; both queues are capped at 64 MiB."""
+    (_, container), = shadow_containers(render(STANDALONE))
+    assert {e["name"]: e.get("value") for e in container["env"]}["SHADOW_SHADOW_PROCESS"] == "worker"
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    measured_overload = 151e6
+    worst_case = 2 * 90e6 + 2 * 64 * 2**20
+    assert memory_bytes(requests["memory"]) >= measured_overload * 2, "the request should cover the measured overload twice"
+    assert memory_bytes(limits["memory"]) >= worst_case * 2, "the limit should cover the bounded worst case with headroom"
+    assert "cpu" not in limits, "a CPU limit would throttle the client path"

@@ -34,6 +34,17 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "bad image digest": ({**GOOD, "image": {"repository": "r", "digest": "latest"}}, "/image/digest"),
     "bad scrape interval": ({**GOOD, "serviceMonitor": {"enabled": True, "interval": "often"}}, "/serviceMonitor/interval"),
     "switch not a boolean": ({**GOOD, "prometheusRule": {"enabled": "yes"}}, "/prometheusRule/enabled"),
+    "unknown engine": ({**GOOD, "config": {"engine": "uvicorn"}}, "/config/engine"),
+    "unknown shadow process mode": ({**GOOD, "config": {"shadowProcess": "thread"}}, "/config/shadowProcess"),
+    "niceness above 19": ({**GOOD, "config": {"shadowNice": 20}}, "/config/shadowNice"),
+    "negative niceness": ({**GOOD, "config": {"shadowNice": -5}}, "/config/shadowNice"),
+    "niceness not a number": ({**GOOD, "config": {"shadowNice": "low"}}, "/config/shadowNice"),
+    "negative explain rate": ({**GOOD, "config": {"explainRate": -1}}, "/config/explainRate"),
+    "zero recent mismatches": ({**GOOD, "config": {"recentMismatches": 0}}, "/config/recentMismatches"),
+    "gate switch not a boolean": ({**GOOD, "gate": {"enabled": "true"}}, "/gate/enabled"),
+    "gate configmap not a name": ({**GOOD, "gate": {"existingConfigMap": "Gate Criteria"}}, "/gate/existingConfigMap"),
+    "gate key with a slash": ({**GOOD, "gate": {"key": "../gate.yaml"}}, "/gate/key"),
+    "typo in gate": ({**GOOD, "gate": {"criteria": "gate.yaml"}}, "/gate"),
 }
 
 

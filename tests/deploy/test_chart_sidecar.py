@@ -94,3 +94,30 @@ def test_checksum_annotation_follows_the_reload_mode(render_dir, api_chart: Path
 def test_values_example_is_valid_yaml_for_the_subchart(api_chart: Path) -> None:
     values = yaml.safe_load((api_chart / "values.yaml").read_text())
     assert values["shadow"]["mode"] == "sidecar"
+
+
+def test_sidecar_carries_the_proxy_settings_and_the_gate_criteria(render_dir, api_chart: Path) -> None:
+    """The settings added after the README example was written reach the sidecar with no change to the API chart."""
+    def shadow_container(values: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        rendered = render_dir(api_chart, values)
+        (deployment,) = [d for d in objects_of(rendered, "Deployment") if d["metadata"]["name"] == "orders-api"]
+        pod = deployment["spec"]["template"]
+        (shadow,) = [c for c in pod["spec"]["containers"] if c["name"] == "shadow"]
+        return pod, shadow, rendered
+
+    pod, shadow, rendered = shadow_container(None)
+    env = {e["name"]: e.get("value") for e in shadow["env"]}
+    assert {k: env[k] for k in ("SHADOW_ENGINE", "SHADOW_SHADOW_PROCESS", "SHADOW_SHADOW_NICE")} == \
+        {"SHADOW_ENGINE": "raw", "SHADOW_SHADOW_PROCESS": "worker", "SHADOW_SHADOW_NICE": "19"}
+    assert env["SHADOW_GATE_CRITERIA"] == "/etc/shadow/gate/gate.yaml"
+    (mount,) = [m for m in shadow["volumeMounts"] if m["mountPath"] == "/etc/shadow/gate"]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    (gate_map,) = [c for c in objects_of(rendered, "ConfigMap") if c["metadata"]["name"] == volume["configMap"]["name"]]
+    assert gate_map["data"]["gate.yaml"] == (CHART_DIR.parents[1] / "rules" / "gate.yaml").read_text()
+
+    _, tuned, _ = shadow_container({"shadow": {"config": {"engine": "aiohttp", "shadowProcess": "inline", "shadowNice": 5,
+                                                          "explainRate": 0, "recentMismatches": 1000}, "gate": {"enabled": False}}})
+    env = {e["name"]: e.get("value") for e in tuned["env"]}
+    assert {k: env[k] for k in ("SHADOW_ENGINE", "SHADOW_SHADOW_PROCESS", "SHADOW_SHADOW_NICE", "SHADOW_EXPLAIN_RATE", "SHADOW_RECENT_MISMATCHES")} == \
+        {"SHADOW_ENGINE": "aiohttp", "SHADOW_SHADOW_PROCESS": "inline", "SHADOW_SHADOW_NICE": "5", "SHADOW_EXPLAIN_RATE": "0", "SHADOW_RECENT_MISMATCHES": "1000"}
+    assert "SHADOW_GATE_CRITERIA" not in env and all(m["mountPath"] != "/etc/shadow/gate" for m in tuned["volumeMounts"])

@@ -1,7 +1,8 @@
 """The install the image does, without a Docker engine: build the package wheel from
 exactly what the Dockerfile copies, install it with its runtime dependencies only (no
-extras) into a fresh venv without pip, and run `shadow proxy` from it, configured by
-SHADOW_* variables and reading the rules the chart ships, in front of a real upstream."""
+extras) into a fresh venv without pip, and run `shadow proxy` from it, configured by the
+SHADOW_* variables the chart renders, reading the rules and the gate criteria the chart
+mounts, in front of a real upstream."""
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,10 +150,36 @@ async def reloads_on_configmap_update(session: aiohttp.ClientSession, admin: str
     assert after != before
 
 
-async def test_shadow_proxy_runs_from_the_image_install(image_venv: Path, upstream: str, tmp_path: Path) -> None:
-    rules = tmp_path / "etc-shadow-rules"  # what the chart's ConfigMap mounts, laid out as kubelet does
+def chart_env(render) -> dict[str, str]:
+    """The plain SHADOW_* values of the chart's default standalone container (no Secrets)."""
+    objects = render({"upstream": {"url": "http://orders-api.shop.svc:80"}})
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+async def gate_verdict(session: aiohttp.ClientSession, admin: str) -> None:
+    """GET /gate answers the cutover verdict from the criteria the chart mounts: with no
+    traffic yet, NO-GO for every entity of rules/gate.yaml (never a GO on no data)."""
+    async with session.get(f"{admin}/gate") as response:
+        assert response.status == 200, await response.text()
+        assert response.content_type == "application/json"
+        verdict = await response.json()
+    assert verdict["verdict"] == "NO-GO", verdict
+    assert verdict["reasons"], "a NO-GO says why"
+    criteria = yaml.safe_load((REPO / "rules" / "gate.yaml").read_text())
+    assert {e["entity"] for e in verdict["entities"]} == set(criteria["entities"])
+    assert all(e["verdict"] == "NO-GO" for e in verdict["entities"])
+
+
+async def test_shadow_proxy_runs_from_the_image_install(image_venv: Path, upstream: str, tmp_path: Path, render) -> None:
+    rendered = chart_env(render)
+    rules = tmp_path / "etc-shadow-rules"  # what the chart's ConfigMaps mount, laid out as kubelet does
     shipped = {p.name: p.read_bytes() for p in sorted((REPO / "helm" / "shadow" / "files" / "rules").glob("*.yaml"))}
     publish_configmap(rules, shipped, 1)
+    gate = tmp_path / "etc-shadow-gate"  # the gate ConfigMap: rules/gate.yaml, outside the rules directory
+    publish_configmap(gate, {"gate.yaml": (REPO / "rules" / "gate.yaml").read_bytes()}, 1)
+    assert rendered["SHADOW_RULES"] == "/etc/shadow/rules" and rendered["SHADOW_GATE_CRITERIA"] == "/etc/shadow/gate/gate.yaml"
     workdir = tmp_path / "work"
     workdir.mkdir()
     proxy_port, admin_port = free_port(), free_port()
@@ -160,13 +188,15 @@ async def test_shadow_proxy_runs_from_the_image_install(image_venv: Path, upstre
         "HOME": str(workdir),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        **rendered,  # engine raw, worker process niced 19, queue, reload=watch, ... as the chart sets them
+        # what differs outside a pod: the upstream, the mount points and loopback ports
         "SHADOW_UPSTREAM": upstream,
         "SHADOW_RULES": str(rules),
+        "SHADOW_GATE_CRITERIA": str(gate / "gate.yaml"),
         "SHADOW_LISTEN": f"127.0.0.1:{proxy_port}",
         "SHADOW_ADMIN_LISTEN": f"127.0.0.1:{admin_port}",
-        "SHADOW_RELOAD": "watch",
-        "SHADOW_LOG_LEVEL": "info",
     }
+    assert env["SHADOW_RELOAD"] == "watch" and env["SHADOW_SHADOW_PROCESS"] == "worker"
     before = tree_state(image_venv)
     log = (tmp_path / "proxy.log").open("wb")
     process = await asyncio.create_subprocess_exec(
@@ -188,6 +218,7 @@ async def test_shadow_proxy_runs_from_the_image_install(image_venv: Path, upstre
                 assert "shadow_proxy_requests_total" in await response.text()
             async with session.get(f"{admin}/mismatches?format=html") as response:  # package data made it into the wheel
                 assert response.status == 200 and response.content_type == "text/html"
+            await gate_verdict(session, admin)
             await reloads_on_configmap_update(session, admin, rules, shipped)
     finally:
         if process.returncode is None:

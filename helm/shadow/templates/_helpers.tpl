@@ -63,6 +63,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-rules" (include "shadow.fullname" .)) .Values.rules.existingConfigMap }}
 {{- end }}
 
+{{- define "shadow.gateConfigMap" -}}
+{{- default (printf "%s-gate" (include "shadow.fullname" .)) .Values.gate.existingConfigMap }}
+{{- end }}
+
+{{/* Where the gate criteria are mounted: outside the rules directory, whose every *.yaml is a rule file. */}}
+{{- define "shadow.gateDir" -}}
+/etc/shadow/gate
+{{- end }}
+
+{{/* The chart's own gate criteria (files/gate.yaml = rules/gate.yaml); the gate ConfigMap's data. */}}
+{{- define "shadow.gateData" -}}
+{{- $criteria := .Files.Get "files/gate.yaml" }}
+{{- if not $criteria }}
+{{- fail "gate: the chart has no files/gate.yaml; run scripts/sync-chart-files, set gate.existingConfigMap or gate.enabled=false" }}
+{{- end }}
+{{- dict .Values.gate.key $criteria | toYaml }}
+{{- end }}
+
 {{/* The chart's own rule files (files/rules/*.yaml); the rules ConfigMap's data. */}}
 {{- define "shadow.rulesData" -}}
 {{- (.Files.Glob "files/rules/*.yaml").AsConfig }}
@@ -71,11 +89,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/*
 Pod annotations for the shadow pods. With reload=watch the proxy follows ConfigMap
 edits live; otherwise a checksum of the chart's rules rolls the pods on a rule change.
+The gate criteria are read at start only: a checksum of the chart's gate file always
+rolls the pods when it changes.
 (An existing ConfigMap is not visible to the chart: roll the pods yourself or use watch.)
 */}}
 {{- define "shadow.sidecarPodAnnotations" -}}
 {{- if and (ne .Values.config.reload "watch") (not .Values.rules.existingConfigMap) }}
 checksum/shadow-rules: {{ include "shadow.rulesData" . | sha256sum }}
+{{- end }}
+{{- if and .Values.gate.enabled (not .Values.gate.existingConfigMap) }}
+checksum/shadow-gate: {{ include "shadow.gateData" . | sha256sum }}
 {{- end }}
 {{- end }}
 
@@ -135,6 +158,20 @@ checksum/shadow-rules: {{ include "shadow.rulesData" . | sha256sum }}
   value: {{ .mismatchLog | quote }}
 - name: SHADOW_LOG_LEVEL
   value: {{ .logLevel | quote }}
+- name: SHADOW_ENGINE
+  value: {{ .engine | quote }}
+- name: SHADOW_SHADOW_PROCESS
+  value: {{ .shadowProcess | quote }}
+- name: SHADOW_SHADOW_NICE
+  value: {{ .shadowNice | int | quote }}
+- name: SHADOW_EXPLAIN_RATE
+  value: {{ .explainRate | toString | quote }}
+- name: SHADOW_RECENT_MISMATCHES
+  value: {{ .recentMismatches | int | quote }}
+{{- end }}
+{{- if .Values.gate.enabled }}
+- name: SHADOW_GATE_CRITERIA
+  value: {{ printf "%s/gate.yaml" (include "shadow.gateDir" .) | quote }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
@@ -188,6 +225,11 @@ checksum/shadow-rules: {{ include "shadow.rulesData" . | sha256sum }}
     - name: shadow-rules
       mountPath: /etc/shadow/rules
       readOnly: true
+    {{- if .Values.gate.enabled }}
+    - name: shadow-gate
+      mountPath: {{ include "shadow.gateDir" . }}
+      readOnly: true
+    {{- end }}
     - name: shadow-tmp
       mountPath: /tmp
 {{- end }}
@@ -197,6 +239,14 @@ checksum/shadow-rules: {{ include "shadow.rulesData" . | sha256sum }}
 - name: shadow-rules
   configMap:
     name: {{ include "shadow.rulesConfigMap" . }}
+{{- if .Values.gate.enabled }}
+- name: shadow-gate
+  configMap:
+    name: {{ include "shadow.gateConfigMap" . }}
+    items:
+      - key: {{ .Values.gate.key | quote }}
+        path: gate.yaml
+{{- end }}
 - name: shadow-tmp
   emptyDir:
     sizeLimit: 64Mi
