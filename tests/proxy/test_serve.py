@@ -21,6 +21,19 @@ def _env(**values: str) -> dict[str, str]:
     return env
 
 
+def _spawn_from_env(upstream_url: str, rules: Path, tmp_path: Path, *args: str,
+                    stdout: int = subprocess.PIPE) -> tuple[subprocess.Popen, int, int]:
+    """`shadow proxy` configured by SHADOW_* env vars only (as the image and chart run it)."""
+    port, admin_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shadow", "proxy", *args],
+        env=_env(SHADOW_UPSTREAM=upstream_url, SHADOW_RULES=str(rules), SHADOW_LISTEN=f"127.0.0.1:{port}",
+                 SHADOW_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", SHADOW_RELOAD="signal", SHADOW_LOG_LEVEL="warning",
+                 SHADOW_MISMATCH_LOG=str(tmp_path / "mismatches.jsonl")),
+        stdout=stdout, stderr=subprocess.PIPE, text=True)
+    return process, port, admin_port
+
+
 async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 20) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(int(timeout / 0.1)):
@@ -36,13 +49,7 @@ async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 20) 
 
 
 async def test_shadow_proxy_runs_from_env_reloads_on_sighup_and_drains_on_sigterm(upstream, widget_rules: Path, tmp_path: Path) -> None:
-    port, admin_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shadow", "proxy"],
-        env=_env(SHADOW_UPSTREAM=upstream.url, SHADOW_RULES=str(widget_rules), SHADOW_LISTEN=f"127.0.0.1:{port}",
-                 SHADOW_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", SHADOW_RELOAD="signal", SHADOW_LOG_LEVEL="warning",
-                 SHADOW_MISMATCH_LOG=str(tmp_path / "mismatches.jsonl")),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, port, admin_port = _spawn_from_env(upstream.url, widget_rules, tmp_path)
     try:
         admin = f"http://127.0.0.1:{admin_port}"
         await _wait_ready(admin + "/readyz", process)
@@ -128,13 +135,8 @@ async def test_gate_criteria_flag_serves_the_local_verdict_and_bad_criteria_fail
 
     good = tmp_path / "gate.yaml"
     good.write_text("window: 1h\nentities:\n  widgets: {min_comparisons: 1, max_mismatches: 0}\n")
-    port, admin_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shadow", "proxy", "--gate-criteria", str(good)],
-        env=_env(SHADOW_UPSTREAM=upstream.url, SHADOW_RULES=str(widget_rules), SHADOW_LISTEN=f"127.0.0.1:{port}",
-                 SHADOW_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", SHADOW_LOG_LEVEL="warning",
-                 SHADOW_MISMATCH_LOG=str(tmp_path / "mismatches.jsonl")),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process, port, admin_port = _spawn_from_env(upstream.url, widget_rules, tmp_path, "--gate-criteria", str(good),
+                                                stdout=subprocess.DEVNULL)
     try:
         admin = f"http://127.0.0.1:{admin_port}"
         await _wait_ready(admin + "/readyz", process)
@@ -158,13 +160,7 @@ def _children(pid: int) -> list[int]:
 
 
 async def test_shadow_proxy_shadows_in_a_worker_process_and_leaves_none_behind(upstream, widget_rules: Path, tmp_path: Path) -> None:
-    port, admin_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shadow", "proxy"],
-        env=_env(SHADOW_UPSTREAM=upstream.url, SHADOW_RULES=str(widget_rules), SHADOW_LISTEN=f"127.0.0.1:{port}",
-                 SHADOW_ADMIN_LISTEN=f"127.0.0.1:{admin_port}", SHADOW_RELOAD="signal", SHADOW_LOG_LEVEL="warning",
-                 SHADOW_MISMATCH_LOG=str(tmp_path / "mismatches.jsonl")),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, port, admin_port = _spawn_from_env(upstream.url, widget_rules, tmp_path)
     workers: list[int] = []
     try:
         await _wait_ready(f"http://127.0.0.1:{admin_port}/readyz", process)
