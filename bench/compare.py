@@ -25,15 +25,16 @@ from typing import Any
 
 import asyncpg
 
-from shadow.compare import canonical, compare
-from shadow.embedded import start_postgres
-from shadow.marketplace import apply_schema
-from shadow.marketplace.backfill import backfill
-from shadow.marketplace.generate import generate
-from shadow.marketplace.tojson import to_api
+from shadow.compare.canonical import canonical
+from shadow.compare.diff import compare
+from shadow.demo.embedded import start_postgres
+from shadow.demo.marketplace import apply_schema
+from shadow.demo.marketplace.backfill import backfill
+from shadow.demo.marketplace.generate import generate
+from shadow.demo.marketplace.tojson import to_api
 from shadow.model import Outcome
 from shadow.rules import load_rules
-from shadow.sources import PostgresSource
+from shadow.replay.sources import PostgresSource
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "compare.json"

@@ -20,10 +20,10 @@ from typing import Any
 import asyncpg
 from pymongo import AsyncMongoClient
 
-from shadow.embedded import start_mongo, start_postgres
-from shadow.marketplace import apply_schema
-from shadow.marketplace.backfill import backfill
-from shadow.marketplace.generate import generate
+from shadow.demo.embedded import start_mongo, start_postgres
+from shadow.demo.marketplace import apply_schema
+from shadow.demo.marketplace.backfill import backfill
+from shadow.demo.marketplace.generate import generate
 
 RESULTS = Path(__file__).parent / "results" / "domain_load.json"
 

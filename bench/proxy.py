@@ -39,7 +39,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shadow.embedded import free_port, start_mongo, start_postgres  # noqa: E402
+from shadow.demo.embedded import free_port, start_mongo, start_postgres  # noqa: E402
 
 PY = sys.executable
 SHADOW = str(Path(PY).parent / "shadow")
@@ -154,7 +154,7 @@ def main() -> None:
             return process
 
         api_port = free_port()
-        spawn([PY, "-m", "shadow.marketplace.api", "--mongo", mongo.uri, "--db", "bench",
+        spawn([PY, "-m", "shadow.demo.marketplace.api", "--mongo", mongo.uri, "--db", "bench",
                "--port", str(api_port), "--cache", "--quiet"])
         direct = f"http://127.0.0.1:{api_port}"
         wait_http(direct + "/healthz")

@@ -22,7 +22,7 @@ def group_rows(rows: Iterable[Mapping[str, Any]], fk: str) -> dict[Any, list[Map
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value, "f")
-    if hasattr(value, "value") and isinstance(value.value, bool):  # shadow.compare.Flag
+    if hasattr(value, "value") and isinstance(value.value, bool):  # shadow.compare.core.Flag
         return value.value
     return str(value)
 

@@ -12,10 +12,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("shadow.serve", "run the sidecar proxy in front of the upstream API"),
     "rules": ("shadow.rules.cli", "check, test and describe rule files"),
-    "compare": ("shadow.compare_cli", "compare one key by hand: API document vs shadow source"),
+    "compare": ("shadow.compare.cli", "compare one key by hand: API document vs shadow source"),
     "gate": ("shadow.gate.cli", "cutover gate: GO / NO-GO from Prometheus"),
-    "demo": ("shadow.demo", "the whole thing on one machine with embedded servers"),
-    "seed": ("shadow.marketplace.cli", "load the marketplace reference domain into Mongo and PostgreSQL"),
+    "demo": ("shadow.demo.run", "the whole thing on one machine with embedded servers"),
+    "seed": ("shadow.demo.marketplace.cli", "load the marketplace reference domain into Mongo and PostgreSQL"),
 }
 
 

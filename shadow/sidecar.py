@@ -28,17 +28,17 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shadow.admin import Admin, GateHook
+from shadow.publish.admin import Admin, GateHook
 from shadow.config import Config
-from shadow.handoff import Handoff
-from shadow.metrics import Metrics
-from shadow.pipeline import Pipeline, PipelineSettings
-from shadow import rawproxy
-from shadow.proxy import Proxy, serve
-from shadow.publish import Divergence, Sink
-from shadow.reload import RulesHolder, default_loader
+from shadow.replay.handoff import Handoff
+from shadow.publish.metrics import Metrics
+from shadow.replay.pipeline import Pipeline, PipelineSettings
+from shadow.proxy import raw as rawproxy
+from shadow.proxy.aiohttp_engine import Proxy, serve
+from shadow.publish.sink import Divergence, Sink
+from shadow.rules.reload import RulesHolder, default_loader
 from shadow.tasks import TaskSet
-from shadow.tracing import Tracing
+from shadow.publish.tracing import Tracing
 
 log = logging.getLogger("shadow.sidecar")
 
@@ -111,7 +111,7 @@ def default_sources(config: Config) -> dict[str, Any]:
     sources: dict[str, Any] = {}
     if config.pg:
         async def open_postgres() -> Any:
-            from shadow.sources.postgres import PostgresSource
+            from shadow.replay.sources.postgres import PostgresSource
 
             # one connection per worker, plus one for the recheck task
             return await PostgresSource.create(config.pg, statement_timeout=config.source_timeout,
@@ -120,7 +120,7 @@ def default_sources(config: Config) -> dict[str, Any]:
         sources["postgres"] = LazySource("postgres", open_postgres)
     if config.mongo:
         async def open_mongo() -> Any:
-            from shadow.sources.mongo import MongoSource
+            from shadow.replay.sources.mongo import MongoSource
 
             return MongoSource(config.mongo, config.mongo_db, timeout=config.source_timeout)
 
@@ -231,10 +231,11 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     pipeline: Pipeline | Handoff
     if inline:
         if compare is None or explain is None:
-            from shadow import compare as compare_module
+            from shadow.compare import diff as compare_diff
+            from shadow.compare import explain as compare_explain
 
-            compare = compare or compare_module.compare
-            explain = explain or compare_module.explain
+            compare = compare or compare_diff.compare
+            explain = explain or compare_explain.explain
         opened_sources = dict(sources) if sources is not None else default_sources(config)
         pipeline = Pipeline(
             PipelineSettings(queue_size=config.queue_size, workers=config.workers, batch_size=config.batch_size,

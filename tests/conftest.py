@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from pymongo import AsyncMongoClient
 
-from shadow.embedded import MongoServer, PostgresServer, start_mongo, start_postgres
+from shadow.demo.embedded import MongoServer, PostgresServer, start_mongo, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +70,10 @@ from dataclasses import dataclass as _dataclass  # noqa: E402
 
 from aiohttp import web as _web  # noqa: E402
 
-from shadow.marketplace.api import create_app as _create_app  # noqa: E402
-from shadow.marketplace.cli import load_domain as _load_domain  # noqa: E402
-from shadow.marketplace.drift import PlantedDrift as _PlantedDrift  # noqa: E402
-from shadow.marketplace.generate import Dataset as _Dataset  # noqa: E402
+from shadow.demo.marketplace.api import create_app as _create_app  # noqa: E402
+from shadow.demo.marketplace.cli import load_domain as _load_domain  # noqa: E402
+from shadow.demo.marketplace.drift import PlantedDrift as _PlantedDrift  # noqa: E402
+from shadow.demo.marketplace.generate import Dataset as _Dataset  # noqa: E402
 
 MARKETPLACE_SEED = 7
 MARKETPLACE_SCALE = 20

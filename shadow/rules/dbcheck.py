@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from shadow.rebuild import item_fields
+from shadow.replay.rebuild import item_fields
 from shadow.rules.load import RuleSet
 from shadow.rules.spec import Entity, RuleIssue
 

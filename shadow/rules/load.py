@@ -112,8 +112,8 @@ def load_rules(directory: str | Path) -> RuleSet:
 def _compile_plans(entities: Any) -> None:
     """Compile each entity's canonicalization and rebuild plans now, at load (off the
     request path), rather than on the first comparison."""
-    from shadow.compare import canonical_plan
-    from shadow.rebuild import rebuild_plan
+    from shadow.compare.canonical import canonical_plan
+    from shadow.replay.rebuild import rebuild_plan
 
     for entity in entities:
         canonical_plan(entity)

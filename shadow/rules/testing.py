@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from normalizers.rows import group_rows
-from shadow.compare import compare
+from shadow.compare.diff import compare
 from shadow.model import Verdict
-from shadow.rebuild import Fetched, item_fields, rebuild, table_fields
+from shadow.replay.rebuild import Fetched, item_fields, rebuild, table_fields
 from shadow.rules.load import RuleSet, load_rules
 from shadow.rules.reader import Reader, kind_of
 from shadow.rules.spec import Entity, RulesError

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shadow.embedded import free_port
+from shadow.demo.embedded import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

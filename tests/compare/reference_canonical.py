@@ -11,7 +11,7 @@ from uuid import UUID
 
 from normalizers.rows import multiset
 from normalizers.values import canonical_number
-from shadow.compare import FALSE, TRUE, Flag
+from shadow.compare.canonical import FALSE, TRUE, Flag
 from shadow.rules.spec import Entity, Field
 
 

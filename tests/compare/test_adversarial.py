@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shadow.compare import compare, explain
+from shadow.compare.diff import compare
+from shadow.compare.explain import explain
 from shadow.model import Outcome
 from shadow.rules import Entity, load_rules
 

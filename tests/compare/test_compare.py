@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shadow.compare import canonical, compare, explain
+from shadow.compare.canonical import canonical
+from shadow.compare.diff import compare
+from shadow.compare.explain import explain
 from shadow.model import Outcome
 from shadow.rules import Entity, load_rules
 

@@ -18,9 +18,10 @@ import pytest
 from bson import Decimal128, ObjectId
 
 from normalizers.values import canonical_float, canonical_number, iso_ms
-from shadow.compare import Flag, canonical, compare
-from shadow.marketplace.generate import generate
-from shadow.marketplace.tojson import to_api
+from shadow.compare.canonical import Flag, canonical
+from shadow.compare.diff import compare
+from shadow.demo.marketplace.generate import generate
+from shadow.demo.marketplace.tojson import to_api
 from shadow.model import Outcome
 from shadow.rules import Entity, RuleSet, load_rules
 from tests.compare.reference_canonical import _iso_ms, reference_canonical

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shadow.compare import REDACTED, redact_diffs, redact_document
+from shadow.publish.redaction import REDACTED, redact_diffs, redact_document
 from shadow.model import FieldDiff
 from shadow.rules import load_rules
 

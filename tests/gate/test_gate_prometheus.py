@@ -1,5 +1,5 @@
 """`shadow gate` against a real Prometheus scraping a real HTTP exporter that serves the
-sidecar's own metric declarations (shadow.metrics.Metrics), populated by the test."""
+sidecar's own metric declarations (shadow.publish.metrics.Metrics), populated by the test."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shadow.gate import cli
-from shadow.metrics import Metrics
+from shadow.publish.metrics import Metrics
 
 from .conftest import needs_prometheus  # noqa: TID252
 

@@ -11,7 +11,7 @@ from shadow.gate.criteria import parse_criteria
 from shadow.gate.local import evaluate_local
 from shadow.gate.report import to_json
 from shadow.gate.verdict import GateUnavailable
-from shadow.metrics import Metrics
+from shadow.publish.metrics import Metrics
 
 PAY = "GET /api/payments/{id}"
 CRITERIA = parse_criteria(

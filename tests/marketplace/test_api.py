@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 from bson import ObjectId
 
-from shadow.marketplace.api import create_app
+from shadow.demo.marketplace.api import create_app
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 HEX = re.compile(r"^[0-9a-f]{24}$")

@@ -16,10 +16,10 @@ import pytest
 from bson import Decimal128, ObjectId
 from pymongo import AsyncMongoClient
 
-from shadow.marketplace import apply_schema
-from shadow.marketplace.backfill import assign_ids, backfill
-from shadow.marketplace.cli import LoadedDomain, load_domain
-from shadow.marketplace.generate import generate
+from shadow.demo.marketplace import apply_schema
+from shadow.demo.marketplace.backfill import assign_ids, backfill
+from shadow.demo.marketplace.cli import LoadedDomain, load_domain
+from shadow.demo.marketplace.generate import generate
 
 HELPERS = """
 CREATE FUNCTION pg_temp.iso(timestamptz) RETURNS text LANGUAGE sql AS

@@ -1,4 +1,4 @@
-"""`shadow seed` and `python -m shadow.marketplace.api` as a user runs them."""
+"""`shadow seed` and `python -m shadow.demo.marketplace.api` as a user runs them."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +7,7 @@ import sys
 import aiohttp
 import asyncpg
 
-from shadow.embedded import free_port
+from shadow.demo.embedded import free_port
 
 
 async def run(*args: str) -> tuple[int, str]:
@@ -32,7 +32,7 @@ async def test_seed_loads_both_databases_and_prints_the_drift(pg_dsn, mongo_serv
 
     port = free_port()
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadow.marketplace.api", "--mongo", mongo_server.uri, "--db", mongo_db_name,
+        sys.executable, "-m", "shadow.demo.marketplace.api", "--mongo", mongo_server.uri, "--db", mongo_db_name,
         "--port", str(port), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as session:

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from pymongo import AsyncMongoClient
 
-from shadow.marketplace.backfill import TABLE_COLUMNS
-from shadow.marketplace.cli import LoadedDomain, load_domain
-from shadow.marketplace.drift import plant
+from shadow.demo.marketplace.backfill import TABLE_COLUMNS
+from shadow.demo.marketplace.cli import LoadedDomain, load_domain
+from shadow.demo.marketplace.drift import plant
 
 from .test_backfill import EXPECTED_SQL, HELPERS, canonical
 

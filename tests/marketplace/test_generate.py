@@ -8,8 +8,8 @@ import bson
 from bson import Decimal128, ObjectId
 from bson.codec_options import CodecOptions
 
-from shadow.marketplace.generate import generate
-from shadow.marketplace.tojson import iso_ms, to_api
+from shadow.demo.marketplace.generate import generate
+from shadow.demo.marketplace.tojson import iso_ms, to_api
 
 
 def test_same_seed_same_bytes_other_seed_other_data() -> None:

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from bson import ObjectId
 
-from shadow.marketplace import apply_schema
+from shadow.demo.marketplace import apply_schema
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shadow.embedded import start_postgres
+from shadow.demo.embedded import start_postgres
 
 QUICK = [f"/quick/w{n:04d}" for n in range(1, 41)]
 

@@ -9,8 +9,8 @@ import asyncio
 import os
 import signal
 
-from shadow.handoff import Handoff
-from shadow.pipeline import Pipeline
+from shadow.replay.handoff import Handoff
+from shadow.replay.pipeline import Pipeline
 
 QUICK = [f"/quick/w{n:04d}" for n in range(1, 41)]
 
@@ -44,7 +44,7 @@ async def test_comparisons_run_in_a_niced_child_and_reach_the_one_sink(world, st
     assert isinstance(sidecar.pipeline, Handoff)
     pid = sidecar.pipeline.worker_pid
     assert pid is not None and pid != os.getpid()
-    assert "shadow.worker" in _cmdline(pid)
+    assert "shadow.replay.worker" in _cmdline(pid)
     assert _nice(pid) == _nice(os.getpid()) + 7
     paths = [f"/widgets/w{n:04d}" for n in range(1, 11)]
     assert await probe.get_all(sidecar.proxy_url, paths) == await probe.get_all(world.api_url, paths)

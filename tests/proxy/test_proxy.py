@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shadow.embedded import free_port
+from shadow.demo.embedded import free_port
 from shadow.sidecar import Sidecar, start_sidecar
 
 

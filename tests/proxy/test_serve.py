@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from shadow.embedded import free_port
+from shadow.demo.embedded import free_port
 
 
 def _env(**values: str) -> dict[str, str]:
@@ -166,7 +166,7 @@ async def test_shadow_proxy_shadows_in_a_worker_process_and_leaves_none_behind(u
         await _wait_ready(f"http://127.0.0.1:{admin_port}/readyz", process)
         for _ in range(100):
             workers = [child for child in _children(process.pid)
-                       if b"shadow.worker" in Path(f"/proc/{child}/cmdline").read_bytes()]
+                       if b"shadow.replay.worker" in Path(f"/proc/{child}/cmdline").read_bytes()]
             if workers:
                 break
             await asyncio.sleep(0.05)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import io
 import json
 
-from shadow.metrics import Metrics
+from shadow.publish.metrics import Metrics
 from shadow.model import Comparison, FieldDiff, Outcome, SkipReason
-from shadow.publish import MAX_FIELDS_PER_ENTITY, Sink
-from shadow.redaction import REDACTED, redact_value
+from shadow.publish.sink import MAX_FIELDS_PER_ENTITY, Sink
+from shadow.publish.redaction import REDACTED, redact_value
 
 
 def mismatch(key: str, *diffs: FieldDiff, entity: str = "users") -> Comparison:

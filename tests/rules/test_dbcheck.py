@@ -7,7 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shadow.marketplace import apply_schema
+from shadow.demo.marketplace import apply_schema
 
 SHIPPED = Path(__file__).resolve().parents[2] / "rules" / "marketplace"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from bson import Decimal128, ObjectId
 from pymongo import AsyncMongoClient
 
-from shadow.compare import compare
-from shadow.embedded import MongoServer
+from shadow.compare.diff import compare
+from shadow.demo.embedded import MongoServer
 from shadow.model import Outcome
 from shadow.rules import load_rules
-from shadow.sources import MongoSource
+from shadow.replay.sources import MongoSource
 
 RULES = """\
 entity: user

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import asyncpg
 
-from shadow.compare import compare
+from shadow.compare.diff import compare
 from shadow.model import Outcome
 from shadow.rules import load_rules
 from shadow.rules.testing import rebuild_from_rows
-from shadow.sources import PostgresSource
+from shadow.replay.sources import PostgresSource
 
 RULES = """\
 entity: boards

@@ -13,10 +13,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shadow.compare import compare
+from shadow.compare.diff import compare
 from shadow.model import Outcome
 from shadow.rules import Entity, RuleSet, load_rules
-from shadow.sources import PostgresSource
+from shadow.replay.sources import PostgresSource
 
 SCHEMA = """
 CREATE TABLE id_map (collection text NOT NULL, legacy_object_id text NOT NULL, new_id uuid NOT NULL UNIQUE,

@@ -1,0 +1,134 @@
+"""The demo's client traffic: reads on every shadowed route for every key of the
+marketplace (the planted keys first, so they are found within seconds), list reads, and
+a few `PATCH /api/payments/{id}` writes whose dual-write lag makes transients.
+
+Runs during `shadow demo` against the proxy: `plan_requests(dataset, planted)` builds
+the endless request sequence (pure), `Traffic.run(base_url, ...)` sends it at a fixed
+rate until stopped and keeps per-status counts and the status each planted key got.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from shadow.demo.marketplace.generate import Dataset
+
+#: Mongo collection -> the sample API's single-document route
+SINGLE_ROUTES = {
+    "users": "/api/users/{}", "addresses": "/api/addresses/{}", "categories": "/api/categories/{}",
+    "selleroffers": "/api/seller-offers/{}", "purchaserequests": "/api/purchase-requests/{}",
+    "payments": "/api/payments/{}", "fundsledgerentries": "/api/funds-ledger/{}", "disputes": "/api/disputes/{}",
+}
+#: one list read every LIST_EVERY requests, one payment write every WRITE_EVERY requests
+LIST_EVERY = 7
+WRITE_EVERY = 25
+PAYMENT_STATUSES = ("pending", "processing", "completed", "failed", "refunded")
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One request of the demo traffic. `planted` names the (collection, legacy id) the
+    read is for, when that document carries a planted divergence."""
+
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    planted: tuple[str, str] | None = None
+
+
+def plan_requests(dataset: Dataset, planted: Iterable[tuple[str, str]]) -> Iterator[PlannedRequest]:
+    """The endless request sequence: planted documents first, then every document of
+    every collection round-robin, interleaved with list reads and payment writes.
+    A payment is written at most once per pass and never a planted one (a write would
+    overwrite the plant), so a recheck never races a second write to the same row."""
+    planted_keys = list(dict.fromkeys(planted))
+    planted_set = set(planted_keys)
+    singles = [PlannedRequest("GET", SINGLE_ROUTES[collection].format(key), planted=(collection, key))
+               for collection, key in planted_keys]
+    by_collection = [[(collection, str(doc["_id"])) for doc in dataset.collections[collection]]
+                     for collection in SINGLE_ROUTES]
+    for column in itertools.zip_longest(*by_collection):
+        for item in column:
+            if item is not None and item not in planted_set:
+                singles.append(PlannedRequest("GET", SINGLE_ROUTES[item[0]].format(item[1])))
+    users = [str(doc["_id"]) for doc in dataset.collections["users"]]
+    lists = itertools.cycle([PlannedRequest("GET", "/api/categories")]
+                            + [PlannedRequest("GET", f"/api/users/{user}/{what}")
+                               for user in users for what in ("addresses", "purchase-requests")])
+    writable = [str(doc["_id"]) for doc in dataset.collections["payments"] if ("payments", str(doc["_id"])) not in planted_set]
+    writes = itertools.cycle([PlannedRequest("PATCH", f"/api/payments/{key}",
+                                             {"status": PAYMENT_STATUSES[number % len(PAYMENT_STATUSES)]})
+                              for number, key in enumerate(writable)] or [None])
+    counter = itertools.count(1)
+    for request in itertools.cycle(singles):
+        yield request
+        number = next(counter)
+        if number % LIST_EVERY == 0:
+            yield next(lists)
+        if number % WRITE_EVERY == 0:
+            write = next(writes)
+            if write is not None:
+                yield write
+
+
+@dataclass
+class Traffic:
+    """Sends the planned requests at `rate` per second; what came back, by status."""
+
+    rate: float
+    sent: Counter[str] = field(default_factory=Counter)  # "GET 200", "PATCH 200", "GET error"
+    planted_status: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    async def run(self, base_url: str, requests: Iterator[PlannedRequest], stop: asyncio.Event,
+                  concurrency: int = 8) -> None:
+        """Until `stop` is set; requests in flight when it is set finish first."""
+        interval = 1.0 / self.rate
+        slots = asyncio.Semaphore(concurrency)
+        in_flight: set[asyncio.Task[None]] = set()
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            next_at = time.monotonic()
+            for request in requests:
+                if stop.is_set():
+                    break
+                await slots.acquire()
+                task = asyncio.get_running_loop().create_task(self._send(session, base_url, request, slots),
+                                                              name=f"traffic {request.method} {request.path}")
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(stop.wait(), delay)
+                    except TimeoutError:
+                        pass
+                else:
+                    next_at = time.monotonic()  # behind: do not burst to catch up
+            if in_flight:
+                await asyncio.wait(in_flight)
+
+    async def _send(self, session: aiohttp.ClientSession, base_url: str, request: PlannedRequest,
+                    slots: asyncio.Semaphore) -> None:
+        try:
+            async with session.request(request.method, base_url + request.path, json=request.body) as response:
+                await response.read()
+                status: int | None = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = None
+        finally:
+            slots.release()
+        self.sent[f"{request.method} {status if status is not None else 'error'}"] += 1
+        if request.planted is not None and status is not None:
+            self.planted_status[request.planted] = status
+
+    @property
+    def total(self) -> int:
+        return sum(self.sent.values())

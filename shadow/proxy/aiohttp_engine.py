@@ -1,0 +1,307 @@
+"""The reverse proxy: the only thing on the client's path.
+
+Every request goes to the upstream unchanged (minus hop-by-hop headers, plus
+X-Forwarded-*), and the upstream's answer comes back unchanged: status, reason,
+end-to-end headers and the body bytes as sent (no decompression, streamed both ways).
+The handler does no I/O but the upstream call. For a read a rule matches it only keeps
+a copy of a 2xx body up to `max_body_bytes` and, after the client has its last byte,
+hands it to the shadow side without waiting (`Handoff.offer`: to the shadow worker
+process; or `Pipeline.offer` in-process with --shadow-process inline); parsing, keys
+and comparing happen there. Upstream down → 502, upstream silent for `upstream_timeout` → 504, each with a
+one-line text body.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from shadow.publish.metrics import Metrics
+from shadow.model import SkipReason
+from shadow.proxy.capture import CapturedRead
+
+log = logging.getLogger("shadow.proxy.aiohttp_engine")
+
+#: RFC 9110 §7.6.1 hop-by-hop fields (plus the headers `Connection` names, and Proxy-*)
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: methods whose reads can be shadowed (a HEAD has no body to compare)
+NO_SHADOW_METHODS = frozenset({"HEAD", "OPTIONS", "CONNECT", "TRACE"})
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def connection_named(connection_values: Any) -> frozenset[str]:
+    """The lower-case header names a message must not forward: the hop-by-hop fields
+    plus every name its `Connection` header values list. Shared by both engines."""
+    named = set(HOP_BY_HOP)
+    for value in connection_values:
+        named.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return frozenset(named)
+
+
+def forwardable(lowered: str, drop: frozenset[str]) -> bool:
+    """Whether a header (lower-case name) goes on: not hop-by-hop, named by Connection,
+    in `drop`, or Proxy-*."""
+    return lowered not in drop and not lowered.startswith("proxy-")
+
+
+def end_to_end(headers: Any, also_drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
+    """The headers a proxy forwards: all but hop-by-hop, Proxy-* and `also_drop`;
+    repeated headers (Set-Cookie) kept in order."""
+    drop = connection_named(headers.getall(hdrs.CONNECTION, ())) | also_drop
+    forwarded: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if forwardable(name.lower(), drop):
+            forwarded.add(name, value)
+    return forwarded
+
+
+def forwarded_for(previous: str | None, peer: str) -> str:
+    """The X-Forwarded-For value sent upstream: the client's chain plus its peer."""
+    return f"{previous}, {peer}" if previous else peer
+
+
+def unreachable_text(upstream: object, problem: BaseException) -> str:
+    """The body of the proxy's own 502."""
+    return f"502 Bad Gateway: upstream {upstream} unreachable ({type(problem).__name__})\n"
+
+
+def timeout_text(upstream: object, timeout: float) -> str:
+    """The body of the proxy's own 504."""
+    return f"504 Gateway Timeout: upstream {upstream} did not answer within {timeout:g}s\n"
+
+
+class RequestCounter:
+    """shadow_proxy_requests_total by method (known ones, else `other`) and code, with
+    the label children cached (methods are client input: the label set stays bounded)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, method: str, code: str) -> None:
+        label = method if method in KNOWN_METHODS else "other"
+        child = self._children.get((label, code))
+        if child is None:
+            child = self._children[(label, code)] = self._metrics.proxy_requests.labels(label, code)
+        child.inc()
+
+
+class BodyCopy:
+    """The shadow copy of one response body, chunk by chunk, up to a limit. Past the
+    limit (a chunked body shows its size only while streaming) it counts
+    body_too_large once and keeps nothing more."""
+
+    __slots__ = ("chunks", "_size", "_limit", "_handoff", "_match")
+
+    def __init__(self, handoff: Any, match: Any, limit: int) -> None:
+        self.chunks: list[bytes] | None = []
+        self._size = 0
+        self._limit = limit
+        self._handoff = handoff
+        self._match = match
+
+    def add(self, chunk: bytes) -> None:
+        if self.chunks is None:
+            return
+        self._size += len(chunk)
+        if self._size > self._limit:
+            self.chunks = None
+            route = self._match.route
+            self._handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
+        else:
+            self.chunks.append(chunk)
+
+    def body(self) -> bytes | None:
+        """The whole copy (one chunk: no copy at all), or None when it was given up."""
+        return None if self.chunks is None else b"".join(self.chunks)
+
+
+def body_copy(handoff: Any, match: Any, status: int, content_length: int | None, limit: int) -> BodyCopy | None:
+    """Decide, from the response head only, whether to keep a copy of this body: a rule
+    matched, the answer is 2xx, a declared length is within the limit and the shadow
+    side admits it. Counts non_2xx / body_too_large skips."""
+    if match is None or handoff is None:
+        return None
+    route = match.route
+    if not 200 <= status < 300:
+        handoff.sink.skipped(route.entity, route.name, SkipReason.NON_2XX)
+        return None
+    if content_length is not None and content_length > limit:
+        handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
+        return None
+    return BodyCopy(handoff, match, limit) if handoff.admit(match) else None
+
+
+def captured_read(match: Any, query: Any, headers: Any, body: bytes, content_type: str,
+                  content_encoding: str) -> CapturedRead:
+    """The CapturedRead handed to the shadow side after the client has its last byte."""
+    trace = tuple((name, headers[name]) for name in TRACE_HEADERS if name in headers)
+    return CapturedRead(match=match, query=query, headers=headers, body=body, content_type=content_type,
+                        content_encoding=content_encoding, trace_headers=trace, enqueued_at=time.monotonic())
+
+
+class PassThroughResponse(web.StreamResponse):
+    """A StreamResponse that adds no Content-Type the upstream did not send (aiohttp
+    defaults one for non-empty bodies). Server and Date come from the upstream."""
+
+    _keep_no_content_type = False
+    #: headers go out in the same write as the first body chunk (one syscall less)
+    _send_headers_immediately = False
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        if self._keep_no_content_type:
+            self._headers.popall(hdrs.CONTENT_TYPE, None)
+
+
+class Proxy:
+    """The proxy's request handler and its upstream connection pool. `handoff` takes the
+    captured reads (`sink`, `admit(match)`, `offer(read)`: a Handoff or a Pipeline), or
+    None: proxy only."""
+
+    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
+                 max_body_bytes: int = 1048576, upstream_timeout: float = 30.0) -> None:
+        self.upstream = URL(upstream)
+        self._base = upstream.rstrip("/")
+        self._rules = rules
+        self.handoff = handoff
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.upstream_timeout = upstream_timeout
+        self.session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+        self._count = RequestCounter(metrics)
+
+    async def open(self) -> None:
+        # Idle upstream connections are closed after 4 s: below Node.js' default
+        # keepAliveTimeout (5 s), so we close idle ones before the upstream does.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0, ttl_dns_cache=60)
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.upstream_timeout, sock_read=self.upstream_timeout),
+            skip_auto_headers=(hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE),
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # ------------------------------------------------------------------ the handler
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            return await self._forward(request, started)
+        finally:
+            self.in_flight -= 1
+
+    async def _forward(self, request: web.BaseRequest, started: float) -> web.StreamResponse:
+        assert self.session is not None, "Proxy.open() first"
+        method = request.method
+        match = None
+        if method not in NO_SHADOW_METHODS and self.handoff is not None:
+            rules = self._rules()
+            if rules is not None:
+                match = rules.match(method, request.path)
+        headers = end_to_end(request.headers, frozenset({"host", "expect"}))
+        self._add_forwarded(request, headers)
+        if request.version >= aiohttp.HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+            # The client waits for this before sending its body; the upstream gets the body
+            # as it arrives (answering for the upstream is what aiohttp's own handler does).
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = request.content if request.body_exists else None
+        url = URL(self._base + request.raw_path, encoded=True)
+        asked = time.perf_counter()
+        try:
+            # aiohttp itself resends an idempotent request once on a fresh connection when
+            # a pooled keep-alive connection turns out to be closed (never a used-up body).
+            upstream = await self.session.request(method, url, headers=headers, data=body, allow_redirects=False,
+                                                  compress=None, chunked=None)
+        except (asyncio.TimeoutError, TimeoutError):
+            return self._own_answer(method, 504, timeout_text(self.upstream, self.upstream_timeout), started, asked)
+        except aiohttp.ClientError as problem:
+            log.debug("upstream unreachable: %r", problem)
+            return self._own_answer(method, 502, unreachable_text(self.upstream, problem), started, asked)
+        answered = time.perf_counter()
+        self.metrics.upstream_seconds.observe(answered - asked)
+        fully_read = False
+        try:
+            response = PassThroughResponse(status=upstream.status, reason=upstream.reason,
+                                           headers=end_to_end(upstream.headers))
+            response._keep_no_content_type = hdrs.CONTENT_TYPE not in upstream.headers
+            copy = body_copy(self.handoff, match, upstream.status, upstream.content_length, self.max_body_bytes)
+            await response.prepare(request)
+            prepared = time.perf_counter()
+            own = (asked - started) + (prepared - answered)
+            await self._stream_body(request, upstream, response, copy)
+            fully_read = True
+            streamed = time.perf_counter()
+            await response.write_eof()
+            body = copy.body() if copy is not None else None
+            if body is not None:
+                self._hand_over(request, upstream, match, body)
+            own += time.perf_counter() - streamed
+            self.metrics.proxy_seconds.observe(own)
+            self._count(method, f"{upstream.status // 100}xx")
+            return response
+        finally:
+            if fully_read:
+                upstream.release()
+            else:  # client went away or upstream broke mid-body: do not reuse the connection
+                upstream.close()
+
+    async def _stream_body(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
+                           response: web.StreamResponse, copy: BodyCopy | None) -> None:
+        """Send the body on as it arrives, keeping the shadow copy."""
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+                if copy is not None:
+                    copy.add(chunk)
+        except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError, aiohttp.ClientOSError, asyncio.TimeoutError) as problem:
+            # Headers are gone already: the only honest thing left is to cut the
+            # connection so the client sees a truncated body, not a complete one.
+            log.warning("upstream broke off a %s %s response mid-body: %s", request.method, request.path, problem)
+            if request.transport is not None:
+                request.transport.abort()
+            raise
+
+    def _hand_over(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, match: Any, body: bytes) -> None:
+        """After the client has the whole answer: queue the read for the shadow side."""
+        self.handoff.offer(captured_read(  # type: ignore[union-attr]
+            match, request.query, request.headers, body, upstream.headers.get(hdrs.CONTENT_TYPE, ""),
+            upstream.headers.get(hdrs.CONTENT_ENCODING, "")))
+
+    def _add_forwarded(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
+        peer = request.remote or ""
+        headers["X-Forwarded-For"] = forwarded_for(headers.get("X-Forwarded-For"), peer)
+        headers.setdefault("X-Forwarded-Proto", request.scheme)
+        host = request.headers.get(hdrs.HOST)
+        if host is not None:
+            headers.setdefault("X-Forwarded-Host", host)
+
+    def _own_answer(self, method: str, status: int, text: str, started: float, asked: float) -> web.Response:
+        self._count(method, str(status))
+        self.metrics.proxy_seconds.observe(asked - started)
+        return web.Response(status=status, text=text, headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+async def serve(proxy: Proxy, host: str, port: int, drain_timeout: float) -> tuple[web.ServerRunner, int]:
+    """Listen; returns the runner (cleanup() drains in-flight requests) and the port."""
+    server = web.Server(proxy.handle, handler_cancellation=True, access_log=None)
+    runner = web.ServerRunner(server, shutdown_timeout=drain_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, bound

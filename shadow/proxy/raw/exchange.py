@@ -1,0 +1,144 @@
+"""One request and its answer (`Exchange`), and the framing decisions made for it: the
+request head written upstream and the response head written back to the client."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from yarl import URL
+
+from shadow.proxy.aiohttp_engine import connection_named, forwardable, forwarded_for
+
+if TYPE_CHECKING:
+    from shadow.proxy.raw.client import ClientConnection
+    from shadow.proxy.raw.upstream import UpstreamConnection
+
+REQUEST_DROP = frozenset({"host", "expect"})
+
+
+class Exchange:
+    """One request and its answer: what the client sent, where it is going, and how the
+    answer is framed back. Driven by the callbacks of both connections."""
+
+    __slots__ = ("client", "method", "target", "headers", "http10", "keep_alive", "chunked_request",
+                 "has_body", "request_done", "body_pending", "upstream", "reused", "answered_head",
+                 "response_done", "mode", "copy", "match", "status", "response_headers", "started",
+                 "asked", "own", "task", "close_delimited", "retried", "dispatched", "finished",
+                 "upstream_keep_alive")
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+        self.target = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.request_done = False
+        self.body_pending: list[bytes] = []
+        self.upstream: UpstreamConnection | None = None
+        self.reused = False
+        self.answered_head = False
+        self.response_done = False
+        self.mode = ""
+        self.copy: Any = None
+        self.match: Any = None
+        self.status = 0
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.own = 0.0
+        self.task: asyncio.Task[None] | None = None
+        self.close_delimited = False
+        self.retried = False
+        self.dispatched = False
+        self.finished = False
+        self.upstream_keep_alive = False
+
+
+def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> bytes:
+    """The head written upstream when `exchange` is sent: the upstream's base path and
+    Host, the end-to-end headers as received, X-Forwarded-* added."""
+    headers = exchange.headers
+    drop = connection_named(value.decode("latin-1") for name, value in headers if name.lower() == b"connection")
+    drop = drop | REQUEST_DROP
+    lines = [b"%b %b%b HTTP/1.1\r\nHost: %b\r\n" % (exchange.method, base_path,
+                                                   origin_form(exchange.target), host_header)]
+    previous_for: bytes | None = None
+    proto = host = forwarded_host = None
+    for name, value in headers:
+        lowered = name.decode("latin-1").lower()
+        if lowered == "x-forwarded-for":
+            if previous_for is None:
+                previous_for = value
+            continue
+        if lowered == "host":
+            host = value
+        elif lowered == "x-forwarded-proto":
+            proto = value
+        elif lowered == "x-forwarded-host":
+            forwarded_host = value
+        if forwardable(lowered, drop):
+            lines.append(b"%b: %b\r\n" % (name, value))
+    if exchange.chunked_request:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    peer = exchange.client.peer
+    lines.append(b"X-Forwarded-For: %b\r\n" % forwarded_for(
+        previous_for.decode("latin-1") if previous_for else None, peer).encode("latin-1"))
+    if proto is None:
+        lines.append(b"X-Forwarded-Proto: http\r\n")
+    if host is not None and forwarded_host is None:
+        lines.append(b"X-Forwarded-Host: %b\r\n" % host)
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def response_head(exchange: Exchange, status: int, reason: bytes) -> tuple[bytes, int | None]:
+    """Runs when the upstream's response head is complete: decides how the body goes to
+    the client (`exchange.mode`: "none", "length", "chunk" or "close"; keep_alive and
+    close_delimited with it) and returns the head to write and the declared body length
+    (None when chunked or not given)."""
+    headers = exchange.response_headers
+    drop = connection_named(value.decode("latin-1") for name, value in headers if name.lower() == b"connection")
+    chunked = False
+    length: int | None = None
+    lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
+    for name, value in headers:
+        lowered = name.decode("latin-1").lower()
+        if lowered == "transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif lowered == "content-length":
+            with contextlib.suppress(ValueError):
+                length = int(value)
+        if forwardable(lowered, drop):
+            lines.append(b"%b: %b\r\n" % (name, value))
+    if exchange.method == b"HEAD" or status in (204, 304):
+        exchange.mode = "none"
+    elif chunked or length is None:
+        exchange.close_delimited = not chunked
+        exchange.mode = "close" if exchange.http10 else "chunk"
+    else:
+        exchange.mode = "length"
+    if exchange.mode == "chunk":
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    elif exchange.mode == "close":
+        exchange.keep_alive = False
+    if not exchange.keep_alive:
+        lines.append(b"Connection: close\r\n")
+    elif exchange.http10:
+        lines.append(b"Connection: keep-alive\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines), length if not chunked else None
+
+
+def origin_form(target: bytes) -> bytes:
+    """The path and query of a request target (an absolute-form target loses scheme and host)."""
+    if target.startswith(b"/"):
+        return target
+    if target == b"*":
+        return target
+    if b"://" in target:
+        rest = target.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        return rest[slash:] if slash >= 0 else b"/"
+    return b"/" + target
+
+
+def request_path(target: bytes) -> str:
+    """The decoded path rules match against (aiohttp's request.path)."""
+    return URL(origin_form(target).decode("latin-1"), encoded=True).path

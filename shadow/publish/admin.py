@@ -1,0 +1,211 @@
+"""The admin server, on its own port (loopback unless configured otherwise):
+
+  /metrics     Prometheus exposition of the sidecar's registry
+  /healthz     the process is alive
+  /readyz      upstream reachable (TCP) and rules loaded; PostgreSQL is not required
+  /rules       version, files and routes of the rules in force
+  /mismatches  recent mismatches, redacted: JSON, or an HTML page
+               (?format=html or Accept: text/html)
+  /gate        the cutover verdict from local counters (a hook set at startup)
+  POST /reload reload the rules now
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import inspect
+import string
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
+
+from shadow.publish.sink import RecentMismatch, Sink, to_json
+from shadow.rules.reload import RulesHolder, rule_files
+
+#: /gate's hook: returns a JSON-able verdict (sync or async); set by the lead's wiring
+GateHook = Callable[[], "Awaitable[dict[str, Any]] | dict[str, Any]"]
+READY_CACHE_SECONDS = 1.0
+OUTCOME_COLUMNS = ("match", "mismatch", "transient", "missing", "extra", "error", "skipped")
+
+
+class Admin:
+    """Handlers of the admin endpoints over the sidecar's parts."""
+
+    def __init__(self, sink: Sink, rules: RulesHolder, upstream: str, gate: GateHook | None = None) -> None:
+        self.sink = sink
+        self.rules = rules
+        self.upstream = URL(upstream)
+        self.gate = gate
+        self._ready: tuple[float, bool, str] = (0.0, False, "not checked yet")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/rules", self.rules_view)
+        app.router.add_get("/mismatches", self.mismatches)
+        app.router.add_get("/gate", self.gate_view)
+        app.router.add_post("/reload", self.reload)
+        app.router.add_get("/", self.index)
+        return app
+
+    async def index(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/mismatches?format=html")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.sink.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problems = []
+        if self.rules.current is None:
+            problems.append("rules: none loaded (" + "; ".join(self.rules.last_result.problems if self.rules.last_result else ()) + ")")
+        reachable, detail = await self._upstream_reachable()
+        if not reachable:
+            problems.append(f"upstream {self.upstream}: {detail}")
+        if problems:
+            return web.json_response({"ready": False, "problems": problems}, status=503)
+        return web.json_response({"ready": True, "rules": self.rules.current.version})
+
+    async def _upstream_reachable(self) -> tuple[bool, str]:
+        checked_at, reachable, detail = self._ready
+        if time.monotonic() - checked_at < READY_CACHE_SECONDS:
+            return reachable, detail
+        host, port = self.upstream.host or "localhost", self.upstream.port or 80
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+            writer.close()
+            await writer.wait_closed()
+            reachable, detail = True, "reachable"
+        except (OSError, asyncio.TimeoutError) as problem:
+            reachable, detail = False, f"unreachable ({type(problem).__name__}: {problem})"
+        self._ready = (time.monotonic(), reachable, detail)
+        return reachable, detail
+
+    async def rules_view(self, request: web.Request) -> web.Response:
+        rules = self.rules.current
+        last = self.rules.last_result
+        body: dict[str, Any] = {
+            "directory": str(self.rules.directory),
+            "version": getattr(rules, "version", None),
+            "files": [str(path.relative_to(self.rules.directory)) for path in rule_files(self.rules.directory)],
+            "routes": [_describe_route(route) for route in getattr(rules, "routes", ())],
+            "last_reload": last.as_json() if last else None,
+        }
+        return _json(body)
+
+    async def mismatches(self, request: web.Request) -> web.Response:
+        entity = request.query.get("entity")
+        try:
+            limit = int(request.query.get("limit", "100"))
+            if limit < 0:
+                raise ValueError
+        except ValueError:
+            raise web.HTTPBadRequest(text=f"limit: expected a whole number >= 0, got {request.query['limit']!r}\n") from None
+        recent = self.sink.recent(entity, limit)
+        wanted = request.query.get("format")
+        if wanted == "html" or (wanted is None and "text/html" in request.headers.get("Accept", "")):
+            return web.Response(text=self._page(recent), content_type="text/html", charset="utf-8")
+        counts = {name: dict(counter) for name, counter in sorted(self.sink.counts.items())}
+        return _json({"version": getattr(self.rules.current, "version", None), "counts": counts,
+                      "recent": [entry.as_json() for entry in recent],
+                      "errors": list(reversed(self.sink.recent_errors))})
+
+    async def gate_view(self, request: web.Request) -> web.Response:
+        if self.gate is None:
+            return web.json_response({"error": "no gate criteria configured for this sidecar"}, status=501)
+        verdict = self.gate()
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        return _json(verdict)
+
+    async def reload(self, request: web.Request) -> web.Response:
+        result = await self.rules.reload("POST /reload")
+        return _json(result.as_json(), status=200 if result.ok else 422)
+
+    # ------------------------------------------------------------------ the HTML page
+
+    def _page(self, recent: list[RecentMismatch]) -> str:
+        template = string.Template(resources.files("shadow.publish").joinpath("templates/mismatches.html").read_text("utf-8"))
+        counts = self.sink.counts
+        total = sum(sum(counter.values()) for counter in counts.values())
+        return template.substitute(
+            version=html.escape(str(getattr(self.rules.current, "version", "none"))),
+            total=total, counts=_counts_table(counts), entries=_entries(recent),
+            errors=_errors(list(reversed(self.sink.recent_errors))[:10]),
+        )
+
+
+def _counts_table(counts: dict[str, Any]) -> str:
+    if not counts:
+        return "<p>No comparisons yet.</p>"
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in OUTCOME_COLUMNS)
+    rows = []
+    for entity, counter in sorted(counts.items()):
+        cells = "".join(f'<td class="n{" " + name if counter.get(name, 0) else ""}">{counter.get(name, 0)}</td>'
+                        for name in OUTCOME_COLUMNS)
+        rows.append(f"<tr><th>{html.escape(entity)}</th>{cells}</tr>")
+    return f'<table id="counts"><tr><th>entity</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _errors(errors: list[dict[str, Any]]) -> str:
+    if not errors:
+        return "<p>None.</p>"
+    rows = "".join(
+        f"<tr><td>{time.strftime('%H:%M:%S', time.gmtime(error['at']))}</td><td>{html.escape(error['entity'])}</td>"
+        f"<td><code>{html.escape(str(error['key']))}</code></td><td>{html.escape(str(error['reason']))}</td></tr>"
+        for error in errors)
+    return f'<table id="errors"><tr><th>UTC</th><th>entity</th><th>key</th><th>reason</th></tr>{rows}</table>'
+
+
+def _value(value: Any) -> str:
+    text = to_json(value).decode() if value is not None else "(absent)"
+    if len(text) > 2000:
+        text = text[:2000] + " …"
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def _entries(recent: list[RecentMismatch]) -> str:
+    if not recent:
+        return "<p>No mismatches recorded.</p>"
+    blocks = []
+    for entry in recent:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.at))
+        diffs = entry.explained if entry.explained else entry.diffs
+        rows = "".join(
+            f"<tr><td><code>{html.escape(diff['at'] or diff['path'] or '(document)')}</code></td>"
+            f"<td>{html.escape(diff['kind'])}</td><td>{_value(diff['control'])}</td><td>{_value(diff['candidate'])}</td></tr>"
+            for diff in diffs)
+        table = (f"<table><tr><th>path</th><th>kind</th><th>control (API)</th><th>candidate ({html.escape(entry.source)})</th></tr>{rows}</table>"
+                 if rows else "")
+        suppressed = (f"<p class=\"meta\">suppressed (known divergences): {html.escape(', '.join(entry.suppressed))}</p>"
+                      if entry.suppressed else "")
+        reason = f" · {html.escape(entry.reason)}" if entry.reason else ""
+        trace = f" · trace <code>{html.escape(entry.trace_id)}</code>" if entry.trace_id else ""
+        blocks.append(
+            f'<div class="entry" data-entity="{html.escape(entry.entity)}" data-key="{html.escape(str(entry.key))}">'
+            f'<p><span class="{html.escape(entry.outcome)}">{html.escape(entry.outcome)}</span> · '
+            f"<b>{html.escape(entry.entity)}</b> <code>{html.escape(str(entry.key))}</code> · "
+            f'<span class="meta">{html.escape(entry.route)} · {when}{reason}{trace}</span></p>{table}{suppressed}</div>')
+    return "\n".join(blocks)
+
+
+def _describe_route(route: Any) -> dict[str, Any]:
+    return {"name": route.name, "entity": route.entity, "source": route.source, "sample": route.sample,
+            "sample_by": route.sample_by, "recheck_seconds": route.recheck, "list": route.is_list,
+            "complete_list": route.complete, "file": f"{route.file}:{route.line}"}
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS),
+                        status=status, content_type="application/json")

@@ -1,0 +1,300 @@
+"""The one sink: every outcome of the shadow side ends here, and only here is it turned
+into Prometheus samples, OpenTelemetry spans, JSON-lines mismatch log lines and the
+in-memory list of recent mismatches behind /mismatches.
+
+Runs on the main process's event loop, called by the pipeline (in-process, or relayed
+from the shadow worker process by shadow/handoff.py) and by the proxy for drops;
+everything it does is in-memory and O(differing fields), the log is written in batches
+by `flush()` so a mismatch storm costs no syscall per mismatch.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from shadow.publish.metrics import Metrics
+from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason
+from shadow.publish.redaction import redact_value
+from shadow.publish.tracing import Tracing
+
+log = logging.getLogger("shadow.publish.sink")
+
+#: distinct `field` label values per entity before new ones become `other`
+MAX_FIELDS_PER_ENTITY = 100
+MAX_LABEL_LENGTH = 160
+#: outcomes shown on /mismatches and written to the mismatch log
+NOTEWORTHY = frozenset({Outcome.MISMATCH, Outcome.MISSING, Outcome.EXTRA, Outcome.TRANSIENT})
+#: log lines kept in memory between flushes; beyond, lines are dropped and counted
+MAX_PENDING_LOG_LINES = 20000
+ERROR_LOG_INTERVAL = 10.0  # seconds between two log lines about the same failing stage
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A known divergence as the sink needs it: which field, until when."""
+
+    entity: str
+    field: str
+    expires_at: float  # Unix time
+
+
+@dataclass
+class RecentMismatch:
+    """One entry of the recent-mismatch ring, already redacted."""
+
+    id: int
+    at: float
+    entity: str
+    route: str
+    key: str | None
+    outcome: str
+    source: str
+    reason: str | None
+    diffs: list[dict[str, Any]]
+    suppressed: list[str]
+    trace_id: str | None = None
+    explained: list[dict[str, Any]] | None = field(default=None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "at": self.at, "entity": self.entity, "route": self.route, "key": self.key,
+            "outcome": self.outcome, "source": self.source, "reason": self.reason, "diffs": self.diffs,
+            "suppressed": self.suppressed, "trace_id": self.trace_id, "explained": self.explained,
+        }
+
+
+def _diff_json(diff: FieldDiff, redact_paths: frozenset[str]) -> dict[str, Any]:
+    return {
+        "path": diff.path, "at": diff.at, "kind": diff.kind,
+        "control": redact_value(diff.control, diff.path, redact_paths),
+        "candidate": redact_value(diff.candidate, diff.path, redact_paths),
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return str(value)  # Decimal, ObjectId, UUID, ...
+
+
+def to_json(value: Any) -> bytes:
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+# ----------------------------------------------------------------------------- the sink
+
+
+class Sink:
+    """Publishes outcomes. One per sidecar; `use_rules` is called on every (re)load."""
+
+    def __init__(self, metrics: Metrics, tracing: Tracing | None = None, mismatch_log: str | IO[str] = "-",
+                 recent: int = 200) -> None:
+        self.metrics = metrics
+        self.tracing = tracing or Tracing()
+        self._log_target = mismatch_log
+        self._log_file: IO[str] | None = None
+        self._pending: list[str] = []
+        self._recent: collections.deque[RecentMismatch] = collections.deque(maxlen=recent)
+        #: the last error outcomes (entity, route, key, reason, at): why the shadow side failed
+        self.recent_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self._ids = itertools.count(1)
+        self._redact: dict[str, frozenset[str]] = {}
+        self._fields: dict[str, dict[str, str]] = collections.defaultdict(dict)
+        self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self._children: dict[tuple[Any, ...], Any] = {}  # labelled metric children, looked up once
+        self._last_error_log: dict[str, float] = {}
+        self._silenced_errors: collections.Counter[str] = collections.Counter()
+
+    # -- rules
+
+    def use_rules(self, redact_paths: Mapping[str, Iterable[str]], divergences: Iterable[Divergence]) -> None:
+        """Take the redact paths and known divergences of newly loaded rules."""
+        self._redact = {entity: frozenset(paths) for entity, paths in redact_paths.items()}
+        self.metrics.divergence_expiry.clear()
+        for divergence in divergences:
+            self.metrics.divergence_expiry.labels(divergence.entity, self.field_label(divergence.entity, divergence.field)).set(divergence.expires_at)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """The labelled child of `metric` (prometheus_client's labels() takes a lock
+        and builds a tuple each call; outcomes are published thousands of times a second)."""
+        cache_key = (id(metric), *labels)
+        child = self._children.get(cache_key)
+        if child is None:
+            child = self._children[cache_key] = metric.labels(*labels)
+        return child
+
+    # -- outcomes
+
+    def publish(self, comparison: Comparison, job: ShadowJob | None = None) -> RecentMismatch | None:
+        """Count one outcome; log and remember it when noteworthy. Returns the ring entry."""
+        entity, route, outcome = comparison.entity, comparison.route, comparison.outcome
+        metrics = self.metrics
+        self.counts[entity][outcome.value] += 1
+        if outcome is Outcome.SKIPPED:
+            self.child(metrics.skipped, entity, route, comparison.reason or "unknown").inc()
+            return None
+        self.child(metrics.comparisons, entity, route, outcome.value).inc()
+        if outcome is Outcome.MISMATCH:
+            for path in {diff.path for diff in comparison.diffs}:
+                self.child(metrics.mismatch_fields, entity, self.field_label(entity, path)).inc()
+        elif outcome is Outcome.TRANSIENT:
+            for path in {diff.path for diff in comparison.diffs}:
+                self.child(metrics.transient_fields, entity, self.field_label(entity, path)).inc()
+        for path in {diff.path for diff in comparison.suppressed}:
+            self.child(metrics.suppressed, entity, self.field_label(entity, path)).inc()
+        trace_id = self._span(comparison, job)
+        if outcome is Outcome.ERROR:
+            self.recent_errors.append({"at": comparison.at or time.time(), "entity": entity, "route": route,
+                                       "key": comparison.key, "reason": comparison.reason})
+        if outcome not in NOTEWORTHY:
+            return None
+        entry = self._remember(comparison, trace_id)
+        self._log_line(entry)
+        return entry
+
+    def skipped(self, entity: str, route: str, reason: SkipReason) -> None:
+        self.counts[entity][Outcome.SKIPPED.value] += 1
+        self.child(self.metrics.skipped, entity, route, reason.value).inc()
+
+    def dropped(self, reason: SkipReason | str, entity: str | None = None, route: str | None = None) -> None:
+        """Shadow work given up to protect the user path (queue full, rate limit, ...)."""
+        reason_text = reason.value if isinstance(reason, SkipReason) else reason
+        self.child(self.metrics.dropped, reason_text).inc()
+        if entity is not None and route is not None and isinstance(reason, SkipReason):
+            self.skipped(entity, route, reason)
+
+    def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None:
+        """Every shadow-side failure comes here: counted by stage, logged (throttled)."""
+        self.child(self.metrics.errors, stage).inc()
+        now = time.monotonic()
+        if now - self._last_error_log.get(stage, -ERROR_LOG_INTERVAL) < ERROR_LOG_INTERVAL:
+            self._silenced_errors[stage] += 1
+            return
+        self._last_error_log[stage] = now
+        silenced = self._silenced_errors.pop(stage, 0)
+        more = f" ({silenced} more since the last report)" if silenced else ""
+        detail = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+        log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail,
+                    exc_info=isinstance(error, BaseException) and not isinstance(error, (TimeoutError, OSError)))
+
+    def observe_stage(self, entity: str, stage: str, seconds: float) -> None:
+        """Time one pipeline stage took for one entity (shadow_stage_seconds)."""
+        self.child(self.metrics.stage_seconds, entity, stage).observe(seconds)
+
+    def watch_queue(self, capacity: int, depth: Callable[[], int]) -> None:
+        """The shadow queue's capacity, and how to read its depth at scrape time."""
+        self.metrics.queue_capacity.set(capacity)
+        self.metrics.queue_depth.set_function(depth)
+
+    def explained(self, entry: RecentMismatch, diffs: Iterable[FieldDiff]) -> None:
+        """Attach deepdiff's detail to a ring entry (it arrives later, off the loop)."""
+        redact = self._redact.get(entry.entity, frozenset())
+        entry.explained = [_diff_json(diff, redact) for diff in diffs]
+
+    # -- views
+
+    def recent(self, entity: str | None = None, limit: int | None = None) -> list[RecentMismatch]:
+        """Newest first."""
+        entries = [entry for entry in reversed(self._recent) if entity is None or entry.entity == entity]
+        return entries[:limit] if limit is not None else entries
+
+    def field_label(self, entity: str, path: str) -> str:
+        """The bounded `field` label for a collapsed path: the first
+        MAX_FIELDS_PER_ENTITY distinct paths of an entity keep their name, later ones
+        are `other`."""
+        known = self._fields[entity]
+        label = known.get(path)
+        if label is None:
+            label = path[:MAX_LABEL_LENGTH] if len(known) < MAX_FIELDS_PER_ENTITY else "other"
+            if len(known) < MAX_FIELDS_PER_ENTITY * 4:  # remember `other` paths too, boundedly
+                known[path] = label
+        return label
+
+    # -- internals
+
+    def _remember(self, comparison: Comparison, trace_id: str | None) -> RecentMismatch:
+        redact = self._redact.get(comparison.entity, frozenset())
+        entry = RecentMismatch(
+            id=next(self._ids), at=comparison.at or time.time(), entity=comparison.entity, route=comparison.route,
+            key=comparison.key, outcome=comparison.outcome.value, source=comparison.source, reason=comparison.reason,
+            diffs=[_diff_json(diff, redact) for diff in comparison.diffs],
+            suppressed=sorted({diff.path for diff in comparison.suppressed}), trace_id=trace_id,
+        )
+        if comparison.outcome is Outcome.MISSING and not entry.diffs:
+            entry.diffs = [{"path": "", "at": "", "kind": "missing_in_candidate",
+                            "control": redact_value(comparison.control, "", redact) if comparison.control is not None else None,
+                            "candidate": None}]
+        if comparison.outcome is Outcome.EXTRA and not entry.diffs:
+            entry.diffs = [{"path": "", "at": "", "kind": "extra_in_candidate", "control": None,
+                            "candidate": f"a row in {comparison.source} the API's complete list did not show"}]
+        self._recent.append(entry)
+        return entry
+
+    def _log_line(self, entry: RecentMismatch) -> None:
+        if len(self._pending) >= MAX_PENDING_LOG_LINES:
+            self.metrics.dropped.labels("log_backlog").inc()
+            return
+        line = entry.as_json()
+        line["at"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(entry.at)) + f".{int(entry.at % 1 * 1000):03d}Z"
+        self._pending.append(to_json(line).decode())
+
+    def _span(self, comparison: Comparison, job: ShadowJob | None) -> str | None:
+        if not self.tracing.enabled:
+            return None
+        from opentelemetry.trace import StatusCode
+
+        start_ns = None
+        if job is not None and job.enqueued_at:
+            start_ns = time.time_ns() - int((time.monotonic() - job.enqueued_at) * 1e9)
+        span = self.tracing.tracer.start_span(
+            "shadow.compare", context=job.trace_context if job is not None else None, start_time=start_ns,
+            attributes={"shadow.entity": comparison.entity, "shadow.route": comparison.route,
+                        "shadow.outcome": comparison.outcome.value, "shadow.source": comparison.source,
+                        "shadow.key": comparison.key or "", "shadow.diff_paths": sorted({d.path for d in comparison.diffs})},
+        )
+        if comparison.outcome is Outcome.ERROR:
+            span.set_status(StatusCode.ERROR, comparison.reason or "error")
+        span.end()
+        return format(span.get_span_context().trace_id, "032x")
+
+    # -- lifecycle
+
+    def flush(self) -> None:
+        """Write pending mismatch log lines (called every second and at shutdown)."""
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        try:
+            out = self._open_log()
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+        except OSError as problem:
+            self.raised("log", problem)
+
+    def _open_log(self) -> IO[str]:
+        if self._log_file is None:
+            target = self._log_target
+            if not isinstance(target, str):
+                self._log_file = target
+            elif target == "-":
+                self._log_file = sys.stderr
+            else:
+                self._log_file = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        return self._log_file
+
+    def close(self) -> None:
+        self.flush()
+        if self._log_file is not None and isinstance(self._log_target, str) and self._log_target != "-":
+            self._log_file.close()
+        self._log_file = None
+        self.tracing.close()

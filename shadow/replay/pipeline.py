@@ -1,0 +1,318 @@
+"""The shadow pipeline: everything that happens to a matched read after the client has
+its answer. Runs in N worker tasks on the event loop of the shadow worker process
+(shadow/worker.py; or of the proxy's own process with --shadow-process inline), never
+on the request path. Everything it reports goes through the sink it is given: the
+real Sink inline, a RemoteSink relaying to the main process's Sink in the worker.
+
+    proxy ──offer()──▶ bounded queue ──▶ worker: prepare (parse, keys, sampling)
+        ──▶ one Source.fetch per (entity, source) for the whole batch (with a timeout)
+        ──▶ compare ──▶ match | mismatch/missing ──▶ recheck heap (route's delay)
+        ──▶ re-read in batches ──▶ transient | mismatch | missing ──▶ Sink.publish
+
+`offer()` never waits: a full queue is a counted drop. deepdiff explanations of
+persistent mismatches run in a thread, at most `explain_rate` per second; beyond that
+they are dropped and counted, while every outcome is still counted exactly.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from shadow.proxy.capture import CapturedRead, prepare
+from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason, Verdict
+from shadow.publish.sink import RecentMismatch, Sink
+from shadow.replay.recheck import RecheckHeap
+from shadow.replay.sampling import TokenBucket, sampled_by_chance
+from shadow.tasks import TaskSet
+
+MAX_EXPLAINS_IN_FLIGHT = 2
+
+__all__ = ["CapturedRead", "Pipeline", "PipelineSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingKey:
+    """One key of a job on its way to the source (first read or recheck)."""
+
+    job: ShadowJob
+    key: str
+    first: Verdict | None = None  # the first verdict, on a recheck
+    first_candidate: Any = None
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    queue_size: int = 10000
+    workers: int = 4
+    batch_size: int = 50
+    source_timeout: float = 2.0
+    rate_limit: float = 0.0  # reads per second, 0 = unlimited
+    explain_rate: float = 20.0  # deepdiff explanations per second
+    recheck_capacity: int = 10000
+    queue_bytes: int = 64 * 1024 * 1024  # body copies waiting in the queue; beyond -> queue_full
+
+
+def admit(match: Any, limit: TokenBucket, sink: Any) -> bool:
+    """Random sampling and the rate limit of one matched read (request path); counts
+    the skip or drop when the answer is no."""
+    route = match.route
+    if route.sample_by != "key" and not sampled_by_chance(route.sample):
+        sink.skipped(route.entity, route.name, SkipReason.NOT_SAMPLED)
+        return False
+    if not limit.take():
+        sink.dropped(SkipReason.RATE_LIMITED, route.entity, route.name)
+        return False
+    return True
+
+
+class Pipeline:
+    """Bounded queue + batching workers + recheck heap. `start()` in a running loop;
+    `close()` drops what is still queued (counted as `shutdown`)."""
+
+    def __init__(self, settings: PipelineSettings, sink: Sink, rules: Callable[[], Any],
+                 sources: Mapping[str, Any], compare: Callable[..., Verdict],
+                 explain: Callable[..., list[FieldDiff]] | None = None) -> None:
+        self.settings = settings
+        self.sink = sink
+        self._rules = rules
+        self.sources = dict(sources)
+        self._compare = compare
+        self._explain = explain
+        self.queue: asyncio.Queue[CapturedRead] = asyncio.Queue(settings.queue_size)
+        self._queued_bytes = 0  # memory is bounded by bytes too, not only by count
+        self._limit = TokenBucket(settings.rate_limit)
+        self._explain_budget = TokenBucket(settings.explain_rate, burst=max(settings.explain_rate, 1.0))
+        self._explaining = 0
+        self._rechecks: RecheckHeap[PendingKey] = RecheckHeap(settings.recheck_capacity)
+        self._tasks = TaskSet("pipeline")
+        self._closed = False
+        self._busy = 0  # batches being processed (drain() waits for them)
+        sink.watch_queue(settings.queue_size, self.queue.qsize)
+
+    # ------------------------------------------------------------------ request path
+
+    def admit(self, match: Any) -> bool:
+        """On the request path, when a matched read's 2xx headers arrive: copy its body?
+        Random sampling and the rate limit are decided here, so reads we will not
+        compare cost nothing more. Counts the skip when the answer is no."""
+        return admit(match, self._limit, self.sink)
+
+    def offer(self, read: CapturedRead) -> bool:
+        """Queue a read without waiting; a full queue (or a closed pipeline) drops it."""
+        route = read.match.route
+        if self._closed:
+            self.sink.dropped(SkipReason.SHUTDOWN, route.entity, route.name)
+            return False
+        if self._queued_bytes + len(read.body) > self.settings.queue_bytes or self.queue.full():
+            self.sink.dropped(SkipReason.QUEUE_FULL, route.entity, route.name)
+            return False
+        self.queue.put_nowait(read)
+        self._queued_bytes += len(read.body)
+        return True
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        for number in range(self.settings.workers):
+            self._tasks.spawn(self._work(), f"worker-{number}")
+        self._tasks.spawn(self._serve_rechecks(), "rechecks")
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._tasks.close()
+        while not self.queue.empty():
+            route = self.queue.get_nowait().match.route
+            self.sink.dropped(SkipReason.SHUTDOWN, route.entity, route.name)
+        for pending in self._rechecks.clear():
+            self.sink.dropped(SkipReason.SHUTDOWN, pending.job.entity, pending.job.route)
+        self._queued_bytes = 0
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is queued, processed, waiting for a recheck or being
+        explained (tests, benchmarks, the demo's summary). False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.queue.empty() and not self._rechecks and self._busy == 0 and self._explaining == 0:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    # ------------------------------------------------------------------ workers
+
+    async def _work(self) -> None:
+        queue = self.queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.settings.batch_size and not queue.empty():
+                batch.append(queue.get_nowait())
+            self._queued_bytes -= sum(len(read.body) for read in batch)
+            self._busy += 1
+            try:
+                await self._process(batch)
+            except Exception as problem:  # a bug here must not stop the worker
+                self.sink.raised("worker", problem)
+            finally:
+                self._busy -= 1
+
+    async def _process(self, batch: list[CapturedRead]) -> None:
+        now = time.monotonic()
+        pending: list[PendingKey] = []
+        for read in batch:
+            route = read.match.route
+            try:
+                prepared = prepare(read)
+            except Exception as problem:  # a rule that cannot handle this body
+                self.sink.raised("prepare", problem, route.entity)
+                self._publish_error(route.entity, route.name, None, f"prepare: {type(problem).__name__}: {problem}")
+                continue
+            for reason in prepared.skips:
+                self.sink.skipped(route.entity, route.name, reason)
+            job = prepared.job
+            if job is None:
+                continue
+            self._stage(job.entity, "queue", now - read.enqueued_at)
+            pending.extend(PendingKey(job, key) for key in job.controls)
+            if route.complete:
+                await self._check_extras(job, route)
+        if pending:
+            await self._fetch_and_compare(pending)
+
+    async def _fetch(self, entity: str, source_name: str, keys: list[str]) -> tuple[Any, dict[str, Any]] | str:
+        """One batched source call: (the entity's rules, documents by key), or an error reason."""
+        source = self.sources.get(source_name)
+        if source is None:
+            return f"fetch: no {source_name} source configured"
+        entity_spec = self._rules().entities.get(entity)
+        if entity_spec is None:  # removed by a reload since the read was queued
+            return f"fetch: entity {entity!r} is not in the loaded rules"
+        started = time.monotonic()
+        try:
+            found = await asyncio.wait_for(source.fetch(entity_spec, keys), self.settings.source_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            self.sink.raised("fetch", f"timeout after {self.settings.source_timeout}s ({len(keys)} keys)", entity)
+            return "fetch: timeout"
+        except Exception as problem:
+            self.sink.raised("fetch", problem, entity)
+            return f"fetch: {type(problem).__name__}: {problem}"
+        finally:
+            self._stage(entity, "fetch", time.monotonic() - started)
+        return entity_spec, found
+
+    async def _fetch_and_compare(self, pending: list[PendingKey]) -> None:
+        groups: dict[tuple[str, str], list[PendingKey]] = {}
+        for item in pending:
+            groups.setdefault((item.job.entity, item.job.source), []).append(item)
+        today = dt.datetime.now(dt.timezone.utc).date()
+        for (entity, source_name), items in groups.items():
+            fetched = await self._fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)))
+            if isinstance(fetched, str):
+                for item in items:
+                    self._publish_error(entity, item.job.route, item.key, fetched, item.job)
+                continue
+            entity_spec, found = fetched
+            started = time.monotonic()
+            for item in items:
+                try:
+                    self._judge(item, entity_spec, found.get(item.key), today)
+                except Exception as problem:
+                    self.sink.raised("compare", problem, entity)
+                    self._publish_error(entity, item.job.route, item.key, f"compare: {type(problem).__name__}: {problem}", item.job)
+            self._stage(entity, "compare", time.monotonic() - started)
+
+    def _judge(self, item: PendingKey, entity_spec: Any, candidate: Any, today: dt.date) -> None:
+        """Compare one key and publish, or park it for a recheck."""
+        job, key = item.job, item.key
+        control = job.controls[key]
+        verdict = Verdict(Outcome.MISSING) if candidate is None else self._compare(entity_spec, control, candidate, today)
+        if verdict.outcome is Outcome.MATCH:
+            if item.first is not None:  # converged on recheck: dual-write lag
+                self._publish(job, key, Outcome.TRANSIENT, item.first, control, item.first_candidate)
+            else:
+                self._publish(job, key, Outcome.MATCH, verdict, control, candidate)
+            return
+        route = self._rules().route_named(job.route)
+        if item.first is None and route is not None and route.recheck > 0:
+            # keep only this key's control: a list read's other documents need not wait
+            parked = PendingKey(replace(job, controls={key: control}, attempt=1), key, verdict, candidate)
+            if self._rechecks.push(parked, route.recheck):
+                return
+            self.sink.dropped("recheck_full")  # no room to wait: report what we saw
+        entry = self._publish(job, key, verdict.outcome, verdict, control, candidate)
+        if entry is not None and verdict.outcome is Outcome.MISMATCH:
+            self._maybe_explain(entry, entity_spec, control, candidate)
+
+    def _publish(self, job: ShadowJob, key: str, outcome: Outcome, verdict: Verdict, control: Any,
+                 candidate: Any) -> RecentMismatch | None:
+        return self.sink.publish(Comparison(
+            entity=job.entity, route=job.route, key=key, outcome=outcome, diffs=verdict.diffs,
+            suppressed=verdict.suppressed, source=job.source, control=control, candidate=candidate, at=time.time(),
+        ), job)
+
+    def _publish_error(self, entity: str, route: str, key: str | None, reason: str, job: ShadowJob | None = None) -> None:
+        source = job.source if job is not None else "postgres"
+        self.sink.publish(Comparison(entity=entity, route=route, key=key, outcome=Outcome.ERROR, reason=reason,
+                                     source=source, at=time.time()), job)
+
+    def _stage(self, entity: str, stage: str, seconds: float) -> None:
+        self.sink.observe_stage(entity, stage, seconds)
+
+    async def _check_extras(self, job: ShadowJob, route: Any) -> None:
+        """Complete list reads: rows the source has that the API did not return."""
+        source = self.sources.get(job.source)
+        entity_spec = self._rules().entities.get(job.entity)
+        if source is None or entity_spec is None:
+            return  # the fetch reports the missing source / entity for every key
+        try:
+            listed = await asyncio.wait_for(source.list_keys(entity_spec, route, dict(job.params)), self.settings.source_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            self.sink.raised("list_keys", "timeout", job.entity)
+            self._publish_error(job.entity, job.route, None, "list_keys: timeout", job)
+            return
+        except Exception as problem:
+            self.sink.raised("list_keys", problem, job.entity)
+            self._publish_error(job.entity, job.route, None, f"list_keys: {type(problem).__name__}: {problem}", job)
+            return
+        for key in sorted(set(listed) - set(job.controls)):
+            self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.EXTRA,
+                                         source=job.source, at=time.time()), job)
+
+    # ------------------------------------------------------------------ recheck
+
+    async def _serve_rechecks(self) -> None:
+        while True:
+            due = await self._rechecks.due_batch(self.settings.batch_size)
+            for item, _late in due:
+                self._stage(item.job.entity, "recheck_wait", time.monotonic() - item.job.enqueued_at)
+            self._busy += 1
+            try:
+                await self._fetch_and_compare([item for item, _ in due])
+            except Exception as problem:
+                self.sink.raised("recheck", problem)
+            finally:
+                self._busy -= 1
+
+    # ------------------------------------------------------------------ explain
+
+    def _maybe_explain(self, entry: RecentMismatch, entity_spec: Any, control: Any, candidate: Any) -> None:
+        if self._explain is None:
+            return
+        if self._explaining >= MAX_EXPLAINS_IN_FLIGHT or not self._explain_budget.take():
+            self.sink.dropped("explain_budget")
+            return
+        self._explaining += 1
+        self._tasks.spawn(self._run_explain(entry, entity_spec, control, candidate), f"explain-{entry.id}")
+
+    async def _run_explain(self, entry: RecentMismatch, entity_spec: Any, control: Any, candidate: Any) -> None:
+        started = time.monotonic()
+        try:
+            diffs = await asyncio.to_thread(self._explain, entity_spec, control, candidate)
+            self.sink.explained(entry, diffs)
+        except Exception as problem:
+            self.sink.raised("explain", problem, entry.entity)
+        finally:
+            self._explaining -= 1
+            self._stage(entry.entity, "explain", time.monotonic() - started)
