@@ -6,6 +6,8 @@ SHADOW_TEST_PG_DSN / SHADOW_TEST_MONGO_URL point the suite at external servers.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,6 +16,20 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from shadow.demo.embedded import MongoServer, PostgresServer, start_mongo, start_postgres
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.needs_tool("promtool", ...)`: a test that drives an external program.
+    Locally a missing program skips the test; under CI=true it fails, so deleting a
+    required tool makes CI red instead of quietly green."""
+    for marker in item.iter_markers("needs_tool"):
+        missing = [tool for tool in marker.args if shutil.which(tool) is None]
+        if not missing:
+            continue
+        reason = f"required tool not on PATH: {', '.join(missing)} (scripts/setup installs it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

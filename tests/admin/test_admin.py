@@ -6,7 +6,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -81,7 +80,7 @@ async def test_mismatch_page_shows_both_values_escaped(world, start, probe) -> N
     assert "widget 4" in page  # the candidate value, beside the control
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed")
+@pytest.mark.needs_tool("chromium")
 async def test_mismatch_page_renders_in_a_headless_browser(world, start, probe) -> None:
     await world.sql("UPDATE widgets SET price = 12.75 WHERE legacy_object_id = 'w0009'")
     sidecar = await start()

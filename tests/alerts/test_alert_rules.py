@@ -17,9 +17,7 @@ ALERT_TESTS = ROOT / "rules" / "alerts_test.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
 promtool = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    promtool is None, reason="promtool not on PATH (Debian package `prometheus`; .ci/run installs it)"
-)
+needs_promtool = pytest.mark.needs_tool("promtool")  # Debian package `prometheus`
 
 
 def _alert_rules() -> list[dict]:

@@ -59,7 +59,7 @@ def test_prometheus_rule_renders_the_repository_alert_rules(render) -> None:
             assert isinstance(alert["expr"], str) and (alert.get("alert") or alert.get("record"))
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) not installed")
+@pytest.mark.needs_tool("promtool")
 def test_rendered_rules_pass_the_promtool_tests(render, tmp_path: Path) -> None:
     """The groups Helm renders (after its YAML round trip) pass rules/alerts_test.yml."""
     rendered = {"groups": prometheus_rule(render)["spec"]["groups"]}
@@ -125,8 +125,6 @@ def free_port() -> int:
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[str]:
     """A real, empty Prometheus on loopback; its base URL."""
-    if shutil.which("prometheus") is None:
-        pytest.skip("prometheus (Debian package) not installed")
     config = tmp_path / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 15s\n")
     port = free_port()
@@ -156,6 +154,7 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
             process.wait()
 
 
+@pytest.mark.needs_tool("prometheus")
 def test_a_real_prometheus_accepts_every_dashboard_query(prometheus: str) -> None:
     for title, expr in dashboard_queries():
         query = urllib.parse.urlencode({"query": expr})

@@ -24,9 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "rules" / "alerts.yml"
 PROMETHEUS = shutil.which("prometheus")
 
-needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus binary not on PATH (Debian package `prometheus`; .ci/run installs it)"
-)
+needs_prometheus = pytest.mark.needs_tool("prometheus")  # Debian package `prometheus`
 
 
 def free_port() -> int:

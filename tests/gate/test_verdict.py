@@ -86,7 +86,7 @@ def test_error_ratio_per_route_limit_and_entity_limit() -> None:
     assert report.entities[0].reasons == ("error ratio 2.06% (20/972) > max 1.00%",)
     routes[0] = RouteSample("payments", PAY, {"match": 800, "error": 100})
     report = decide(samples(*routes), CRITERIA)
-    assert f"error ratio 11.11% (100/900) > max 1.00%" in report.entities[0].routes[1].reasons
+    assert "error ratio 11.11% (100/900) > max 1.00%" in report.entities[0].routes[1].reasons
 
 
 def test_expired_divergence_and_fired_alerts() -> None:
