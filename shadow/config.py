@@ -12,8 +12,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from shadow.rules.policy import RulesPolicy
 
 
 class ConfigError(ValueError):
@@ -121,6 +124,12 @@ def _text(text: str) -> str:
     return text
 
 
+def _modules(text: str) -> str:
+    from shadow.rules.policy import parse_modules
+
+    return ",".join(sorted(parse_modules(text)))
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("upstream", "--upstream", "SHADOW_UPSTREAM", "the API the proxy forwards to (required)", "URL", _url),
     Option("rules", "--rules", "SHADOW_RULES", "directory of rule YAML files (required)", "DIR", _directory),
@@ -146,6 +155,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("shadow_process", "--shadow-process", "SHADOW_SHADOW_PROCESS", "worker = shadow comparisons in a child process (default); inline = in the proxy's process", "MODE", _choice("worker", "inline")),
     Option("shadow_nice", "--shadow-nice", "SHADOW_SHADOW_NICE", "niceness added to the shadow worker process, 0-19 (default 19: the proxy always goes first)", "N", _nice),
     Option("engine", "--engine", "SHADOW_ENGINE", "request path: raw = asyncio + httptools (default; about half the CPU per request); aiohttp = the aiohttp client and server", "ENGINE", _choice("aiohttp", "raw")),
+    Option("rules_max_bytes", "--rules-max-bytes", "SHADOW_RULES_MAX_BYTES", "largest rule file read; larger ones are refused before parsing (default 1048576)", "N", _whole(1)),
+    Option("normalizer_modules", "--normalizer-modules", "SHADOW_NORMALIZER_MODULES", "Python modules rules may import normalizers from, comma-separated (default: none, built-ins only)", "MODULES", _modules),
     Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE", "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
 )
 OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
@@ -181,6 +192,8 @@ class Config:
     shadow_nice: int = 19
     gate_criteria: Path | None = None
     engine: str = "raw"
+    rules_max_bytes: int = 1048576
+    normalizer_modules: str = ""  # comma-separated; see rules_policy
 
     def __post_init__(self) -> None:
         # Values built in Python go through the same parsers as flags, so a bad value
@@ -209,6 +222,13 @@ class Config:
                 option = OPTION_BY_FIELD[required]
                 raise ConfigError(f"{option.names}: required, not given")
         return cls(**values)
+
+    @property
+    def rules_policy(self) -> RulesPolicy:
+        """What the rule files may do: their size cap and the normalizer modules."""
+        from shadow.rules.policy import RulesPolicy, parse_modules
+
+        return RulesPolicy(self.rules_max_bytes, parse_modules(self.normalizer_modules))
 
     @staticmethod
     def host_port(address: str) -> tuple[str, int]:

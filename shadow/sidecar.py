@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -220,7 +221,10 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
         if handoff is not None:
             handoff.rules_changed(rules)
 
-    holder = RulesHolder(config.rules, metrics, rules_loader, on_change=rules_changed)
+    loader = rules_loader
+    if rules_loader is default_loader:
+        loader = functools.partial(default_loader, policy=config.rules_policy)
+    holder = RulesHolder(config.rules, metrics, loader, on_change=rules_changed)
     first = holder.load()
     if not first.ok:
         sink.close()

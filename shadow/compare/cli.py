@@ -30,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per key")
     parser.add_argument("--show-values", action="store_true", help="do not redact the rules' redact paths")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per server call (default 5)")
+    from shadow.rules.policy import add_policy_arguments
+
+    add_policy_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,11 +43,12 @@ async def _run(args: argparse.Namespace) -> int:
     from shadow.compare.diff import compare
     from shadow.publish.redaction import redact_diffs
     from shadow.rules import InvalidKey, RulesError, load_rules
+    from shadow.rules.policy import policy_from_args
     from shadow.replay.sources import MongoSource, PostgresSource
 
     try:
-        rules = load_rules(args.rules)
-    except RulesError as error:
+        rules = load_rules(args.rules, policy_from_args(args))
+    except (RulesError, ValueError) as error:
         print(error, file=sys.stderr)
         return 2
     entity = rules.entities.get(args.entity)

@@ -35,9 +35,11 @@ def kind_of(value: Any) -> str:
 class Reader:
     """Collects the issues of one file."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, normalizer_modules: frozenset[str] = frozenset()) -> None:
         self.file = file
         self.issues: list[RuleIssue] = []
+        #: modules `as: package.module:function` may import from (RulesPolicy)
+        self.normalizer_modules = normalizer_modules
 
     def error(self, line: int, message: str) -> None:
         self.issues.append(RuleIssue(self.file, line, message))

@@ -60,16 +60,60 @@ def test_small_normalizers() -> None:
     assert normalizers.bind("string")(True) == "true"
 
 
+USER_MODULE = "user_normalizers_example"
+
+
 def test_user_normalizer_by_dotted_path_and_unknown_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # as a user's PYTHONPATH would
-    user = normalizers.get("user_normalizers_example:strip_sku_prefix")
+    allowed = {USER_MODULE}  # the operator allows the module explicitly
+    user = normalizers.get(f"{USER_MODULE}:strip_sku_prefix", allowed)
     assert user.bind()("SKU-123") == "123"
-    with_argument = normalizers.get("user_normalizers_example:truncate")
+    with_argument = normalizers.get(f"{USER_MODULE}:truncate", allowed)
     assert with_argument.takes_argument and with_argument.bind(3)("abcdef") == "abc"
     with pytest.raises(normalizers.UnknownNormalizer, match="decimall"):
         normalizers.get("decimall")
     with pytest.raises(normalizers.UnknownNormalizer, match="cannot import"):
-        normalizers.get("no.such.module:function")
+        normalizers.get("no.such.module:function", {"no.such.module"})
+
+
+#: `as:` values an attacker (or a careless edit) might write -> why they are refused
+HOSTILE_NORMALIZERS = [
+    ("os:system", set(), "module 'os' is not allowed"),
+    ("subprocess:run", set(), "module 'subprocess' is not allowed"),
+    ("builtins:eval", set(), "module 'builtins' is not allowed"),
+    (f"{USER_MODULE}:strip_sku_prefix", set(), "not allowed (allowed modules: none"),  # not allowed by default
+    (f"{USER_MODULE}.x:f", {USER_MODULE}, "not allowed"),  # a submodule is not its parent
+    ("normalizers.values:decimal", set(), "not allowed"),  # built-ins by registered name only
+    (f"{USER_MODULE}:__class__", {USER_MODULE}, "not a public function name"),
+    (f"{USER_MODULE}:_private", {USER_MODULE}, "not a public function name"),
+    (f"{USER_MODULE}:a.b", {USER_MODULE}, "not a public function name"),
+    (f"{USER_MODULE}:", {USER_MODULE}, "not a public function name"),
+    (f"{USER_MODULE}:nope", {USER_MODULE}, "cannot import"),
+]
+
+
+@pytest.mark.parametrize(("name", "allowed", "message"), HOSTILE_NORMALIZERS)
+def test_normalizers_load_only_from_allowed_modules(name: str, allowed: set[str], message: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    with pytest.raises(normalizers.UnknownNormalizer, match=message.replace("(", r"\(")):
+        normalizers.get(name, allowed)
+
+
+def test_an_allowed_module_cannot_lend_a_function_it_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "lending_norms.py").write_text("from os import system\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(normalizers.UnknownNormalizer, match="defined in 'posix'|defined in 'nt'"):
+        normalizers.get("lending_norms:system", {"lending_norms"})
+
+
+def test_a_disallowed_module_is_never_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "imported"
+    (tmp_path / "side_effect_norms.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef f(v):\n    return v\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(normalizers.UnknownNormalizer):
+        normalizers.get("side_effect_norms:f")
+    assert not marker.exists()
 
 
 def test_mixed_ref_resolves_each_kind_and_flags_disagreement() -> None:
