@@ -36,6 +36,7 @@ from shadow.publish.metrics import Metrics
 from shadow.replay.pipeline import Pipeline, PipelineSettings
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy, serve
+from shadow.publish.redaction import Redaction
 from shadow.publish.sink import Divergence, Sink
 from shadow.rules.reload import RulesHolder, default_loader
 from shadow.tasks import TaskSet
@@ -129,12 +130,12 @@ def default_sources(config: Config) -> dict[str, Any]:
     return sources
 
 
-def rules_facts(rules: Any) -> tuple[dict[str, tuple[str, ...]], list[Divergence]]:
-    """What the sink needs from the rules: redact paths and known divergences."""
-    redact: dict[str, tuple[str, ...]] = {}
+def rules_facts(rules: Any) -> tuple[dict[str, Redaction], list[Divergence]]:
+    """What the sink needs from the rules: each entity's redaction, known divergences."""
+    redact: dict[str, Redaction] = {}
     divergences: list[Divergence] = []
     for name, entity in getattr(rules, "entities", {}).items():
-        redact[name] = tuple(getattr(entity, "redact", ()) or ())
+        redact[name] = Redaction.of(getattr(entity, "redact", ()) or (), getattr(entity, "redact_names", ()) or ())
         for known in getattr(entity, "known", ()) or ():
             expires = getattr(known, "expires", None)
             # the end of the expiry day, UTC (compare() counts a divergence until that day ends)

@@ -17,14 +17,14 @@ from typing import Any
 
 from shadow.rules.fieldspec import parse_fields
 from shadow.rules.policy import RulesPolicy
-from shadow.rules.reader import DOC_PATH, IDENTIFIER, TABLE, Reader, kind_of, show
+from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.routes import METHODS, Router, parse_template, shape
 from shadow.rules.spec import (Entity, KeySource, KnownDivergence, ListFilter, Route, RouteMatch,
                                RuleIssue, RulesError)
 from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
 
 ENTITY_KEYS = ("entity", "collection", "table", "key", "id", "key_type", "id_field", "fields",
-               "routes", "ignore", "redact", "hidden", "known", "null_is_missing")
+               "routes", "ignore", "redact", "hidden", "known", "null_is_missing", "redact_names")
 ROUTE_KEYS = ("route", "list", "complete", "at", "key", "where", "sample", "sample_by", "recheck", "source")
 
 
@@ -165,6 +165,7 @@ def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:
         id_field=reader.string(document, "id_field", where, default="_id") or "_id",
         ignore=reader.strings(document, "ignore", where, pattern=DOC_PATH),
         redact=reader.strings(document, "redact", where, pattern=DOC_PATH),
+        redact_names=reader.strings(document, "redact_names", where, pattern=REDACT_NAME),
         hidden=reader.strings(document, "hidden", where),
         known=_known(reader, document, where),
         null_is_missing=reader.boolean(document, "null_is_missing", where, True),

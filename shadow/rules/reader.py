@@ -14,6 +14,8 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 #: a document path: `amount.value`, `offers[*].status` (list indices written [*])
 DOC_PATH = re.compile(r"^[^.\[\]\s]+(\[\*\])*(\.[^.\[\]\s]+(\[\*\])*)*$")
+#: a `redact_names:` entry: words joined by `.`, `_` or `-` (`taxId`, `card.number`)
+REDACT_NAME = re.compile(r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$")
 
 
 def show(value: Any) -> str:
