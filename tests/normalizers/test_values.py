@@ -147,7 +147,7 @@ def test_id_map_cache_is_bounded_lru() -> None:
 
 # ----------------------------------------------------------- bounded inputs (issue 9)
 
-from normalizers.values import MAX_DIGITS, OutOfRange, out_of_range  # noqa: E402
+from normalizers.values import MAX_DIGITS, OutOfRange, out_of_range
 
 #: hostile spelling through `as: decimal` -> canonical value, or OutOfRange (never a hang)
 HOSTILE_DECIMALS: list[tuple[object, object]] = [
@@ -219,7 +219,7 @@ def test_an_out_of_range_value_is_reported_as_a_mismatch(tmp_path: Path) -> None
                                      "  amount: {column: amount, as: decimal}\n  at: {column: at, as: timestamp}\n")
     entity = load_rules(tmp_path).entities["w"]
     control = {"_id": "65a1b2c3d4e5f60718293a4b", "amount": "1e999999999", "at": 10 ** 30}
-    candidate = {"_id": "65a1b2c3d4e5f60718293a4b", "amount": Decimal("1"), "at": "2026-01-02T03:04:05.678Z"}
+    candidate = {"_id": "65a1b2c3d4e5f60718293a4b", "amount": Decimal(1), "at": "2026-01-02T03:04:05.678Z"}
     verdict = compare(entity, control, candidate, date(2026, 1, 1))
     assert verdict.outcome.value == "mismatch"
     assert {d.path: str(d.control) for d in verdict.diffs} == {
