@@ -30,6 +30,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shadow.publish.admin import Admin, GateHook
+from shadow.publish.admin_auth import AdminAuth, is_loopback
 from shadow.config import Config
 from shadow.replay.handoff import Handoff
 from shadow.publish.metrics import Metrics
@@ -256,9 +257,11 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     proxy = engine(config.upstream, lambda: holder.current, pipeline, metrics,
                    max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout)
     await proxy.open()
-    admin = Admin(sink, holder, config.upstream, gate)
     host, port = Config.host_port(config.listen)
     admin_host, admin_port = Config.host_port(config.admin_listen)
+    auth = AdminAuth(config.admin_token_value, exposed=not is_loopback(admin_host))
+    auth.warn_if_refusing()
+    admin = Admin(sink, holder, config.upstream, gate, auth)
     try:
         proxy_runner, bound = await serve_engine(proxy, host, port, config.drain_timeout)  # type: ignore[arg-type]
         admin_runner = web.AppRunner(admin.app(), access_log=None)
