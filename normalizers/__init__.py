@@ -7,14 +7,19 @@ an argument, written `{enum: {usd: USD}}` in YAML). None passes through unless t
 normalizer is about None (`default`, `null_is_missing`).
 
     normalizers.get("decimal")                 # a built-in
-    normalizers.get("mycompany.norms:sku")     # a user normalizer, imported by dotted path
+    normalizers.get("mycompany.norms:sku", allowed={"mycompany.norms"})  # a user normalizer
     normalizers.bind("enum", {"usd": "USD"})   # -> value -> value
 
-Users add their own without forking: any importable `package.module:function`.
+Users add their own without forking: a `package.module:function` from a module the
+operator allows (`--normalizer-modules` / `SHADOW_NORMALIZER_MODULES`). Importing runs
+the module's code, so nothing else is imported: not `os:system`, not a module the
+allow-list does not name (checked before the import), and not a function that the
+allowed module merely imported from elsewhere.
 """
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -58,8 +63,9 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str) -> Normalizer:
-    """A normalizer by registered name or by dotted path `package.module:function`.
+def get(name: str, allowed: Collection[str] = ()) -> Normalizer:
+    """A normalizer by registered name or by dotted path `package.module:function`,
+    the module being one of `allowed` (exact module names; default: none).
 
     A user function takes an argument when it has a second positional parameter.
     Raises UnknownNormalizer naming what was tried."""
@@ -68,14 +74,23 @@ def get(name: str) -> Normalizer:
         return found
     if ":" not in name:
         raise UnknownNormalizer(f"unknown normalizer {name!r} (built-ins: {', '.join(names())}; "
-                                "or a dotted path package.module:function)")
+                                "or package.module:function from a module allowed by --normalizer-modules)")
     module_name, _, attribute = name.partition(":")
+    if module_name not in allowed:
+        allowed_text = ", ".join(sorted(allowed)) or "none"
+        raise UnknownNormalizer(f"normalizer {name!r}: module {module_name!r} is not allowed (allowed modules: "
+                                f"{allowed_text}; add it with --normalizer-modules / SHADOW_NORMALIZER_MODULES)")
+    if not attribute.isidentifier() or attribute.startswith("_"):
+        raise UnknownNormalizer(f"normalizer {name!r}: {attribute!r} is not a public function name")
     try:
         function = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError, ValueError) as error:
         raise UnknownNormalizer(f"cannot import normalizer {name!r}: {error}") from None
     if not callable(function):
         raise UnknownNormalizer(f"normalizer {name!r} is not callable")
+    if getattr(function, "__module__", None) != module_name:
+        raise UnknownNormalizer(f"normalizer {name!r} is defined in {getattr(function, '__module__', '?')!r}, "
+                                f"not in the allowed module {module_name!r}")
     code = getattr(function, "__code__", None)
     takes_argument = bool(code and code.co_argcount >= 2)
     return Normalizer(name, function, takes_argument)

@@ -3,6 +3,12 @@
 Each returns the canonical value both sides are lowered to. A value a normalizer
 cannot read raises ValueError; the comparison then keeps the raw value (so it shows
 up as a mismatch, never as a crash).
+
+Response bodies are outside input: `decimal` and `timestamp` bound what they read
+(text length, significant digits, exponent, epoch range) before any arithmetic, and
+turn a value beyond the bounds into an `OutOfRange` marker — a canonical value that
+equals only the same marker, never a valid value, so it is reported as a mismatch.
+Without the bounds `"1e999999999"` would build a billion-digit int.
 """
 from __future__ import annotations
 
@@ -16,18 +22,60 @@ from uuid import UUID
 # ----------------------------------------------------------------------- numbers
 
 
-#: wide enough for numeric(38,18) and Decimal128 (34 digits) and then some; the default
-#: context (28 digits) would round `normalize()` and hide a 1e-18 difference on big amounts
-_EXACT = Context(prec=200)
+#: significant digits read exactly; wide enough for numeric(38,18) and Decimal128 (34
+#: digits) and then some. The default context (28 digits) would round `normalize()` and
+#: hide a 1e-18 difference on big amounts; more digits than this are out of range.
+MAX_DIGITS = 200
+_EXACT = Context(prec=MAX_DIGITS)
+#: |adjusted exponent| beyond this is out of range (Decimal128 reaches 6144)
+MAX_EXPONENT = 10_000
+#: integral values below 10**MAX_INT_DIGITS become ints; larger ones stay Decimals
+#: (an int's str() is capped at 4300 digits, and a huge int costs memory)
+MAX_INT_DIGITS = 1000
+#: longest text read as a number or a timestamp
+MAX_NUMBER_TEXT = 2 * MAX_DIGITS
+MAX_TIMESTAMP_TEXT = 64
+
+
+class OutOfRange(str):
+    """A canonical value for input beyond a normalizer's bounds: equal only to the same
+    marker (never to a valid value), shown as `<out of range decimal: '1e999…'>`."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is OutOfRange and str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
+
+def out_of_range(kind: str, value: Any) -> OutOfRange:
+    shown = repr(value) if not isinstance(value, str) or len(value) <= 40 else repr(value[:40]) + "…"
+    if len(shown) > 60:
+        shown = shown[:60] + "…"
+    return OutOfRange(f"<out of range {kind}: {shown}>")
 
 
 def canonical_number(number: Decimal) -> int | Decimal | str:
     """One representation per numeric value: integral -> int, else normalized Decimal.
     `12.5`, `12.500000000000000000` and 12.5 (double) all become Decimal('12.5').
-    Exact: never rounded to a context precision."""
+    Exact: never rounded to a context precision; beyond MAX_DIGITS significant digits
+    or MAX_EXPONENT an OutOfRange marker."""
     if not number.is_finite():
         return str(number)  # NaN never equals itself; compare its spelling instead
-    if number == number.to_integral_value():
+    exponent = number.adjusted()
+    if not -MAX_EXPONENT <= exponent <= MAX_EXPONENT:
+        return out_of_range("decimal", number) if number else 0
+    sign, digits, _ = number.as_tuple()
+    significant = len(digits)
+    while significant > 1 and digits[significant - 1] == 0:
+        significant -= 1
+    if significant > MAX_DIGITS:
+        return out_of_range("decimal", number)
+    if number == number.to_integral_value() and exponent < MAX_INT_DIGITS:
         return int(number)
     return number.normalize(_EXACT)
 
@@ -55,10 +103,21 @@ def decimal(value: Any) -> Any:
         return canonical_float(value)  # the shortest string that round-trips: 0.1 -> "0.1"
     if hasattr(value, "to_decimal"):  # bson.Decimal128
         value = value.to_decimal()
+    if isinstance(value, int) and value.bit_length() > 4 * MAX_DIGITS:
+        return out_of_range("decimal", f"an int of {value.bit_length()} bits")
+    if not isinstance(value, (int, Decimal)):
+        if not isinstance(value, str):
+            raise ValueError(f"not a decimal: {value!r:.80}")
+        value = value.strip()
+        if len(value) > MAX_NUMBER_TEXT:
+            return out_of_range("decimal", value)
     try:
-        return canonical_number(Decimal(value if isinstance(value, (int, Decimal)) else str(value).strip()))
+        canonical = canonical_number(Decimal(value))
     except (InvalidOperation, ValueError, TypeError):
-        raise ValueError(f"not a decimal: {value!r}") from None
+        raise ValueError(f"not a decimal: {value!r:.80}") from None
+    if isinstance(canonical, OutOfRange) and isinstance(value, str):
+        return out_of_range("decimal", value)  # as the input spelled it
+    return canonical
 
 
 # -------------------------------------------------------------------- timestamps
@@ -86,19 +145,28 @@ _CANONICAL_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 canonical_timestamp = _CANONICAL_TIMESTAMP.match
 
 
+#: epoch milliseconds of 0001-01-01 and of 9999-12-31T23:59:59.999Z (datetime's range)
+_MIN_EPOCH_MS = -62135596800000
+_MAX_EPOCH_MS = 253402300799999
+
+
 def timestamp(value: Any) -> Any:
     """Timestamp to ms-precision UTC ISO string: datetime (naive = UTC), ISO-8601 strings
-    with any offset/fraction, epoch milliseconds, extended JSON {"$date": …}."""
+    with any offset/fraction, epoch milliseconds, extended JSON {"$date": …}. Epoch
+    values beyond years 1-9999 and texts over MAX_TIMESTAMP_TEXT are OutOfRange."""
     if value is None:
         return None
     if isinstance(value, str) and _CANONICAL_TIMESTAMP.match(value):
         return value  # already what JS toISOString() writes: the common case
     if isinstance(value, dict):
         if set(value) != {"$date"}:
-            raise ValueError(f"not a timestamp: {value!r}")
+            raise ValueError(f"not a timestamp: {value!r:.80}")
         value = value["$date"]
         if isinstance(value, dict) and set(value) == {"$numberLong"}:
-            value = int(value["$numberLong"])
+            text = value["$numberLong"]
+            if not isinstance(text, str) or len(text) > 20:
+                return out_of_range("timestamp", text)
+            value = int(text)
     if isinstance(value, datetime):
         return iso_ms(value)
     if isinstance(value, date):
@@ -106,8 +174,12 @@ def timestamp(value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         from datetime import timedelta
 
+        if not _MIN_EPOCH_MS <= value <= _MAX_EPOCH_MS:  # also NaN (every comparison is False)
+            return out_of_range("timestamp", value)
         return iso_ms(_EPOCH + timedelta(milliseconds=int(value)))
     if isinstance(value, str):
+        if len(value) > MAX_TIMESTAMP_TEXT:
+            return out_of_range("timestamp", value)
         text = value.strip().replace(" ", "T", 1)
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
@@ -117,7 +189,7 @@ def timestamp(value: Any) -> Any:
             return iso_ms(datetime.fromisoformat(text))
         except ValueError:
             raise ValueError(f"not a timestamp: {value!r}") from None
-    raise ValueError(f"not a timestamp: {value!r}")
+    raise ValueError(f"not a timestamp: {value!r:.80}")
 
 
 # ------------------------------------------------------------------ identifiers

@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from shadow.rules.policy import RulesPolicy
 
 
 class ConfigError(ValueError):
@@ -30,6 +33,7 @@ class Option:
     help: str
     metavar: str
     parse: Callable[[str], Any]
+    secret: bool = False  # never echoed in an error message
 
     @property
     def names(self) -> str:
@@ -121,6 +125,27 @@ def _text(text: str) -> str:
     return text
 
 
+def _modules(text: str) -> str:
+    from shadow.rules.policy import parse_modules
+
+    return ",".join(sorted(parse_modules(text)))
+
+
+def _admin_token(text: str) -> str:
+    from shadow.publish.admin_auth import check_token
+
+    return check_token(text)
+
+
+def _admin_token_file(text: str) -> Path:
+    path = _file(text)
+    try:
+        _admin_token(path.read_text("utf-8").strip())
+    except (OSError, UnicodeDecodeError) as problem:
+        raise ValueError(f"cannot read the token: {problem}") from None
+    return path
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("upstream", "--upstream", "SHADOW_UPSTREAM", "the API the proxy forwards to (required)", "URL", _url),
     Option("rules", "--rules", "SHADOW_RULES", "directory of rule YAML files (required)", "DIR", _directory),
@@ -146,6 +171,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("shadow_process", "--shadow-process", "SHADOW_SHADOW_PROCESS", "worker = shadow comparisons in a child process (default); inline = in the proxy's process", "MODE", _choice("worker", "inline")),
     Option("shadow_nice", "--shadow-nice", "SHADOW_SHADOW_NICE", "niceness added to the shadow worker process, 0-19 (default 19: the proxy always goes first)", "N", _nice),
     Option("engine", "--engine", "SHADOW_ENGINE", "request path: raw = asyncio + httptools (default; about half the CPU per request); aiohttp = the aiohttp client and server", "ENGINE", _choice("aiohttp", "raw")),
+    Option("rules_max_bytes", "--rules-max-bytes", "SHADOW_RULES_MAX_BYTES", "largest rule file read; larger ones are refused before parsing (default 1048576)", "N", _whole(1)),
+    Option("normalizer_modules", "--normalizer-modules", "SHADOW_NORMALIZER_MODULES", "Python modules rules may import normalizers from, comma-separated (default: none, built-ins only)", "MODULES", _modules),
+    Option("admin_token", "--admin-token", "SHADOW_ADMIN_TOKEN", "bearer token for /mismatches, /rules, POST /reload (prefer the env var or --admin-token-file: a flag shows in ps)", "TOKEN", _admin_token, secret=True),
+    Option("admin_token_file", "--admin-token-file", "SHADOW_ADMIN_TOKEN_FILE", "file holding the admin token (read at start), e.g. a mounted Secret", "FILE", _admin_token_file),
     Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE", "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
 )
 OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
@@ -181,6 +210,10 @@ class Config:
     shadow_nice: int = 19
     gate_criteria: Path | None = None
     engine: str = "raw"
+    rules_max_bytes: int = 1048576
+    normalizer_modules: str = ""  # comma-separated; see rules_policy
+    admin_token: str | None = field(default=None, repr=False)
+    admin_token_file: Path | None = None
 
     def __post_init__(self) -> None:
         # Values built in Python go through the same parsers as flags, so a bad value
@@ -191,6 +224,9 @@ class Config:
                 continue
             option = OPTION_BY_FIELD[spec.name]
             object.__setattr__(self, spec.name, _checked(option, str(value), "value"))
+        if self.admin_token is not None and self.admin_token_file is not None:
+            raise ConfigError("--admin-token / SHADOW_ADMIN_TOKEN and --admin-token-file / SHADOW_ADMIN_TOKEN_FILE: "
+                              "give one of them, not both")
 
     @classmethod
     def parse(cls, args: argparse.Namespace | Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "Config":
@@ -210,6 +246,20 @@ class Config:
                 raise ConfigError(f"{option.names}: required, not given")
         return cls(**values)
 
+    @property
+    def admin_token_value(self) -> str | None:
+        """The admin token, from SHADOW_ADMIN_TOKEN or the token file (read now)."""
+        if self.admin_token_file is not None:
+            return self.admin_token_file.read_text("utf-8").strip()
+        return self.admin_token
+
+    @property
+    def rules_policy(self) -> RulesPolicy:
+        """What the rule files may do: their size cap and the normalizer modules."""
+        from shadow.rules.policy import RulesPolicy, parse_modules
+
+        return RulesPolicy(self.rules_max_bytes, parse_modules(self.normalizer_modules))
+
     @staticmethod
     def host_port(address: str) -> tuple[str, int]:
         host, _, port = address.rpartition(":")
@@ -221,7 +271,8 @@ def _checked(option: Option, text: str, origin: str) -> Any:
         return option.parse(text)
     except ValueError as problem:
         where = {"flag": option.flag, "env": option.env}.get(origin, option.names)
-        raise ConfigError(f"{where}: {problem}, got {text!r}") from None
+        shown = "(value not shown)" if option.secret else repr(text)
+        raise ConfigError(f"{where}: {problem}, got {shown}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

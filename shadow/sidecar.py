@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,12 +30,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shadow.publish.admin import Admin, GateHook
+from shadow.publish.admin_auth import AdminAuth, is_loopback
 from shadow.config import Config
 from shadow.replay.handoff import Handoff
 from shadow.publish.metrics import Metrics
 from shadow.replay.pipeline import Pipeline, PipelineSettings
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy, serve
+from shadow.publish.redaction import Redaction
 from shadow.publish.sink import Divergence, Sink
 from shadow.rules.reload import RulesHolder, default_loader
 from shadow.tasks import TaskSet
@@ -128,12 +131,12 @@ def default_sources(config: Config) -> dict[str, Any]:
     return sources
 
 
-def rules_facts(rules: Any) -> tuple[dict[str, tuple[str, ...]], list[Divergence]]:
-    """What the sink needs from the rules: redact paths and known divergences."""
-    redact: dict[str, tuple[str, ...]] = {}
+def rules_facts(rules: Any) -> tuple[dict[str, Redaction], list[Divergence]]:
+    """What the sink needs from the rules: each entity's redaction, known divergences."""
+    redact: dict[str, Redaction] = {}
     divergences: list[Divergence] = []
     for name, entity in getattr(rules, "entities", {}).items():
-        redact[name] = tuple(getattr(entity, "redact", ()) or ())
+        redact[name] = Redaction.of(getattr(entity, "redact", ()) or (), getattr(entity, "redact_names", ()) or ())
         for known in getattr(entity, "known", ()) or ():
             expires = getattr(known, "expires", None)
             # the end of the expiry day, UTC (compare() counts a divergence until that day ends)
@@ -220,7 +223,10 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
         if handoff is not None:
             handoff.rules_changed(rules)
 
-    holder = RulesHolder(config.rules, metrics, rules_loader, on_change=rules_changed)
+    loader = rules_loader
+    if rules_loader is default_loader:
+        loader = functools.partial(default_loader, policy=config.rules_policy)
+    holder = RulesHolder(config.rules, metrics, loader, on_change=rules_changed)
     first = holder.load()
     if not first.ok:
         sink.close()
@@ -251,9 +257,11 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     proxy = engine(config.upstream, lambda: holder.current, pipeline, metrics,
                    max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout)
     await proxy.open()
-    admin = Admin(sink, holder, config.upstream, gate)
     host, port = Config.host_port(config.listen)
     admin_host, admin_port = Config.host_port(config.admin_listen)
+    auth = AdminAuth(config.admin_token_value, exposed=not is_loopback(admin_host))
+    auth.warn_if_refusing()
+    admin = Admin(sink, holder, config.upstream, gate, auth)
     try:
         proxy_runner, bound = await serve_engine(proxy, host, port, config.drain_timeout)  # type: ignore[arg-type]
         admin_runner = web.AppRunner(admin.app(), access_log=None)

@@ -28,8 +28,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", dest="ids", action="append", required=True,
                         help="legacy id (the API's _id); repeat for several")
     parser.add_argument("--json", action="store_true", help="print one JSON object per key")
-    parser.add_argument("--show-values", action="store_true", help="do not redact the rules' redact paths")
+    parser.add_argument("--show-values", action="store_true", help="print secret values too (no redaction by name or by the rules' redact paths)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per server call (default 5)")
+    from shadow.rules.policy import add_policy_arguments
+
+    add_policy_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,13 +41,14 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from shadow.compare.diff import compare
-    from shadow.publish.redaction import redact_diffs
+    from shadow.publish.redaction import Redaction
     from shadow.rules import InvalidKey, RulesError, load_rules
+    from shadow.rules.policy import policy_from_args
     from shadow.replay.sources import MongoSource, PostgresSource
 
     try:
-        rules = load_rules(args.rules)
-    except RulesError as error:
+        rules = load_rules(args.rules, policy_from_args(args))
+    except (RulesError, ValueError) as error:
         print(error, file=sys.stderr)
         return 2
     entity = rules.entities.get(args.entity)
@@ -76,8 +80,9 @@ async def _run(args: argparse.Namespace) -> int:
             worst = max(worst, 2)
             continue
         verdict = compare(entity, controls[key], candidates[key], date.today())
-        diffs = verdict.diffs if args.show_values else redact_diffs(entity, verdict.diffs)
-        suppressed = verdict.suppressed if args.show_values else redact_diffs(entity, verdict.suppressed)
+        redaction = Redaction.for_entity(entity)  # the sink's redaction: names and the rules' paths
+        diffs = verdict.diffs if args.show_values else redaction.diffs(verdict.diffs)
+        suppressed = verdict.suppressed if args.show_values else redaction.diffs(verdict.suppressed)
         _report(args, entity.name, key, verdict.outcome.value, diffs, rules.version, suppressed)
         worst = max(worst, 0 if verdict.outcome.value == "match" else 1)
     return worst

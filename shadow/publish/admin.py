@@ -8,6 +8,9 @@
                (?format=html or Accept: text/html)
   /gate        the cutover verdict from local counters (a hook set at startup)
   POST /reload reload the rules now
+
+/mismatches, /rules and POST /reload need the admin token whenever one is configured
+or admin listens beyond loopback (shadow/publish/admin_auth.py).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from shadow.publish.admin_auth import AdminAuth
 from shadow.publish.sink import RecentMismatch, Sink, to_json
 from shadow.rules.reload import RulesHolder, rule_files
 
@@ -37,7 +41,9 @@ OUTCOME_COLUMNS = ("match", "mismatch", "transient", "missing", "extra", "error"
 class Admin:
     """Handlers of the admin endpoints over the sidecar's parts."""
 
-    def __init__(self, sink: Sink, rules: RulesHolder, upstream: str, gate: GateHook | None = None) -> None:
+    def __init__(self, sink: Sink, rules: RulesHolder, upstream: str, gate: GateHook | None = None,
+                 auth: AdminAuth | None = None) -> None:
+        self.auth = auth or AdminAuth()
         self.sink = sink
         self.rules = rules
         self.upstream = URL(upstream)
@@ -45,7 +51,7 @@ class Admin:
         self._ready: tuple[float, bool, str] = (0.0, False, "not checked yet")
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.auth.middleware])
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)

@@ -22,7 +22,7 @@ import orjson
 
 from shadow.publish.metrics import Metrics
 from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason
-from shadow.publish.redaction import redact_value
+from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.tracing import Tracing
 
 log = logging.getLogger("shadow.publish.sink")
@@ -71,11 +71,11 @@ class RecentMismatch:
         }
 
 
-def _diff_json(diff: FieldDiff, redact_paths: frozenset[str]) -> dict[str, Any]:
+def _diff_json(diff: FieldDiff, redaction: Redaction) -> dict[str, Any]:
     return {
         "path": diff.path, "at": diff.at, "kind": diff.kind,
-        "control": redact_value(diff.control, diff.path, redact_paths),
-        "candidate": redact_value(diff.candidate, diff.path, redact_paths),
+        "control": redaction.side(diff.control, diff.path),
+        "candidate": redaction.side(diff.candidate, diff.path),
     }
 
 
@@ -108,7 +108,7 @@ class Sink:
         #: the last error outcomes (entity, route, key, reason, at): why the shadow side failed
         self.recent_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self._ids = itertools.count(1)
-        self._redact: dict[str, frozenset[str]] = {}
+        self._redact: dict[str, Redaction] = {}
         self._fields: dict[str, dict[str, str]] = collections.defaultdict(dict)
         self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled metric children, looked up once
@@ -117,9 +117,10 @@ class Sink:
 
     # -- rules
 
-    def use_rules(self, redact_paths: Mapping[str, Iterable[str]], divergences: Iterable[Divergence]) -> None:
-        """Take the redact paths and known divergences of newly loaded rules."""
-        self._redact = {entity: frozenset(paths) for entity, paths in redact_paths.items()}
+    def use_rules(self, redact: Mapping[str, Redaction | Iterable[str]], divergences: Iterable[Divergence]) -> None:
+        """Take the redaction (or just the redact paths) per entity and the known
+        divergences of newly loaded rules."""
+        self._redact = {entity: how if isinstance(how, Redaction) else Redaction.of(how) for entity, how in redact.items()}
         self.metrics.divergence_expiry.clear()
         for divergence in divergences:
             self.metrics.divergence_expiry.labels(divergence.entity, self.field_label(divergence.entity, divergence.field)).set(divergence.expires_at)
@@ -198,7 +199,7 @@ class Sink:
 
     def explained(self, entry: RecentMismatch, diffs: Iterable[FieldDiff]) -> None:
         """Attach deepdiff's detail to a ring entry (it arrives later, off the loop)."""
-        redact = self._redact.get(entry.entity, frozenset())
+        redact = self._redact.get(entry.entity, DEFAULT)
         entry.explained = [_diff_json(diff, redact) for diff in diffs]
 
     # -- views
@@ -223,7 +224,7 @@ class Sink:
     # -- internals
 
     def _remember(self, comparison: Comparison, trace_id: str | None) -> RecentMismatch:
-        redact = self._redact.get(comparison.entity, frozenset())
+        redact = self._redact.get(comparison.entity, DEFAULT)
         entry = RecentMismatch(
             id=next(self._ids), at=comparison.at or time.time(), entity=comparison.entity, route=comparison.route,
             key=comparison.key, outcome=comparison.outcome.value, source=comparison.source, reason=comparison.reason,
@@ -232,7 +233,7 @@ class Sink:
         )
         if comparison.outcome is Outcome.MISSING and not entry.diffs:
             entry.diffs = [{"path": "", "at": "", "kind": "missing_in_candidate",
-                            "control": redact_value(comparison.control, "", redact) if comparison.control is not None else None,
+                            "control": redact.side(comparison.control, ""),
                             "candidate": None}]
         if comparison.outcome is Outcome.EXTRA and not entry.diffs:
             entry.diffs = [{"path": "", "at": "", "kind": "extra_in_candidate", "control": None,

@@ -257,7 +257,7 @@ def load(config: Config) -> Any:
     from shadow.rules.reload import default_loader, describe_problems
 
     try:
-        return default_loader(config.rules)
+        return default_loader(config.rules, config.rules_policy)
     except Exception as problem:
         log.error("shadow worker: rules in %s rejected, keeping the last good ones:\n  %s", config.rules,
                   "\n  ".join(describe_problems(problem)))

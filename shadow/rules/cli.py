@@ -8,32 +8,42 @@ from datetime import date
 from pathlib import Path
 
 
+from shadow.rules.policy import RulesPolicy, add_policy_arguments, policy_from_args
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="rules_action", metavar="ACTION", required=True)
     check = actions.add_parser("check", help="load and validate a rules directory (exit 1 with file:line errors)")
     check.add_argument("directory", help="rules directory, e.g. rules/marketplace")
     check.add_argument("--pg", metavar="DSN", help="also check every table/column the rules read exists there")
+    add_policy_arguments(check)
     test = actions.add_parser("test", help="run rule test cases (API document + PG rows -> expected outcome)")
     test.add_argument("files", nargs="+", help="test files, e.g. rules/marketplace/tests/*.yaml")
+    add_policy_arguments(test)
     actions.add_parser("schema", help="print the JSON Schema of rule files (for editors)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rules_action == "check":
-        return check(Path(args.directory), args.pg)
-    if args.rules_action == "test":
-        return test([Path(name) for name in args.files])
+    if args.rules_action in ("check", "test"):
+        try:
+            policy = policy_from_args(args)
+        except ValueError as problem:
+            print(problem, file=sys.stderr)
+            return 2
+        if args.rules_action == "check":
+            return check(Path(args.directory), args.pg, policy)
+        return test([Path(name) for name in args.files], policy)
     from shadow.rules.schema import rule_schema
 
     print(json.dumps(rule_schema(), indent=2))
     return 0
 
 
-def check(directory: Path, pg: str | None = None) -> int:
+def check(directory: Path, pg: str | None = None, policy: RulesPolicy | None = None) -> int:
     from shadow.rules import RulesError, load_rules
 
     try:
-        rules = load_rules(directory)
+        rules = load_rules(directory, policy)
     except RulesError as error:
         for issue in error.issues:
             print(issue, file=sys.stderr)
@@ -65,12 +75,12 @@ def check(directory: Path, pg: str | None = None) -> int:
     return 0
 
 
-def test(files: list[Path]) -> int:
+def test(files: list[Path], policy: RulesPolicy | None = None) -> int:
     from shadow.rules.testing import run_file
 
     failures = total = 0
     for path in files:
-        results = run_file(path)
+        results = run_file(path, policy)
         print(f"{path}: {len(results)} test(s)")
         for result in results:
             total += 1

@@ -64,7 +64,7 @@ def parse_transforms(reader: Reader, value: Any, line: int, where: str) -> tuple
             reader.error(item_line, f"{where}: 'as' takes a normalizer name or {{name: argument}}, got {kind_of(item)}")
             continue
         try:
-            normalizer = normalizers.get(str(name))
+            normalizer = normalizers.get(str(name), reader.normalizer_modules)
         except normalizers.UnknownNormalizer as error:
             reader.error(item_line, f"{where}: {error}")
             continue

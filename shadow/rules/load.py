@@ -16,14 +16,15 @@ from types import MappingProxyType
 from typing import Any
 
 from shadow.rules.fieldspec import parse_fields
-from shadow.rules.reader import DOC_PATH, IDENTIFIER, TABLE, Reader, kind_of, show
+from shadow.rules.policy import RulesPolicy
+from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.routes import METHODS, Router, parse_template, shape
 from shadow.rules.spec import (Entity, KeySource, KnownDivergence, ListFilter, Route, RouteMatch,
                                RuleIssue, RulesError)
 from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
 
 ENTITY_KEYS = ("entity", "collection", "table", "key", "id", "key_type", "id_field", "fields",
-               "routes", "ignore", "redact", "hidden", "known", "null_is_missing")
+               "routes", "ignore", "redact", "hidden", "known", "null_is_missing", "redact_names")
 ROUTE_KEYS = ("route", "list", "complete", "at", "key", "where", "sample", "sample_by", "recheck", "source")
 
 
@@ -57,8 +58,21 @@ def rule_files(directory: Path) -> list[Path]:
     return sorted(found)
 
 
-def load_rules(directory: str | Path) -> RuleSet:
-    """Parse and validate every rule file; raises RulesError listing every problem."""
+def read_capped(path: Path, max_bytes: int) -> bytes | None:
+    """The file's bytes, or None when it is larger than `max_bytes` (checked before
+    reading, and again while reading: the file may grow in between)."""
+    if path.stat().st_size > max_bytes:
+        return None
+    with path.open("rb") as file:
+        data = file.read(max_bytes + 1)
+    return None if len(data) > max_bytes else data
+
+
+def load_rules(directory: str | Path, policy: RulesPolicy | None = None) -> RuleSet:
+    """Parse and validate every rule file; raises RulesError listing every problem.
+    `policy`: the size cap and the modules normalizers may come from (default: 1 MiB,
+    built-in normalizers only)."""
+    policy = policy or RulesPolicy()
     root = Path(directory)
     if not root.is_dir():
         raise RulesError([RuleIssue(str(root), 0, "rules directory not found")])
@@ -71,10 +85,18 @@ def load_rules(directory: str | Path) -> RuleSet:
     if not files:
         raise RulesError([RuleIssue(str(root), 0, "no rule files (*.yaml) in the rules directory")])
     for path in files:
-        data = path.read_bytes()
         display = str(path)
+        try:
+            data = read_capped(path, policy.max_file_bytes)
+        except OSError as error:
+            issues.append(RuleIssue(display, 0, f"cannot read: {error}"))
+            continue
+        if data is None:
+            issues.append(RuleIssue(display, 1, f"larger than {policy.max_file_bytes} bytes, not read "
+                                                "(--rules-max-bytes / SHADOW_RULES_MAX_BYTES)"))
+            continue
         digest.update(str(path.relative_to(root)).encode() + b"\0" + data + b"\0")
-        reader = Reader(display)
+        reader = Reader(display, policy.normalizer_modules)
         try:
             documents = load_documents(data.decode("utf-8"))
         except UnicodeDecodeError as error:
@@ -143,6 +165,7 @@ def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:
         id_field=reader.string(document, "id_field", where, default="_id") or "_id",
         ignore=reader.strings(document, "ignore", where, pattern=DOC_PATH),
         redact=reader.strings(document, "redact", where, pattern=DOC_PATH),
+        redact_names=reader.strings(document, "redact_names", where, pattern=REDACT_NAME),
         hidden=reader.strings(document, "hidden", where),
         known=_known(reader, document, where),
         null_is_missing=reader.boolean(document, "null_is_missing", where, True),

@@ -14,6 +14,8 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 #: a document path: `amount.value`, `offers[*].status` (list indices written [*])
 DOC_PATH = re.compile(r"^[^.\[\]\s]+(\[\*\])*(\.[^.\[\]\s]+(\[\*\])*)*$")
+#: a `redact_names:` entry: words joined by `.`, `_` or `-` (`taxId`, `card.number`)
+REDACT_NAME = re.compile(r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$")
 
 
 def show(value: Any) -> str:
@@ -35,9 +37,11 @@ def kind_of(value: Any) -> str:
 class Reader:
     """Collects the issues of one file."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, normalizer_modules: frozenset[str] = frozenset()) -> None:
         self.file = file
         self.issues: list[RuleIssue] = []
+        #: modules `as: package.module:function` may import from (RulesPolicy)
+        self.normalizer_modules = normalizer_modules
 
     def error(self, line: int, message: str) -> None:
         self.issues.append(RuleIssue(self.file, line, message))

@@ -37,10 +37,11 @@ class ReloadResult:
         return {"ok": self.ok, "version": self.version, "changed": self.changed, "problems": list(self.problems)}
 
 
-def default_loader(directory: Path) -> Any:
+def default_loader(directory: Path, policy: Any = None) -> Any:
+    """load_rules with the operator's RulesPolicy (size cap, normalizer modules)."""
     from shadow.rules import load_rules
 
-    return load_rules(directory)
+    return load_rules(directory, policy)
 
 
 def describe_problems(error: BaseException) -> tuple[str, ...]:

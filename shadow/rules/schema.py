@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shadow.rules.reader import REDACT_NAME
 from shadow.rules.spec import FIELD_KINDS
 
 _NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
@@ -77,6 +78,7 @@ def rule_schema() -> dict[str, Any]:
             "id_field": {"type": "string"}, "fields": fields_ref,
             "routes": {"type": "array", "items": route},
             "ignore": {"type": "array", "items": _PATH}, "redact": {"type": "array", "items": _PATH},
+            "redact_names": {"type": "array", "items": {"type": "string", "pattern": REDACT_NAME.pattern}},
             "hidden": {"type": "array", "items": {"type": "string"}},
             "known": {"type": "array", "items": {
                 "type": "object", "required": ["path", "reason", "expires"], "additionalProperties": False,

@@ -129,6 +129,7 @@ class Entity:
     id_field: str = "_id"  # where a document carries its key
     ignore: tuple[str, ...] = ()
     redact: tuple[str, ...] = ()
+    redact_names: tuple[str, ...] = ()  # secret field names, beyond the defaults (publish/redaction.py)
     hidden: tuple[str, ...] = ()  # fields the API never shows (the mongo source drops them)
     known: tuple[KnownDivergence, ...] = ()
     null_is_missing: bool = True  # `"x": null` and no "x" are the same

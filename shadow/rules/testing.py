@@ -26,7 +26,8 @@ from normalizers.rows import group_rows
 from shadow.compare.diff import compare
 from shadow.model import Verdict
 from shadow.replay.rebuild import Fetched, item_fields, rebuild, table_fields
-from shadow.rules.load import RuleSet, load_rules
+from shadow.rules.load import RuleSet, load_rules, read_capped
+from shadow.rules.policy import RulesPolicy
 from shadow.rules.reader import Reader, kind_of
 from shadow.rules.spec import Entity, RulesError
 from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
@@ -64,11 +65,17 @@ def rebuild_from_rows(entity: Entity, key: str, tables: Mapping[str, list[Mappin
     return rebuild(entity, main[0], Fetched(children, legacy_of))
 
 
-def run_file(path: Path) -> list[CaseResult]:
-    """Every case of one test file (a file that cannot be read is one failed case)."""
+def run_file(path: Path, policy: RulesPolicy | None = None) -> list[CaseResult]:
+    """Every case of one test file (a file that cannot be read is one failed case).
+    Test files may use anchors and merge keys (expansion capped); the same size cap
+    and normalizer allow-list as the rules apply."""
+    policy = policy or RulesPolicy()
     display = str(path)
     try:
-        [document] = load_documents(path.read_text("utf-8"))
+        data = read_capped(path, policy.max_file_bytes)
+        if data is None:
+            raise ValueError(f"larger than {policy.max_file_bytes} bytes, not read (--rules-max-bytes)")
+        [document] = load_documents(data.decode("utf-8"), aliases=True)
     except (OSError, YamlProblem, ValueError) as error:
         return [CaseResult(display, getattr(error, "line", 0), "(file)", False, str(error))]
     reader = Reader(display)
@@ -76,7 +83,7 @@ def run_file(path: Path) -> list[CaseResult]:
         return [CaseResult(display, 1, "(file)", False, f"a test file is a mapping with 'tests:', got {kind_of(document)}")]
     reader.keys(document, ("rules", "today", "tests"), "test file", required=("tests",))
     try:
-        rules = load_rules((path.parent / str(document.get("rules", ".."))).resolve())
+        rules = load_rules((path.parent / str(document.get("rules", ".."))).resolve(), policy)
     except RulesError as error:
         return [CaseResult(display, document.line_of("rules"), "(rules)", False, str(error))]
     today = document.get("today", date.today())

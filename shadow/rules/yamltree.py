@@ -1,11 +1,22 @@
 """YAML with line numbers: every mapping and list remembers the line of each of its
 keys / items, so a rule error can name file:line. Duplicate keys are errors (plain
-PyYAML silently keeps the last one)."""
+PyYAML silently keeps the last one).
+
+Hostile input: rule files are read by the proxy process on every hot reload, so a
+393-byte "billion laughs" file (anchors re-expanded by every alias) must not cost
+seconds and gigabytes. Rule files refuse anchors and aliases outright (file:line);
+`rules test` files, where merge keys (`<<: *doc`) are useful, may use them, but the
+expanded tree is capped at MAX_NODES nodes.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 import yaml
+from yaml.events import AliasEvent
+
+#: nodes of one expanded YAML text (aliases counted each time they are expanded)
+MAX_NODES = 200_000
 
 
 class YMap(dict):  # type: ignore[type-arg]
@@ -35,15 +46,40 @@ class YamlProblem(ValueError):
         self.message = message
 
 
-def load_documents(text: str) -> list[Any]:
-    """Every document of a YAML text, as YMap/YList/scalars. Raises YamlProblem."""
-    loader = yaml.SafeLoader(text)
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that can refuse anchors and aliases as the composer meets them."""
+
+    aliases = True
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if not self.aliases:
+            event = self.peek_event()
+            if isinstance(event, AliasEvent) or getattr(event, "anchor", None):
+                raise YamlProblem(event.start_mark.line + 1,
+                                  "YAML anchors and aliases (&name, *name, <<: *name) are not allowed in rule files")
+        return super().compose_node(parent, index)
+
+
+class _Budget:
+    __slots__ = ("left", "limit")
+
+    def __init__(self, nodes: int) -> None:
+        self.left = self.limit = nodes
+
+
+def load_documents(text: str, *, aliases: bool = False, max_nodes: int = MAX_NODES) -> list[Any]:
+    """Every document of a YAML text, as YMap/YList/scalars. Raises YamlProblem.
+    `aliases=False` refuses anchors and aliases; with them allowed, the expanded tree
+    may hold at most `max_nodes` nodes."""
+    loader = _Loader(text)
+    loader.aliases = aliases
+    budget = _Budget(max_nodes)
     try:
         documents = []
         while loader.check_node():
             node = loader.get_node()
             if node is not None:
-                documents.append(_convert(node, loader))
+                documents.append(_convert(node, loader, budget))
         return documents
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -59,30 +95,51 @@ def load_documents(text: str) -> list[Any]:
         loader.dispose()
 
 
-def _convert(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _convert(node: yaml.Node, loader: yaml.SafeLoader, budget: _Budget) -> Any:
+    budget.left -= 1
+    if budget.left < 0:
+        raise YamlProblem(node.start_mark.line + 1, "YAML expands to too many nodes (aliases re-expanded?); "
+                                                    f"the limit is {budget.limit}")
     if isinstance(node, yaml.MappingNode):
         mapping = YMap()
         mapping.line = node.start_mark.line + 1
         mapping.lines = {}
-        own = {id(key_node) for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge"}
-        loader.flatten_mapping(node)  # `<<: *anchor` merge keys: merged entries first, own keys win
-        merged: set[Any] = set()
+        # `<<: *anchor` / `<<: [*a, *b]` merge keys: merged entries first (earlier
+        # mappings win), own keys override them. Merged mappings are converted through
+        # the same budget, so nested merges cannot multiply unbounded.
+        merged: list[YMap] = []
         for key_node, value_node in node.value:
-            key = _convert(key_node, loader)
+            if key_node.tag != _MERGE:
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                converted = _convert(source, loader, budget)
+                if not isinstance(converted, YMap):
+                    raise YamlProblem(source.start_mark.line + 1, "a merge key (<<) takes a mapping or a list of mappings")
+                merged.append(converted)
+        for source_map in reversed(merged):
+            for key, value in source_map.items():
+                mapping[key] = value
+                mapping.lines[key] = source_map.line_of(key)
+        own: set[Any] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                continue
+            key = _convert(key_node, loader, budget)
             if isinstance(key, (YMap, YList)):
                 raise YamlProblem(key_node.start_mark.line + 1, "a key must be a plain value")
-            if id(key_node) not in own:
-                merged.add(key)
-            elif key in merged:
-                merged.discard(key)
-            elif key in mapping:
+            if key in own:
                 raise YamlProblem(key_node.start_mark.line + 1,
                                   f"duplicate key {key!r} (first on line {mapping.lines[key]})")
-            mapping[key] = _convert(value_node, loader)
+            own.add(key)
+            mapping[key] = _convert(value_node, loader, budget)
             mapping.lines[key] = key_node.start_mark.line + 1
         return mapping
     if isinstance(node, yaml.SequenceNode):
-        sequence = YList(_convert(item, loader) for item in node.value)
+        sequence = YList(_convert(item, loader, budget) for item in node.value)
         sequence.line = node.start_mark.line + 1
         sequence.lines = [item.start_mark.line + 1 for item in node.value]
         return sequence

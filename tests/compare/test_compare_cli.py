@@ -41,3 +41,69 @@ async def test_compare_redacts_and_refuses_bad_input(marketplace: Any) -> None:
     assert code == 2 and "not a 24-hex ObjectId" in err
     code, _, err = await shadow_compare(marketplace, "--entity", "nope", "--id", plant.legacy_id)
     assert code == 2 and "unknown entity 'nope'" in err
+
+
+SECRET_RULES = """\
+entity: accounts
+collection: accounts
+table: accounts
+fields:
+  _id: legacy_object_id
+  name: name
+  apiToken: api_token
+  passwordHash: password_hash
+  card: {object: {number: card_number, last4: card_last4}}
+  taxId: tax_id
+redact_names: [taxId]
+"""
+
+
+async def test_compare_never_prints_secret_values(pg_dsn: str, mongo_server: Any, mongo_db_name: str,
+                                                  tmp_path: Path) -> None:
+    """`shadow compare` redacts as the sink does: by name (apiToken, passwordHash,
+    card.number), by the rules' `redact_names`, in text and JSON; --show-values opts out."""
+    import uuid
+
+    import asyncpg
+    from bson import ObjectId
+    from pymongo import AsyncMongoClient
+
+    (tmp_path / "accounts.yaml").write_text(SECRET_RULES)
+    key = ObjectId()
+    mongo_secrets = {"apiToken": "tok-MONGO-1111", "passwordHash": "$2b$10$MONGOHASH", "taxId": "TAX-MONGO"}
+    pg_secrets = {"api_token": "tok-PG-2222", "password_hash": "$2b$10$PGHASH", "tax_id": "TAX-PG"}
+    client: AsyncMongoClient = AsyncMongoClient(mongo_server.uri)
+    try:
+        await client[mongo_db_name]["accounts"].insert_one(
+            {"_id": key, "name": "Ann", **mongo_secrets, "card": {"number": "4111111111111111", "last4": "1111"}})
+    finally:
+        await client.close()
+    connection = await asyncpg.connect(pg_dsn)
+    try:
+        await connection.execute("CREATE TABLE accounts (id uuid PRIMARY KEY, legacy_object_id text UNIQUE, name text, "
+                                 "api_token text, password_hash text, card_number text, card_last4 text, tax_id text)")
+        await connection.execute("INSERT INTO accounts VALUES ($1, $2, 'Anne', $3, $4, '4000000000000002', '1111', $5)",
+                                 uuid.uuid4(), str(key), pg_secrets["api_token"], pg_secrets["password_hash"],
+                                 pg_secrets["tax_id"])
+    finally:
+        await connection.close()
+
+    async def run(*extra: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shadow", "compare", "--rules", str(tmp_path), "--pg", pg_dsn,
+            "--mongo", mongo_server.uri, "--db", mongo_db_name, "--entity", "accounts", "--id", str(key), *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 1, err.decode()
+        return process.returncode, out.decode() + err.decode()
+
+    secrets = [*mongo_secrets.values(), *pg_secrets.values(), "4111111111111111", "4000000000000002"]
+    for extra in ((), ("--json",)):
+        _, output = await run(*extra)
+        assert "Ann" in output and "Anne" in output  # the rest is shown
+        assert "[redacted]" in output and not [secret for secret in secrets if secret in output], output
+    _, output = await run("--json")
+    diffs = {diff["path"]: diff for diff in json.loads(output)["diffs"]}
+    assert set(diffs) == {"name", "apiToken", "passwordHash", "card.number", "taxId"}
+    _, shown = await run("--show-values")
+    assert all(secret in shown for secret in secrets)

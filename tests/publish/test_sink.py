@@ -60,3 +60,30 @@ def test_skips_drops_and_failures_are_counted_by_reason_and_stage() -> None:
     assert registry.get_sample_value("shadow_skipped_total", {"entity": "users", "route": "GET /api/users/{id}", "reason": "not_json"}) == 1
     assert registry.get_sample_value("shadow_errors_total", {"stage": "fetch"}) == 2
     assert dict(sink.counts["users"]) == {"skipped": 2}
+
+
+def test_no_secret_value_leaves_through_log_page_or_span() -> None:
+    """Every way out of the sink: the mismatch log, the recent ring behind /mismatches
+    (JSON and page), deepdiff explanations and spans (which carry paths, never values)."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from shadow.publish.redaction import Redaction
+    from shadow.publish.tracing import Tracing
+
+    exporter = InMemorySpanExporter()
+    out = io.StringIO()
+    sink = Sink(Metrics(), Tracing(exporter=exporter), mismatch_log=out)
+    sink.use_rules({"users": Redaction.of(("profile.phone",), ("taxId",))}, [])
+    secrets = {"apiKey": "AK-1", "authorization": "Bearer AB-2", "cookie": "sid=CK-3", "privateKey": "PK-4",
+               "ssn": "SSN-5", "cvv": "CVV-6", "card.number": "CN-7", "credentials.pass": "CP-8", "taxId": "TX-9",
+               "profile.phone": "PH-10", "apiToken": "AT-11", "passwordHash": "PW-12"}
+    diffs = [FieldDiff(path, path, value, value + "-other") for path, value in secrets.items()]
+    entry = sink.publish(mismatch("u1", *diffs, FieldDiff("name", "name", "Ann", "Anne")))
+    assert entry is not None
+    sink.explained(entry, diffs)
+    sink.flush()
+    page = json.dumps([e.as_json() for e in sink.recent()])
+    spans = json.dumps([dict(span.attributes or {}) for span in exporter.get_finished_spans()])
+    for where in (out.getvalue(), page, spans):
+        assert not [value for value in secrets.values() if value in where], where
+    assert "Anne" in out.getvalue() and "apiKey" in spans  # paths are shown, values are not
