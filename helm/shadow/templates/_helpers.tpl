@@ -63,6 +63,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-rules" (include "shadow.fullname" .)) .Values.rules.existingConfigMap }}
 {{- end }}
 
+{{- define "shadow.adminSecret" -}}
+{{- default (printf "%s-admin" (include "shadow.fullname" .)) .Values.adminToken.existingSecret.name }}
+{{- end }}
+
 {{- define "shadow.gateConfigMap" -}}
 {{- default (printf "%s-gate" (include "shadow.fullname" .)) .Values.gate.existingConfigMap }}
 {{- end }}
@@ -111,6 +115,11 @@ checksum/shadow-gate: {{ include "shadow.gateData" . | sha256sum }}
   value: {{ printf "0.0.0.0:%d" (int .Values.ports.proxy) | quote }}
 - name: SHADOW_ADMIN_LISTEN
   value: {{ printf "0.0.0.0:%d" (int .Values.ports.admin) | quote }}
+- name: SHADOW_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shadow.adminSecret" . | quote }}
+      key: {{ .Values.adminToken.existingSecret.key | quote }}
 {{- with .Values.postgres.existingSecret }}
 {{- if .name }}
 - name: SHADOW_PG
