@@ -69,7 +69,7 @@ def canonical_number(number: Decimal) -> int | Decimal | str:
     exponent = number.adjusted()
     if not -MAX_EXPONENT <= exponent <= MAX_EXPONENT:
         return out_of_range("decimal", number) if number else 0
-    sign, digits, _ = number.as_tuple()
+    _, digits, _ = number.as_tuple()
     significant = len(digits)
     while significant > 1 and digits[significant - 1] == 0:
         significant -= 1
@@ -107,7 +107,7 @@ def decimal(value: Any) -> Any:
         return out_of_range("decimal", f"an int of {value.bit_length()} bits")
     if not isinstance(value, (int, Decimal)):
         if not isinstance(value, str):
-            raise ValueError(f"not a decimal: {value!r:.80}")
+            raise ValueError(f"not a decimal: {value!r:.80}")  # noqa: TRY004 - ValueError is the normalizer contract
         value = value.strip()
         if len(value) > MAX_NUMBER_TEXT:
             return out_of_range("decimal", value)

@@ -19,9 +19,9 @@ GUARDED = (("GET", "/mismatches"), ("GET", "/mismatches?format=html"), ("GET", "
 
 
 async def call(method: str, url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, dict[str, str], str]:
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        async with session.request(method, url, headers=headers or {}, data=data, allow_redirects=False) as response:
-            return response.status, dict(response.headers), await response.text()
+    async with aiohttp.ClientSession(auto_decompress=False) as session, \
+            session.request(method, url, headers=headers or {}, data=data, allow_redirects=False) as response:
+        return response.status, dict(response.headers), await response.text()
 
 
 def bearer(token: str = TOKEN) -> dict[str, str]:
