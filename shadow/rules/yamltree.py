@@ -91,6 +91,8 @@ def load_documents(text: str, *, aliases: bool = False, max_nodes: int = MAX_NOD
         raise YamlProblem(line, message) from None
     except yaml.YAMLError as error:
         raise YamlProblem(1, f"YAML syntax: {error}") from None
+    except RecursionError:  # `[[[[…` a few thousand deep: the parser and _convert recurse
+        raise YamlProblem(1, "YAML nested too deeply") from None
     finally:
         loader.dispose()
 

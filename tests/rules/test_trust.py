@@ -55,6 +55,9 @@ HOSTILE_RULE_YAML = {
     "python name tag": ("entity: !!python/name:os.system ''\n", 1, "YAML syntax"),
     "unclosed flow": ("entity: [widget\n", 2, "YAML syntax"),
     "duplicate key": ("entity: a\nentity: b\n", 2, "duplicate key 'entity'"),
+    "deep flow nesting": ("[" * 100_000, 1, "nested too deeply"),
+    "deep block nesting": ("- " * 5000 + "x\n", 1, "nested too deeply"),
+    "deep mapping nesting": ("a: " + "{b: " * 3000 + "1" + "}" * 3000 + "\n", 1, "nested too deeply"),
 }
 
 
