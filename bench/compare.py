@@ -19,7 +19,7 @@ import platform
 import time
 import timeit
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ from shadow.demo.marketplace.backfill import backfill
 from shadow.demo.marketplace.generate import generate
 from shadow.demo.marketplace.tojson import to_api
 from shadow.model import Outcome
-from shadow.rules import load_rules
 from shadow.replay.sources import PostgresSource
+from shadow.rules import load_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "compare.json"
@@ -172,7 +172,7 @@ async def main() -> None:
         match_ns = {path: round(timeit.timeit(lambda p=path: rules.match("GET", p), number=100_000) / 100_000 * 1e9)
                     for path in (f"/api/payments/{key}", f"/api/users/{key}/purchase-requests", "/api/not/shadowed/at/all")}
         report = {
-            "benchmark": "bench/compare.py", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "benchmark": "bench/compare.py", "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "settings": {"scale": args.scale, "seconds": args.seconds, "pool_size": 1, "rules": rules.version},
             "entities": results, "rules_match_ns": match_ns,

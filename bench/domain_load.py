@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(measure(args.scale, args.seed, args.mongo_budget))
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         "when": datetime.now(UTC).isoformat(timespec="seconds"),
                          "note": "2 shared cores, other jobs running; ratios matter, not absolutes"}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

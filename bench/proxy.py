@@ -148,7 +148,7 @@ def main() -> None:
                         "--scale", str(opts.scale), "--seed", "7", "--drift"], check=True, capture_output=True)
 
         def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-            log = open(work / f"{Path(argv[0]).name}-{len(list(work.iterdir()))}.log", "wb")
+            log = stack.enter_context(open(work / f"{Path(argv[0]).name}-{len(list(work.iterdir()))}.log", "wb"))
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
             stack.callback(lambda: (process.terminate(), process.wait(30)))
             return process
@@ -232,7 +232,7 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
         for _ in range(opts.rounds):
             for name, (url, pid, _admin) in targets.items():
                 rounds[name].append(measure_once(name, url, pid))
-        for name, (url, pid, admin) in targets.items():
+        for name, (_url, pid, admin) in targets.items():
             summarize(name, rounds[name], pid, admin)
         off.terminate()
         off_aio.terminate()

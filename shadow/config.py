@@ -48,7 +48,7 @@ def _url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http:// or https:// URL with a host")
     try:
-        parts.port
+        _ = parts.port  # urllib validates the port lazily, on access
     except ValueError as bad_port:
         raise ValueError(f"bad port ({bad_port})") from None
     return text.rstrip("/")
@@ -229,7 +229,7 @@ class Config:
                               "give one of them, not both")
 
     @classmethod
-    def parse(cls, args: argparse.Namespace | Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "Config":
+    def parse(cls, args: argparse.Namespace | Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
         """Flags (argparse namespace or mapping field -> str) over env over defaults."""
         environ = os.environ if environ is None else environ
         given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)

@@ -8,8 +8,9 @@ Every stage takes values and returns values; nothing here does I/O.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 class Outcome(str, enum.Enum):

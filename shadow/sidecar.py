@@ -29,19 +29,19 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shadow.publish.admin import Admin, GateHook
-from shadow.publish.admin_auth import AdminAuth, is_loopback
 from shadow.config import Config
-from shadow.replay.handoff import Handoff
-from shadow.publish.metrics import Metrics
-from shadow.replay.pipeline import Pipeline, PipelineSettings
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy, serve
+from shadow.publish.admin import Admin, GateHook
+from shadow.publish.admin_auth import AdminAuth, is_loopback
+from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import Redaction
 from shadow.publish.sink import Divergence, Sink
+from shadow.publish.tracing import Tracing
+from shadow.replay.handoff import Handoff
+from shadow.replay.pipeline import Pipeline, PipelineSettings
 from shadow.rules.reload import RulesHolder, default_loader
 from shadow.tasks import TaskSet
-from shadow.publish.tracing import Tracing
 
 log = logging.getLogger("shadow.sidecar")
 
@@ -112,20 +112,21 @@ class LazySource:
 def default_sources(config: Config) -> dict[str, Any]:
     """The sources the config names, opened lazily."""
     sources: dict[str, Any] = {}
-    if config.pg:
+    pg, mongo = config.pg, config.mongo
+    if pg:
         async def open_postgres() -> Any:
             from shadow.replay.sources.postgres import PostgresSource
 
             # one connection per worker, plus one for the recheck task
-            return await PostgresSource.create(config.pg, statement_timeout=config.source_timeout,
+            return await PostgresSource.create(pg, statement_timeout=config.source_timeout,
                                                pool_size=config.workers + 1)
 
         sources["postgres"] = LazySource("postgres", open_postgres)
-    if config.mongo:
+    if mongo:
         async def open_mongo() -> Any:
             from shadow.replay.sources.mongo import MongoSource
 
-            return MongoSource(config.mongo, config.mongo_db, timeout=config.source_timeout)
+            return MongoSource(mongo, config.mongo_db, timeout=config.source_timeout)
 
         sources["mongo"] = LazySource("mongo", open_mongo)
     return sources
@@ -294,4 +295,4 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-__all__ = ["Sidecar", "start_sidecar", "RulesNotLoaded", "LazySource"]
+__all__ = ["LazySource", "RulesNotLoaded", "Sidecar", "start_sidecar"]

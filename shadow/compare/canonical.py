@@ -84,7 +84,7 @@ class _ObjectPlan:
     """An object at a static path: its specced fields' canonicalizers, the names
     `ignore` drops here, and how unspecced fields are canonicalized."""
 
-    __slots__ = ("fields", "ignored", "path", "paths", "drop_empty", "ignore", "generic")
+    __slots__ = ("drop_empty", "fields", "generic", "ignore", "ignored", "path", "paths")
 
     def __init__(self, specs: Mapping[str, Field] | None, path: str, entity: Entity) -> None:
         self.path = path
@@ -153,8 +153,21 @@ class _FieldPlan:
     the canonical form by the value's type, with the spec's sub-plans for objects and
     rows."""
 
-    __slots__ = ("transforms", "bare", "object", "items", "rows_object", "rows_item", "unordered", "natural_key",
-                 "rows", "item_path", "paths", "ignore", "drop_empty")
+    __slots__ = (
+        "bare",
+        "drop_empty",
+        "ignore",
+        "item_path",
+        "items",
+        "natural_key",
+        "object",
+        "paths",
+        "rows",
+        "rows_item",
+        "rows_object",
+        "transforms",
+        "unordered",
+    )
 
     def __init__(self, spec: Field | None, path: str, entity: Entity | None, drop_empty: bool = True) -> None:
         self.transforms = tuple(transform.apply for transform in spec.transforms) if spec is not None else ()
@@ -229,7 +242,7 @@ class _FieldPlan:
             return canonical_float(value)
         if isinstance(value, bool):
             return TRUE if value else FALSE
-        if isinstance(value, str) or isinstance(value, int | Flag):
+        if isinstance(value, str | int | Flag):
             return value
         if isinstance(value, dict):
             return self._object(value)

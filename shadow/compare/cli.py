@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from shadow.compare.diff import compare
     from shadow.publish.redaction import Redaction
+    from shadow.replay.sources import MongoSource, PostgresSource
     from shadow.rules import InvalidKey, RulesError, load_rules
     from shadow.rules.policy import policy_from_args
-    from shadow.replay.sources import MongoSource, PostgresSource
 
     try:
         rules = load_rules(args.rules, policy_from_args(args))
@@ -66,7 +66,7 @@ async def _run(args: argparse.Namespace) -> int:
         pg = await PostgresSource.create(args.pg, statement_timeout=args.timeout, pool_size=1)
         controls = await mongo.fetch(entity, keys)
         candidates = await pg.fetch(entity, keys)
-    except Exception as error:  # noqa: BLE001 — an operator tool: say what failed, exit 2
+    except Exception as error:
         print(f"cannot compare: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     finally:

@@ -31,7 +31,8 @@ def compare(entity: Entity, control: Any, candidate: Any, today: date) -> Verdic
 
 def _verdict(entity: Entity, diffs: list[FieldDiff], today: date) -> Verdict:
     live = [known for known in entity.known if known.expires >= today]
-    real, suppressed = [], []
+    real: list[FieldDiff] = []
+    suppressed: list[FieldDiff] = []
     for diff in diffs:
         (suppressed if any(known.covers(diff.path) for known in live) else real).append(diff)
     if not real:

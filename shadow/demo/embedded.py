@@ -34,7 +34,8 @@ _PG_USER = "embedded_postgres"  # postgres refuses to run as root
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -120,6 +121,7 @@ class PostgresServer:
 
     def start(self) -> None:
         """(Re)start a stopped server; used by fault tests."""
+        assert self.folder is not None, "an external server is not ours to start"
         options = f"-k {self.folder} -h {'127.0.0.1' if self.port else chr(39) * 2} "
         if self.port:
             options += f"-p {self.port} "

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import shadow
+from shadow.demo.embedded import PostgresServer
 from shadow.demo.marketplace.drift import PlantedDrift
 
 REPO_RULES = Path(shadow.__file__).resolve().parents[1] / "rules"
@@ -141,8 +142,9 @@ def render(findings: Findings, counts: dict[str, Counter[str]], traffic: Any, re
     if findings.unexpected:
         ok_all = False
         lines.append(f"unexpected persistent differences on {len(findings.unexpected)} unplanted documents:")
-        for (entity, key), seen in sorted(findings.unexpected.items())[:10]:
-            lines.append(f"  BAD {entity:20} {key} {_counter_text(seen.outcomes)} {sorted(seen.paths)}")
+        for (entity, unplanned_key), unplanned in sorted(findings.unexpected.items())[:10]:
+            lines.append(f"  BAD {entity:20} {unplanned_key} {_counter_text(unplanned.outcomes)} "
+                         f"{sorted(unplanned.paths)}")
     if findings.top_paths:
         lines.append("top differing field paths: " + ", ".join(
             f"{entity}.{path} x{count}" for (entity, path), count in findings.top_paths.most_common(6)))
@@ -212,12 +214,12 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
     from aiohttp import web
 
     from shadow.config import Config
-    from shadow.gate.criteria import load_criteria
-    from shadow.gate.local import gate_hook
     from shadow.demo.marketplace.api import create_app
     from shadow.demo.marketplace.cli import load_domain
-    from shadow.sidecar import start_sidecar
     from shadow.demo.traffic import Traffic, plan_requests
+    from shadow.gate.criteria import load_criteria
+    from shadow.gate.local import gate_hook
+    from shadow.sidecar import start_sidecar
 
     connection = await asyncpg.connect(postgres.dsn)
     try:
@@ -319,7 +321,7 @@ def _quiet_loggers() -> None:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
 
 
-def _postmaster_pid(postgres: Any) -> str:
+def _postmaster_pid(postgres: PostgresServer) -> str:
     if postgres.folder is None:
         return "- (external)"
     with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ rate until stopped and keeps per-status counts and the status each planted key g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import Counter
@@ -106,10 +107,8 @@ class Traffic:
                 next_at += interval
                 delay = next_at - time.monotonic()
                 if delay > 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)
-                    except TimeoutError:
-                        pass
                 else:
                     next_at = time.monotonic()  # behind: do not burst to catch up
             if in_flight:

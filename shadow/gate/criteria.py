@@ -189,7 +189,8 @@ class _Reader:
                     own.get("max_error_ratio", thresholds["max_error_ratio"]),
                     route in required,
                 )
-        routes = [overrides.pop(r, None) or RouteCriteria(r, 1, thresholds["max_mismatches"], thresholds["max_error_ratio"], True) for r in required]
+        default = (thresholds["max_mismatches"], thresholds["max_error_ratio"])
+        routes = [overrides.pop(r) if r in overrides else RouteCriteria(r, 1, *default, True) for r in required]
         routes.extend(overrides.values())
         return EntityCriteria(
             name, thresholds["min_comparisons"], thresholds["max_mismatches"], thresholds["max_error_ratio"],
@@ -221,7 +222,7 @@ class _Reader:
         if not isinstance(names, list):
             self._issue(node, f"block_on_alerts: expected a list of alert names, got {names!r}")
             return ()
-        for item, name in zip(node.value, names):
+        for item, name in zip(node.value, names, strict=True):
             if not isinstance(name, str) or not _ALERT_NAME.match(name):
                 self._issue(item, f"block_on_alerts: {name!r} is not an alert name")
         return tuple(n for n in names if isinstance(n, str) and _ALERT_NAME.match(n))
@@ -232,7 +233,7 @@ class _Reader:
             self._issue(node, f"{where}: expected a list of route names, got {routes!r}")
             return []
         out = []
-        for item, route in zip(node.value, routes):
+        for item, route in zip(node.value, routes, strict=True):
             if self._check_route_name(item, route, where):
                 out.append(route)
         return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -52,7 +52,7 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
         raise GateUnavailable("shadow_comparisons_total is not in this process's registry: the shadow metrics are not registered")
     started = started if started is not None else _process_start(registry)
     samples = GateSamples(
-        scope=f"local counters since process start ({datetime.fromtimestamp(started, timezone.utc):%Y-%m-%dT%H:%M:%SZ})",
+        scope=f"local counters since process start ({datetime.fromtimestamp(started, UTC):%Y-%m-%dT%H:%M:%SZ})",
         window="since process start",
         evaluated_at=time.time() if now is None else now,
         routes=tuple(RouteSample(entity, route, outcomes) for (entity, route), outcomes in sorted(routes.items())),

@@ -3,7 +3,7 @@ reason) or for machines (JSON). Pure: report in, text out."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from shadow.gate.verdict import ALL_ROUTES, GateReport, RouteRow
@@ -25,13 +25,14 @@ def reason_lines(report: GateReport) -> list[str]:
 def render_table(report: GateReport) -> str:
     """The human report: header, table, reasons, final verdict line."""
     header = f"shadow gate · {report.scope} · window {report.window} · evaluated {_iso(report.evaluated_at)}"
-    rows = [COLUMNS]
+    rows: list[tuple[str, ...]] = [COLUMNS]
     for entity in report.entities:
         rows.append(_cells(entity.total, entity.go))
         rows += [_cells(row, row.go) for row in entity.routes]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     table = [
-        "  ".join(cell.rjust(w) if COLUMNS[i] in NUMERIC else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
+        "  ".join(cell.rjust(w) if COLUMNS[i] in NUMERIC else cell.ljust(w)
+                  for i, (cell, w) in enumerate(zip(r, widths, strict=True))).rstrip()
         for r in rows
     ]
     out = [header, "", *table, ""]
@@ -96,4 +97,4 @@ def _cells(row: RouteRow, go: bool) -> tuple[str, ...]:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -6,9 +6,9 @@ Runs after prometheus.py or local.py has collected the samples; does no I/O.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
 from shadow.gate.criteria import EntityCriteria, GateCriteria, RouteCriteria
 
@@ -215,4 +215,4 @@ def _fields_text(fields: tuple[tuple[str, int], ...]) -> str:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -93,7 +93,7 @@ class Admin:
             writer.close()
             await writer.wait_closed()
             reachable, detail = True, "reachable"
-        except (OSError, asyncio.TimeoutError) as problem:
+        except (TimeoutError, OSError) as problem:
             reachable, detail = False, f"unreachable ({type(problem).__name__}: {problem})"
         self._ready = (time.monotonic(), reachable, detail)
         return reachable, detail

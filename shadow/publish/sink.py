@@ -20,8 +20,8 @@ from typing import IO, Any
 
 import orjson
 
-from shadow.publish.metrics import Metrics
 from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason
+from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.tracing import Tracing
 

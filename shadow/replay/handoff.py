@@ -21,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
+import os
 import itertools
 import logging
 import pickle
-import signal
 import socket
 import struct
 import subprocess
@@ -107,11 +106,6 @@ def read_message(read: CapturedRead) -> tuple[Any, ...]:
     return ("read", match.route.name, tuple(match.params.items()), tuple(read.query.items()),
             tuple(read.headers.items()), read.body, read.content_type, read.content_encoding,
             read.trace_headers, read.enqueued_at)
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _reap(process: subprocess.Popen[bytes], timeout: float) -> int:
@@ -232,10 +226,13 @@ class Handoff:
         generation = self._generation
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # Popen on the loop's thread: PDEATHSIG fires when the forking *thread* ends
+            # no preexec_fn (unsafe after fork in a threaded process): the worker sets its own
+            # parent-death signal and watches --parent. Popen on the loop's thread, since
+            # PDEATHSIG fires when the forking *thread* ends.
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "shadow.replay.worker", "--fd", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), preexec_fn=_die_with_parent)
+                [sys.executable, "-m", "shadow.replay.worker", "--fd", str(theirs.fileno()),
+                 "--parent", str(os.getpid())],
+                pass_fds=(theirs.fileno(),))
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()

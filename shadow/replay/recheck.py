@@ -52,7 +52,7 @@ class RecheckHeap(Generic[Item]):
             except (TimeoutError, asyncio.TimeoutError):
                 pass
         now = time.monotonic()
-        due = []
+        due: list[tuple[Item, float]] = []
         while self._heap and self._heap[0][0] <= now and len(due) < limit:
             when, _, item = heapq.heappop(self._heap)
             due.append((item, now - when))

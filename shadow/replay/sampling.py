@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Callable
 
 
 def sampled_by_chance(rate: float) -> bool:
@@ -28,9 +29,9 @@ class TokenBucket:
     """`rate` tokens per second, bursts up to `burst` (default: one second's worth).
     rate 0 means unlimited."""
 
-    __slots__ = ("rate", "burst", "_tokens", "_stamp", "_clock")
+    __slots__ = ("_clock", "_stamp", "_tokens", "burst", "rate")
 
-    def __init__(self, rate: float, burst: float | None = None, clock=time.monotonic) -> None:
+    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(rate, 1.0)
         self._tokens = self.burst

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import itertools
 import logging
 import os
@@ -273,13 +276,44 @@ def with_nice(increment: int) -> None:
             log.warning("cannot lower the shadow worker's priority by %d: %s", increment, problem)
 
 
-async def serve(fd: int) -> int:
+PARENT_CHECK_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int | None) -> bool:
+    """Ask the kernel for SIGTERM when the parent goes (set by the worker itself at
+    startup, not between fork and exec in a threaded parent); False when the parent is
+    already gone (it died before we could ask)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    except OSError as problem:  # not Linux: the periodic parent check still stops us
+        log.warning("no parent-death signal (%s); relying on the parent check", problem)
+    return parent is None or os.getppid() == parent
+
+
+async def _watch_parent(parent: int, stopped: asyncio.Event) -> None:
+    """Belt and braces for the parent-death signal: stop once we are re-parented."""
+    while not stopped.is_set():
+        if os.getppid() != parent:
+            log.warning("the main process (pid %d) is gone; stopping", parent)
+            stopped.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopped.wait(), PARENT_CHECK_SECONDS)
+
+
+async def serve(fd: int, parent: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     worker = ShadowWorker(stopped)
     await loop.create_unix_connection(lambda: worker, sock=socket.socket(fileno=fd))
+    watcher = asyncio.create_task(_watch_parent(parent, stopped)) if parent is not None else None
     await stopped.wait()
+    if watcher is not None:
+        await watcher
     await worker.close()
     try:  # the transport closes once the buffered reports are written
         await asyncio.wait_for(worker.gone.wait(), 5.0)
@@ -291,16 +325,20 @@ async def serve(fd: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shadow.replay.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True, help="the inherited Unix socket to the main process")
+    parser.add_argument("--parent", type=int, default=None, help="the main process's pid: stop when it is gone")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process decides
     level = os.environ.get("SHADOW_LOG_LEVEL", "info").upper()
     logging.basicConfig(level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
                         format=f"%(asctime)s %(levelname)s %(name)s[worker {os.getpid()}]: %(message)s")
+    if not die_with_parent(args.parent):
+        log.warning("the main process (pid %s) was gone before the worker started", args.parent)
+        return 0
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(serve(args.fd))
-    return uvloop.run(serve(args.fd))
+        return asyncio.run(serve(args.fd, args.parent))
+    return uvloop.run(serve(args.fd, args.parent))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ class Router:
         values: list[str] = []
         node: _Node | None = root
         for segment in segments:  # greedy: literal first, else the parameter
+            assert node is not None  # the loop breaks as soon as it becomes None
             child = node.static.get(segment)
             if child is None and segment:
                 child = node.param

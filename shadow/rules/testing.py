@@ -54,10 +54,10 @@ def rebuild_from_rows(entity: Entity, key: str, tables: Mapping[str, list[Mappin
     children: dict[str, Any] = {}
     level = [(spec, main) for spec in table_fields(entity.fields.values())]
     while level:
-        deeper = []
+        deeper: list[tuple[Any, list[Any]]] = []
         for spec, parents in level:
             parent_values = {row.get(spec.parent) for row in parents}
-            rows = [row for row in tables.get(spec.table or "", []) if row.get(spec.fk) in parent_values]
+            rows = [row for row in tables.get(spec.table or "", []) if row.get(spec.fk or "") in parent_values]
             rows.sort(key=lambda row: tuple(row.get(column) for column in spec.order_by))
             children[spec.node] = group_rows(rows, spec.fk or "")
             deeper.extend((sub, rows) for sub in table_fields(item_fields(spec)))
@@ -109,6 +109,8 @@ def _run_case(reader: Reader, rules: RuleSet, today: date, case: Any, line: int)
         reader.keys(expect, EXPECT_KEYS, f"test {name!r} expect", required=("outcome",))
     if len(reader.issues) > before:
         return failed("; ".join(issue.message for issue in reader.issues[before:]))
+    if not isinstance(expect, YMap):
+        return failed(f"'expect' is a mapping, got {kind_of(expect)}")
     if ("rows" in case) == ("candidate" in case):
         return failed("give exactly one of 'rows' (PostgreSQL rows) or 'candidate' (a rebuilt document)")
     entity = rules.entities.get(str(case["entity"]))

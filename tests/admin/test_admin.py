@@ -57,7 +57,7 @@ async def test_metrics_use_the_contract_names(world, start, probe) -> None:
 
 async def test_rules_view_shows_version_files_and_routes(world, start) -> None:
     sidecar = await start()
-    status, _, body = await get(sidecar.admin_url + "/rules")
+    _, _, body = await get(sidecar.admin_url + "/rules")
     rules = json.loads(body)
     assert rules["version"] == sidecar.rules.current.version
     assert rules["files"] == ["widgets.yaml"]

@@ -4,7 +4,7 @@ reference the compiled plans must equal (tests/compare/test_plans.py)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -17,10 +17,9 @@ from shadow.rules.spec import Entity, Field
 
 def _iso_ms(moment: datetime) -> str:
     """iso_ms as it was: fields formatted one by one."""
-    from datetime import timezone
 
     if moment.tzinfo is not None and moment.utcoffset():
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
             f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 

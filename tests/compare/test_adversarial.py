@@ -5,7 +5,6 @@ import math
 import textwrap
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 

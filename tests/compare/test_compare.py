@@ -3,7 +3,7 @@ exactly their path, known divergences are suppressed until they expire."""
 from __future__ import annotations
 
 import textwrap
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -72,10 +72,10 @@ def rebuilt_document() -> dict:
         "category": " electronics",
         "offers": [{"offerId": "65a1b2c3d4e5f60718293a02", "price": Decimal("1150.500000000000000000"), "status": "rejected"},
                    {"offerId": "65a1b2c3d4e5f60718293a01", "price": Decimal("1100.000000000000000000"), "status": "pending"}],
-        "timeline": [{"action": "opened", "at": datetime(2026, 1, 1, 10, 0, 0, 123999, tzinfo=timezone.utc)},
-                     {"action": "offer", "at": datetime(2026, 1, 2, 10, 0, tzinfo=timezone.utc)}],
+        "timeline": [{"action": "opened", "at": datetime(2026, 1, 1, 10, 0, 0, 123999, tzinfo=UTC)},
+                     {"action": "offer", "at": datetime(2026, 1, 2, 10, 0, tzinfo=UTC)}],
         "sellerIds": ["65a1b2c3d4e5f60718293b02", "65a1b2c3d4e5f60718293b01"],
-        "createdAt": datetime(2026, 1, 1, 10, 0, 0, 123456, tzinfo=timezone.utc),
+        "createdAt": datetime(2026, 1, 1, 10, 0, 0, 123456, tzinfo=UTC),
     }
 
 
@@ -89,7 +89,7 @@ def test_same_record_in_other_spellings_matches(entity: Entity) -> None:
 @pytest.mark.parametrize("change,path,at", [
     (lambda d: d["budget"].update(value=Decimal("1200.51")), "budget.value", "budget.value"),
     (lambda d: d["offers"][0].update(status="accepted"), "offers[*].status", "offers[1].status"),
-    (lambda d: d["timeline"][1].update(at=datetime(2026, 1, 2, 10, 0, 0, 1000, tzinfo=timezone.utc)), "timeline[*].at", "timeline[1].at"),
+    (lambda d: d["timeline"][1].update(at=datetime(2026, 1, 2, 10, 0, 0, 1000, tzinfo=UTC)), "timeline[*].at", "timeline[1].at"),
     (lambda d: d.pop("createdAt"), "createdAt", "createdAt"),
     (lambda d: d.update(note="surprise"), "note", "note"),
     (lambda d: d["sellerIds"].pop(), "sellerIds[*]", "sellerIds[0]"),  # index in the control's canonical order

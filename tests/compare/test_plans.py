@@ -5,7 +5,7 @@ with `ignore` paths, `null_is_missing: false` and chained normalizers."""
 from __future__ import annotations
 
 import textwrap
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import IntEnum
 from pathlib import Path
@@ -64,10 +64,10 @@ class Table(dict):
 
 
 MOMENTS = [
-    datetime(2025, 4, 28, 10, 59, 39, 874999, tzinfo=timezone.utc),
+    datetime(2025, 4, 28, 10, 59, 39, 874999, tzinfo=UTC),
     datetime(2025, 4, 28, 10, 59, 39),  # naive = UTC
     datetime(1, 1, 1, 0, 0, 0, 999),
-    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
     datetime(2025, 4, 28, 23, 30, 0, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30))),
     datetime(2025, 4, 28, 0, 30, 0, 500, tzinfo=timezone(timedelta(hours=-8))),
     datetime(2025, 1, 15, 12, 0, 0, 1000, tzinfo=ZoneInfo("Europe/Paris")),
@@ -122,7 +122,7 @@ def rebuilt_shape(value: Any) -> Any:
     if isinstance(value, list):
         return [rebuilt_shape(item) for item in value]
     if isinstance(value, str) and len(value) == 24 and value.endswith("Z") and value[10] == "T":
-        return datetime.fromisoformat(value[:-1]).replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
     return value
 
 

@@ -101,7 +101,7 @@ def test_image_defaults_match_the_chart() -> None:
     assert env["SHADOW_ADMIN_LISTEN"] == f"0.0.0.0:{values['ports']['admin']}"
     helpers = (REPO / "helm" / "shadow" / "templates" / "_helpers.tpl").read_text()
     assert "mountPath: /etc/shadow/rules" in helpers
-    assert str(values["runAsUser"]) == [rest for keyword, rest in stages()[-1] if keyword == "USER"][0].split(":")[0]
+    assert str(values["runAsUser"]) == next(rest for keyword, rest in stages()[-1] if keyword == "USER").split(":")[0]
 
 
 @pytest.mark.parametrize("needed", ["pyproject.toml", "README.md", "shadow", "normalizers"])

@@ -16,7 +16,7 @@ from shadow.demo.marketplace.backfill import TABLE_COLUMNS
 from shadow.demo.marketplace.cli import LoadedDomain, load_domain
 from shadow.demo.marketplace.drift import plant
 
-from .test_backfill import EXPECTED_SQL, HELPERS, canonical
+from .test_backfill import EXPECTED_SQL, HELPERS, canonical  # noqa: TID252 (a sibling test module)
 
 SEED, SCALE = 7, 20
 

@@ -1,7 +1,7 @@
 """The generator: deterministic, real BSON, referentially consistent, Mongo-faithful."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import bson
@@ -32,7 +32,7 @@ def test_values_are_real_bson_at_mongo_precision() -> None:
     mixed = [p["purchaseRequestId"] for p in payments]
     assert any(isinstance(m, ObjectId) for m in mixed) and any(isinstance(m, str) for m in mixed)
     stamps = [p["createdAt"] for p in payments]
-    assert all(s.tzinfo is timezone.utc and s.microsecond % 1000 == 0 for s in stamps)
+    assert all(s.tzinfo is UTC and s.microsecond % 1000 == 0 for s in stamps)
     # a BSON round trip (what Mongo stores) changes nothing
     options = CodecOptions(tz_aware=True)
     assert all(bson.decode(bson.encode(p), codec_options=options) == p for p in payments)
@@ -58,7 +58,7 @@ def test_references_resolve() -> None:
 
 
 def test_tojson_shape() -> None:
-    moment = datetime(2026, 1, 2, 3, 4, 5, 678999, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678999, tzinfo=UTC)
     assert iso_ms(moment) == "2026-01-02T03:04:05.678Z"
     user: dict[str, Any] = {"_id": ObjectId("0123456789abcdef01234567"), "password": "x", "refreshTokens": [],
                             "emailVerificationToken": "t", "emailVerificationExpires": moment, "__v": 3,

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-
 from shadow.rules import load_rules
 
 RULES = Path(__file__).parents[2] / "rules" / "marketplace"
@@ -30,7 +29,7 @@ async def test_planted_divergences_are_mismatches_at_their_paths_and_the_rest_ma
     await probe.settle(sidecar, timeout=30)
 
     found = {(entry.entity, entry.key): entry for entry in sidecar.sink.recent(limit=10_000)}
-    served = {key_of[path] for path, (status, _) in zip(paths, direct) if status == 200}
+    served = {key_of[path] for path, (status, _) in zip(paths, direct, strict=True) if status == 200}
     divergent = {(entity_of[d.collection], d.legacy_id): d for d in marketplace.drifts if d.divergent}
     problems = []
     for (entity, key), drift in divergent.items():

@@ -23,7 +23,7 @@ async def test_consistent_keys_match_and_planted_divergences_mismatch_with_their
     assert fields == {"price": 1.0, "name": 1.0, "apiToken": 1.0}
     recent = {entry.key: entry for entry in sidecar.sink.recent()}
     assert set(recent) == {"w0003", "w0007"}
-    assert [(d["path"], d["control"], d["candidate"]) for d in recent["w0003"].diffs][0][0] == "price"
+    assert next((d["path"], d["control"], d["candidate"]) for d in recent["w0003"].diffs)[0] == "price"
     # the token is redacted by name, on the page and in the log
     token_diff = next(d for d in recent["w0007"].diffs if d["path"] == "apiToken")
     assert token_diff["control"] == token_diff["candidate"] == "[redacted]"

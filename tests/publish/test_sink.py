@@ -4,10 +4,10 @@ from __future__ import annotations
 import io
 import json
 
-from shadow.publish.metrics import Metrics
 from shadow.model import Comparison, FieldDiff, Outcome, SkipReason
-from shadow.publish.sink import MAX_FIELDS_PER_ENTITY, Sink
+from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import REDACTED, redact_value
+from shadow.publish.sink import MAX_FIELDS_PER_ENTITY, Sink
 
 
 def mismatch(key: str, *diffs: FieldDiff, entity: str = "users") -> Comparison:

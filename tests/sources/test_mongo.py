@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from bson import Decimal128, ObjectId
@@ -11,8 +11,8 @@ from pymongo import AsyncMongoClient
 from shadow.compare.diff import compare
 from shadow.demo.embedded import MongoServer
 from shadow.model import Outcome
-from shadow.rules import load_rules
 from shadow.replay.sources import MongoSource
+from shadow.rules import load_rules
 
 RULES = """\
 entity: user
@@ -42,7 +42,7 @@ async def test_fetch_gives_the_api_shape_and_none_for_absent(mongo_server: Mongo
     stored = [{"_id": ObjectId(), "name": f"u{n}", "teamId": team if n < 2 else other_team,
                "balance": Decimal128("10.50"), "friendIds": [ObjectId()], "password": "secret",
                "refreshTokens": [{"token": "t"}], "__v": 3,
-               "createdAt": datetime(2026, 1, 1, 10, 0, 0, 123000, tzinfo=timezone.utc)} for n in range(3)]
+               "createdAt": datetime(2026, 1, 1, 10, 0, 0, 123000, tzinfo=UTC)} for n in range(3)]
     try:
         await client[mongo_db_name]["users"].insert_many(stored)
         source = MongoSource(client, mongo_db_name)

@@ -6,7 +6,7 @@ import asyncio
 import textwrap
 import time
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,8 +15,8 @@ import pytest
 
 from shadow.compare.diff import compare
 from shadow.model import Outcome
-from shadow.rules import Entity, RuleSet, load_rules
 from shadow.replay.sources import PostgresSource
+from shadow.rules import Entity, RuleSet, load_rules
 
 SCHEMA = """
 CREATE TABLE id_map (collection text NOT NULL, legacy_object_id text NOT NULL, new_id uuid NOT NULL UNIQUE,
@@ -75,7 +75,7 @@ async def seed(dsn: str, orders: int) -> tuple[dict[str, dict], dict[str, uuid.U
             key, new_id = oid(1000 + number), uuid.uuid4()
             buyer = oid(1 + number % 2)
             template = number % 3 == 0
-            created = datetime(2026, 1, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
+            created = datetime(2026, 1, 1, 10, 0, 0, 123456, tzinfo=UTC)
             await connection.execute(
                 "INSERT INTO orders VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", new_id, key, users[buyer],
                 "template" if template else "entity", None if template else users[oid(2)],
@@ -141,7 +141,7 @@ async def test_single_key_and_divergence(pg_dsn: str, rules: RuleSet) -> None:
 
 
 async def test_list_keys_of_a_complete_list_route(pg_dsn: str, rules: RuleSet) -> None:
-    documents, _ = await seed(pg_dsn, 6)
+    _, _ = await seed(pg_dsn, 6)
     entity = rules.entities["order"]
     [route] = rules.routes
     source = await PostgresSource.create(pg_dsn)

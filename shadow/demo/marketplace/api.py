@@ -19,8 +19,8 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -34,8 +34,6 @@ from shadow.demo.marketplace.generate import CURRENCIES
 from shadow.demo.marketplace.tojson import to_api
 
 
-
-
 class Backends:
     """What the handlers talk to; filled in by the app's cleanup contexts on startup."""
 
@@ -44,8 +42,10 @@ class Backends:
         self.dual_write: DualWrite | None = None
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BACKENDS = web.AppKey("backends", Backends)
-READ_CACHE = web.AppKey("read_cache", object)  # dict[(collection, id), bytes] | None
+ReadCache = dict[tuple[str, str], bytes]
+READ_CACHE: web.AppKey[ReadCache | None] = web.AppKey("read_cache")
 
 _HEX_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 PAYMENT_STATUSES = ("pending", "processing", "completed", "failed", "refunded")
@@ -74,12 +74,12 @@ def _object_id(text: str) -> ObjectId:
 
 def _now_ms() -> datetime:
     """`new Date()`: UTC, millisecond precision."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 @web.middleware
-async def _bad_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _bad_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BadRequest as bad:
@@ -101,6 +101,7 @@ def _single(collection: str) -> Any:
             return _error(404, "not found")
         response = _json(to_api(collection, doc))
         if cache is not None:
+            assert isinstance(response.body, bytes)
             cache[(collection, request.match_info["id"])] = response.body
         return response
     return handler
@@ -262,9 +263,10 @@ def create_app(mongo_uri: str, db_name: str, dual_write_dsn: str | None = None,
     app[READ_CACHE] = {} if read_cache else None
     if read_cache:
         @web.middleware
-        async def clear_on_write(request: web.Request, handler: Any) -> web.StreamResponse:
-            if request.method not in ("GET", "HEAD"):
-                request.app[READ_CACHE].clear()
+        async def clear_on_write(request: web.Request, handler: Handler) -> web.StreamResponse:
+            cache = request.app[READ_CACHE]
+            if request.method not in ("GET", "HEAD") and cache is not None:
+                cache.clear()
             return await handler(request)
         app.middlewares.append(clear_on_write)
 
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
 
         uvloop.install()
     web.run_app(create_app(args.mongo, args.db, args.dual_write_pg, args.dual_write_lag, read_cache=args.cache),
-                host=args.host, port=args.port, access_log=None if args.quiet else web.access_logger,
+                host=args.host, port=args.port, access_log=None if args.quiet else logging.getLogger("aiohttp.access"),
                 print=None if args.quiet else print)
 
 

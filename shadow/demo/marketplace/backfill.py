@@ -117,7 +117,9 @@ class _Rows:
         yield from self.disputes(c["disputes"])
 
     def users(self, docs: list[Document]) -> Iterator[tuple[str, list[Row]]]:
-        users, passkeys, tokens = [], [], []
+        users: list[Row] = []
+        passkeys: list[Row] = []
+        tokens: list[Row] = []
         for d in docs:
             uid = self.ref("users", d["_id"])
             profile = d.get("profile") or {}
@@ -144,7 +146,9 @@ class _Rows:
                 *self.mixed("categories", d.get("parentId")), d["isActive"], d["createdAt"], d["updatedAt"])
 
     def purchase_requests(self, docs: list[Document]) -> Iterator[tuple[str, list[Row]]]:
-        requests, delivery, preferred = [], [], []
+        requests: list[Row] = []
+        delivery: list[Row] = []
+        preferred: list[Row] = []
         for d in docs:
             pid = self.ref("purchaserequests", d["_id"])
             requests.append((pid, str(d["_id"]), self.ref("users", d["buyerId"]),
@@ -183,7 +187,9 @@ class _Rows:
                 _decimal(d.get("balanceAfter")), d.get("idempotencyKey"), d.get("description"), d["createdAt"])
 
     def disputes(self, docs: list[Document]) -> Iterator[tuple[str, list[Row]]]:
-        disputes, evidence, timeline = [], [], []
+        disputes: list[Row] = []
+        evidence: list[Row] = []
+        timeline: list[Row] = []
         for d in docs:
             did = self.ref("disputes", d["_id"])
             disputes.append((did, str(d["_id"]), self.ref("purchaserequests", d["purchaseRequestId"]),

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +23,7 @@ from bson import Decimal128, ObjectId
 Document = dict[str, Any]
 
 CURRENCIES = ("USD", "EUR", "GBP", "USDT", "ETH")
-_EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 _SPAN_MS = 300 * 24 * 3600 * 1000
 _CITIES = (("Berlin", "DE"), ("Paris", "FR"), ("London", "GB"), ("Austin", "US"), ("Lisbon", "PT"), ("Warsaw", "PL"))
 _FIRST = ("Ada", "Grace", "Linus", "Ken", "Barbara", "Edsger", "Frances", "Dennis", "Radia", "Tim")
@@ -80,7 +81,7 @@ class _Maker:
     def token(self, length: int) -> str:
         return self.rng.randbytes(length).hex()
 
-    def pick(self, values: tuple[str, ...] | list[Any]) -> Any:
+    def pick(self, values: Sequence[Any]) -> Any:
         return values[self.rng.randrange(len(values))]
 
 
@@ -158,7 +159,7 @@ def _addresses(make: _Maker, n: int, users: list[Document]) -> list[Document]:
     rng = make.rng
     has_primary: set[int] = set()
     addresses = []
-    for i in range(n):
+    for _ in range(n):
         owner = rng.randrange(len(users))
         oid, created, updated = _stamped(make)
         city, country = make.pick(_CITIES)

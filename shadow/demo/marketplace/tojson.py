@@ -18,7 +18,7 @@ The per-collection field list and its PostgreSQL home are in docs/domain.md.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import Decimal128, ObjectId
@@ -32,7 +32,7 @@ HIDDEN_FIELDS: dict[str, frozenset[str]] = {
 def iso_ms(moment: datetime) -> str:
     """JS `toISOString()`: UTC, millisecond precision (µs truncated, as a JS Date holds ms)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

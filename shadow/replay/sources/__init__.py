@@ -8,11 +8,12 @@ Every source has:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from shadow.rules.spec import Entity, Route
 from shadow.replay.sources.mongo import MongoSource
 from shadow.replay.sources.postgres import PostgresSource
+from shadow.rules.spec import Entity, Route
 
 
 class Source(Protocol):

@@ -9,16 +9,18 @@ from typing import Any
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from shadow.rules.spec import Entity, Route
 from shadow.replay.sources.apijson import api_document
+from shadow.rules.spec import Entity, Route
+
+Document = dict[str, Any]
 
 
 class MongoSource:
     name = "mongo"
 
-    def __init__(self, client_or_uri: AsyncMongoClient | str, database: str, *, timeout: float = 2.0) -> None:
+    def __init__(self, client_or_uri: AsyncMongoClient[Document] | str, database: str, *, timeout: float = 2.0) -> None:
         if isinstance(client_or_uri, str):
-            self.client: AsyncMongoClient = AsyncMongoClient(
+            self.client: AsyncMongoClient[Document] = AsyncMongoClient(
                 client_or_uri, tz_aware=True, serverSelectionTimeoutMS=int(timeout * 1000), timeoutMS=int(timeout * 1000))
             self._own_client = True
         else:
