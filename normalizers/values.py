@@ -107,7 +107,7 @@ def decimal(value: Any) -> Any:
         return out_of_range("decimal", f"an int of {value.bit_length()} bits")
     if not isinstance(value, (int, Decimal)):
         if not isinstance(value, str):
-            raise ValueError(f"not a decimal: {value!r:.80}")  # noqa: TRY004 - ValueError is the normalizer contract
+            raise ValueError(f"not a decimal: {value!r:.80}")
         value = value.strip()
         if len(value) > MAX_NUMBER_TEXT:
             return out_of_range("decimal", value)
