@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,25 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def ensure_wrk() -> str:
+    """The `wrk` binary: found on PATH, or installed from the Debian package `wrk` when
+    missing and running as root (apt-get); otherwise exit with how to get it."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk not found: apt-get install -y wrk", file=sys.stderr, flush=True)
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "wrk"]
+        if subprocess.run(install, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update"], capture_output=True)
+            subprocess.run(install, capture_output=True)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    raise SystemExit("bench/proxy.py needs wrk (max throughput): `apt-get install wrk` (Debian/Ubuntu), "
+                     "`brew install wrk`, or build https://github.com/wg/wrk and put it on PATH")
+
+
 def wrk(url: str, lua: Path, seconds: float, connections: int = 32) -> dict[str, float]:
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(lua), url],
                          capture_output=True, text=True, check=True).stdout
@@ -136,7 +156,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--scale", type=int, default=200)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxy.json"))
+    parser.add_argument("--shadow-workers", type=int, default=0, help="shadow worker processes (0 = the proxy's default)")
     opts = parser.parse_args()
+    ensure_wrk()
+    if not shutil.which("nginx"):
+        raise SystemExit("bench/proxy.py needs nginx (the reference proxy): `apt-get install nginx-light`")
     work = Path(tempfile.mkdtemp(prefix="shadow-bench-"))
     results: dict[str, dict] = {}
     with ExitStack() as stack:
@@ -189,7 +213,8 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
                              "--mongo", mongo.uri, "--mongo-db", "bench",
                              "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}",
                              "--source-timeout", "0.5", "--mismatch-log", str(work / "mismatches.jsonl"),
-                             "--engine", engine])
+                             "--engine", engine,
+                             *(["--shadow-workers", str(opts.shadow_workers)] if opts.shadow_workers else [])])
             admin = f"http://127.0.0.1:{admin_port}"
             wait_http(admin + "/healthz")
             return process, f"http://127.0.0.1:{port}", admin

@@ -170,6 +170,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("gate_criteria", "--gate-criteria", "SHADOW_GATE_CRITERIA", "gate criteria YAML for the admin /gate verdict (default: /gate answers 501)", "FILE", _file),
     Option("shadow_process", "--shadow-process", "SHADOW_SHADOW_PROCESS", "worker = shadow comparisons in a child process (default); inline = in the proxy's process", "MODE", _choice("worker", "inline")),
     Option("shadow_nice", "--shadow-nice", "SHADOW_SHADOW_NICE", "niceness added to the shadow worker process, 0-19 (default 19: the proxy always goes first)", "N", _nice),
+    Option("shadow_workers", "--shadow-workers", "SHADOW_SHADOW_WORKERS", "shadow worker processes, reads sharded by key; 0 = from the CPU quota: one per CPU beyond the proxy's, at least 1 (default 0)", "N", _whole(0)),
     Option("engine", "--engine", "SHADOW_ENGINE", "request path: raw = asyncio + httptools (default; about half the CPU per request); aiohttp = the aiohttp client and server", "ENGINE", _choice("aiohttp", "raw")),
     Option("rules_max_bytes", "--rules-max-bytes", "SHADOW_RULES_MAX_BYTES", "largest rule file read; larger ones are refused before parsing (default 1048576)", "N", _whole(1)),
     Option("normalizer_modules", "--normalizer-modules", "SHADOW_NORMALIZER_MODULES", "Python modules rules may import normalizers from, comma-separated (default: none, built-ins only)", "MODULES", _modules),
@@ -214,6 +215,7 @@ class Config:
     normalizer_modules: str = ""  # comma-separated; see rules_policy
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
+    shadow_workers: int = 0
 
     def __post_init__(self) -> None:
         # Values built in Python go through the same parsers as flags, so a bad value

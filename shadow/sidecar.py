@@ -21,7 +21,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,14 +39,15 @@ from shadow.publish.redaction import Redaction
 from shadow.publish.sink import Divergence, Sink
 from shadow.publish.tracing import Tracing
 from shadow.replay.handoff import Handoff
-from shadow.replay.pipeline import Pipeline, PipelineSettings
+from shadow.replay.pipeline import Pipeline
+from shadow.replay.settings import pipeline_settings
+from shadow.replay.sources.lazy import LazySource, default_sources
 from shadow.rules.reload import RulesHolder, default_loader
 from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.sidecar")
 
 LAG_INTERVAL = 0.25
-SOURCE_RETRY_SECONDS = 1.0
 
 
 class RulesNotLoaded(RuntimeError):
@@ -55,81 +56,6 @@ class RulesNotLoaded(RuntimeError):
     def __init__(self, problems: tuple[str, ...]) -> None:
         super().__init__("rules not loaded:\n  " + "\n  ".join(problems))
         self.problems = problems
-
-
-class LazySource:
-    """A shadow source opened on first use and re-opened after it failed to open, so a
-    database that is down at start (or later) never stops the proxy."""
-
-    def __init__(self, name: str, open_source: Callable[[], Awaitable[Any]]) -> None:
-        self.name = name
-        self._open_source = open_source
-        self._source: Any = None
-        self._failed_at = -SOURCE_RETRY_SECONDS
-        self._last_error: BaseException | None = None
-        self._lock = asyncio.Lock()
-        self._opening: asyncio.Future[Any] | None = None
-
-    async def _get(self) -> Any:
-        if self._source is not None:
-            return self._source
-        async with self._lock:
-            if self._source is None:
-                if time.monotonic() - self._failed_at < SOURCE_RETRY_SECONDS:
-                    raise ConnectionError(f"{self.name} source unavailable: {self._last_error}")
-                try:
-                    self._source = await self._open_source()
-                except Exception as problem:
-                    self._failed_at, self._last_error = time.monotonic(), problem
-                    raise
-        return self._source
-
-    async def warm(self, timeout: float) -> bool:
-        """Open now rather than on the first read (the shadow worker, at start). False
-        when it failed (retried on use) or is still opening after `timeout` (it goes
-        on opening: the first reads then wait for it)."""
-        try:
-            self._opening = asyncio.ensure_future(self._get())  # a reference: it may outlive the wait
-            await asyncio.wait_for(asyncio.shield(self._opening), timeout)
-        except Exception as problem:
-            log.warning("%s source not open at start (retried on use): %s", self.name, problem or type(problem).__name__)
-            return False
-        return True
-
-    async def fetch(self, entity: Any, keys: Any) -> Any:
-        return await (await self._get()).fetch(entity, keys)
-
-    async def list_keys(self, entity: Any, route: Any, params: Any) -> Any:
-        return await (await self._get()).list_keys(entity, route, params)
-
-    async def close(self) -> None:
-        if self._source is not None:
-            with contextlib.suppress(Exception):
-                await self._source.close()
-            self._source = None
-
-
-def default_sources(config: Config) -> dict[str, Any]:
-    """The sources the config names, opened lazily."""
-    sources: dict[str, Any] = {}
-    pg, mongo = config.pg, config.mongo
-    if pg:
-        async def open_postgres() -> Any:
-            from shadow.replay.sources.postgres import PostgresSource
-
-            # one connection per worker, plus one for the recheck task
-            return await PostgresSource.create(pg, statement_timeout=config.source_timeout,
-                                               pool_size=config.workers + 1)
-
-        sources["postgres"] = LazySource("postgres", open_postgres)
-    if mongo:
-        async def open_mongo() -> Any:
-            from shadow.replay.sources.mongo import MongoSource
-
-            return MongoSource(mongo, config.mongo_db, timeout=config.source_timeout)
-
-        sources["mongo"] = LazySource("mongo", open_mongo)
-    return sources
 
 
 def rules_facts(rules: Any) -> tuple[dict[str, Redaction], list[Divergence]]:
@@ -245,11 +171,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
             explain = explain or compare_explain.explain
         opened_sources = dict(sources) if sources is not None else default_sources(config)
         pipeline = Pipeline(
-            PipelineSettings(queue_size=config.queue_size, workers=config.workers, batch_size=config.batch_size,
-                             source_timeout=config.source_timeout, rate_limit=config.rate_limit,
-                             explain_rate=config.explain_rate, recheck_capacity=config.queue_size,
-                             queue_bytes=max(64 * 1024 * 1024, 4 * config.max_body_bytes)),
-            sink, lambda: holder.current, opened_sources, compare, explain)
+            pipeline_settings(config), sink, lambda: holder.current, opened_sources, compare, explain)
         pipeline.start()
     else:
         pipeline = handoff = Handoff(config, sink)

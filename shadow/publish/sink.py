@@ -24,6 +24,7 @@ from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.tracing import Tracing
+from shadow.replay.messages import Counts
 
 log = logging.getLogger("shadow.publish.sink")
 
@@ -34,6 +35,7 @@ MAX_LABEL_LENGTH = 160
 NOTEWORTHY = frozenset({Outcome.MISMATCH, Outcome.MISSING, Outcome.EXTRA, Outcome.TRANSIENT})
 #: log lines kept in memory between flushes; beyond, lines are dropped and counted
 MAX_PENDING_LOG_LINES = 20000
+_SKIP_REASONS = frozenset(reason.value for reason in SkipReason)
 ERROR_LOG_INTERVAL = 10.0  # seconds between two log lines about the same failing stage
 
 
@@ -196,6 +198,32 @@ class Sink:
         """The shadow queue's capacity, and how to read its depth at scrape time."""
         self.metrics.queue_capacity.set(capacity)
         self.metrics.queue_depth.set_function(depth)
+
+    def merge(self, counts: Counts) -> None:
+        """Add what a shadow worker counted since its last report (shadow/replay/relay.py):
+        the same metrics as one publish/skipped/dropped/observe_stage call per event."""
+        metrics = self.metrics
+        for entity, route, outcome, n in counts.comparisons:
+            self.counts[entity][outcome] += n
+            self.child(metrics.comparisons, entity, route, outcome).inc(n)
+        for entity, path, n in counts.suppressed:
+            self.child(metrics.suppressed, entity, self.field_label(entity, path)).inc(n)
+        for entity, route, reason, n in counts.skipped:
+            self.counts[entity][Outcome.SKIPPED.value] += n
+            self.child(metrics.skipped, entity, route, reason).inc(n)
+        for reason, dropped_entity, dropped_route, n in counts.dropped:
+            self.child(metrics.dropped, reason).inc(n)
+            if dropped_entity is not None and dropped_route is not None and reason in _SKIP_REASONS:
+                self.counts[dropped_entity][Outcome.SKIPPED.value] += n
+                self.child(metrics.skipped, dropped_entity, dropped_route, reason).inc(n)
+        for entity, stage, buckets, total in counts.stages:
+            # prometheus_client has no bulk observe: add to the child's bucket values
+            # (non-cumulative per bucket, as observe() keeps them) and its sum
+            child = self.child(metrics.stage_seconds, entity, stage)
+            child._sum.inc(total)
+            for value, n in zip(child._buckets, buckets, strict=True):
+                if n:
+                    value.inc(n)
 
     def explained(self, entry: RecentMismatch, diffs: Iterable[FieldDiff]) -> None:
         """Attach deepdiff's detail to a ring entry (it arrives later, off the loop)."""

@@ -2,7 +2,8 @@
 its answer. Runs in N worker tasks on the event loop of the shadow worker process
 (shadow/worker.py; or of the proxy's own process with --shadow-process inline), never
 on the request path. Everything it reports goes through the sink it is given: the
-real Sink inline, a RemoteSink relaying to the main process's Sink in the worker.
+real Sink inline, a Relay (shadow/replay/relay.py) to the main process's Sink in a worker:
+both implement the messages.Sink Protocol.
 
     proxy ──offer()──▶ bounded queue ──▶ worker: prepare (parse, keys, sampling)
         ──▶ one Source.fetch per (entity, source) for the whole batch (with a timeout)
@@ -24,7 +25,8 @@ from typing import Any
 
 from shadow.proxy.capture import CapturedRead, prepare
 from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason, Verdict
-from shadow.publish.sink import RecentMismatch, Sink
+from shadow.publish.sink import RecentMismatch
+from shadow.replay.messages import Sink
 from shadow.replay.recheck import RecheckHeap
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
 from shadow.tasks import TaskSet
@@ -73,7 +75,7 @@ class Pipeline:
     """Bounded queue + batching workers + recheck heap. `start()` in a running loop;
     `close()` drops what is still queued (counted as `shutdown`)."""
 
-    def __init__(self, settings: PipelineSettings, sink: Sink, rules: Callable[[], Any],
+    def __init__(self, settings: PipelineSettings, sink: Sink[Any], rules: Callable[[], Any],
                  sources: Mapping[str, Any], compare: Callable[..., Verdict],
                  explain: Callable[..., list[FieldDiff]] | None = None) -> None:
         self.settings = settings

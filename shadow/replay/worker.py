@@ -1,14 +1,15 @@
-"""The shadow worker process: runs the Pipeline (queue, sampling, rate limit, batching,
-sources, recheck, explain) in its own event loop, away from the proxy's.
+"""The shadow worker process: runs the Pipeline (queue, sampling, batching, sources,
+recheck, explain) in its own event loop, away from the proxy's.
 
-Started by the sidecar (shadow/handoff.py) as `python -m shadow.replay.worker --fd N` with one
-end of a Unix socket pair. It reads length-prefixed pickle frames from the main
-process — `start` (the Config), `read` (a captured read), `rules` (reload the rules
-directory; a bad edit keeps the last good rules), `drain`, `stop` — and answers with
-the sink calls of its pipeline, relayed by `RemoteSink` to the one Sink of the main
-process. It lowers its own priority (`--shadow-nice`), ignores SIGINT (the main
-process decides when it stops), and exits on SIGTERM, on `stop`, or when the socket
-closes (its parent is gone).
+Started by the proxy process (shadow/replay/handoff.py) as `python -m shadow.replay.worker
+--fd N` with one end of a Unix socket pair; there may be several, each given the reads
+of its share of the keys. It reads frames of `messages.ToWorker` — `Start` (the
+Config), `Read` (captured reads, many per frame), `Rules` (reload the rules directory;
+a bad edit keeps the last good rules), `Drain`, `Stop` — and answers with
+`messages.ToProxy`: its pipeline reports to a `Relay` (shadow/replay/relay.py), which
+counts common outcomes and ships them as periodic `Counts` deltas. It lowers its own
+priority (`--shadow-nice`), ignores SIGINT (the main process decides when it stops),
+and exits on SIGTERM, on `Stop`, or when the socket closes (its parent is gone).
 """
 from __future__ import annotations
 
@@ -17,106 +18,62 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import itertools
+import gc
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, assert_never
 
 from multidict import CIMultiDict, MultiDict
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shadow.proxy.capture import CapturedRead
 from shadow.config import Config
-from shadow.replay.handoff import FrameReader, frame
-from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason
-from shadow.replay.pipeline import Pipeline, PipelineSettings
-from shadow.publish.sink import NOTEWORTHY
+from shadow.proxy.capture import CapturedRead
+from shadow.replay.messages import (
+    Depth,
+    Drain,
+    Drained,
+    FrameReader,
+    Read,
+    Ready,
+    Rules,
+    Start,
+    Stop,
+    ToProxy,
+    ToWorker,
+    frame,
+)
+from shadow.replay.pipeline import Pipeline
+from shadow.replay.relay import Relay
+from shadow.replay.settings import pipeline_settings
 from shadow.rules import RouteMatch
 
 log = logging.getLogger("shadow.replay.worker")
 
-DEPTH_REPORT_SECONDS = 0.25
+#: how often the worker reports its counted outcomes and its queue depth
+REPORT_SECONDS = 0.25
 #: how long the worker waits for its sources to open before it says it is ready
 WARM_UP_SECONDS = 10.0
-_PROPAGATOR = TraceContextTextMapPropagator()
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteEntry:
-    """Stands for the main process's ring entry of a mismatch, for a later `explained`."""
-
-    id: int
-    entity: str
-
-
-def trace_headers(context: Any) -> tuple[tuple[str, str], ...]:
-    """The W3C headers of a trace context (a Context does not cross processes)."""
-    if context is None:
-        return ()
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier, context=context)
-    return tuple(carrier.items())
-
-
-class RemoteSink:
-    """The Sink methods the Pipeline calls, each sent as a message to the main process
-    (batched per loop iteration). Control and candidate documents travel only where
-    the main Sink uses them (a missing key's control)."""
-
-    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
-        self._send = send
-        self._handles = itertools.count(1)
-        self.depth: Callable[[], int] = lambda: 0
-
-    def publish(self, comparison: Comparison, job: ShadowJob | None = None) -> RemoteEntry | None:
-        outcome = comparison.outcome
-        slim = replace(comparison, candidate=None, control=comparison.control if outcome is Outcome.MISSING else None)
-        job_info = None if job is None else (job.entity, job.route, job.source, job.enqueued_at, trace_headers(job.trace_context))
-        handle = next(self._handles) if outcome in NOTEWORTHY else None
-        self._send(("publish", slim, job_info, handle))
-        return RemoteEntry(handle, comparison.entity) if handle is not None else None
-
-    def skipped(self, entity: str, route: str, reason: SkipReason) -> None:
-        self._send(("skipped", entity, route, reason))
-
-    def dropped(self, reason: SkipReason | str, entity: str | None = None, route: str | None = None) -> None:
-        self._send(("dropped", reason, entity, route))
-
-    def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None:
-        if isinstance(error, BaseException):  # exceptions need not pickle (asyncpg's do not)
-            log.debug("shadow %s failed", stage, exc_info=error)
-            error = f"{type(error).__name__}: {error}"
-        self._send(("raised", stage, error, entity))
-
-    def explained(self, entry: RemoteEntry, diffs: list[FieldDiff]) -> None:
-        self._send(("explained", entry.id, list(diffs)))
-
-    def observe_stage(self, entity: str, stage: str, seconds: float) -> None:
-        self._send(("stage", entity, stage, seconds))
-
-    def watch_queue(self, capacity: int, depth: Callable[[], int]) -> None:
-        self.depth = depth  # reported every DEPTH_REPORT_SECONDS
+#: allocations between young collections, and how many of those per older one (default 700, 10, 10)
+GC_THRESHOLDS = (10000, 20, 20)
 
 
 class ShadowWorker(asyncio.Protocol):
-    """The worker's end of the socket: builds the pipeline on `start`, feeds it reads."""
+    """The worker's end of the socket: builds the pipeline on `Start`, feeds it reads."""
 
     def __init__(self, stopped: asyncio.Event) -> None:
         self._reader = FrameReader()
         self._transport: asyncio.Transport | None = None
-        self._outbox: list[tuple[Any, ...]] = []
+        self._outbox: list[ToProxy] = []
         self._flush_scheduled = False
         self.stopped = stopped
         self.stop_drain = 0.0
         self.config: Config | None = None
         self.pipeline: Pipeline | None = None
         self.sources: dict[str, Any] = {}
-        self.sink = RemoteSink(self.send)
+        self.sink = Relay(self.send)
         self.rules: Any = None
         self._routes: dict[str, Any] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -132,7 +89,7 @@ class ShadowWorker(asyncio.Protocol):
         self.gone.set()
         self.stopped.set()  # the main process is gone: nobody to report to
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: ToProxy) -> None:
         self._outbox.append(message)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -144,6 +101,12 @@ class ShadowWorker(asyncio.Protocol):
             batch, self._outbox = self._outbox, []
             self._transport.write(frame(batch))
 
+    def report(self) -> None:
+        """Send what was counted since the last report, now (before the rest of the outbox)."""
+        counts = self.sink.counts()
+        if counts is not None:
+            self.send(counts)
+
     def data_received(self, data: bytes) -> None:
         for batch in self._reader.feed(data):
             for message in batch:
@@ -151,68 +114,66 @@ class ShadowWorker(asyncio.Protocol):
 
     # ------------------------------------------------------------------ messages
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "read":
-            self._offer(message)
-        elif kind == "start":
-            self._start(message[1])
-        elif kind == "rules":
-            self._reload(message[1])  # at once: the reads behind this message may need new routes
-        elif kind == "drain":
-            self._spawn(self._drain(message[1], message[2]))
-        elif kind == "stop":
-            self.stop_drain = message[1]
-            self.stopped.set()
-        else:
-            log.warning("unknown message %r from the main process", kind)
+    def _handle(self, message: ToWorker) -> None:
+        """The one dispatch of what the proxy process sends."""
+        match message:
+            case Read():
+                self._offer(message)
+            case Start(config=config, tracing=tracing, shards=shards):
+                self.sink.tracing = tracing
+                self._start(config, shards)
+            case Rules(version=version):
+                self._reload(version)  # at once: the reads behind this message may need new routes
+            case Drain(token=token, timeout=timeout):
+                self._spawn(self._drain(token, timeout))
+            case Stop(drain_seconds=seconds):
+                self.stop_drain = seconds
+                self.stopped.set()
+            case _:
+                assert_never(message)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _start(self, config: Config) -> None:
+    def _start(self, config: Config, shards: int) -> None:
         from shadow.compare.diff import compare
         from shadow.compare.explain import explain
-        from shadow.sidecar import default_sources
+        from shadow.replay.sources.lazy import default_sources
 
         self.config = config
         logging.getLogger().setLevel(config.log_level.upper())
         with_nice(config.shadow_nice)
         self._use_rules(load(config))
         self.sources = default_sources(config)
-        self.pipeline = Pipeline(
-            PipelineSettings(queue_size=config.queue_size, workers=config.workers, batch_size=config.batch_size,
-                             source_timeout=config.source_timeout, rate_limit=0.0,  # the proxy applied it
-                             explain_rate=config.explain_rate, recheck_capacity=config.queue_size,
-                             queue_bytes=max(64 * 1024 * 1024, 4 * config.max_body_bytes)),
-            self.sink, lambda: self.rules, self.sources, compare, explain)  # type: ignore[arg-type]
+        self.pipeline = Pipeline(pipeline_settings(config, rate_limited_before=True, shards=shards), self.sink,
+                                 lambda: self.rules, self.sources, compare, explain)
         self.pipeline.start()
-        self._spawn(self._report_depth())
-        self._spawn(self._warm_up(config))
+        self._spawn(self._report())
+        self._spawn(self._warm_up())
 
-    async def _warm_up(self, config: Config) -> None:
+    async def _warm_up(self) -> None:
         """Open the sources before saying ready, so the first reads do not pay for it."""
         await asyncio.gather(*(source.warm(WARM_UP_SECONDS) for source in self.sources.values()))
-        self.send(("ready", getattr(self.rules, "version", None)))
+        settle_garbage_collector()
+        self.send(Ready(getattr(self.rules, "version", None)))
 
     def _use_rules(self, rules: Any) -> None:
         if rules is not None:
             self.rules = rules
             self._routes = {route.name: route for route in rules.routes}
 
-    def _offer(self, message: tuple[Any, ...]) -> None:
-        (_, route_name, params, query, headers, body, content_type, content_encoding, trace, enqueued_at) = message
-        route = self._routes.get(route_name)
+    def _offer(self, read: Read) -> None:
+        route = self._routes.get(read.route)
         if route is None or self.pipeline is None:
-            self.sink.raised("handoff", f"route {route_name!r} is not in the worker's rules "
+            self.sink.raised("handoff", f"route {read.route!r} is not in the worker's rules "
                                         f"(version {getattr(self.rules, 'version', None)})")
             return
         self.pipeline.offer(CapturedRead(
-            match=RouteMatch(route, dict(params)), query=MultiDict(query), headers=CIMultiDict(headers), body=body,
-            content_type=content_type, content_encoding=content_encoding, trace_headers=trace,
-            enqueued_at=enqueued_at))
+            match=RouteMatch(route, dict(read.params)), query=MultiDict(read.query), headers=CIMultiDict(read.headers),
+            body=read.body, content_type=read.content_type, content_encoding=read.content_encoding,
+            trace_headers=read.trace, enqueued_at=read.enqueued_at))
 
     def _reload(self, version: str | None) -> None:
         """Load the rules directory the proxy just reloaded (blocking this loop briefly
@@ -226,16 +187,18 @@ class ShadowWorker(asyncio.Protocol):
 
     async def _drain(self, token: int, timeout: float) -> None:
         drained = await self.pipeline.drain(timeout) if self.pipeline is not None else True
-        self.send(("drained", token, drained))
+        self.report()
+        self.send(Drained(token, drained))
 
-    async def _report_depth(self) -> None:
+    async def _report(self) -> None:
         last = -1
         while True:
+            self.report()
             depth = self.sink.depth()
             if depth != last:
-                self.send(("depth", depth))
+                self.send(Depth(depth))
                 last = depth
-            await asyncio.sleep(DEPTH_REPORT_SECONDS)
+            await asyncio.sleep(REPORT_SECONDS)
 
     async def close(self) -> None:
         """Finish briefly, drop the rest (counted as shutdown), report it, exit."""
@@ -250,6 +213,7 @@ class ShadowWorker(asyncio.Protocol):
                 await source.close()
             except Exception as problem:  # closing is best effort
                 log.debug("closing a source failed: %s", problem)
+        self.report()
         self.flush()
         if self._transport is not None:
             self._transport.close()  # after the buffered reports are written
@@ -265,6 +229,15 @@ def load(config: Config) -> Any:
         log.error("shadow worker: rules in %s rejected, keeping the last good ones:\n  %s", config.rules,
                   "\n  ".join(describe_problems(problem)))
         return None
+
+
+def settle_garbage_collector() -> None:
+    """What is loaded at start (rules, plans, modules) lives as long as the worker: move
+    it out of the collector's sight (gc.freeze) and collect young objects less often,
+    so a read's short-lived documents do not make it rescan the long-lived heap."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def with_nice(increment: int) -> None:
@@ -317,7 +290,7 @@ async def serve(fd: int, parent: int | None = None) -> int:
     await worker.close()
     try:  # the transport closes once the buffered reports are written
         await asyncio.wait_for(worker.gone.wait(), 5.0)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         log.warning("the main process did not take the last reports in time")
     return 0
 

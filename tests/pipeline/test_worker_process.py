@@ -120,3 +120,56 @@ async def test_a_stalled_worker_makes_the_proxy_drop_and_count_not_buffer(world,
     compared = sum(probe.outcomes(sidecar).values())
     assert compared > 0
     assert compared + probe.skipped(sidecar, "queue_full") == len(paths)
+
+
+async def test_several_workers_share_the_keys_and_a_killed_one_is_restarted_alone(world, start, probe) -> None:
+    sidecar = await start(shadow_workers=2)
+    handoff = sidecar.pipeline
+    first, second = handoff.worker_pids
+    assert first is not None and second is not None and first != second
+    direct = await probe.get_all(world.api_url, QUICK)
+    assert await probe.get_all(sidecar.proxy_url, QUICK[:20]) == direct[:20]
+    await probe.settle(sidecar)
+    assert probe.outcomes(sidecar) == {"match": 20}
+
+    os.kill(first, signal.SIGKILL)
+    for _ in range(100):
+        if handoff.worker_pids[0] is None:
+            break
+        await asyncio.sleep(0.01)
+    assert handoff.worker_pids == [None, second]  # the other one keeps going
+    assert await probe.get_all(sidecar.proxy_url, QUICK[20:]) == direct[20:]
+    down = _dropped(sidecar, "worker_down")
+    assert 1 <= down < 20  # the dead worker's keys are dropped and counted, the others' are compared
+    assert sidecar.registry.get_sample_value("shadow_errors_total", {"stage": "worker"}) == 1
+
+    for _ in range(400):  # restarted alone
+        if handoff.worker_pids[0] not in (None, first):
+            break
+        await asyncio.sleep(0.05)
+    assert handoff.worker_pids[0] not in (None, first) and handoff.worker_pids[1] == second
+    await probe.settle(sidecar)
+    assert probe.outcomes(sidecar) == {"match": 40 - down}
+    assert await probe.get_all(sidecar.proxy_url, QUICK) == direct
+    await probe.settle(sidecar)
+    assert probe.outcomes(sidecar) == {"match": 80 - down}  # every read accounted for, by both workers
+
+
+async def test_counted_outcomes_reach_the_same_metrics_as_one_by_one(world, start, probe) -> None:
+    """Matches, skips and stage timings arrive as Counts deltas; the samples are the
+    ones the inline pipeline publishes call by call."""
+    results = {}
+    for mode in ("worker", "inline"):
+        sidecar = await start(shadow_process=mode)
+        await probe.get_all(sidecar.proxy_url, [*QUICK[:12], "/quick/nope"])
+        await probe.settle(sidecar)
+        registry = sidecar.registry
+        results[mode] = (
+            probe.outcomes(sidecar), dict(sidecar.sink.counts["widgets"]),
+            registry.get_sample_value("shadow_stage_seconds_count", {"entity": "widgets", "stage": "compare"}) > 0,
+            registry.get_sample_value("shadow_stage_seconds_bucket", {"entity": "widgets", "stage": "queue", "le": "+Inf"})
+            == registry.get_sample_value("shadow_stage_seconds_count", {"entity": "widgets", "stage": "queue"}),
+        )
+        await sidecar.stop()
+    assert results["worker"] == results["inline"]
+    assert results["worker"][0] == {"match": 12}

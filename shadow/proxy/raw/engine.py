@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
 from shadow.publish.metrics import Metrics
@@ -29,6 +29,8 @@ log = logging.getLogger("shadow.proxy.raw")
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 NO_SHADOW_BYTES = frozenset(method.encode() for method in NO_SHADOW_METHODS)
+#: the query of a target without one (parsing a URL per shadowed read costs more than the rest)
+NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 
 
 class RawProxy:
@@ -155,11 +157,17 @@ class RawProxy:
     def _hand_over(self, exchange: Exchange, body: bytes) -> None:
         headers = CIMultiDictProxy(CIMultiDict((name.decode("latin-1"), value.decode("latin-1"))
                                                for name, value in exchange.headers))
-        response = CIMultiDict((name.decode("latin-1"), value.decode("latin-1"))
-                               for name, value in exchange.response_headers)
-        query = URL(origin_form(exchange.target).decode("latin-1"), encoded=True).query
-        self.handoff.offer(captured_read(exchange.match, query, headers, body, response.get("Content-Type", ""),
-                                         response.get("Content-Encoding", "")))
+        content_type = content_encoding = None  # the first of each, as CIMultiDict.get gives
+        for name, value in exchange.response_headers:
+            lowered = name.lower()
+            if lowered == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+            elif lowered == b"content-encoding" and content_encoding is None:
+                content_encoding = value.decode("latin-1")
+        target = origin_form(exchange.target)
+        query = URL(target.decode("latin-1"), encoded=True).query if b"?" in target else NO_QUERY
+        self.handoff.offer(captured_read(exchange.match, query, headers, body, content_type or "",
+                                         content_encoding or ""))
 
     def upstream_failed(self, exchange: Exchange, problem: BaseException | None, timed_out: bool, stale: bool) -> None:
         """The upstream connection broke or fell silent while carrying `exchange`."""

@@ -1,0 +1,218 @@
+"""The contract across the shadow worker boundary, defined once:
+
+- `Sink`, the Protocol of everything the pipeline reports. The proxy process's sink
+  (shadow/publish/sink.py) and the worker's relay (shadow/replay/relay.py) both
+  implement it, so the pipeline runs unchanged inline or in a worker.
+- every message between the proxy process and a worker, each a small immutable typed
+  record: `ToWorker` (the proxy sends) and `ToProxy` (a worker sends). Each side
+  dispatches them in one `match` statement that the type checker holds exhaustive
+  (`assert_never`).
+- the frame: a length-prefixed pickle of a list of messages (many per frame).
+
+The records are NamedTuples rather than frozen dataclasses: one is built, pickled and
+unpickled per shadowed read, and measured here a frozen slotted dataclass cost about
+6 + 8 + 9 µs for that, a NamedTuple 0.4 + 2 + 1.4 µs.
+"""
+from __future__ import annotations
+
+import pickle
+import struct
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+
+from shadow.model import Comparison, FieldDiff, SkipReason
+
+if TYPE_CHECKING:
+    from shadow.config import Config
+
+Entry = TypeVar("Entry")
+
+
+class Sink(Protocol[Entry]):
+    """What the pipeline reports to. `publish` returns the entry a later `explained`
+    refers to (noteworthy outcomes), or None."""
+
+    def publish(self, comparison: Comparison, job: Any = None) -> Entry | None: ...
+
+    def skipped(self, entity: str, route: str, reason: SkipReason) -> None: ...
+
+    def dropped(self, reason: SkipReason | str, entity: str | None = None, route: str | None = None) -> None: ...
+
+    def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None: ...
+
+    def explained(self, entry: Entry, diffs: Iterable[FieldDiff]) -> None: ...
+
+    def observe_stage(self, entity: str, stage: str, seconds: float) -> None: ...
+
+    def watch_queue(self, capacity: int, depth: Callable[[], int]) -> None: ...
+
+
+# ----------------------------------------------------------------------------- proxy -> worker
+
+
+class Start(NamedTuple):
+    """The first message: the proxy's configuration; `tracing`: the proxy exports spans,
+    so traced reads' outcomes travel one by one (matches included); `shards`: how many
+    workers share the keys (and the queue memory)."""
+
+    config: Config
+    tracing: bool
+    shards: int
+
+
+class Read(NamedTuple):
+    """One captured read: the route by name, everything else plain tuples."""
+
+    route: str
+    params: tuple[tuple[str, str], ...]
+    query: tuple[tuple[str, str], ...]
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    content_type: str
+    content_encoding: str
+    trace: tuple[tuple[str, str], ...]
+    enqueued_at: float
+
+
+class Rules(NamedTuple):
+    """The proxy reloaded its rules directory; load the same (version for the log)."""
+
+    version: str | None
+
+
+class Drain(NamedTuple):
+    """Answer `Drained(token)` once idle, with every count reported."""
+
+    token: int
+    timeout: float
+
+
+class Stop(NamedTuple):
+    """Finish for up to `drain_seconds`, drop the rest (counted), report, exit."""
+
+    drain_seconds: float
+
+
+ToWorker = Start | Read | Rules | Drain | Stop
+
+
+# ----------------------------------------------------------------------------- worker -> proxy
+
+
+class JobInfo(NamedTuple):
+    """What the sink needs of a job: its trace and queueing time (not its documents)."""
+
+    entity: str
+    route: str
+    source: str
+    enqueued_at: float
+    trace: tuple[tuple[str, str], ...]
+
+
+class Published(NamedTuple):
+    """A noteworthy or error outcome (or a traced one), one by one; `handle` names its
+    ring entry for a later `Explained`. Documents are stripped but for a missing key's
+    control."""
+
+    comparison: Comparison
+    job: JobInfo | None
+    handle: int | None
+
+
+class Raised(NamedTuple):
+    stage: str
+    error: str
+    entity: str | None
+
+
+class Explained(NamedTuple):
+    handle: int
+    diffs: tuple[FieldDiff, ...]
+
+
+class Counts(NamedTuple):
+    """Everything counted (not listed) since the last Counts, as deltas: the common
+    outcomes cost no message each. Stage timings come as histogram bucket deltas over
+    metrics.STAGE_BUCKETS (+Inf last) with their sum."""
+
+    comparisons: tuple[tuple[str, str, str, int], ...] = ()  # entity, route, outcome, n
+    suppressed: tuple[tuple[str, str, int], ...] = ()  # entity, field path, n
+    skipped: tuple[tuple[str, str, str, int], ...] = ()  # entity, route, reason, n
+    dropped: tuple[tuple[str, str | None, str | None, int], ...] = ()  # reason, entity, route, n
+    stages: tuple[tuple[str, str, tuple[int, ...], float], ...] = ()  # entity, stage, buckets, sum
+
+
+class Ready(NamedTuple):
+    version: str | None
+
+
+class Depth(NamedTuple):
+    """The worker's queue depth (reads queued or waiting for a recheck)."""
+
+    depth: int
+
+
+class Drained(NamedTuple):
+    token: int
+    idle: bool
+
+
+ToProxy = Published | Raised | Explained | Counts | Ready | Depth | Drained
+Message = ToWorker | ToProxy
+
+
+# ----------------------------------------------------------------------------- frames
+
+FRAME_HEADER = struct.Struct("!I")
+
+
+def frame(messages: list[Any]) -> bytes:
+    """One length-prefixed pickle frame holding a batch of messages."""
+    payload = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME_HEADER.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Reassembles frames from a byte stream; `feed()` returns the complete batches."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[list[Any]]:
+        buffer = self._buffer
+        buffer += data
+        batches = []
+        start = 0
+        size = FRAME_HEADER.size
+        while len(buffer) - start >= size:
+            (length,) = FRAME_HEADER.unpack_from(buffer, start)
+            end = start + size + length
+            if len(buffer) < end:
+                break
+            batches.append(pickle.loads(buffer[start + size:end]))
+            start = end
+        if start:
+            del buffer[:start]
+        return batches
+
+
+__all__ = [
+    "Counts",
+    "Depth",
+    "Drain",
+    "Drained",
+    "Explained",
+    "FrameReader",
+    "JobInfo",
+    "Published",
+    "Raised",
+    "Read",
+    "Ready",
+    "Rules",
+    "Sink",
+    "Start",
+    "Stop",
+    "ToProxy",
+    "ToWorker",
+    "frame",
+]

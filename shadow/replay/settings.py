@@ -1,0 +1,56 @@
+"""The one place Config becomes PipelineSettings and a worker count (the proxy's inline
+pipeline and every shadow worker process build theirs here)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from shadow.config import Config
+from shadow.replay.pipeline import PipelineSettings
+
+#: never more shadow worker processes than this from the CPU quota alone
+MAX_AUTO_WORKERS = 8
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+#: body copies all shadow queues together may hold; beyond -> queue_full
+QUEUE_BYTES = 64 * 1024 * 1024
+
+
+def pipeline_settings(config: Config, *, rate_limited_before: bool = False, shards: int = 1) -> PipelineSettings:
+    """The pipeline settings of `config`. `rate_limited_before`: the proxy already
+    applied the rate limit (a worker process must not apply it a second time).
+    `shards`: the pipeline is one of that many workers, which share the queue memory."""
+    return PipelineSettings(
+        queue_size=config.queue_size, workers=config.workers, batch_size=config.batch_size,
+        source_timeout=config.source_timeout, rate_limit=0.0 if rate_limited_before else config.rate_limit,
+        explain_rate=config.explain_rate, recheck_capacity=config.queue_size,
+        queue_bytes=max(QUEUE_BYTES // max(1, shards), 4 * config.max_body_bytes))
+
+
+def cpu_quota(cpu_max: Path = CPU_MAX) -> float:
+    """CPUs this process may use: the cgroup v2 quota (cpu.max) if set, else the CPUs
+    it may run on (sched_getaffinity), whichever is smaller."""
+    try:
+        cpus = float(len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = float(os.cpu_count() or 1)
+    try:
+        quota, _, period = cpu_max.read_text().strip().partition(" ")
+        limit = float(quota) / float(period or 100000) if quota != "max" else math.inf
+    except (OSError, ValueError, ZeroDivisionError):  # absent, unreadable or nonsense: no quota
+        return cpus
+    return min(cpus, limit) if 0 < limit < math.inf else cpus
+
+
+def shadow_workers(config: Config, quota: float | None = None) -> int:
+    """How many shadow worker processes: `--shadow-workers`, or one per whole CPU of the
+    quota beyond the one the proxy needs, at least 1, at most MAX_AUTO_WORKERS."""
+    if config.shadow_workers > 0:
+        return config.shadow_workers
+    cpus = cpu_quota() if quota is None else quota
+    return max(1, min(MAX_AUTO_WORKERS, math.floor(cpus) - 1))
+
+
+__all__ = ["cpu_quota", "pipeline_settings", "shadow_workers"]
