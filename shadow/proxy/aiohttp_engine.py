@@ -23,6 +23,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from shadow.proxy.limits import ConnectionSlots, Refused, RequestLimits, check_head, origin_form, refusal
 from shadow.publish.metrics import Metrics
 from shadow.model import SkipReason
 from shadow.proxy.capture import CapturedRead
@@ -31,6 +32,8 @@ log = logging.getLogger("shadow.proxy.aiohttp_engine")
 
 #: RFC 9110 §7.6.1 hop-by-hop fields (plus the headers `Connection` names, and Proxy-*)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
+#: the headers that frame a message: a `Connection` header can never make them hop-by-hop
+FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: methods whose reads can be shadowed (a HEAD has no body to compare)
 NO_SHADOW_METHODS = frozenset({"HEAD", "OPTIONS", "CONNECT", "TRACE"})
@@ -39,10 +42,15 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 
 def connection_named(connection_values: Any) -> frozenset[str]:
     """The lower-case header names a message must not forward: the hop-by-hop fields
-    plus every name its `Connection` header values list. Shared by both engines."""
+    plus every name its `Connection` header values list, except the framing headers
+    (a `Connection: Content-Length` would otherwise strip the length but keep the body:
+    request smuggling). Transfer-Encoding stays hop-by-hop: each engine frames anew.
+    Shared by both engines."""
     named = set(HOP_BY_HOP)
     for value in connection_values:
         named.update(token.strip().lower() for token in value.split(",") if token.strip())
+    named -= FRAMING
+    named.update(HOP_BY_HOP)
     return frozenset(named)
 
 
@@ -149,10 +157,12 @@ def captured_read(match: Any, query: Any, headers: Any, body: bytes, content_typ
 
 
 class PassThroughResponse(web.StreamResponse):
-    """A StreamResponse that adds no Content-Type the upstream did not send (aiohttp
-    defaults one for non-empty bodies). Server and Date come from the upstream."""
+    """A StreamResponse that adds no Content-Type, Server or Date the upstream did not
+    send (aiohttp adds all three)."""
 
     _keep_no_content_type = False
+    _keep_no_server = False
+    _keep_no_date = False
     #: headers go out in the same write as the first body chunk (one syscall less)
     _send_headers_immediately = False
 
@@ -160,6 +170,10 @@ class PassThroughResponse(web.StreamResponse):
         await super()._prepare_headers()
         if self._keep_no_content_type:
             self._headers.popall(hdrs.CONTENT_TYPE, None)
+        if self._keep_no_server:
+            self._headers.popall(hdrs.SERVER, None)
+        if self._keep_no_date:
+            self._headers.popall(hdrs.DATE, None)
 
 
 class Proxy:
@@ -168,7 +182,8 @@ class Proxy:
     None: proxy only."""
 
     def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
-                 max_body_bytes: int = 1048576, upstream_timeout: float = 30.0) -> None:
+                 max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
+                 limits: RequestLimits = RequestLimits()) -> None:
         self.upstream = URL(upstream)
         self._base = upstream.rstrip("/")
         self._rules = rules
@@ -178,6 +193,10 @@ class Proxy:
         self.upstream_timeout = upstream_timeout
         self.session: aiohttp.ClientSession | None = None
         self.in_flight = 0
+        self.limits = limits
+        self.slots = ConnectionSlots(limits.connection_cap())
+        #: aiohttp's handler of each client connection -> its guard (shadow.proxy.aiohttp_guard)
+        self.guards: dict[Any, Any] = {}
         self._count = RequestCounter(metrics)
 
     async def open(self) -> None:
@@ -199,11 +218,23 @@ class Proxy:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
+        guard = self.guards.get(request.protocol)
+        if guard is not None:
+            guard.request_started()
         self.in_flight += 1
         try:
+            try:
+                check_head(request.method.encode("latin-1"), request.raw_path.encode("latin-1"),
+                           f"{request.version.major}.{request.version.minor}", list(request.raw_headers))
+                if request.raw_path == "*":
+                    raise Refused(400, "asterisk-form is not proxied by this engine")
+            except Refused as refused:
+                return self._refuse(request, refused)
             return await self._forward(request, started)
         finally:
             self.in_flight -= 1
+            if guard is not None:
+                guard.request_finished()
 
     async def _forward(self, request: web.BaseRequest, started: float) -> web.StreamResponse:
         assert self.session is not None, "Proxy.open() first"
@@ -220,7 +251,7 @@ class Proxy:
             # as it arrives (answering for the upstream is what aiohttp's own handler does).
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = request.content if request.body_exists else None
-        url = URL(self._base + request.raw_path, encoded=True)
+        url = URL(self._base + origin_form(request.raw_path.encode("latin-1")).decode("latin-1"), encoded=True)
         asked = time.perf_counter()
         try:
             # aiohttp itself resends an idempotent request once on a fresh connection when
@@ -236,9 +267,14 @@ class Proxy:
         self.metrics.upstream_seconds.observe(answered - asked)
         fully_read = False
         try:
+            # from the raw headers: names keep the upstream's case (ETag, not Etag)
+            received = CIMultiDict((name.decode("latin-1"), value.decode("latin-1"))
+                                   for name, value in upstream.raw_headers)
             response = PassThroughResponse(status=upstream.status, reason=upstream.reason,
-                                           headers=end_to_end(upstream.headers))
-            response._keep_no_content_type = hdrs.CONTENT_TYPE not in upstream.headers
+                                           headers=end_to_end(received))
+            response._keep_no_content_type = hdrs.CONTENT_TYPE not in received
+            response._keep_no_server = hdrs.SERVER not in received
+            response._keep_no_date = hdrs.DATE not in received
             copy = body_copy(self.handoff, match, upstream.status, upstream.content_length, self.max_body_bytes)
             await response.prepare(request)
             prepared = time.perf_counter()
@@ -290,18 +326,16 @@ class Proxy:
         if host is not None:
             headers.setdefault("X-Forwarded-Host", host)
 
+    def _refuse(self, request: web.BaseRequest, refused: Refused) -> web.StreamResponse:
+        """A request refused before anything of it went upstream: 4xx and close."""
+        log.debug("refused a request from %s: %s", request.remote, refused)
+        self._count(request.method, str(refused.status))
+        response = web.Response(status=refused.status, text=refusal(refused.status).split(b"\r\n\r\n", 1)[1].decode(),
+                                headers={hdrs.CACHE_CONTROL: "no-store"})
+        response.force_close()
+        return response
+
     def _own_answer(self, method: str, status: int, text: str, started: float, asked: float) -> web.Response:
         self._count(method, str(status))
         self.metrics.proxy_seconds.observe(asked - started)
         return web.Response(status=status, text=text, headers={hdrs.CACHE_CONTROL: "no-store"})
-
-
-async def serve(proxy: Proxy, host: str, port: int, drain_timeout: float) -> tuple[web.ServerRunner, int]:
-    """Listen; returns the runner (cleanup() drains in-flight requests) and the port."""
-    server = web.Server(proxy.handle, handler_cancellation=True, access_log=None)
-    runner = web.ServerRunner(server, shutdown_timeout=drain_timeout)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else port
-    return runner, bound

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from shadow.proxy.limits import ConnectionSlots, RequestLimits
 from shadow.publish.metrics import Metrics
 from shadow.proxy.aiohttp_engine import (NO_SHADOW_METHODS, RequestCounter, body_copy, captured_read, timeout_text,
                           unreachable_text)
@@ -36,7 +37,8 @@ class RawProxy:
     close, in_flight) plus the connection bookkeeping its server needs."""
 
     def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
-                 max_body_bytes: int = 1048576, upstream_timeout: float = 30.0) -> None:
+                 max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
+                 limits: RequestLimits = RequestLimits()) -> None:
         parts = urlsplit(upstream)
         self.upstream = URL(upstream)
         self.host = parts.hostname or "127.0.0.1"
@@ -51,6 +53,8 @@ class RawProxy:
         self.max_body_bytes = max_body_bytes
         self.upstream_timeout = upstream_timeout
         self.in_flight = 0
+        self.limits = limits
+        self.slots = ConnectionSlots(limits.connection_cap())
         self.connections: set[ClientConnection] = set()
         self.pool = UpstreamPool()
         self._count = RequestCounter(metrics)
@@ -177,8 +181,9 @@ class RawProxy:
             return
         # Headers are gone already: the only honest thing left is to cut the connection
         # so the client sees a truncated body, not a complete one.
+        # the path only: a query string may carry tokens
         log.warning("upstream broke off a %s %s response mid-body: %s", exchange.method.decode("latin-1"),
-                    exchange.target.decode("latin-1"), problem or "timeout")
+                    request_path(exchange.target), problem or "timeout")
         client = exchange.client
         client._out = []
         if client.transport is not None:

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 from yarl import URL
 
 from shadow.proxy.aiohttp_engine import connection_named, forwardable, forwarded_for
+from shadow.proxy.limits import origin_form
 
 if TYPE_CHECKING:
     from shadow.proxy.raw.client import ClientConnection
     from shadow.proxy.raw.upstream import UpstreamConnection
 
-REQUEST_DROP = frozenset({"host", "expect"})
+#: never forwarded as received: Host is the upstream's, the body framing is the proxy's own
+REQUEST_DROP = frozenset({"host", "expect", "content-length", "transfer-encoding"})
 
 
 class Exchange:
@@ -25,7 +27,7 @@ class Exchange:
                  "has_body", "request_done", "body_pending", "upstream", "reused", "answered_head",
                  "response_done", "mode", "copy", "match", "status", "response_headers", "started",
                  "asked", "own", "task", "close_delimited", "retried", "dispatched", "finished",
-                 "upstream_keep_alive")
+                 "upstream_keep_alive", "content_length")
 
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
@@ -49,11 +51,14 @@ class Exchange:
         self.dispatched = False
         self.finished = False
         self.upstream_keep_alive = False
+        self.content_length: int | None = None  # the request body's, as the parser read it
 
 
 def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> bytes:
     """The head written upstream when `exchange` is sent: the upstream's base path and
-    Host, the end-to-end headers as received, X-Forwarded-* added."""
+    Host, the end-to-end headers as received, X-Forwarded-* added, and the body framed
+    from what the parser read (a Content-Length of its own, or chunked): never from a
+    header the client could have had dropped or doubled."""
     headers = exchange.headers
     drop = connection_named(value.decode("latin-1") for name, value in headers if name.lower() == b"connection")
     drop = drop | REQUEST_DROP
@@ -77,6 +82,8 @@ def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> by
             lines.append(b"%b: %b\r\n" % (name, value))
     if exchange.chunked_request:
         lines.append(b"Transfer-Encoding: chunked\r\n")
+    elif exchange.content_length is not None:
+        lines.append(b"Content-Length: %d\r\n" % exchange.content_length)
     peer = exchange.client.peer
     lines.append(b"X-Forwarded-For: %b\r\n" % forwarded_for(
         previous_for.decode("latin-1") if previous_for else None, peer).encode("latin-1"))
@@ -124,19 +131,6 @@ def response_head(exchange: Exchange, status: int, reason: bytes) -> tuple[bytes
         lines.append(b"Connection: keep-alive\r\n")
     lines.append(b"\r\n")
     return b"".join(lines), length if not chunked else None
-
-
-def origin_form(target: bytes) -> bytes:
-    """The path and query of a request target (an absolute-form target loses scheme and host)."""
-    if target.startswith(b"/"):
-        return target
-    if target == b"*":
-        return target
-    if b"://" in target:
-        rest = target.split(b"://", 1)[1]
-        slash = rest.find(b"/")
-        return rest[slash:] if slash >= 0 else b"/"
-    return b"/" + target
 
 
 def request_path(target: bytes) -> str:
