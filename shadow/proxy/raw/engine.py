@@ -16,7 +16,7 @@ from yarl import URL
 
 from shadow.proxy.limits import ConnectionSlots, RequestLimits
 from shadow.publish.metrics import Metrics
-from shadow.proxy.aiohttp_engine import (NO_SHADOW_METHODS, RequestCounter, body_copy, captured_read, timeout_text,
+from shadow.proxy.forwarding import (NO_SHADOW_METHODS, RequestCounter, body_copy, captured_read, timeout_text,
                           unreachable_text)
 from shadow.proxy.raw.exchange import Exchange, origin_form, request_head, request_path, response_head
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool

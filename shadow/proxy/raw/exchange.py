@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
-from shadow.proxy.aiohttp_engine import connection_named, forwardable, forwarded_for
+from shadow.proxy.forwarding import connection_named, forwardable, forwarded_for
 from shadow.proxy.limits import origin_form
 
 if TYPE_CHECKING:
