@@ -113,7 +113,7 @@ class ClientConnection(asyncio.Protocol):
         self.parsing = None
         self._in_head = False
         if self.current is None:
-            self._write_plain(refused.status, "", b"", head_only=False, close=True)
+            self.write_plain(refused.status, "", b"", head_only=False, close=True)
         else:
             self._refusal = refusal(refused.status)
             self.closing = True
@@ -132,7 +132,7 @@ class ClientConnection(asyncio.Protocol):
     def _head_timed_out(self) -> None:
         self._timer = None
         if self.current is None and self.transport is not None:
-            self._write_plain(408, "", b"", head_only=False, close=True)
+            self.write_plain(408, "", b"", head_only=False, close=True)
 
     def _idle_timed_out(self) -> None:
         self._timer = None
@@ -266,6 +266,21 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(data)
 
+    def queue(self, data: bytes) -> None:
+        """Answer bytes parsed from one upstream read: written together by `flush()`."""
+        self._out.append(data)
+
+    def flush(self) -> None:
+        """One write for what the latest upstream read queued."""
+        out = self._out
+        if out:
+            self._out = []
+            self.write(b"".join(out) if len(out) > 1 else out[0])
+
+    def drop_queued(self) -> None:
+        """The answer broke off: what is queued is never written."""
+        self._out = []
+
     def next_exchange(self) -> None:
         """The current exchange is over both ways: close, or start the next one."""
         done = self.current
@@ -289,7 +304,7 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self._arm(limits.keepalive_timeout, self._idle_timed_out)
 
-    def _write_plain(self, status: int, reason: str, body: bytes, head_only: bool, close: bool) -> None:
+    def write_plain(self, status: int, reason: str, body: bytes, head_only: bool, close: bool) -> None:
         if not reason:  # the proxy's own refusal of a request
             self.write(refusal(status, head_only))
             if self.transport is not None:

@@ -123,7 +123,7 @@ class RawProxy:
         exchange.upstream_keep_alive = upstream_keep_alive
         exchange.copy = body_copy(self.handoff, exchange.match, status, length,
                                   self.max_body_bytes) if exchange.match is not None else None
-        exchange.client._out.append(head)
+        exchange.client.queue(head)
         exchange.answered_head = True
         exchange.own = (exchange.asked - exchange.started) + (time.perf_counter() - answered)
         if exchange.mode == "none":
@@ -136,11 +136,8 @@ class RawProxy:
         exchange.response_done = True
         client = exchange.client
         if exchange.mode == "chunk":
-            client._out.append(b"0\r\n\r\n")
-        if client._out:
-            out = client._out
-            client._out = []
-            client.write(b"".join(out))
+            client.queue(b"0\r\n\r\n")
+        client.flush()
         connection = exchange.upstream
         if connection is not None:
             connection.detach()
@@ -185,7 +182,7 @@ class RawProxy:
         log.warning("upstream broke off a %s %s response mid-body: %s", exchange.method.decode("latin-1"),
                     request_path(exchange.target), problem or "timeout")
         client = exchange.client
-        client._out = []
+        client.drop_queued()
         if client.transport is not None:
             client.transport.abort()
         self._finished(exchange)
@@ -214,7 +211,7 @@ class RawProxy:
         exchange.response_done = True
         exchange.answered_head = True
         # with the request body still coming, the rest of it would be read as a request: close
-        exchange.client._write_plain(status, reason, text.encode(), head_only=exchange.method == b"HEAD",
+        exchange.client.write_plain(status, reason, text.encode(), head_only=exchange.method == b"HEAD",
                                      close=exchange.has_body and not exchange.request_done)
         self._finished(exchange)
 

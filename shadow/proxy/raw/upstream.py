@@ -102,11 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
             if exchange is not None:
                 self.proxy.upstream_failed(exchange, problem, timed_out=False, stale=False)
             return
-        client = exchange.client
-        if client._out:
-            out = client._out
-            client._out = []
-            client.write(b"".join(out) if len(out) > 1 else out[0])
+        exchange.client.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -156,9 +152,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         client = exchange.client
         if exchange.mode == "chunk":
-            client._out.append(b"%x\r\n%b\r\n" % (len(body), body))
+            client.queue(b"%x\r\n%b\r\n" % (len(body), body))
         else:
-            client._out.append(body)
+            client.queue(body)
         if exchange.copy is not None:
             exchange.copy.add(body)
 
