@@ -18,7 +18,7 @@ from shadow.proxy.limits import ConnectionSlots, RequestLimits
 from shadow.publish.metrics import Metrics
 from shadow.proxy.forwarding import (NO_SHADOW_METHODS, RequestCounter, body_copy, captured_read, timeout_text,
                           unreachable_text)
-from shadow.proxy.raw.exchange import Exchange, origin_form, request_head, request_path, response_head
+from shadow.proxy.raw.exchange import BodyMode, Exchange, origin_form, request_head, request_path, response_head
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class RawProxy:
         exchange.client.queue(head)
         exchange.answered_head = True
         exchange.own = (exchange.asked - exchange.started) + (time.perf_counter() - answered)
-        if exchange.mode == "none":
+        if exchange.mode is BodyMode.NONE:
             self.answer_done(exchange)
 
     def answer_done(self, exchange: Exchange) -> None:
@@ -135,7 +135,7 @@ class RawProxy:
         finished = time.perf_counter()
         exchange.response_done = True
         client = exchange.client
-        if exchange.mode == "chunk":
+        if exchange.mode is BodyMode.CHUNK:
             client.queue(b"0\r\n\r\n")
         client.flush()
         connection = exchange.upstream

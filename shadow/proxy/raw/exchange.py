@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from typing import TYPE_CHECKING, Any
 
 from yarl import URL
@@ -19,6 +20,15 @@ if TYPE_CHECKING:
 REQUEST_DROP = frozenset({"host", "expect", "content-length", "transfer-encoding"})
 
 
+class BodyMode(enum.Enum):
+    """How the answer's body goes to the client, decided from the response head."""
+
+    NONE = "none"  # HEAD, 204, 304: no body
+    LENGTH = "length"  # as received, under the upstream's Content-Length
+    CHUNK = "chunk"  # re-chunked (a chunked or close-delimited body, HTTP/1.1 client)
+    CLOSE = "close"  # delimited by closing the connection (HTTP/1.0 client)
+
+
 class Exchange:
     """One request and its answer: what the client sent, where it is going, and how the
     answer is framed back. Driven by the callbacks of both connections."""
@@ -31,7 +41,14 @@ class Exchange:
 
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
+        self.method = b""
         self.target = b""
+        self.http10 = False
+        self.keep_alive = False
+        self.chunked_request = False
+        self.has_body = False
+        self.started = 0.0
+        self.asked = 0.0
         self.headers: list[tuple[bytes, bytes]] = []
         self.request_done = False
         self.body_pending: list[bytes] = []
@@ -39,7 +56,7 @@ class Exchange:
         self.reused = False
         self.answered_head = False
         self.response_done = False
-        self.mode = ""
+        self.mode: BodyMode | None = None  # set by response_head()
         self.copy: Any = None
         self.match: Any = None
         self.status = 0
@@ -97,7 +114,7 @@ def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> by
 
 def response_head(exchange: Exchange, status: int, reason: bytes) -> tuple[bytes, int | None]:
     """Runs when the upstream's response head is complete: decides how the body goes to
-    the client (`exchange.mode`: "none", "length", "chunk" or "close"; keep_alive and
+    the client (`exchange.mode`, a BodyMode; keep_alive and
     close_delimited with it) and returns the head to write and the declared body length
     (None when chunked or not given)."""
     headers = exchange.response_headers
@@ -115,15 +132,15 @@ def response_head(exchange: Exchange, status: int, reason: bytes) -> tuple[bytes
         if forwardable(lowered, drop):
             lines.append(b"%b: %b\r\n" % (name, value))
     if exchange.method == b"HEAD" or status in (204, 304):
-        exchange.mode = "none"
+        exchange.mode = BodyMode.NONE
     elif chunked or length is None:
         exchange.close_delimited = not chunked
-        exchange.mode = "close" if exchange.http10 else "chunk"
+        exchange.mode = BodyMode.CLOSE if exchange.http10 else BodyMode.CHUNK
     else:
-        exchange.mode = "length"
-    if exchange.mode == "chunk":
+        exchange.mode = BodyMode.LENGTH
+    if exchange.mode is BodyMode.CHUNK:
         lines.append(b"Transfer-Encoding: chunked\r\n")
-    elif exchange.mode == "close":
+    elif exchange.mode is BodyMode.CLOSE:
         exchange.keep_alive = False
     if not exchange.keep_alive:
         lines.append(b"Connection: close\r\n")

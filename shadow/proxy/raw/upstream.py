@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from shadow.proxy.raw.exchange import BodyMode
+
 if TYPE_CHECKING:
     from shadow.proxy.raw.engine import RawProxy
     from shadow.proxy.raw.exchange import Exchange
@@ -151,7 +153,7 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is None or not exchange.answered_head:
             return
         client = exchange.client
-        if exchange.mode == "chunk":
+        if exchange.mode is BodyMode.CHUNK:
             client.queue(b"%x\r\n%b\r\n" % (len(body), body))
         else:
             client.queue(body)
