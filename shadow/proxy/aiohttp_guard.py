@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shadow.proxy.limits import ConnectionSlots, Refused, RequestLimits, refusal
+from shadow.proxy.limits import LINGER_SECONDS, ConnectionSlots, Refused, RequestLimits, refusal
 
 if TYPE_CHECKING:
     from shadow.proxy.aiohttp_engine import Proxy
@@ -80,6 +80,8 @@ class GuardedConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.state = HeadState.READING
         self._head = bytearray()
+        self._line_done = False  # the request line's end is in `_head`
+        self.lingering = False  # refused: input is read and dropped until the close
         self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio Protocol, forwarded to aiohttp's handler
@@ -95,11 +97,12 @@ class GuardedConnection(asyncio.Protocol):
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self.handler is None:
+        if self.handler is None or self.lingering:
             return
         if self.state is HeadState.IDLE:
             self.state = HeadState.READING
             self._head.clear()
+            self._line_done = False
             self._arm_head_timer()
         if self.state is HeadState.READING:
             start = max(0, len(self._head) - 3)
@@ -107,21 +110,26 @@ class GuardedConnection(asyncio.Protocol):
             end = self._head.find(b"\r\n\r\n", start)
             if end >= 0:
                 del self._head[end + 4:]
+            elif not self._line_done:
+                self._line_done = self._head.find(b"\n", start) >= 0
             try:
-                check_partial_head(bytes(self._head), self.limits)
-                if end < 0 and len(self._head) > self.limits.max_head_bytes:
+                # the whole head is split once, when complete: a head trickled byte by
+                # byte costs a constant per read until then
+                if end >= 0:
+                    check_partial_head(bytes(self._head), self.limits)
+                elif not self._line_done and len(self._head) > self.limits.max_request_line:
+                    raise Refused(414, "request line too long")
+                elif len(self._head) > self.limits.max_head_bytes:
                     raise Refused(431, "request head too large")
             except Refused as refused:
                 log.debug("refused a request: %s", refused)
-                self._close_with(refusal(refused.status))
+                self._linger(refusal(refused.status))
                 return
             if end >= 0:
                 self.state = HeadState.READ
                 self._head.clear()
+                self._line_done = False
         self.handler.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.handler.eof_received() if self.handler is not None else None
 
     def pause_writing(self) -> None:
         if self.handler is not None:
@@ -168,6 +176,26 @@ class GuardedConnection(asyncio.Protocol):
         self._timer = None
         if self.state is HeadState.READING:
             self._close_with(refusal(408))
+
+    def _linger(self, answer: bytes) -> None:
+        """Refuse: the answer and our side closed now, the connection once the client
+        closes its side or after LINGER_SECONDS (closing with unread input would reset
+        the connection and could destroy the answer); aiohttp's handler sees no more."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or not transport.can_write_eof():
+            self._close_with(answer)
+            return
+        self._disarm()
+        self.lingering = True
+        transport.write(answer)
+        transport.write_eof()
+        transport.resume_reading()
+        self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._close_with, b"")
+
+    def eof_received(self) -> bool | None:
+        if self.lingering:
+            return None  # the client closed its side: the transport closes
+        return self.handler.eof_received() if self.handler is not None else None
 
     def _close_with(self, answer: bytes) -> None:
         self._disarm()

@@ -18,6 +18,11 @@ from typing import Protocol
 #: watcher, the worker's pipes, logs)
 RESERVED_FDS = 64
 
+#: after refusing a request, the proxy reads (and drops) what the client still sends for
+#: up to this long before closing: closing with unread input makes the kernel send a
+#: reset, which can destroy the refusal before the client reads it (nginx: lingering_close)
+LINGER_SECONDS = 2.0
+
 REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 

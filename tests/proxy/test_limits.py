@@ -214,3 +214,27 @@ async def test_a_mid_body_break_logs_the_path_without_the_query(raw_upstream: st
     broke = [record.getMessage() for record in caplog.records if "mid-body" in record.getMessage()]
     assert broke and "/raw/truncated" in broke[0]
     assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(("start", "piece", "status"), [
+    (b"GET /", b"a" * 1024, b"414"),  # a request line that never ends
+    (b"GET /v HTTP/1.1\r\nHost: api\r\nX-Long: ", b"a" * 1024, b"431"),  # one header that never ends
+    (b"GET /v HTTP/1.1\r\nHost: api\r\n", b"X-Some: " + b"a" * 1000 + b"\r\n", b"431"),  # headers without end
+], ids=["request-line", "one-header", "many-headers"])
+async def test_a_head_sent_piece_by_piece_is_refused_at_its_limit(proxy_with, recording, start: bytes, piece: bytes,
+                                                                  status: bytes) -> None:
+    """The limits hold when the head comes in many reads (the proxy buffers at most
+    about one read past them), not only when it comes in one."""
+    sidecar = await proxy_with()
+    reader, writer = await connect(sidecar)
+    writer.write(start)
+    try:
+        for _ in range(512):  # more than the limit plus one read of the proxy's (256 KiB)
+            writer.write(piece)
+            await writer.drain()
+    except ConnectionError:
+        pass  # refused and closed before the client was done
+    answer = await until_closed(reader)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 " + status + b" ")
+    assert recording.requests == []

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from shadow.proxy.limits import Refused, check_head, refusal
+from shadow.proxy.limits import LINGER_SECONDS, Refused, check_head, refusal
 from shadow.proxy.raw.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class ClientConnection(asyncio.Protocol):
         self._header_block = 0
         self._timer: asyncio.TimerHandle | None = None
         self._refusal = b""  # written after the answers before it, then the connection closes
+        self.lingering = False  # refused: input is read and dropped until the close
 
     # -- transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,6 +64,8 @@ class ClientConnection(asyncio.Protocol):
         self._arm(self.proxy.limits.header_timeout, self._head_timed_out)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         limits = self.proxy.limits
         try:
             self.parser.feed_data(data)
@@ -96,8 +99,7 @@ class ClientConnection(asyncio.Protocol):
                 self.proxy.abandon(broken)
                 self.closing = True
                 self.write(refusal(400))
-                if self.transport is not None:
-                    self.transport.close()
+                self.linger()
             elif broken is self.current or broken in self.waiting:  # a request body cut: nothing to answer
                 if self.transport is not None:
                     self.transport.close()
@@ -118,6 +120,26 @@ class ClientConnection(asyncio.Protocol):
             self._refusal = refusal(refused.status)
             self.closing = True
             self.pause("bad request")
+
+    def linger(self) -> None:
+        """Close after a refusal: our side now (FIN after the answer), the connection once
+        the client closes its side or after LINGER_SECONDS, its input dropped meanwhile."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.lingering = True
+        self._pauses.clear()
+        if transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()
+            self._arm(LINGER_SECONDS, self._close_now)
+        else:
+            transport.close()
+
+    def _close_now(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.close()
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
         if self._timer is not None:
@@ -288,6 +310,8 @@ class ClientConnection(asyncio.Protocol):
         if done is None or not done.keep_alive or self.closing:
             if self._refusal and done is not None and done.keep_alive:
                 self.write(self._refusal)
+                self.linger()
+                return
             if self.transport is not None:
                 self.transport.close()
             return
@@ -307,8 +331,7 @@ class ClientConnection(asyncio.Protocol):
     def write_plain(self, status: int, reason: str, body: bytes, head_only: bool, close: bool) -> None:
         if not reason:  # the proxy's own refusal of a request
             self.write(refusal(status, head_only))
-            if self.transport is not None:
-                self.transport.close()
+            self.linger()
             return
         head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nDate: {formatdate(usegmt=True)}\r\n"
