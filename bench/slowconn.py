@@ -88,7 +88,7 @@ async def slow_main(port: int, count: int, seconds: float, trickle: float) -> No
         async with gate:
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
-            except (OSError, asyncio.TimeoutError):
+            except (OSError, TimeoutError):
                 failed += 1
                 return
             opened += 1

@@ -27,7 +27,7 @@ from yarl import URL
 
 from shadow.proxy.forwarding import (NO_SHADOW_METHODS, BodyCopy, RequestCounter, body_copy, captured_read, end_to_end,
                                      forwarded_for, timeout_text, unreachable_text)
-from shadow.proxy.limits import ConnectionSlots, Refused, RequestLimits, check_head, origin_form, refusal
+from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, Refused, RequestLimits, check_head, origin_form, refusal
 from shadow.publish.metrics import Metrics
 
 log = logging.getLogger("shadow.proxy.aiohttp_engine")
@@ -60,7 +60,7 @@ class Proxy:
 
     def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
-                 limits: RequestLimits = RequestLimits()) -> None:
+                 limits: RequestLimits = DEFAULT_LIMITS) -> None:
         self.upstream = URL(upstream)
         self._base = upstream.rstrip("/")
         self._rules = rules

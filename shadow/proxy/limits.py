@@ -53,6 +53,9 @@ class RequestLimits:
         return max(1, min(self.max_connections, (soft - RESERVED_FDS) // 2))
 
 
+DEFAULT_LIMITS = RequestLimits()
+
+
 class Refused(Exception):
     """A request the proxy answers itself with a 4xx and a closed connection."""
 

@@ -127,7 +127,7 @@ async def read_request(reader: asyncio.StreamReader, recorded: bytearray) -> Rec
         raise Malformed(f"{names.count(b'host')} Host headers")
     lengths = [value for name, value in headers if name.lower() == b"content-length"]
     encodings = [value for name, value in headers if name.lower() == b"transfer-encoding"]
-    if lengths and encodings or len(lengths) > 1 or len(encodings) > 1:
+    if (lengths and encodings) or len(lengths) > 1 or len(encodings) > 1:
         raise Malformed(f"ambiguous framing: Content-Length {lengths}, Transfer-Encoding {encodings}")
     if encodings:
         if encodings[0] != b"chunked":

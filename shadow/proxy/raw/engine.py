@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from shadow.proxy.limits import ConnectionSlots, RequestLimits
+from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits
 from shadow.publish.metrics import Metrics
 from shadow.proxy.forwarding import (NO_SHADOW_METHODS, RequestCounter, body_copy, captured_read, timeout_text,
                           unreachable_text)
@@ -38,7 +38,7 @@ class RawProxy:
 
     def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
-                 limits: RequestLimits = RequestLimits()) -> None:
+                 limits: RequestLimits = DEFAULT_LIMITS) -> None:
         parts = urlsplit(upstream)
         self.upstream = URL(upstream)
         self.host = parts.hostname or "127.0.0.1"
