@@ -238,3 +238,23 @@ async def test_a_head_sent_piece_by_piece_is_refused_at_its_limit(proxy_with, re
     writer.close()
     assert answer.startswith(b"HTTP/1.1 " + status + b" ")
     assert recording.requests == []
+
+
+async def test_an_upstream_base_path_prefixes_paths_but_not_the_asterisk(recording, widget_rules: Path,
+                                                                       make_config: Callable[..., Config],
+                                                                       engine: str) -> None:
+    sidecar = await start_sidecar(make_config(recording.url + "/base", widget_rules, shadow_process="inline"))
+    try:
+        reader, writer = await connect(sidecar)
+        writer.write(GET + b"OPTIONS * HTTP/1.1\r\nHost: api\r\n\r\n")
+        first = await read_answer(reader)
+        second = await read_answer(reader)
+        writer.close()
+    finally:
+        await sidecar.stop()
+    assert first is not None and first[2] == b"GET /base/v 0"
+    assert second is not None
+    if engine == "raw":
+        assert second[2] == b"OPTIONS * 0"
+    else:  # aiohttp's client cannot send an asterisk-form target: refused
+        assert second[0] == 400

@@ -79,8 +79,9 @@ def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> by
     headers = exchange.headers
     drop = connection_named(value.decode("latin-1") for name, value in headers if name.lower() == b"connection")
     drop = drop | REQUEST_DROP
-    lines = [b"%b %b%b HTTP/1.1\r\nHost: %b\r\n" % (exchange.method, base_path,
-                                                   origin_form(exchange.target), host_header)]
+    path = origin_form(exchange.target)
+    target = path if path == b"*" else base_path + path  # OPTIONS * stays *
+    lines = [b"%b %b HTTP/1.1\r\nHost: %b\r\n" % (exchange.method, target, host_header)]
     previous_for: bytes | None = None
     proto = host = forwarded_host = None
     for name, value in headers:
