@@ -203,6 +203,10 @@ class Proxy:
         if host is not None:
             headers.setdefault("X-Forwarded-Host", host)
 
+    def refused(self, method: bytes, status: int) -> None:
+        """A request the proxy refused itself (400/408/414/431/503): counted by its status."""
+        self._count(method.decode("latin-1"), str(status))
+
     def _refuse(self, request: web.BaseRequest, refused: Refused) -> web.StreamResponse:
         """A request refused before anything of it went upstream: 4xx and close."""
         log.debug("refused a request from %s: %s", request.remote, refused)

@@ -88,6 +88,7 @@ class GuardedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         if not self.proxy.slots.admit(self):  # every connection busy: no room
+            self.proxy.refused(b"", 503)
             transport.write(refusal(503))  # type: ignore[attr-defined]
             transport.close()
             return
@@ -123,6 +124,7 @@ class GuardedConnection(asyncio.Protocol):
                     raise Refused(431, "request head too large")
             except Refused as refused:
                 log.debug("refused a request: %s", refused)
+                self.proxy.refused(b"", refused.status)
                 self._linger(refusal(refused.status))
                 return
             if end >= 0:
@@ -161,6 +163,8 @@ class GuardedConnection(asyncio.Protocol):
     # -- limits
     def evict(self) -> None:
         """Room is needed for a new connection and this one has waited longest for a head."""
+        if self._head:
+            self.proxy.refused(b"", 408)
         self._close_with(refusal(408) if self._head else b"")
 
     def _arm_head_timer(self) -> None:
@@ -175,6 +179,7 @@ class GuardedConnection(asyncio.Protocol):
     def _head_timed_out(self) -> None:
         self._timer = None
         if self.state is HeadState.READING:
+            self.proxy.refused(b"", 408)
             self._close_with(refusal(408))
 
     def _linger(self, answer: bytes) -> None:

@@ -18,6 +18,11 @@ from shadow.sidecar import Sidecar, start_sidecar
 from tests.proxy.test_hostile import connect, read_answer, until_closed
 from tests.proxy.wire_upstream import RecordingUpstream
 
+def refusals(sidecar: Sidecar, code: str) -> float | None:
+    """shadow_proxy_requests_total of the proxy's own refusals with this status."""
+    return sidecar.registry.get_sample_value("shadow_proxy_requests_total", {"method": "other", "code": code})
+
+
 GET = b"GET /v HTTP/1.1\r\nHost: api\r\n\r\n"
 HOLD = b"GET /hold HTTP/1.1\r\nHost: api\r\n\r\n"
 
@@ -57,6 +62,7 @@ async def test_a_head_not_sent_in_time_gets_a_408_and_the_connection_closes(prox
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
     assert b"Connection: close\r\n" in answer
     assert recording.requests == []
+    assert refusals(sidecar, "408") == 1
 
 
 async def test_a_silent_connection_gets_a_408(proxy_with) -> None:
@@ -124,6 +130,7 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_a_503(proxy_
     await recording.wait_for(2)
     reader, writer = await connect(sidecar)
     assert (await until_closed(reader)).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert refusals(sidecar, "503") == 1
     writer.close()
     recording.release.set()
     for reader, writer in busy:
@@ -238,6 +245,7 @@ async def test_a_head_sent_piece_by_piece_is_refused_at_its_limit(proxy_with, re
     writer.close()
     assert answer.startswith(b"HTTP/1.1 " + status + b" ")
     assert recording.requests == []
+    assert refusals(sidecar, status.decode()) == 1
 
 
 async def test_an_upstream_base_path_prefixes_paths_but_not_the_asterisk(recording, widget_rules: Path,

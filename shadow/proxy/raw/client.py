@@ -57,6 +57,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
         if not self.proxy.slots.admit(self):  # every connection busy: no room
+            self.proxy.refused(b"", 503)
             self.transport.write(refusal(503))  # type: ignore[union-attr]
             self.transport.close()  # type: ignore[union-attr]
             return
@@ -98,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
                 # connection is cut before it sees the whole request, the client gets a 400
                 self.proxy.abandon(broken)
                 self.closing = True
+                self.proxy.refused(broken.method, 400)
                 self.write(refusal(400))
                 self.linger()
             elif broken is self.current or broken in self.waiting:  # a request body cut: nothing to answer
@@ -112,6 +114,7 @@ class ClientConnection(asyncio.Protocol):
         """A request refused before anything of it went upstream: 4xx and close (after the
         answers before it, when pipelined)."""
         log.debug("refused a request from %s: %s", self.peer, refused)
+        self.proxy.refused(self.parsing.method if self.parsing is not None else b"", refused.status)
         self.parsing = None
         self._in_head = False
         if self.current is None:
@@ -154,6 +157,7 @@ class ClientConnection(asyncio.Protocol):
     def _head_timed_out(self) -> None:
         self._timer = None
         if self.current is None and self.transport is not None:
+            self.proxy.refused(b"", 408)
             self.write_plain(408, "", b"", head_only=False, close=True)
 
     def _idle_timed_out(self) -> None:
@@ -166,6 +170,7 @@ class ClientConnection(asyncio.Protocol):
         self._disarm()
         if self.transport is not None:
             if self.parsing is not None:
+                self.proxy.refused(b"", 408)
                 self.write(refusal(408))
             self.transport.close()
 

@@ -205,6 +205,10 @@ class RawProxy:
             exchange.response_done = True
             self._finished(exchange)
 
+    def refused(self, method: bytes, status: int) -> None:
+        """A request the proxy refused itself (400/408/414/431/503): counted by its status."""
+        self._count(method.decode("latin-1"), str(status))
+
     def _own_answer(self, exchange: Exchange, status: int, reason: str, text: str) -> None:
         self._count(exchange.method.decode("latin-1"), str(status))
         self.metrics.proxy_seconds.observe(exchange.asked - exchange.started)
