@@ -177,6 +177,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("admin_token", "--admin-token", "SHADOW_ADMIN_TOKEN", "bearer token for /mismatches, /rules, POST /reload (prefer the env var or --admin-token-file: a flag shows in ps)", "TOKEN", _admin_token, secret=True),
     Option("admin_token_file", "--admin-token-file", "SHADOW_ADMIN_TOKEN_FILE", "file holding the admin token (read at start), e.g. a mounted Secret", "FILE", _admin_token_file),
     Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE", "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
+    Option("max_request_line", "--max-request-line", "SHADOW_MAX_REQUEST_LINE", "longest request line (method, target, version) in bytes; longer -> 414 (default 8192)", "BYTES", _whole(64)),
+    Option("max_header_line", "--max-header-line", "SHADOW_MAX_HEADER_LINE", "longest single request header (name + value) in bytes; longer -> 431 (default 8192)", "BYTES", _whole(64)),
+    Option("max_header_block", "--max-header-block", "SHADOW_MAX_HEADER_BLOCK", "most bytes of request headers in all; more -> 431 (default 32768)", "BYTES", _whole(64)),
+    Option("max_header_count", "--max-header-count", "SHADOW_MAX_HEADER_COUNT", "most request headers; more -> 431 (default 100)", "N", _whole(1)),
+    Option("header_timeout", "--header-timeout", "SHADOW_HEADER_TIMEOUT", "time a client has to send a whole request head -> 408 and close (default 60)", "SECONDS", _seconds(0.0)),
+    Option("keepalive_timeout", "--keepalive-timeout", "SHADOW_KEEPALIVE_TIMEOUT", "an idle keep-alive client connection is closed after this (default 75)", "SECONDS", _seconds(0.0)),
+    Option("max_connections", "--max-connections", "SHADOW_MAX_CONNECTIONS", "client connections at once (lowered to fit the fd limit); beyond, the longest-waiting idle or slow one is closed, or 503 when all are busy (default 10000)", "N", _whole(1)),
 )
 OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
 
@@ -216,6 +223,13 @@ class Config:
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
     shadow_workers: int = 0
+    max_request_line: int = 8192
+    max_header_line: int = 8192
+    max_header_block: int = 32768
+    max_header_count: int = 100
+    header_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    max_connections: int = 10000
 
     def __post_init__(self) -> None:
         # Values built in Python go through the same parsers as flags, so a bad value

@@ -31,7 +31,9 @@ from prometheus_client import CollectorRegistry
 
 from shadow.config import Config
 from shadow.proxy import raw as rawproxy
-from shadow.proxy.aiohttp_engine import Proxy, serve
+from shadow.proxy.aiohttp_engine import Proxy
+from shadow.proxy.aiohttp_guard import serve
+from shadow.proxy.limits import RequestLimits
 from shadow.publish.admin import Admin, GateHook
 from shadow.publish.admin_auth import AdminAuth, is_loopback
 from shadow.publish.metrics import Metrics
@@ -178,7 +180,8 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
         await handoff.start()
     engine, serve_engine = (rawproxy.RawProxy, rawproxy.serve) if config.engine == "raw" else (Proxy, serve)
     proxy = engine(config.upstream, lambda: holder.current, pipeline, metrics,
-                   max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout)
+                   max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout,
+                   limits=request_limits(config))
     await proxy.open()
     host, port = Config.host_port(config.listen)
     admin_host, admin_port = Config.host_port(config.admin_listen)
@@ -209,6 +212,11 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     log.info("proxy on %s -> %s; admin on %s; rules %s (%d routes)", sidecar.proxy_url, config.upstream,
              sidecar.admin_url, holder.current.version, len(holder.current.routes))
     return sidecar
+
+
+def request_limits(config: Config) -> RequestLimits:
+    """The request-path limits and timeouts the config sets."""
+    return RequestLimits(**{name: getattr(config, name) for name in RequestLimits.__dataclass_fields__})
 
 
 def _url_host(host: str) -> str:

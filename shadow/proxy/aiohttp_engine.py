@@ -1,4 +1,6 @@
-"""The reverse proxy: the only thing on the client's path.
+"""The aiohttp engine (`--engine aiohttp`, the fallback) of the reverse proxy: the only
+thing on the client's path. Its listener and request-head limits are
+shadow/proxy/aiohttp_guard.py; what it shares with the raw engine, shadow/proxy/forwarding.py.
 
 Every request goes to the upstream unchanged (minus hop-by-hop headers, plus
 X-Forwarded-*), and the upstream's answer comes back unchanged: status, reason,
@@ -23,136 +25,21 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from shadow.proxy.forwarding import (NO_SHADOW_METHODS, BodyCopy, RequestCounter, body_copy, captured_read, end_to_end,
+                                     forwarded_for, timeout_text, unreachable_text)
+from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, Refused, RequestLimits, check_head, origin_form, refusal
 from shadow.publish.metrics import Metrics
-from shadow.model import SkipReason
-from shadow.proxy.capture import CapturedRead
 
 log = logging.getLogger("shadow.proxy.aiohttp_engine")
 
-#: RFC 9110 §7.6.1 hop-by-hop fields (plus the headers `Connection` names, and Proxy-*)
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-#: methods whose reads can be shadowed (a HEAD has no body to compare)
-NO_SHADOW_METHODS = frozenset({"HEAD", "OPTIONS", "CONNECT", "TRACE"})
-TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-def connection_named(connection_values: Any) -> frozenset[str]:
-    """The lower-case header names a message must not forward: the hop-by-hop fields
-    plus every name its `Connection` header values list. Shared by both engines."""
-    named = set(HOP_BY_HOP)
-    for value in connection_values:
-        named.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return frozenset(named)
-
-
-def forwardable(lowered: str, drop: frozenset[str]) -> bool:
-    """Whether a header (lower-case name) goes on: not hop-by-hop, named by Connection,
-    in `drop`, or Proxy-*."""
-    return lowered not in drop and not lowered.startswith("proxy-")
-
-
-def end_to_end(headers: Any, also_drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
-    """The headers a proxy forwards: all but hop-by-hop, Proxy-* and `also_drop`;
-    repeated headers (Set-Cookie) kept in order."""
-    drop = connection_named(headers.getall(hdrs.CONNECTION, ())) | also_drop
-    forwarded: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if forwardable(name.lower(), drop):
-            forwarded.add(name, value)
-    return forwarded
-
-
-def forwarded_for(previous: str | None, peer: str) -> str:
-    """The X-Forwarded-For value sent upstream: the client's chain plus its peer."""
-    return f"{previous}, {peer}" if previous else peer
-
-
-def unreachable_text(upstream: object, problem: BaseException) -> str:
-    """The body of the proxy's own 502."""
-    return f"502 Bad Gateway: upstream {upstream} unreachable ({type(problem).__name__})\n"
-
-
-def timeout_text(upstream: object, timeout: float) -> str:
-    """The body of the proxy's own 504."""
-    return f"504 Gateway Timeout: upstream {upstream} did not answer within {timeout:g}s\n"
-
-
-class RequestCounter:
-    """shadow_proxy_requests_total by method (known ones, else `other`) and code, with
-    the label children cached (methods are client input: the label set stays bounded)."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._children: dict[tuple[str, str], Any] = {}
-
-    def __call__(self, method: str, code: str) -> None:
-        label = method if method in KNOWN_METHODS else "other"
-        child = self._children.get((label, code))
-        if child is None:
-            child = self._children[(label, code)] = self._metrics.proxy_requests.labels(label, code)
-        child.inc()
-
-
-class BodyCopy:
-    """The shadow copy of one response body, chunk by chunk, up to a limit. Past the
-    limit (a chunked body shows its size only while streaming) it counts
-    body_too_large once and keeps nothing more."""
-
-    __slots__ = ("chunks", "_size", "_limit", "_handoff", "_match")
-
-    def __init__(self, handoff: Any, match: Any, limit: int) -> None:
-        self.chunks: list[bytes] | None = []
-        self._size = 0
-        self._limit = limit
-        self._handoff = handoff
-        self._match = match
-
-    def add(self, chunk: bytes) -> None:
-        if self.chunks is None:
-            return
-        self._size += len(chunk)
-        if self._size > self._limit:
-            self.chunks = None
-            route = self._match.route
-            self._handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
-        else:
-            self.chunks.append(chunk)
-
-    def body(self) -> bytes | None:
-        """The whole copy (one chunk: no copy at all), or None when it was given up."""
-        return None if self.chunks is None else b"".join(self.chunks)
-
-
-def body_copy(handoff: Any, match: Any, status: int, content_length: int | None, limit: int) -> BodyCopy | None:
-    """Decide, from the response head only, whether to keep a copy of this body: a rule
-    matched, the answer is 2xx, a declared length is within the limit and the shadow
-    side admits it. Counts non_2xx / body_too_large skips."""
-    if match is None or handoff is None:
-        return None
-    route = match.route
-    if not 200 <= status < 300:
-        handoff.sink.skipped(route.entity, route.name, SkipReason.NON_2XX)
-        return None
-    if content_length is not None and content_length > limit:
-        handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
-        return None
-    return BodyCopy(handoff, match, limit) if handoff.admit(match) else None
-
-
-def captured_read(match: Any, query: Any, headers: Any, body: bytes, content_type: str,
-                  content_encoding: str) -> CapturedRead:
-    """The CapturedRead handed to the shadow side after the client has its last byte."""
-    trace = tuple((name, headers[name]) for name in TRACE_HEADERS if name in headers)
-    return CapturedRead(match=match, query=query, headers=headers, body=body, content_type=content_type,
-                        content_encoding=content_encoding, trace_headers=trace, enqueued_at=time.monotonic())
-
 
 class PassThroughResponse(web.StreamResponse):
-    """A StreamResponse that adds no Content-Type the upstream did not send (aiohttp
-    defaults one for non-empty bodies). Server and Date come from the upstream."""
+    """A StreamResponse that adds no Content-Type, Server or Date the upstream did not
+    send (aiohttp adds all three)."""
 
     _keep_no_content_type = False
+    _keep_no_server = False
+    _keep_no_date = False
     #: headers go out in the same write as the first body chunk (one syscall less)
     _send_headers_immediately = False
 
@@ -160,6 +47,10 @@ class PassThroughResponse(web.StreamResponse):
         await super()._prepare_headers()
         if self._keep_no_content_type:
             self._headers.popall(hdrs.CONTENT_TYPE, None)
+        if self._keep_no_server:
+            self._headers.popall(hdrs.SERVER, None)
+        if self._keep_no_date:
+            self._headers.popall(hdrs.DATE, None)
 
 
 class Proxy:
@@ -168,7 +59,8 @@ class Proxy:
     None: proxy only."""
 
     def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
-                 max_body_bytes: int = 1048576, upstream_timeout: float = 30.0) -> None:
+                 max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
+                 limits: RequestLimits = DEFAULT_LIMITS) -> None:
         self.upstream = URL(upstream)
         self._base = upstream.rstrip("/")
         self._rules = rules
@@ -178,6 +70,10 @@ class Proxy:
         self.upstream_timeout = upstream_timeout
         self.session: aiohttp.ClientSession | None = None
         self.in_flight = 0
+        self.limits = limits
+        self.slots = ConnectionSlots(limits.connection_cap())
+        #: aiohttp's handler of each client connection -> its guard (shadow.proxy.aiohttp_guard)
+        self.guards: dict[Any, Any] = {}
         self._count = RequestCounter(metrics)
 
     async def open(self) -> None:
@@ -199,11 +95,23 @@ class Proxy:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
+        guard = self.guards.get(request.protocol)
+        if guard is not None:
+            guard.request_started()
         self.in_flight += 1
         try:
+            try:
+                check_head(request.method.encode("latin-1"), request.raw_path.encode("latin-1"),
+                           f"{request.version.major}.{request.version.minor}", list(request.raw_headers))
+                if request.raw_path == "*":
+                    raise Refused(400, "asterisk-form is not proxied by this engine")
+            except Refused as refused:
+                return self._refuse(request, refused)
             return await self._forward(request, started)
         finally:
             self.in_flight -= 1
+            if guard is not None:
+                guard.request_finished()
 
     async def _forward(self, request: web.BaseRequest, started: float) -> web.StreamResponse:
         assert self.session is not None, "Proxy.open() first"
@@ -220,7 +128,7 @@ class Proxy:
             # as it arrives (answering for the upstream is what aiohttp's own handler does).
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = request.content if request.body_exists else None
-        url = URL(self._base + request.raw_path, encoded=True)
+        url = URL(self._base + origin_form(request.raw_path.encode("latin-1")).decode("latin-1"), encoded=True)
         asked = time.perf_counter()
         try:
             # aiohttp itself resends an idempotent request once on a fresh connection when
@@ -236,9 +144,14 @@ class Proxy:
         self.metrics.upstream_seconds.observe(answered - asked)
         fully_read = False
         try:
+            # from the raw headers: names keep the upstream's case (ETag, not Etag)
+            received = CIMultiDict((name.decode("latin-1"), value.decode("latin-1"))
+                                   for name, value in upstream.raw_headers)
             response = PassThroughResponse(status=upstream.status, reason=upstream.reason,
-                                           headers=end_to_end(upstream.headers))
-            response._keep_no_content_type = hdrs.CONTENT_TYPE not in upstream.headers
+                                           headers=end_to_end(received))
+            response._keep_no_content_type = hdrs.CONTENT_TYPE not in received
+            response._keep_no_server = hdrs.SERVER not in received
+            response._keep_no_date = hdrs.DATE not in received
             copy = body_copy(self.handoff, match, upstream.status, upstream.content_length, self.max_body_bytes)
             await response.prepare(request)
             prepared = time.perf_counter()
@@ -290,18 +203,20 @@ class Proxy:
         if host is not None:
             headers.setdefault("X-Forwarded-Host", host)
 
+    def refused(self, method: bytes, status: int) -> None:
+        """A request the proxy refused itself (400/408/414/431/503): counted by its status."""
+        self._count(method.decode("latin-1"), str(status))
+
+    def _refuse(self, request: web.BaseRequest, refused: Refused) -> web.StreamResponse:
+        """A request refused before anything of it went upstream: 4xx and close."""
+        log.debug("refused a request from %s: %s", request.remote, refused)
+        self._count(request.method, str(refused.status))
+        response = web.Response(status=refused.status, text=refusal(refused.status).split(b"\r\n\r\n", 1)[1].decode(),
+                                headers={hdrs.CACHE_CONTROL: "no-store"})
+        response.force_close()
+        return response
+
     def _own_answer(self, method: str, status: int, text: str, started: float, asked: float) -> web.Response:
         self._count(method, str(status))
         self.metrics.proxy_seconds.observe(asked - started)
         return web.Response(status=status, text=text, headers={hdrs.CACHE_CONTROL: "no-store"})
-
-
-async def serve(proxy: Proxy, host: str, port: int, drain_timeout: float) -> tuple[web.ServerRunner, int]:
-    """Listen; returns the runner (cleanup() drains in-flight requests) and the port."""
-    server = web.Server(proxy.handle, handler_cancellation=True, access_log=None)
-    runner = web.ServerRunner(server, shutdown_timeout=drain_timeout)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else port
-    return runner, bound

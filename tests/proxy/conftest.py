@@ -205,7 +205,7 @@ async def raw_upstream() -> AsyncIterator[str]:
     Content-Type, a body cut short. One canned answer per path, then the connection closes."""
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        path = head.split(b" ", 2)[1]
+        path = head.split(b" ", 2)[1].split(b"?", 1)[0]
         writer.write(RAW_ANSWERS.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
         await writer.drain()
         writer.close()

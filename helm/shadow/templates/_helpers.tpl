@@ -177,6 +177,20 @@ checksum/shadow-gate: {{ include "shadow.gateData" . | sha256sum }}
   value: {{ .explainRate | toString | quote }}
 - name: SHADOW_RECENT_MISMATCHES
   value: {{ .recentMismatches | int | quote }}
+- name: SHADOW_MAX_REQUEST_LINE
+  value: {{ .maxRequestLine | int | quote }}
+- name: SHADOW_MAX_HEADER_LINE
+  value: {{ .maxHeaderLine | int | quote }}
+- name: SHADOW_MAX_HEADER_BLOCK
+  value: {{ .maxHeaderBlock | int | quote }}
+- name: SHADOW_MAX_HEADER_COUNT
+  value: {{ .maxHeaderCount | int | quote }}
+- name: SHADOW_HEADER_TIMEOUT
+  value: {{ .headerTimeout | toString | quote }}
+- name: SHADOW_KEEPALIVE_TIMEOUT
+  value: {{ .keepaliveTimeout | toString | quote }}
+- name: SHADOW_MAX_CONNECTIONS
+  value: {{ .maxConnections | int | quote }}
 {{- end }}
 {{- if .Values.gate.enabled }}
 - name: SHADOW_GATE_CRITERIA

@@ -1,4 +1,4 @@
-"""The raw reverse proxy engine (`--engine raw`): the same contract as shadow/proxy.py,
+"""The raw reverse proxy engine (`--engine raw`): the same contract as the aiohttp engine,
 built on asyncio Protocols and httptools (llhttp) instead of aiohttp's client and server.
 
 One `ClientConnection` per client connection parses requests; each request becomes an
@@ -10,7 +10,8 @@ received (names and values byte for byte, repeats in order); the body bytes are
 written on unchanged for a Content-Length body, re-framed as chunks (same bytes
 inside) for a chunked or close-delimited body to an HTTP/1.1 client, and sent
 close-delimited to an HTTP/1.0 client. Shadow capture, own 502/504 answers and the
-metrics are the shared helpers of shadow/proxy.py.
+metrics are the shared helpers of shadow/proxy/forwarding.py; the request-head limits,
+timeouts and connection cap are shadow/proxy/limits.py.
 
 Runs on the request path: no awaits per request when a pooled connection is free (a
 task only to open a new upstream connection); per request a handful of list appends

@@ -8,10 +8,12 @@ import collections
 import logging
 import time
 from email.utils import formatdate
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
 
+from shadow.proxy.limits import LINGER_SECONDS, Refused, check_head, refusal
 from shadow.proxy.raw.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -37,33 +39,144 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self._pauses: set[str] = set()
         self._out: list[bytes] = []
+        # the request head being read: bytes so far (across reads), headers, and whether
+        # it began in the latest read (then its share of that read is unknown: not counted)
+        self._head_bytes = 0
+        self._head_fresh = False
+        self._in_head = False
+        self._url_done = False
+        self._header_count = 0
+        self._header_block = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._refusal = b""  # written after the answers before it, then the connection closes
+        self.lingering = False  # refused: input is read and dropped until the close
 
     # -- transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
+        if not self.proxy.slots.admit(self):  # every connection busy: no room
+            self.proxy.refused(b"", 503)
+            self.transport.write(refusal(503))  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]
+            return
         self.proxy.connections.add(self)
+        self._arm(self.proxy.limits.header_timeout, self._head_timed_out)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
+        limits = self.proxy.limits
         try:
             self.parser.feed_data(data)
+            if self._in_head:
+                if self._head_fresh:
+                    self._head_fresh = False
+                else:
+                    self._head_bytes += len(data)
+                    if self._head_bytes > limits.max_head_bytes:
+                        raise Refused(431 if self._url_done else 414, "request head too large")
+                    if not self._url_done and self._head_bytes > limits.max_request_line:
+                        raise Refused(414, "request line too long")
         except httptools.HttpParserUpgrade:
-            self.closing = True  # no Upgrade/CONNECT tunnel: answer this request, then close
+            self.closing = True  # no Upgrade tunnel: answer this request, then close
             self.pause("upgrade")
+        except httptools.HttpParserCallbackError as problem:
+            refused = problem.__context__
+            if not isinstance(refused, Refused):
+                raise
+            self._refuse(refused)
+        except Refused as refused:
+            self._refuse(refused)
         except httptools.HttpParserError as problem:
             log.debug("bad request from %s: %s", self.peer, problem)
             broken, self.parsing = self.parsing, None
             if self.current is None:
-                self._write_plain(400, "Bad Request", b"400 Bad Request\n", head_only=False, close=True)
+                self._refuse(Refused(400, str(problem)))
+            elif broken is self.current and not broken.answered_head:
+                # a request body that cannot be read (bad chunk size): the upstream's
+                # connection is cut before it sees the whole request, the client gets a 400
+                self.proxy.abandon(broken)
+                self.closing = True
+                self.proxy.refused(broken.method, 400)
+                self.write(refusal(400))
+                self.linger()
             elif broken is self.current or broken in self.waiting:  # a request body cut: nothing to answer
                 if self.transport is not None:
                     self.transport.close()
-            else:  # garbage after a good request: answer that one, then close
+            else:  # garbage after a good request: answer that one, refuse this, close
+                self._refusal = refusal(400)
                 self.closing = True
                 self.pause("bad request")
 
+    def _refuse(self, refused: Refused) -> None:
+        """A request refused before anything of it went upstream: 4xx and close (after the
+        answers before it, when pipelined)."""
+        log.debug("refused a request from %s: %s", self.peer, refused)
+        self.proxy.refused(self.parsing.method if self.parsing is not None else b"", refused.status)
+        self.parsing = None
+        self._in_head = False
+        if self.current is None:
+            self.write_plain(refused.status, "", b"", head_only=False, close=True)
+        else:
+            self._refusal = refusal(refused.status)
+            self.closing = True
+            self.pause("bad request")
+
+    def linger(self) -> None:
+        """Close after a refusal: our side now (FIN after the answer), the connection once
+        the client closes its side or after LINGER_SECONDS, its input dropped meanwhile."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.lingering = True
+        self._pauses.clear()
+        if transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()
+            self._arm(LINGER_SECONDS, self._close_now)
+        else:
+            transport.close()
+
+    def _close_now(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.proxy.loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if self.current is None and self.transport is not None:
+            self.proxy.refused(b"", 408)
+            self.write_plain(408, "", b"", head_only=False, close=True)
+
+    def _idle_timed_out(self) -> None:
+        self._timer = None
+        if self.current is None and self.parsing is None and self.transport is not None:
+            self.transport.close()
+
+    def evict(self) -> None:
+        """Room is needed for a new connection and this one has waited longest for a head."""
+        self._disarm()
+        if self.transport is not None:
+            if self.parsing is not None:
+                self.proxy.refused(b"", 408)
+                self.write(refusal(408))
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.proxy.slots.release(self)
         self.proxy.connections.discard(self)
         self.transport = None
         for exchange in (self.current, *self.waiting):
@@ -100,30 +213,46 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.parsing = Exchange(self)
         self.parsing.started = time.perf_counter()
+        self._in_head = self._head_fresh = True
+        self._url_done = False
+        self._head_bytes = self._header_count = self._header_block = 0
+        if self.current is None:  # (a pipelined head waits its turn: not timed)
+            self._arm(self.proxy.limits.header_timeout, self._head_timed_out)
 
     def on_url(self, url: bytes) -> None:
-        self.parsing.target += url  # type: ignore[union-attr]
+        exchange = self.parsing
+        assert exchange is not None
+        exchange.target += url
+        if len(exchange.target) > self.proxy.limits.max_request_line:
+            raise Refused(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._url_done = True
+        limits = self.proxy.limits
+        size = len(name) + len(value) + 4
+        self._header_count += 1
+        self._header_block += size
+        if size > limits.max_header_line or self._header_count > limits.max_header_count \
+                or self._header_block > limits.max_header_block:
+            raise Refused(431, "request headers too large")
         self.parsing.headers.append((name, value))  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         exchange = self.parsing
         assert exchange is not None
+        self._in_head = False
         parser = self.parser
         exchange.method = parser.get_method()
-        exchange.http10 = parser.get_http_version() == "1.0"
+        version = parser.get_http_version()
+        exchange.content_length = check_head(exchange.method, exchange.target, version, exchange.headers)
+        exchange.http10 = version == "1.0"
         exchange.keep_alive = parser.should_keep_alive() and not self.closing
-        chunked = has_body = False
-        for name, value in exchange.headers:
-            lowered = name.lower()
-            if lowered == b"transfer-encoding":
-                chunked = chunked or b"chunked" in value.lower()
-                has_body = True
-            elif lowered == b"content-length":
-                has_body = has_body or value.strip() not in (b"0", b"")
-        exchange.chunked_request = chunked
-        exchange.has_body = has_body
+        exchange.chunked_request = chunked = exchange.content_length is None and any(
+            name.lower() == b"transfer-encoding" for name, _ in exchange.headers)
+        exchange.has_body = chunked or bool(exchange.content_length)
+        if self.current is None:
+            self._disarm()
+        self.proxy.slots.busy(self)
         if self.current is None:
             self.current = exchange
             self.proxy.dispatch(exchange)
@@ -164,11 +293,30 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(data)
 
+    def queue(self, data: bytes) -> None:
+        """Answer bytes parsed from one upstream read: written together by `flush()`."""
+        self._out.append(data)
+
+    def flush(self) -> None:
+        """One write for what the latest upstream read queued."""
+        out = self._out
+        if out:
+            self._out = []
+            self.write(b"".join(out) if len(out) > 1 else out[0])
+
+    def drop_queued(self) -> None:
+        """The answer broke off: what is queued is never written."""
+        self._out = []
+
     def next_exchange(self) -> None:
         """The current exchange is over both ways: close, or start the next one."""
         done = self.current
         self.current = None
         if done is None or not done.keep_alive or self.closing:
+            if self._refusal and done is not None and done.keep_alive:
+                self.write(self._refusal)
+                self.linger()
+                return
             if self.transport is not None:
                 self.transport.close()
             return
@@ -177,8 +325,19 @@ class ClientConnection(asyncio.Protocol):
             self.proxy.dispatch(self.current)
         if not self.waiting:
             self.resume("pipelined")
+        if self.current is None:
+            limits = self.proxy.limits
+            self.proxy.slots.waiting(self)
+            if self.parsing is not None:  # the next head is on its way
+                self._arm(limits.header_timeout, self._head_timed_out)
+            else:
+                self._arm(limits.keepalive_timeout, self._idle_timed_out)
 
-    def _write_plain(self, status: int, reason: str, body: bytes, head_only: bool, close: bool) -> None:
+    def write_plain(self, status: int, reason: str, body: bytes, head_only: bool, close: bool) -> None:
+        if not reason:  # the proxy's own refusal of a request
+            self.write(refusal(status, head_only))
+            self.linger()
+            return
         head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nDate: {formatdate(usegmt=True)}\r\n"
                 + ("Connection: close\r\n" if close else "") + "\r\n").encode("latin-1")

@@ -14,10 +14,11 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
+from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits
 from shadow.publish.metrics import Metrics
-from shadow.proxy.aiohttp_engine import (NO_SHADOW_METHODS, RequestCounter, body_copy, captured_read, timeout_text,
+from shadow.proxy.forwarding import (NO_SHADOW_METHODS, RequestCounter, body_copy, captured_read, timeout_text,
                           unreachable_text)
-from shadow.proxy.raw.exchange import Exchange, origin_form, request_head, request_path, response_head
+from shadow.proxy.raw.exchange import BodyMode, Exchange, origin_form, request_head, request_path, response_head
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ class RawProxy:
     close, in_flight) plus the connection bookkeeping its server needs."""
 
     def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
-                 max_body_bytes: int = 1048576, upstream_timeout: float = 30.0) -> None:
+                 max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
+                 limits: RequestLimits = DEFAULT_LIMITS) -> None:
         parts = urlsplit(upstream)
         self.upstream = URL(upstream)
         self.host = parts.hostname or "127.0.0.1"
@@ -53,6 +55,8 @@ class RawProxy:
         self.max_body_bytes = max_body_bytes
         self.upstream_timeout = upstream_timeout
         self.in_flight = 0
+        self.limits = limits
+        self.slots = ConnectionSlots(limits.connection_cap())
         self.connections: set[ClientConnection] = set()
         self.pool = UpstreamPool()
         self._count = RequestCounter(metrics)
@@ -121,10 +125,10 @@ class RawProxy:
         exchange.upstream_keep_alive = upstream_keep_alive
         exchange.copy = body_copy(self.handoff, exchange.match, status, length,
                                   self.max_body_bytes) if exchange.match is not None else None
-        exchange.client._out.append(head)
+        exchange.client.queue(head)
         exchange.answered_head = True
         exchange.own = (exchange.asked - exchange.started) + (time.perf_counter() - answered)
-        if exchange.mode == "none":
+        if exchange.mode is BodyMode.NONE:
             self.answer_done(exchange)
 
     def answer_done(self, exchange: Exchange) -> None:
@@ -133,12 +137,9 @@ class RawProxy:
         finished = time.perf_counter()
         exchange.response_done = True
         client = exchange.client
-        if exchange.mode == "chunk":
-            client._out.append(b"0\r\n\r\n")
-        if client._out:
-            out = client._out
-            client._out = []
-            client.write(b"".join(out))
+        if exchange.mode is BodyMode.CHUNK:
+            client.queue(b"0\r\n\r\n")
+        client.flush()
         connection = exchange.upstream
         if connection is not None:
             connection.detach()
@@ -185,10 +186,11 @@ class RawProxy:
             return
         # Headers are gone already: the only honest thing left is to cut the connection
         # so the client sees a truncated body, not a complete one.
+        # the path only: a query string may carry tokens
         log.warning("upstream broke off a %s %s response mid-body: %s", exchange.method.decode("latin-1"),
-                    exchange.target.decode("latin-1"), problem or "timeout")
+                    request_path(exchange.target), problem or "timeout")
         client = exchange.client
-        client._out = []
+        client.drop_queued()
         if client.transport is not None:
             client.transport.abort()
         self._finished(exchange)
@@ -211,13 +213,17 @@ class RawProxy:
             exchange.response_done = True
             self._finished(exchange)
 
+    def refused(self, method: bytes, status: int) -> None:
+        """A request the proxy refused itself (400/408/414/431/503): counted by its status."""
+        self._count(method.decode("latin-1"), str(status))
+
     def _own_answer(self, exchange: Exchange, status: int, reason: str, text: str) -> None:
         self._count(exchange.method.decode("latin-1"), str(status))
         self.metrics.proxy_seconds.observe(exchange.asked - exchange.started)
         exchange.response_done = True
         exchange.answered_head = True
         # with the request body still coming, the rest of it would be read as a request: close
-        exchange.client._write_plain(status, reason, text.encode(), head_only=exchange.method == b"HEAD",
+        exchange.client.write_plain(status, reason, text.encode(), head_only=exchange.method == b"HEAD",
                                      close=exchange.has_body and not exchange.request_done)
         self._finished(exchange)
 

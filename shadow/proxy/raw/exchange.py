@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
-from shadow.proxy.aiohttp_engine import connection_named, forwardable, forwarded_for
+from shadow.proxy.forwarding import connection_named, forwardable, forwarded_for
+from shadow.proxy.limits import origin_form
 
 if TYPE_CHECKING:
     from shadow.proxy.raw.client import ClientConnection
     from shadow.proxy.raw.upstream import UpstreamConnection
 
-REQUEST_DROP = frozenset({"host", "expect"})
+#: never forwarded as received: Host is the upstream's, the body framing is the proxy's own
+REQUEST_DROP = frozenset({"host", "expect", "content-length", "transfer-encoding"})
+
+
+class BodyMode(enum.Enum):
+    """How the answer's body goes to the client, decided from the response head."""
+
+    NONE = "none"  # HEAD, 204, 304: no body
+    LENGTH = "length"  # as received, under the upstream's Content-Length
+    CHUNK = "chunk"  # re-chunked (a chunked or close-delimited body, HTTP/1.1 client)
+    CLOSE = "close"  # delimited by closing the connection (HTTP/1.0 client)
 
 
 class Exchange:
@@ -25,11 +37,18 @@ class Exchange:
                  "has_body", "request_done", "body_pending", "upstream", "reused", "answered_head",
                  "response_done", "mode", "copy", "match", "status", "response_headers", "started",
                  "asked", "own", "task", "close_delimited", "retried", "dispatched", "finished",
-                 "upstream_keep_alive")
+                 "upstream_keep_alive", "content_length")
 
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
+        self.method = b""
         self.target = b""
+        self.http10 = False
+        self.keep_alive = False
+        self.chunked_request = False
+        self.has_body = False
+        self.started = 0.0
+        self.asked = 0.0
         self.headers: list[tuple[bytes, bytes]] = []
         self.request_done = False
         self.body_pending: list[bytes] = []
@@ -37,7 +56,7 @@ class Exchange:
         self.reused = False
         self.answered_head = False
         self.response_done = False
-        self.mode = ""
+        self.mode: BodyMode | None = None  # set by response_head()
         self.copy: Any = None
         self.match: Any = None
         self.status = 0
@@ -49,16 +68,20 @@ class Exchange:
         self.dispatched = False
         self.finished = False
         self.upstream_keep_alive = False
+        self.content_length: int | None = None  # the request body's, as the parser read it
 
 
 def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> bytes:
     """The head written upstream when `exchange` is sent: the upstream's base path and
-    Host, the end-to-end headers as received, X-Forwarded-* added."""
+    Host, the end-to-end headers as received, X-Forwarded-* added, and the body framed
+    from what the parser read (a Content-Length of its own, or chunked): never from a
+    header the client could have had dropped or doubled."""
     headers = exchange.headers
     drop = connection_named(value.decode("latin-1") for name, value in headers if name.lower() == b"connection")
     drop = drop | REQUEST_DROP
-    lines = [b"%b %b%b HTTP/1.1\r\nHost: %b\r\n" % (exchange.method, base_path,
-                                                   origin_form(exchange.target), host_header)]
+    path = origin_form(exchange.target)
+    target = path if path == b"*" else base_path + path  # OPTIONS * stays *
+    lines = [b"%b %b HTTP/1.1\r\nHost: %b\r\n" % (exchange.method, target, host_header)]
     previous_for: bytes | None = None
     proto = host = forwarded_host = None
     for name, value in headers:
@@ -77,6 +100,8 @@ def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> by
             lines.append(b"%b: %b\r\n" % (name, value))
     if exchange.chunked_request:
         lines.append(b"Transfer-Encoding: chunked\r\n")
+    elif exchange.content_length is not None:
+        lines.append(b"Content-Length: %d\r\n" % exchange.content_length)
     peer = exchange.client.peer
     lines.append(b"X-Forwarded-For: %b\r\n" % forwarded_for(
         previous_for.decode("latin-1") if previous_for else None, peer).encode("latin-1"))
@@ -90,7 +115,7 @@ def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> by
 
 def response_head(exchange: Exchange, status: int, reason: bytes) -> tuple[bytes, int | None]:
     """Runs when the upstream's response head is complete: decides how the body goes to
-    the client (`exchange.mode`: "none", "length", "chunk" or "close"; keep_alive and
+    the client (`exchange.mode`, a BodyMode; keep_alive and
     close_delimited with it) and returns the head to write and the declared body length
     (None when chunked or not given)."""
     headers = exchange.response_headers
@@ -108,15 +133,15 @@ def response_head(exchange: Exchange, status: int, reason: bytes) -> tuple[bytes
         if forwardable(lowered, drop):
             lines.append(b"%b: %b\r\n" % (name, value))
     if exchange.method == b"HEAD" or status in (204, 304):
-        exchange.mode = "none"
+        exchange.mode = BodyMode.NONE
     elif chunked or length is None:
         exchange.close_delimited = not chunked
-        exchange.mode = "close" if exchange.http10 else "chunk"
+        exchange.mode = BodyMode.CLOSE if exchange.http10 else BodyMode.CHUNK
     else:
-        exchange.mode = "length"
-    if exchange.mode == "chunk":
+        exchange.mode = BodyMode.LENGTH
+    if exchange.mode is BodyMode.CHUNK:
         lines.append(b"Transfer-Encoding: chunked\r\n")
-    elif exchange.mode == "close":
+    elif exchange.mode is BodyMode.CLOSE:
         exchange.keep_alive = False
     if not exchange.keep_alive:
         lines.append(b"Connection: close\r\n")
@@ -124,19 +149,6 @@ def response_head(exchange: Exchange, status: int, reason: bytes) -> tuple[bytes
         lines.append(b"Connection: keep-alive\r\n")
     lines.append(b"\r\n")
     return b"".join(lines), length if not chunked else None
-
-
-def origin_form(target: bytes) -> bytes:
-    """The path and query of a request target (an absolute-form target loses scheme and host)."""
-    if target.startswith(b"/"):
-        return target
-    if target == b"*":
-        return target
-    if b"://" in target:
-        rest = target.split(b"://", 1)[1]
-        slash = rest.find(b"/")
-        return rest[slash:] if slash >= 0 else b"/"
-    return b"/" + target
 
 
 def request_path(target: bytes) -> str:

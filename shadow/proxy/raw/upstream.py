@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from shadow.proxy.raw.exchange import BodyMode
+
 if TYPE_CHECKING:
     from shadow.proxy.raw.engine import RawProxy
     from shadow.proxy.raw.exchange import Exchange
@@ -102,11 +104,7 @@ class UpstreamConnection(asyncio.Protocol):
             if exchange is not None:
                 self.proxy.upstream_failed(exchange, problem, timed_out=False, stale=False)
             return
-        client = exchange.client
-        if client._out:
-            out = client._out
-            client._out = []
-            client.write(b"".join(out) if len(out) > 1 else out[0])
+        exchange.client.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -155,10 +153,10 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is None or not exchange.answered_head:
             return
         client = exchange.client
-        if exchange.mode == "chunk":
-            client._out.append(b"%x\r\n%b\r\n" % (len(body), body))
+        if exchange.mode is BodyMode.CHUNK:
+            client.queue(b"%x\r\n%b\r\n" % (len(body), body))
         else:
-            client._out.append(body)
+            client.queue(body)
         if exchange.copy is not None:
             exchange.copy.add(body)
 

@@ -1,0 +1,304 @@
+"""The differential wire suite: hostile requests, byte for byte, through both engines to
+an upstream that records what it receives (tests/proxy/wire_upstream.py). Each vector
+must either be refused with a 4xx (nothing upstream) or arrive upstream as exactly the
+request(s) it names, with the same body; a sentinel request on a fresh connection
+afterwards shows the pooled upstream connections were left in step.
+
+Adding a vector is one `Vector(...)` line in VECTORS.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shadow.config import Config
+from shadow.sidecar import Sidecar, start_sidecar
+from tests.proxy.wire_upstream import RecordingUpstream
+
+
+@dataclass(frozen=True)
+class Req:
+    """A request the upstream must receive: method, target, body."""
+
+    method: bytes
+    target: bytes
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Vector:
+    """Hostile bytes sent on one client connection. `forwards`: what the upstream must
+    receive, in order (each answered 200); `refuse`: the status the client then gets
+    (any 4xx when 400 is given for a parser error), after which the connection closes;
+    `either`: refusing the whole thing (4xx first, nothing upstream) is fine too."""
+
+    name: str
+    raw: bytes
+    forwards: tuple[Req, ...] = ()
+    refuse: int | None = None
+    either: bool = False
+
+
+def post(body: bytes = b"hello", target: bytes = b"/v") -> tuple[Req]:
+    return (Req(b"POST", target, body),)
+
+
+H = b"Host: api\r\n"
+CHUNKED_HELLO = b"5\r\nhello\r\n0\r\n\r\n"
+
+VECTORS = (
+    # -- Content-Length / Transfer-Encoding matrix
+    Vector("cl", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello", post()),
+    Vector("cl-zero-get", b"GET /v HTTP/1.1\r\n" + H + b"Content-Length: 0\r\n\r\n", (Req(b"GET", b"/v"),)),
+    Vector("get-with-body", b"GET /v HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello", (Req(b"GET", b"/v", b"hello"),)),
+    Vector("cl-duplicate-same", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+           post(), either=True),
+    Vector("cl-duplicate-differ", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", refuse=400),
+    Vector("cl-list", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: 5, 5\r\n\r\nhello", post(), either=True),
+    Vector("cl-plus", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: +5\r\n\r\nhello", refuse=400),
+    Vector("cl-negative", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: -5\r\n\r\nhello", refuse=400),
+    Vector("cl-hex", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: 0x5\r\n\r\nhello", refuse=400),
+    Vector("cl-space-inside", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: 5 5\r\n\r\nhello", refuse=400),
+    Vector("cl-overflow", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: 99999999999999999999999\r\n\r\nhello", refuse=400),
+    Vector("cl-and-te", b"POST /v HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+           + CHUNKED_HELLO, refuse=400),
+    Vector("te-chunked", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED_HELLO, post()),
+    Vector("te-chunked-uppercase", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: CHUNKED\r\n\r\n" + CHUNKED_HELLO,
+           post(), either=True),
+    Vector("te-chunked-identity", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, identity\r\n\r\nhello", refuse=400),
+    Vector("te-identity-chunked", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity, chunked\r\n\r\n"
+           + CHUNKED_HELLO, refuse=400),
+    Vector("te-twice", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+           + CHUNKED_HELLO, refuse=400),
+    Vector("te-xchunked", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\nhello", refuse=400),
+    Vector("te-space-before-colon", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding : chunked\r\n\r\n" + CHUNKED_HELLO,
+           refuse=400),
+    Vector("te-vertical-tab", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: \x0bchunked\r\n\r\n" + CHUNKED_HELLO,
+           refuse=400),
+    Vector("te-http10", b"POST /v HTTP/1.0\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED_HELLO, refuse=400),
+    # -- chunk sizes
+    Vector("chunk-extension", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n",
+           post()),
+    Vector("chunk-overflow", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+           b"FFFFFFFFFFFFFFFFF5\r\nhello\r\n0\r\n\r\n", refuse=400),
+    Vector("chunk-negative", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+           refuse=400),
+    Vector("chunk-hex-junk", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5g\r\nhello\r\n0\r\n\r\n",
+           refuse=400),
+    Vector("chunk-0x", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+           refuse=400),
+    Vector("chunk-short", b"POST /v HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+           refuse=400),
+    # -- message syntax
+    Vector("obs-fold", b"GET /v HTTP/1.1\r\n" + H + b"X-A: a\r\n b\r\n\r\n", refuse=400),
+    Vector("bare-lf", b"GET /v HTTP/1.1\n" + H.replace(b"\r", b"") + b"\n", refuse=400),
+    Vector("bare-lf-in-header", b"GET /v HTTP/1.1\r\nHost: api\nX-A: a\r\n\r\n", refuse=400),
+    Vector("nul-in-header", b"GET /v HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n", refuse=400),
+    Vector("http09", b"GET /v\r\n\r\n", refuse=400),
+    Vector("h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", refuse=400),
+    Vector("http12", b"GET /v HTTP/1.2\r\n" + H + b"\r\n", refuse=400),
+    Vector("http20", b"GET /v HTTP/2.0\r\n" + H + b"\r\n", refuse=400),
+    # -- hop-by-hop framing: Connection can never remove the framing headers
+    Vector("connection-content-length", b"POST /v HTTP/1.1\r\n" + H + b"Connection: Content-Length\r\nContent-Length: 5\r\n\r\n"
+           b"hello", post()),
+    Vector("connection-keep-alive-content-length", b"POST /v HTTP/1.1\r\n" + H
+           + b"Connection: keep-alive, content-length\r\nContent-Length: 5\r\n\r\nhello", post()),
+    Vector("connection-transfer-encoding", b"POST /v HTTP/1.1\r\n" + H + b"Connection: Transfer-Encoding\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED_HELLO, post()),
+    Vector("connection-host", b"GET /v HTTP/1.1\r\n" + H + b"Connection: Host\r\n\r\n", (Req(b"GET", b"/v"),)),
+    # -- targets, methods, Host
+    Vector("absolute-form", b"GET http://elsewhere/v?q=1 HTTP/1.1\r\n" + H + b"\r\n", (Req(b"GET", b"/v?q=1"),)),
+    Vector("absolute-form-other-scheme", b"GET ftp://elsewhere/v HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
+    Vector("no-leading-slash", b"GET v HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
+    Vector("asterisk-get", b"GET * HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
+    Vector("asterisk-options", b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n", (Req(b"OPTIONS", b"*"),), either=True),
+    Vector("connect", b"CONNECT api:443 HTTP/1.1\r\nHost: api:443\r\n\r\n", refuse=400),
+    Vector("no-host", b"GET /v HTTP/1.1\r\n\r\n", refuse=400),
+    Vector("no-host-http10", b"GET /v HTTP/1.0\r\n\r\n", (Req(b"GET", b"/v"),)),
+    Vector("two-hosts-same", b"GET /v HTTP/1.1\r\n" + H + H + b"\r\n", refuse=400),
+    Vector("two-hosts-differ", b"GET /v HTTP/1.1\r\n" + H + b"Host: other\r\n\r\n", refuse=400),
+    # -- limits (defaults: 8 KiB request line -> 414, 8 KiB header / 32 KiB headers / 100 headers -> 431)
+    Vector("uri-too-long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + H + b"\r\n", refuse=414),
+    Vector("header-too-long", b"GET /v HTTP/1.1\r\n" + H + b"X-A: " + b"a" * 9000 + b"\r\n\r\n", refuse=431),
+    Vector("headers-too-many", b"GET /v HTTP/1.1\r\n" + H + b"".join(b"X-%d: a\r\n" % n for n in range(101)) + b"\r\n",
+           refuse=431),
+    Vector("headers-too-large", b"GET /v HTTP/1.1\r\n" + H + b"".join(b"X-%d: %b\r\n" % (n, b"a" * 1000) for n in range(40))
+           + b"\r\n", refuse=431),
+    # -- pipelining
+    Vector("pipelined", b"GET /v1 HTTP/1.1\r\n" + H + b"\r\nPOST /v2 HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello"
+           b"GET /v3 HTTP/1.1\r\n" + H + b"\r\n", (Req(b"GET", b"/v1"), Req(b"POST", b"/v2", b"hello"), Req(b"GET", b"/v3"))),
+    Vector("pipelined-then-garbage", b"GET /v1 HTTP/1.1\r\n" + H + b"\r\nGARBAGE\r\n\r\n", (Req(b"GET", b"/v1"),), refuse=400, either=True),
+    Vector("pipelined-then-smuggle", b"GET /v1 HTTP/1.1\r\n" + H + b"\r\nPOST /v2 HTTP/1.1\r\n" + H
+           + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED_HELLO, (Req(b"GET", b"/v1"),), refuse=400, either=True),
+)
+
+SENTINEL = b"GET /sentinel HTTP/1.1\r\nHost: api\r\n\r\n"
+
+
+@pytest.fixture
+async def recording() -> AsyncIterator[RecordingUpstream]:
+    upstream = RecordingUpstream()
+    await upstream.start()
+    yield upstream
+    upstream.release.set()
+    await upstream.stop()
+
+
+@pytest.fixture
+def wire_config(recording: RecordingUpstream, widget_rules: Path, make_config: Callable[..., Config]) -> Callable[..., Config]:
+    def config(**overrides: object) -> Config:
+        return make_config(recording.url, widget_rules, shadow_process="inline", **overrides)
+    return config
+
+
+@pytest.fixture
+async def proxy(wire_config: Callable[..., Config]) -> AsyncIterator[Sidecar]:
+    sidecar = await start_sidecar(wire_config())
+    yield sidecar
+    await sidecar.stop()
+
+
+async def connect(sidecar: Sidecar) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = sidecar.proxy_url.removeprefix("http://").split(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes] | None:
+    """One answer (status, head, body), or None when the proxy closed the connection."""
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    status = int(head.split(b" ", 2)[1])
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    body = await asyncio.wait_for(reader.readexactly(length), 10)
+    return status, head, body
+
+
+async def until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the proxy sends until it closes the connection."""
+    try:
+        return await asyncio.wait_for(reader.read(-1), 10)
+    except ConnectionError:
+        return b""
+
+
+async def exchange(sidecar: Sidecar, raw: bytes, answers: int) -> list[tuple[int, bytes, bytes] | None]:
+    reader, writer = await connect(sidecar)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        got: list[tuple[int, bytes, bytes] | None] = []
+        for _ in range(answers):
+            answer = await read_answer(reader)
+            got.append(answer)
+            if answer is None or answer[0] >= 400:
+                break
+        return got
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[vector.name for vector in VECTORS])
+async def test_a_hostile_request_is_refused_or_forwarded_unambiguously(proxy: Sidecar, recording: RecordingUpstream,
+                                                                      vector: Vector,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    answers = await exchange(proxy, vector.raw, len(vector.forwards) + (1 if vector.refuse else 0))
+    # a sentinel on a fresh connection: reuses the pooled upstream connection, so any
+    # leftover bytes from the vector would garble it
+    (sentinel,) = await exchange(proxy, SENTINEL, 1)
+    assert sentinel is not None and sentinel[0] == 200 and sentinel[2] == b"GET /sentinel 0", sentinel
+    assert recording.errors == []
+    # a client cannot make the proxy log errors (tracebacks) at will
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+    received = [(request.method, request.target, request.body) for request in recording.requests
+                if request.target != b"/sentinel"]
+    first = answers[0] if answers else None
+    if vector.either and first is not None and 400 <= first[0] < 500:
+        assert received == []
+        return
+    expected = [(request.method, request.target, request.body) for request in vector.forwards]
+    assert received == expected
+    statuses = [answer[0] if answer is not None else None for answer in answers]
+    assert statuses[:len(expected)] == [200] * len(expected)
+    for answer, request in zip(answers, vector.forwards, strict=False):
+        assert answer is not None and answer[2] == b"%b %b %d" % (request.method, request.target, len(request.body))
+    if vector.refuse is not None:
+        status = statuses[len(expected)] if len(statuses) > len(expected) else None
+        assert status is not None and 400 <= status < 500, statuses
+        if vector.refuse != 400:
+            assert status == vector.refuse
+
+
+SMUGGLE = (b"POST /a HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\nContent-Length: 56\r\n\r\n"
+           b"POST /capture HTTP/1.1\r\nHost: x\r\nContent-Length: 120\r\n\r\n")
+PRIVATE = b"GET /api/private HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer victim-token\r\nCookie: session=victim\r\n\r\n"
+
+
+async def test_the_smuggling_reproduction_cannot_capture_another_clients_request(proxy: Sidecar,
+                                                                               recording: RecordingUpstream) -> None:
+    """issue 9, item 1: the body of `Connection: Content-Length` became the next request
+    on the pooled upstream connection, and the next client's request its body."""
+    assert len(SMUGGLE.split(b"\r\n\r\n", 1)[1]) == 56
+    (attacker,) = await exchange(proxy, SMUGGLE, 1)
+    (victim,) = await exchange(proxy, PRIVATE, 1)
+    assert recording.errors == []
+    for request in recording.requests:
+        assert b"victim" not in request.body
+    assert [request.target for request in recording.requests] == [b"/a", b"/api/private"]
+    assert attacker is not None and attacker[2] == b"POST /a 56"
+    assert victim is not None and victim[2] == b"GET /api/private 0"
+    assert recording.requests[0].header(b"Content-Length") == [b"56"]
+    for request in recording.requests:
+        assert b"victim" not in request.body
+    assert recording.requests[1].header(b"Authorization") == [b"Bearer victim-token"]
+
+
+async def test_connection_named_framing_in_a_response_is_kept(wire_config: Callable[..., Config],
+                                                              framing_upstream: str, widget_rules: Path,
+                                                              make_config: Callable[..., Config]) -> None:
+    """The response side: an upstream's `Connection: Content-Length` must not strip the
+    length the client needs to find the end of the body."""
+    sidecar = await start_sidecar(make_config(framing_upstream, widget_rules, shadow_process="inline"))
+    try:
+        reader, writer = await connect(sidecar)
+        try:
+            writer.write(b"GET /one HTTP/1.1\r\nHost: api\r\n\r\nGET /two HTTP/1.1\r\nHost: api\r\n\r\n")
+            await writer.drain()
+            first = await read_answer(reader)
+            second = await read_answer(reader)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        await sidecar.stop()
+    assert first is not None and second is not None
+    assert b"content-length: 5" in first[1].lower() and first[2] == b"hello"
+    assert second[0] == 200 and second[2] == b"hello"
+
+
+@pytest.fixture
+async def framing_upstream() -> AsyncIterator[str]:
+    """Answers every request with a body whose Content-Length its Connection names."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+    await server.wait_closed()
