@@ -3,7 +3,7 @@ unique sets): good sections load into frozen specs; hostile ones are refused wit
 file:line; the stored view turns a stored document into the API's shape."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -61,7 +61,7 @@ def test_stored_view_makes_the_api_shape() -> None:
         entity = load(Path(folder), "stored: {defaults: {isActive: true}, rename: {_id: id}, hidden: [pin]}\n")
     oid = ObjectId()
     stored = {"_id": oid, "__v": 3, "pin": "1234", "amount": {"value": Decimal128("1.5"), "currency": "USD"},
-              "createdAt": datetime(2026, 1, 2, 3, 4, 5, 678999, tzinfo=timezone.utc)}
+              "createdAt": datetime(2026, 1, 2, 3, 4, 5, 678999, tzinfo=UTC)}
     shown = api_document(entity, stored)  # type: ignore[arg-type]
     assert shown == {"id": str(oid), "amount": {"value": {"$numberDecimal": "1.5"}, "currency": "USD"},
                      "createdAt": "2026-01-02T03:04:05.678Z", "isActive": True}
