@@ -70,16 +70,10 @@ def _options(args: argparse.Namespace) -> tuple[Any, tuple[str, ...], float | No
 
 
 async def _run(args: argparse.Namespace, partition: Any, layers: tuple[str, ...], max_rate: float | None) -> int:
-    import asyncpg
-    from pymongo import AsyncMongoClient
-
-    from shadow.replay.sources.postgres import PostgresSource
     from shadow.rules import RulesError, load_rules
     from shadow.verify.buckets import ResumeFile
-    from shadow.verify.gaps import GapConfigError, open_gaps
-    from shadow.verify.progress import Progress
-    from shadow.verify.report import EntityReport, RunReport, push
-    from shadow.verify.scope import BadFlag, verifiable
+    from shadow.verify.report import push
+    from shadow.verify.scope import BadFlag
 
     try:
         rules = load_rules(args.rules)
@@ -96,41 +90,10 @@ async def _run(args: argparse.Namespace, partition: Any, layers: tuple[str, ...]
     except BadFlag as error:
         print(f"shadow verify: {error}", file=sys.stderr)
         return 2
-    report = RunReport(rules.version, str(partition), time.time())
+    report = await verify_run(rules, args.pg, args.mongo, args.mongo_db, entities=args.entity, layers=layers,
+                              partition=partition, max_rate=max_rate, resume=resume, criteria=args.criteria,
+                              page=args.page, timeout=args.timeout)
     named = set(args.entity)
-    chosen = [rules.entities[name] for name in (args.entity or rules.entities)]
-    timeout_ms = str(int(args.timeout * 1000))
-    mongo: Any = AsyncMongoClient(args.mongo, tz_aware=True, serverSelectionTimeoutMS=int(args.timeout * 1000),
-                                  timeoutMS=int(args.timeout * 1000))
-    pool = None
-    try:
-        try:
-            pool = await asyncpg.create_pool(
-                args.pg, min_size=1, max_size=3, command_timeout=args.timeout + 1,
-                server_settings={"default_transaction_read_only": "on", "statement_timeout": timeout_ms,
-                                 "application_name": "shadow-verify"})
-            gaps = await open_gaps(args.criteria, pool)
-            await mongo.admin.command("ping")
-        except (GapConfigError, BadFlag) as error:
-            report.error = str(error)
-        except Exception as error:  # noqa: BLE001 — a store unreachable: cannot evaluate
-            report.error = f"store unreachable: {type(error).__name__}: {error}"
-        if not report.error:
-            assert pool is not None
-            source = PostgresSource(pool, statement_timeout=args.timeout, read_only_session=True)
-            progress = Progress()
-            for entity in chosen:
-                reason = verifiable(entity)
-                if reason is not None:
-                    report.entities.append(EntityReport(entity.name, False, reason))
-                    continue
-                report.entities.append(await _entity(entity, mongo[args.mongo_db], pool, source, partition, layers,
-                                                     args, max_rate, resume, gaps, progress))
-    finally:
-        await mongo.close()
-        if pool is not None:
-            await pool.close()
-    report.finished = time.time()
     if args.json:
         print(json.dumps(report.as_json(named), default=str))
     else:
@@ -144,8 +107,59 @@ async def _run(args: argparse.Namespace, partition: Any, layers: tuple[str, ...]
     return report.exit_code(named)
 
 
+async def verify_run(rules: Any, pg: str, mongo_url: str, mongo_db: str, *, entities: list[str] | tuple[str, ...] = (),
+                     layers: tuple[str, ...] = ("counts", "sums", "docs"), partition: Any = None,
+                     max_rate: float | None = None, resume: Any = None, criteria: str | None = None,
+                     page: int = 500, timeout: float = 60.0, progress: Any = None) -> Any:
+    """One verify run over loaded rules (the CLI's and the demo's): a RunReport."""
+    import asyncpg
+    from pymongo import AsyncMongoClient
+
+    from shadow.replay.sources.postgres import PostgresSource
+    from shadow.verify.gaps import GapConfigError, open_gaps
+    from shadow.verify.progress import Progress
+    from shadow.verify.report import EntityReport, RunReport
+    from shadow.verify.scope import BadFlag, Partition, verifiable
+
+    partition = partition or Partition()
+    report = RunReport(rules.version, str(partition), time.time())
+    chosen = [rules.entities[name] for name in (entities or rules.entities)]
+    timeout_ms = str(int(timeout * 1000))
+    mongo: Any = AsyncMongoClient(mongo_url, tz_aware=True, serverSelectionTimeoutMS=int(timeout * 1000),
+                                  timeoutMS=int(timeout * 1000))
+    pool = None
+    try:
+        try:
+            pool = await asyncpg.create_pool(
+                pg, min_size=1, max_size=3, command_timeout=timeout + 1,
+                server_settings={"default_transaction_read_only": "on", "statement_timeout": timeout_ms,
+                                 "application_name": "shadow-verify"})
+            gaps = await open_gaps(criteria, pool)
+            await mongo.admin.command("ping")
+        except (GapConfigError, BadFlag) as error:
+            report.error = str(error)
+        except Exception as error:  # noqa: BLE001 — a store unreachable: cannot evaluate
+            report.error = f"store unreachable: {type(error).__name__}: {error}"
+        if not report.error:
+            assert pool is not None
+            source = PostgresSource(pool, statement_timeout=timeout, read_only_session=True)
+            for entity in chosen:
+                reason = verifiable(entity)
+                if reason is not None:
+                    report.entities.append(EntityReport(entity.name, False, reason))
+                    continue
+                report.entities.append(await _entity(entity, mongo[mongo_db], pool, source, partition, layers,
+                                                     page, max_rate, resume, gaps, progress or Progress()))
+    finally:
+        await mongo.close()
+        if pool is not None:
+            await pool.close()
+    report.finished = time.time()
+    return report
+
+
 async def _entity(entity: Any, mongo_db: Any, pool: Any, source: Any, partition: Any, layers: tuple[str, ...],
-                  args: argparse.Namespace, max_rate: float | None, resume: Any, gaps: Any, progress: Any) -> Any:
+                  page: int, max_rate: float | None, resume: Any, gaps: Any, progress: Any) -> Any:
     from shadow.verify.counts import run_counts
     from shadow.verify.model import LayerResult
     from shadow.verify.reconcile import run_docs
@@ -177,7 +191,7 @@ async def _entity(entity: Any, mongo_db: Any, pool: Any, source: Any, partition:
             else:
                 from shadow.verify.scope import mongo_filter
                 progress.begin(entity.name, await mongo_db[entity.collection].count_documents(mongo_filter(entity, key_range)))
-                result.layers[layer] = await run_docs(entity, mongo_db, source, key_range, page=args.page,
+                result.layers[layer] = await run_docs(entity, mongo_db, source, key_range, page=page,
                                                       max_rate=max_rate, resume=resume, gaps=gaps,
                                                       on_page=progress.advance)
                 progress.end()
