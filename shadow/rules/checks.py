@@ -107,7 +107,7 @@ def parse_checks(reader: Reader, document: YMap, fields: Mapping[str, Field], wh
     for item, line in _items(reader, value, "sets", here):
         if not reader.keys(item, ("name", "of", "where"), f"{here} set", required=("name", "of")):
             continue
-        name = reader.string(item, "name", here, pattern=IDENTIFIER)
+        set_name = reader.string(item, "name", here, pattern=IDENTIFIER)
         of = tuple(c for c in (_column(reader, fields, path, line, here)
                                for path in reader.strings(item, "of", f"{here} set")) if c is not None)
         conditions = []
@@ -119,8 +119,8 @@ def parse_checks(reader: Reader, document: YMap, fields: Mapping[str, Field], wh
                 column = _column(reader, fields, path, raw_where.line_of(path), here)
                 if column is not None:
                     conditions.append((column, wanted))
-        if name and of:
-            sets.append(SetCheck(name, of, tuple(conditions)))
+        if set_name and of:
+            sets.append(SetCheck(set_name, of, tuple(conditions)))
     return Checks(MappingProxyType(keep_mongo), MappingProxyType(keep_postgres), tuple(sums), tuple(sets))
 
 

@@ -104,7 +104,7 @@ async def _run(args: argparse.Namespace, partition: Any, layers: tuple[str, ...]
         except Exception as error:  # noqa: BLE001 — the run happened; say the push failed
             print(f"shadow verify: push to {args.push} failed: {type(error).__name__}: {error}", file=sys.stderr)
             return 2
-    return report.exit_code(named)
+    return int(report.exit_code(named))
 
 
 async def verify_run(rules: Any, pg: str, mongo_url: str, mongo_db: str, *, entities: list[str] | tuple[str, ...] = (),
@@ -164,10 +164,11 @@ async def _entity(entity: Any, mongo_db: Any, pool: Any, source: Any, partition:
     from shadow.verify.model import LayerResult
     from shadow.verify.reconcile import run_docs
     from shadow.verify.report import EntityReport
-    from shadow.verify.scope import partition_range
+    from shadow.verify.scope import KeyRange, partition_range
     from shadow.verify.sums import run_sums
 
     result = EntityReport(entity.name)
+    key_range: KeyRange | None
     try:
         collection = mongo_db[entity.collection]
         first = await collection.find_one({}, {"_id": 1}, sort=[("_id", 1)])

@@ -131,7 +131,7 @@ async def _sum_four_ways(entity: Entity, check: SumCheck, mongo_db: Any, pool: a
     # PostgreSQL, natively and streamed
     where, args = pg_condition(entity, key_range)
     columns = [quote(column.column) for column in check.by]
-    value = quote(check.value.column)
+    value_column = quote(check.value.column)
     select_groups = "".join(f"{column}::text, " for column in columns)
     group_by = f" GROUP BY {', '.join(columns)}" if columns else ""
     pg_native: dict[Group, tuple[Decimal, int]] = {}
@@ -139,12 +139,12 @@ async def _sum_four_ways(entity: Entity, check: SumCheck, mongo_db: Any, pool: a
     pg_rows: dict[Group, int] = defaultdict(int)
     async with pool.acquire() as connection:
         for row in await connection.fetch(
-                f"SELECT {select_groups}COALESCE(SUM({value}), 0), count(*) FROM {quote(entity.table)} "
+                f"SELECT {select_groups}COALESCE(SUM({value_column}), 0), count(*) FROM {quote(entity.table)} "
                 f"WHERE {where}{group_by}", *args):
             group = tuple(row[index] for index in range(len(columns)))
             pg_native[group] = (EXACT.plus(row[len(columns)]), int(row[len(columns) + 1]))
         async with connection.transaction(readonly=True):
-            async for row in connection.cursor(f"SELECT {select_groups}{value} FROM {quote(entity.table)} WHERE {where}",
+            async for row in connection.cursor(f"SELECT {select_groups}{value_column} FROM {quote(entity.table)} WHERE {where}",
                                                *args, prefetch=2000):
                 group = tuple(row[index] for index in range(len(columns)))
                 pg_sums[group] = EXACT.add(pg_sums[group], row[len(columns)] or Decimal(0))
