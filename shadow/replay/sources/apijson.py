@@ -16,7 +16,19 @@ from normalizers.values import iso_ms
 from shadow.rules.spec import Entity
 
 
+_PLAIN = frozenset({str, int, bool, float, type(None)})
+
+
 def to_api_json(value: Any) -> Any:
+    cls = value.__class__
+    if cls in _PLAIN:  # most values: returned as they are, without an isinstance chain
+        return value
+    if cls is dict:
+        return {key: item if item.__class__ in _PLAIN else to_api_json(item) for key, item in value.items()}
+    if cls is datetime:
+        return iso_ms(value)
+    if cls is ObjectId:
+        return str(value)
     if isinstance(value, ObjectId):
         return str(value)
     if isinstance(value, datetime):
@@ -40,7 +52,7 @@ def api_document(entity: Entity, document: dict[str, Any]) -> dict[str, Any]:
     for key, value in document.items():
         if key == drop or key in hidden or key in view.hidden:
             continue
-        shown[rename.get(key, key) if rename else key] = to_api_json(value)
+        shown[rename.get(key, key) if rename else key] = value if value.__class__ in _PLAIN else to_api_json(value)
     for path, default in view.defaults.items():
         _fill(shown, path.split("."), default)
     return shown
