@@ -33,11 +33,16 @@ def relationship_fields(entity: Entity) -> Iterator[tuple[str, str, Field]]:
 
 async def run_counts(entity: Entity, mongo_db: Any, pool: asyncpg.Pool, key_range: KeyRange,
                      id_map_table: str = "id_map") -> LayerResult:
+    """Mongo: the row count pushed down, then ONE pass over the documents projected to the
+    relationship fields (array lengths, subdocuments, references; referenced ids checked
+    in batches of `$in`) — one collection scan, whatever the number of relationships.
+    PostgreSQL: one aggregate query per check."""
     started = time.perf_counter()
     collection = mongo_db[entity.collection]
     query = mongo_filter(entity, key_range)
     where, args = pg_condition(entity, key_range, "m")
     table = quote(entity.table)
+    relationships = list(relationship_fields(entity))
     differences: list[Difference] = []
     checked = 0
 
@@ -47,71 +52,75 @@ async def run_counts(entity: Entity, mongo_db: Any, pool: asyncpg.Pool, key_rang
         if in_mongo != in_pg:
             differences.append(Difference("counts", name, kind, mongo=in_mongo, postgres=in_pg))
 
+    mongo_side = await _mongo_pass(collection, mongo_db, query, relationships)
     async with pool.acquire() as connection:
         async def scalar(sql: str, *values: Any) -> int:
             return int(await connection.fetchval(sql, *values) or 0)
 
         check("count", await collection.count_documents(query),
               await scalar(f"SELECT count(*) FROM {table} m WHERE {where}", *args))
-        for path, stored, spec in relationship_fields(entity):
-            if spec.kind == "rows":
-                size = {"$cond": [{"$isArray": f"${stored}"}, {"$size": f"${stored}"}, 0]}
-                found = [row async for row in await collection.aggregate(
-                    [{"$match": query}, {"$group": {"_id": None, "n": {"$sum": size}}}])]
+        for path, _, spec in relationships:
+            in_mongo, dangling = mongo_side[path]
+            if spec.kind in ("rows", "child"):
                 in_pg = await scalar(f"SELECT count(*) FROM {quote(spec.table or '')} c JOIN {table} m "
                                      f"ON c.{quote(spec.fk or '')} = m.{quote(spec.parent)} WHERE {where}", *args)
-                check(f"rows.{path}", int(found[0]["n"]) if found else 0, in_pg)
-            elif spec.kind == "child":
-                in_mongo = await collection.count_documents({"$and": [query, {stored: {"$type": "object"}}]})
-                in_pg = await scalar(f"SELECT count(*) FROM {quote(spec.table or '')} c JOIN {table} m "
-                                     f"ON c.{quote(spec.fk or '')} = m.{quote(spec.parent)} WHERE {where}", *args)
-                check(f"child.{path}", in_mongo, in_pg)
+                check(f"{spec.kind}.{path}", in_mongo, in_pg)
+                continue
+            column = spec.column or ""
+            if spec.kind == "ref":
+                fk = f"m.{quote(column)}"
+                in_pg = await scalar(f"SELECT count(*) FROM {table} m WHERE {where} AND {fk} IS NOT NULL", *args)
             else:
-                await _references(entity, path, stored, spec, collection, mongo_db, query, where, args,
-                                  scalar, check, id_map_table)
+                fk = f"m.{quote(column + '_id')}"
+                in_pg = await scalar(f"SELECT count(*) FROM {table} m WHERE {where} "
+                                     f"AND m.{quote(column + '_ref_kind')} = 'entity'", *args)
+            check(f"refs.{path}", in_mongo, in_pg)
+            check(f"dangling.{path}", dangling, 0, "dangling_in_mongo")
+            # dangling in PostgreSQL: a FK with no legacy id, or a free-string ref that is an id
+            lost = await scalar(f"SELECT count(*) FROM {table} m WHERE {where} AND {fk} IS NOT NULL AND NOT EXISTS "
+                                f"(SELECT 1 FROM {quote(id_map_table)} i WHERE i.new_id = {fk})", *args)
+            if spec.kind == "mixed":
+                external = f"m.{quote(column + '_external_ref')}"
+                lost += await scalar(f"SELECT count(*) FROM {table} m WHERE {where} AND {external} ~ '{_ID_LIKE}'", *args)
+            check(f"dangling.{path}", 0, lost, "dangling_in_postgres")
     return layer_result("counts", differences, checked, time.perf_counter() - started)
 
 
-async def _references(entity: Entity, path: str, stored: str, spec: Field, collection: Any, mongo_db: Any,
-                      query: dict[str, Any], where: str, args: list[Any], scalar: Any, check: Any,
-                      id_map_table: str) -> None:
-    """Documents with the reference set vs non-null FK; dangling on each side."""
-    table = quote(entity.table)
-    with_ref = {"$and": [query, {stored: {"$type": "objectId"}}]}
-    if spec.kind == "ref":
-        fk = f"m.{quote(spec.column or '')}"
-        in_pg = await scalar(f"SELECT count(*) FROM {table} m WHERE {where} AND {fk} IS NOT NULL", *args)
-    else:
-        fk = f"m.{quote((spec.column or '') + '_id')}"
-        in_pg = await scalar(f"SELECT count(*) FROM {table} m WHERE {where} "
-                             f"AND m.{quote((spec.column or '') + '_ref_kind')} = 'entity'", *args)
-    check(f"refs.{path}", await collection.count_documents(with_ref), in_pg)
-    # dangling in Mongo: an ObjectId whose target document does not exist
-    target = mongo_db[spec.to or ""]
-    dangling = 0
-    batch: set[ObjectId] = set()
+async def _mongo_pass(collection: Any, mongo_db: Any, query: dict[str, Any],
+                      relationships: list[tuple[str, str, Field]]) -> dict[str, tuple[int, int]]:
+    """API path -> (count, dangling) on the Mongo side: array items (rows), subdocuments
+    (child), ObjectId references set and those whose target does not exist (ref, mixed)."""
+    counts = dict.fromkeys((path for path, _, _ in relationships), 0)
+    dangling = dict.fromkeys(counts, 0)
+    pending: dict[str, set[ObjectId]] = {}  # target collection -> ids to look up
+    waiting: dict[str, list[tuple[str, ObjectId]]] = {}  # target collection -> (path, id)
 
-    async def flush() -> int:
-        found = {row["_id"] async for row in target.find({"_id": {"$in": list(batch)}}, {"_id": 1})}
-        missing = len(batch - found)
-        batch.clear()
-        return missing
+    async def resolve(target: str) -> None:
+        ids = pending.pop(target, set())
+        found = {row["_id"] async for row in mongo_db[target].find({"_id": {"$in": list(ids)}}, {"_id": 1})}
+        for path, value in waiting.pop(target, []):
+            if value not in found:
+                dangling[path] += 1
 
-    async for document in collection.find(with_ref, {stored: 1}):
-        value: Any = document
-        for step in stored.split("."):
-            value = value.get(step) if isinstance(value, dict) else None
-        if isinstance(value, ObjectId):
-            batch.add(value)
-            if len(batch) >= _DANGLING_BATCH:
-                dangling += await flush()
-    if batch:
-        dangling += await flush()
-    check(f"dangling.{path}", dangling, 0, "dangling_in_mongo")
-    # dangling in PostgreSQL: a FK with no legacy id, or a free-string ref that is an id
-    lost = await scalar(f"SELECT count(*) FROM {table} m WHERE {where} AND {fk} IS NOT NULL AND NOT EXISTS "
-                        f"(SELECT 1 FROM {quote(id_map_table)} i WHERE i.new_id = {fk})", *args)
-    if spec.kind == "mixed":
-        external = f"m.{quote((spec.column or '') + '_external_ref')}"
-        lost += await scalar(f"SELECT count(*) FROM {table} m WHERE {where} AND {external} ~ '{_ID_LIKE}'", *args)
-    check(f"dangling.{path}", 0, lost, "dangling_in_postgres")
+    if not relationships:
+        return {}
+    projection = {stored: 1 for _, stored, _ in relationships}
+    async for document in collection.find(query, projection):
+        for path, stored, spec in relationships:
+            value: Any = document
+            for step in stored.split("."):
+                value = value.get(step) if isinstance(value, dict) else None
+            if spec.kind == "rows":
+                counts[path] += len(value) if isinstance(value, list) else 0
+            elif spec.kind == "child":
+                counts[path] += isinstance(value, dict)
+            elif isinstance(value, ObjectId):
+                counts[path] += 1
+                target = spec.to or ""
+                pending.setdefault(target, set()).add(value)
+                waiting.setdefault(target, []).append((path, value))
+                if len(pending[target]) >= _DANGLING_BATCH or len(waiting[target]) >= 10 * _DANGLING_BATCH:
+                    await resolve(target)
+    for target in list(pending):
+        await resolve(target)
+    return {path: (counts[path], dangling[path]) for path in counts}

@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 import asyncpg
+from bson import ObjectId
+from pymongo import AsyncMongoClient
 
 from tests.verify.conftest import Domain, differences, shadow_verify
 
@@ -54,9 +56,18 @@ async def plant(domain: Domain) -> dict[str, str]:
         await conn.execute("UPDATE payments SET idempotency_key = idempotency_key || '-x' WHERE legacy_object_id = $1",
                            str(pending["_id"]))
         planted["idempotency"] = pending["idempotencyKey"]
-        return planted
     finally:
         await conn.close()
+    # a dangling reference in Mongo: the dispute's opener does not exist
+    dispute = pick("disputes")
+    client: AsyncMongoClient[Any] = AsyncMongoClient(domain.mongo_uri, tz_aware=True)
+    try:
+        await client[domain.mongo_db].disputes.update_one({"_id": dispute["_id"]}, {"$set": {"openedBy": ObjectId()}})
+    finally:
+        await client.close()
+    planted["dangling_mongo"] = str(dispute["_id"])
+    return planted
+
 
 
 def one(found: list[dict[str, Any]], **wanted: Any) -> dict[str, Any]:
@@ -87,6 +98,8 @@ async def test_each_planted_kind_is_found_by_the_right_layer(domain: Domain) -> 
     refs = one(requests, layer="counts", check="refs.categoryId")
     assert refs["mongo"] == refs["postgres"] + 1
     one(requests, layer="docs", key=planted["dangling"], path="categoryId")
+    one(found, entity="disputes", layer="counts", check="dangling.openedBy", kind="dangling_in_mongo", mongo=1)
+    one(found, entity="disputes", layer="docs", key=planted["dangling_mongo"], path="openedBy")
     # sum off by 1e-18: the sums layer, in the entry's group, exactly
     total = one(ledger, layer="sums", check="sums.amount_by_type", kind="sum", key=planted["sum_group"])
     from decimal import Decimal
@@ -101,4 +114,4 @@ async def test_each_planted_kind_is_found_by_the_right_layer(domain: Domain) -> 
         key=planted["idempotency"] + "-x")
     # nothing else: every difference belongs to a plant
     assert {d["entity"] for d in found} == {"funds_ledger_entries", "purchase_requests", "users", "payments",
-                                             "addresses"}
+                                             "addresses", "disputes"}
