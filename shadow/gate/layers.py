@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 LAYERS = ("counts", "sums", "docs")
+GAPS = "dualwrite_gaps"  # not a layer: open dual-write gaps, reported beside the layers
 VERIFY_KEYS = frozenset({"max_age", "layers", "max_differences"})
 
 
@@ -63,6 +64,9 @@ def layer_reasons(entity: str, criteria: VerifyCriteria | None, samples: Mapping
                   now: float) -> tuple[list[str], dict[str, str]]:
     """NO-GO reasons and a per-layer cell (clean / N diff / stale / missing / -)."""
     cells = {layer: "-" for layer in LAYERS}
+    gaps = samples.get((entity, GAPS))
+    if gaps is not None:
+        cells[GAPS] = f"{gaps.differences} open"
     if criteria is None:
         return [], cells
     reasons = []
@@ -92,4 +96,7 @@ def collect_layers(query: Any) -> dict[tuple[str, str], LayerSample]:
              query("sum by (entity, layer) (shadow_verify_differences)")}
     clean = {(labels.get("entity", ""), labels.get("layer", "")): value for labels, value in
              query("min by (entity, layer) (shadow_verify_clean)")}
-    return {key: LayerSample(at, int(found.get(key, 0)), clean.get(key, 0) >= 1) for key, at in runs.items()}
+    samples = {key: LayerSample(at, int(found.get(key, 0)), clean.get(key, 0) >= 1) for key, at in runs.items()}
+    for labels, value in query("max by (entity) (shadow_verify_open_dualwrite_gaps)"):
+        samples[(labels.get("entity", ""), GAPS)] = LayerSample(0.0, int(value), value == 0)
+    return samples

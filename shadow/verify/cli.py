@@ -134,7 +134,7 @@ async def verify_run(rules: Any, pg: str, mongo_url: str, mongo_db: str, *, enti
                 pg, min_size=1, max_size=3, command_timeout=timeout + 1,
                 server_settings={"default_transaction_read_only": "on", "statement_timeout": timeout_ms,
                                  "application_name": "shadow-verify"})
-            gaps = await open_gaps(criteria, pool)
+            gaps, open_counts = await open_gaps(criteria, pool)
             await mongo.admin.command("ping")
         except (GapConfigError, BadFlag) as error:
             report.error = str(error)
@@ -150,6 +150,8 @@ async def verify_run(rules: Any, pg: str, mongo_url: str, mongo_db: str, *, enti
                     continue
                 report.entities.append(await _entity(entity, mongo[mongo_db], pool, source, partition, layers,
                                                      page, max_rate, resume, gaps, progress or Progress()))
+                if open_counts is not None:
+                    report.entities[-1].open_gaps = open_counts.get(entity.collection, 0)
     finally:
         await mongo.close()
         if pool is not None:

@@ -43,11 +43,15 @@ def gap_config(criteria_path: str | None) -> dict[str, str] | None:
     return config
 
 
-async def open_gaps(criteria_path: str | None, pool: Any) -> Callable[[Entity, list[str]], Awaitable[list[str]]] | None:
-    """A lookup `(entity, keys) -> keys with an open gap`, or None when not configured."""
+Lookup = Callable[[Entity, list[str]], Awaitable[list[str]]]
+
+
+async def open_gaps(criteria_path: str | None, pool: Any) -> tuple[Lookup | None, dict[str, int] | None]:
+    """A lookup `(entity, keys) -> keys with an open gap` and the open gaps per collection,
+    or (None, None) when not configured."""
     config = gap_config(criteria_path)
     if config is None:
-        return None
+        return None, None
     sql = (f"SELECT {quote(config['key'])} FROM {quote(config['table'])} WHERE {quote(config['collection'])} = $1 "
            f"AND {quote(config['key'])} = ANY($2::text[]) AND {quote(config['open_when_null'])} IS NULL")
 
@@ -55,7 +59,7 @@ async def open_gaps(criteria_path: str | None, pool: Any) -> Callable[[Entity, l
         async with pool.acquire() as connection:
             return [row[0] for row in await connection.fetch(sql, entity.collection, keys)]
 
-    return lookup
+    return lookup, await open_gap_counts(config, pool)
 
 
 async def open_gap_counts(config: dict[str, str], pool: Any) -> dict[str, int]:

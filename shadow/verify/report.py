@@ -16,6 +16,7 @@ class EntityReport:
     verifiable: bool = True
     reason: str = ""
     layers: dict[str, LayerResult] = field(default_factory=dict)
+    open_gaps: int | None = None  # open dual-write gaps of the collection (None: not configured)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RunReport:
             "started": self.started, "finished": self.finished, "exit": self.exit_code(named),
             "error": self.error or None,
             "entities": {e.entity: {
-                "verifiable": e.verifiable, "reason": e.reason or None,
+                "verifiable": e.verifiable, "reason": e.reason or None, "open_dualwrite_gaps": e.open_gaps,
                 "layers": {name: {"status": r.status, "checked": r.checked, "seconds": round(r.seconds, 3),
                                   "error": r.error or None, "truncated": r.truncated,
                                   "differences": [d.as_json() for d in r.differences], **r.extra}
@@ -63,7 +64,8 @@ class RunReport:
                 cells.append("-" if result is None else result.status if result.status != "differences"
                              else f"{len(result.differences) + result.truncated} diff")
             docs = e.layers.get("docs")
-            lines.append(f"{e.entity:24} {cells[0]:12} {cells[1]:12} {cells[2]:12} {docs.checked if docs else ''}")
+            gaps = f"  ({e.open_gaps} open dual-write gaps)" if e.open_gaps else ""
+            lines.append(f"{e.entity:24} {cells[0]:12} {cells[1]:12} {cells[2]:12} {docs.checked if docs else ''}{gaps}")
         for e in self.entities:
             for result in e.layers.values():
                 if result.error:
@@ -94,8 +96,12 @@ def push(report: RunReport, url: str, timeout: float = 10.0) -> None:
                  registry=registry)
     evaluable = Gauge("shadow_verify_verifiable", "0 when the rules describe a view the stored document cannot produce",
                       ("entity",), registry=registry)
+    gaps = Gauge("shadow_verify_open_dualwrite_gaps", "open dual-write gaps of the entity's collection",
+                 ("entity",), registry=registry)
     for e in report.entities:
         evaluable.labels(e.entity).set(1 if e.verifiable else 0)
+        if e.open_gaps is not None:
+            gaps.labels(e.entity).set(e.open_gaps)
         for name, result in e.layers.items():
             if result.status == "error":
                 continue  # no sample: the gate sees the layer as missing, never as clean

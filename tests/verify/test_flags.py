@@ -106,6 +106,7 @@ async def test_dual_write_gap_labels_the_difference(domain: Domain, tmp_path: Pa
                                           "--criteria", str(criteria))
     (found,) = differences(report)
     assert code == 1 and found["key"] == user and found["explained"] == "open dual-write gap"
+    assert report["entities"]["users"]["open_dualwrite_gaps"] == 1
     criteria.write_text("dualwrite_gaps: {table: 'x; drop table users'}\n")
     code, _, _ = await shadow_verify(domain, "--entity", "users", "--criteria", str(criteria))
     assert code == 2
