@@ -61,7 +61,8 @@ def _options(args: argparse.Namespace) -> tuple[Any, tuple[str, ...], float | No
         try:
             max_rate = float(args.max_rate)
         except ValueError:
-            raise ValueError(f"--max-rate must be a number of documents per second, got {args.max_rate!r:.40}") from None
+            raise ValueError(f"--max-rate must be a number of documents per second, "
+                             f"got {args.max_rate!r:.40}") from None
         if not (0 < max_rate < 1e9):
             raise ValueError(f"--max-rate must be > 0, got {args.max_rate!r:.40}")
     if not (1 <= args.page <= 10_000):
@@ -101,7 +102,7 @@ async def _run(args: argparse.Namespace, partition: Any, layers: tuple[str, ...]
     if args.push:
         try:
             push(report, args.push)
-        except Exception as error:  # noqa: BLE001 — the run happened; say the push failed
+        except Exception as error:
             print(f"shadow verify: push to {args.push} failed: {type(error).__name__}: {error}", file=sys.stderr)
             return 2
     return int(report.exit_code(named))
@@ -138,7 +139,7 @@ async def verify_run(rules: Any, pg: str, mongo_url: str, mongo_db: str, *, enti
             await mongo.admin.command("ping")
         except (GapConfigError, BadFlag) as error:
             report.error = str(error)
-        except Exception as error:  # noqa: BLE001 — a store unreachable: cannot evaluate
+        except Exception as error:
             report.error = f"store unreachable: {type(error).__name__}: {error}"
         if not report.error:
             assert pool is not None
@@ -178,7 +179,7 @@ async def _entity(entity: Any, mongo_db: Any, pool: Any, source: Any, partition:
         key_range = partition_range(partition, str(first["_id"]) if first else None, str(last["_id"]) if last else None)
         if entity.key_type != "objectid" and partition.count > 1:
             key_range = None if partition.index else partition_range(partition, None, None)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         for layer in layers:
             result.layers[layer] = LayerResult(layer, "error", error=f"{type(error).__name__}: {error}")  # type: ignore[arg-type]
         return result
@@ -193,11 +194,12 @@ async def _entity(entity: Any, mongo_db: Any, pool: Any, source: Any, partition:
                 result.layers[layer] = await run_sums(entity, mongo_db, pool, key_range)
             else:
                 from shadow.verify.scope import mongo_filter
-                progress.begin(entity.name, await mongo_db[entity.collection].count_documents(mongo_filter(entity, key_range)))
+                total = await mongo_db[entity.collection].count_documents(mongo_filter(entity, key_range))
+                progress.begin(entity.name, total)
                 result.layers[layer] = await run_docs(entity, mongo_db, source, key_range, page=page,
                                                       max_rate=max_rate, resume=resume, gaps=gaps,
                                                       on_page=progress.advance)
                 progress.end()
-        except Exception as error:  # noqa: BLE001 — one layer failed: cannot evaluate it
+        except Exception as error:
             result.layers[layer] = LayerResult(layer, "error", error=f"{type(error).__name__}: {error}")  # type: ignore[arg-type]
     return result

@@ -16,7 +16,6 @@ from shadow.verify.model import Difference, LayerResult, layer_result
 from shadow.verify.scope import KeyRange, mongo_filter, pg_condition
 
 _ID_LIKE = r"^([0-9a-fA-F]{24}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
-_DANGLING_BATCH = 500
 
 
 def relationship_fields(entity: Entity) -> Iterator[tuple[str, str, Field]]:
@@ -81,46 +80,55 @@ async def run_counts(entity: Entity, mongo_db: Any, pool: asyncpg.Pool, key_rang
                                 f"(SELECT 1 FROM {quote(id_map_table)} i WHERE i.new_id = {fk})", *args)
             if spec.kind == "mixed":
                 external = f"m.{quote(column + '_external_ref')}"
-                lost += await scalar(f"SELECT count(*) FROM {table} m WHERE {where} AND {external} ~ '{_ID_LIKE}'", *args)
+                lost += await scalar(f"SELECT count(*) FROM {table} m WHERE {where} AND {external} ~ '{_ID_LIKE}'",
+                                     *args)
             check(f"dangling.{path}", 0, lost, "dangling_in_postgres")
     return layer_result("counts", differences, checked, time.perf_counter() - started)
 
 
 async def _mongo_pass(collection: Any, mongo_db: Any, query: dict[str, Any],
                       relationships: list[tuple[str, str, Field]]) -> dict[str, tuple[int, int]]:
-    """API path -> (count, dangling) on the Mongo side: array items (rows), subdocuments
-    (child), ObjectId references set and those whose target does not exist (ref, mixed)."""
-    counts = dict.fromkeys((path for path, _, _ in relationships), 0)
-    dangling = dict.fromkeys(counts, 0)
-    pending: dict[str, set[ObjectId]] = {}  # target collection -> ids to look up
-    waiting: dict[str, list[tuple[str, ObjectId]]] = {}  # target collection -> (path, id)
+    """API path -> (count, dangling) on the Mongo side: array items (rows) and
+    subdocuments (child) in one projected pass; each reference by a sorted merge of its
+    values with the target collection's ids (bounded memory, no per-id lookups)."""
+    found: dict[str, tuple[int, int]] = {}
+    nested = [(path, stored, spec) for path, stored, spec in relationships if spec.kind in ("rows", "child")]
+    if nested:
+        counts = dict.fromkeys((path for path, _, _ in nested), 0)
+        async for document in collection.find(query, {stored: 1 for _, stored, _ in nested}):
+            for path, stored, spec in nested:
+                value: Any = document
+                for step in stored.split("."):
+                    value = value.get(step) if isinstance(value, dict) else None
+                if spec.kind == "rows":
+                    counts[path] += len(value) if isinstance(value, list) else 0
+                else:
+                    counts[path] += isinstance(value, dict)
+        found.update((path, (count, 0)) for path, count in counts.items())
+    for path, stored, spec in relationships:
+        if spec.kind in ("ref", "mixed"):
+            found[path] = await _reference_merge(collection, mongo_db[spec.to or ""], query, stored)
+    return found
 
-    async def resolve(target: str) -> None:
-        ids = pending.pop(target, set())
-        found = {row["_id"] async for row in mongo_db[target].find({"_id": {"$in": list(ids)}}, {"_id": 1})}
-        for path, value in waiting.pop(target, []):
-            if value not in found:
-                dangling[path] += 1
 
-    if not relationships:
-        return {}
-    projection = {stored: 1 for _, stored, _ in relationships}
-    async for document in collection.find(query, projection):
-        for path, stored, spec in relationships:
-            value: Any = document
-            for step in stored.split("."):
-                value = value.get(step) if isinstance(value, dict) else None
-            if spec.kind == "rows":
-                counts[path] += len(value) if isinstance(value, list) else 0
-            elif spec.kind == "child":
-                counts[path] += isinstance(value, dict)
-            elif isinstance(value, ObjectId):
-                counts[path] += 1
-                target = spec.to or ""
-                pending.setdefault(target, set()).add(value)
-                waiting.setdefault(target, []).append((path, value))
-                if len(pending[target]) >= _DANGLING_BATCH or len(waiting[target]) >= 10 * _DANGLING_BATCH:
-                    await resolve(target)
-    for target in list(pending):
-        await resolve(target)
-    return {path: (counts[path], dangling[path]) for path in counts}
+async def _reference_merge(collection: Any, target: Any, query: dict[str, Any], stored: str) -> tuple[int, int]:
+    """(documents with an ObjectId at `stored`, how many of those point at no document of
+    `target`): the references sorted by the server, merged with the target's `_id`s."""
+    pipeline = [{"$match": {"$and": [query, {stored: {"$type": "objectId"}}]}},
+                {"$project": {"_id": 0, "ref": f"${stored}"}}, {"$sort": {"ref": 1}}]
+    references = (await collection.aggregate(pipeline, allowDiskUse=True)).__aiter__()
+    targets = target.find({}, {"_id": 1}).sort("_id", 1).__aiter__()
+    current: ObjectId | None = None
+    exhausted = False
+    total = dangling = 0
+    async for row in references:
+        wanted = row["ref"]
+        total += 1
+        while not exhausted and (current is None or current < wanted):
+            try:
+                current = (await targets.__anext__())["_id"]
+            except StopAsyncIteration:
+                exhausted = True
+        if current != wanted:
+            dangling += 1
+    return total, dangling

@@ -33,9 +33,11 @@ class Progress:
         if self.tty:
             share = min(self.done / self.total, 1.0) if self.total else 1.0
             bar = "#" * int(share * 30)
-            self.stream.write(f"\r{self.entity:24} [{bar:30}] {self.done:>10,}/{self.total:,} {rate:,.0f} docs/s ETA {eta}  ")
+            self.stream.write(f"\r{self.entity:24} [{bar:30}] {self.done:>10,}/{self.total:,} "
+                              f"{rate:,.0f} docs/s ETA {eta}  ")
         else:
-            self.stream.write(f"verify {self.entity}: {self.done}/{self.total} documents, {rate:.0f} docs/s, ETA {eta}\n")
+            self.stream.write(f"verify {self.entity}: {self.done}/{self.total} documents, "
+                              f"{rate:.0f} docs/s, ETA {eta}\n")
         self.stream.flush()
 
     def end(self) -> None:

@@ -65,7 +65,8 @@ class RunReport:
                              else f"{len(result.differences) + result.truncated} diff")
             docs = e.layers.get("docs")
             gaps = f"  ({e.open_gaps} open dual-write gaps)" if e.open_gaps else ""
-            lines.append(f"{e.entity:24} {cells[0]:12} {cells[1]:12} {cells[2]:12} {docs.checked if docs else ''}{gaps}")
+            checked = docs.checked if docs else ""
+            lines.append(f"{e.entity:24} {cells[0]:12} {cells[1]:12} {cells[2]:12} {checked}{gaps}")
         for e in self.entities:
             for result in e.layers.values():
                 if result.error:
@@ -74,7 +75,8 @@ class RunReport:
                     where = " ".join(part for part in (d.key, d.path) if part)
                     note = f"  (explained: {d.explained}; still blocking)" if d.explained else ""
                     lines.append(f"  {e.entity} {d.layer} {d.check} [{d.kind}] {where}: "
-                                 f"mongo={json.dumps(d.mongo, default=str)} postgres={json.dumps(d.postgres, default=str)}{note}")
+                                 f"mongo={json.dumps(d.mongo, default=str)} "
+                                 f"postgres={json.dumps(d.postgres, default=str)}{note}")
                 if result.truncated:
                     lines.append(f"  {e.entity} {result.layer}: {result.truncated} more difference(s) not shown")
         if self.error:

@@ -64,7 +64,7 @@ def stored_path(entity: Entity, api_path: str) -> str:
 
 
 def _label(check: SumCheck, group: Group) -> str:
-    return ",".join(f"{column.path}={value}" for column, value in zip(check.by, group))
+    return ",".join(f"{column.path}={value}" for column, value in zip(check.by, group, strict=True))
 
 
 async def run_sums(entity: Entity, mongo_db: Any, pool: asyncpg.Pool, key_range: KeyRange) -> LayerResult:
@@ -144,7 +144,8 @@ async def _sum_four_ways(entity: Entity, check: SumCheck, mongo_db: Any, pool: a
             group = tuple(row[index] for index in range(len(columns)))
             pg_native[group] = (EXACT.plus(row[len(columns)]), int(row[len(columns) + 1]))
         async with connection.transaction(readonly=True):
-            async for row in connection.cursor(f"SELECT {select_groups}{value_column} FROM {quote(entity.table)} WHERE {where}",
+            streamed = f"SELECT {select_groups}{value_column} FROM {quote(entity.table)} WHERE {where}"
+            async for row in connection.cursor(streamed,
                                                *args, prefetch=2000):
                 group = tuple(row[index] for index in range(len(columns)))
                 pg_sums[group] = EXACT.add(pg_sums[group], row[len(columns)] or Decimal(0))
@@ -164,7 +165,8 @@ class SetDigest:
 
     def add(self, member: tuple[str, ...]) -> None:
         self.count += 1
-        self.total = (self.total + int.from_bytes(hashlib.sha256("\x1f".join(member).encode()).digest(), "big")) % (1 << 256)
+        member_hash = int.from_bytes(hashlib.sha256("\x1f".join(member).encode()).digest(), "big")
+        self.total = (self.total + member_hash) % (1 << 256)
 
     def as_json(self) -> dict[str, Any]:
         return {"count": self.count, "digest": f"{self.total:064x}"}
@@ -214,7 +216,8 @@ async def _compare_set(entity: Entity, unique: SetCheck, mongo_db: Any, pool: as
             if pg is None or (mongo is not None and mongo < pg):
                 assert mongo is not None
                 mongo_digest.add(mongo)
-                differences.append(Difference("sums", name, "missing_in_postgres", key="|".join(mongo), mongo=list(mongo)))
+                differences.append(Difference("sums", name, "missing_in_postgres", key="|".join(mongo),
+                                              mongo=list(mongo)))
                 mongo = await next_mongo()
             elif mongo is None or pg < mongo:
                 pg_digest.add(pg)

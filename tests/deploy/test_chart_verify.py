@@ -46,5 +46,5 @@ def test_verify_cronjob_is_an_indexed_job_with_read_only_secrets_and_push(render
     {"verify": {"postgres": {"dsn": "postgresql://inline"}}},
 ])
 def test_bad_verify_values_are_refused(render, bad: dict[str, Any]) -> None:
-    with pytest.raises(Exception):  # noqa: B017,PT011 — schema or template failure, as helm reports it
+    with pytest.raises(Exception):  # noqa: B017 — schema or template failure, as helm reports it
         render(merged(STANDALONE, VERIFY if "partitions" in bad["verify"] or "layer" in bad["verify"] else {}, bad))

@@ -13,8 +13,8 @@ from prometheus_client import Gauge
 from shadow.gate.criteria import CriteriaError, parse_criteria
 from shadow.publish.metrics import Metrics
 
-from .conftest import needs_prometheus
-from .test_gate_prometheus import gate, healthy_traffic
+from .conftest import needs_prometheus  # noqa: TID252
+from .test_gate_prometheus import gate, healthy_traffic  # noqa: TID252
 
 CRITERIA = """\
 window: 1h

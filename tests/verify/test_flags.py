@@ -39,7 +39,7 @@ async def test_hostile_resume_files_exit_2_or_start_over(domain: Domain, tmp_pat
     resume.write_bytes(content)
     code, out, err = await shadow_verify(domain, "--entity", "users", "--layer", "docs", "--resume", str(resume))
     # a resume file of other rules carries nothing over (exit 0); anything unreadable is exit 2
-    assert code == 2 and "--resume" in err or code == 0, (out, err)
+    assert (code == 2 and "--resume" in err) or code == 0, (out, err)
     directory = tmp_path / "adir"
     directory.mkdir()
     code, _, err = await shadow_verify(domain, "--entity", "users", "--resume", str(directory))

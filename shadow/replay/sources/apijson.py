@@ -15,7 +15,6 @@ from bson import Decimal128, ObjectId
 from normalizers.values import iso_ms
 from shadow.rules.spec import Entity
 
-
 _PLAIN = frozenset({str, int, bool, float, type(None)})
 
 
