@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rules": ("shadow.rules.cli", "check, test and describe rule files"),
     "compare": ("shadow.compare.cli", "compare one key by hand: API document vs shadow source"),
     "gate": ("shadow.gate.cli", "cutover gate: GO / NO-GO from Prometheus"),
+    "verify": ("shadow.verify.cli", "verify every key: counts, sums and sets, full reconciliation"),
     "demo": ("shadow.demo.run", "the whole thing on one machine with embedded servers"),
     "seed": ("shadow.demo.marketplace.cli", "load the marketplace reference domain into Mongo and PostgreSQL"),
 }

@@ -6,13 +6,17 @@ PATCHes to PostgreSQL a moment late, so transients appear) and the sidecar in fr
 with the shipped rules at 100% sampling, then drives traffic through the proxy. Every
 couple of seconds it prints what the shadow side found; on Ctrl-C (or after --duration)
 it drains, prints the final summary, stops everything and exits 0 when exactly the
-planted divergences were found at their paths, 1 otherwise.
+planted divergences were found at their paths, 1 otherwise. Two more divergences are
+planted in documents the traffic never reads (shadow/demo/cold.py); after the traffic,
+`shadow verify` scans their entities and the summary shows shadow reads missed them and
+verify found them.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import shutil
 import signal
@@ -228,9 +232,17 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         await connection.close()
     pg_dsn = postgres.dsn_for("marketplace")
     loaded = await load_domain(pg_dsn, mongo.uri, MONGO_DB, scale=args.scale, seed=args.seed, drift=True)
+    from shadow.demo.cold import plant_cold
+
+    connection = await asyncpg.connect(pg_dsn)
+    try:
+        cold = await plant_cold(connection, loaded.dataset, {d.legacy_id for d in loaded.drifts})
+    finally:
+        await connection.close()
     print(f"  loaded {sum(len(d) for d in loaded.dataset.collections.values())} documents in 8 collections "
           f"(scale {args.scale}, seed {args.seed}; " + ", ".join(f"{step} {s:.1f}s" for step, s in loaded.timings.items())
-          + f"), {len(loaded.drifts)} plants in PostgreSQL", file=out, flush=True)
+          + f"), {len(loaded.drifts)} plants in PostgreSQL (+{len(cold.plants)} in documents no traffic reads)",
+          file=out, flush=True)
 
     api = web.AppRunner(create_app(mongo.uri, MONGO_DB, dual_write_dsn=pg_dsn, dual_write_lag=DUAL_WRITE_LAG),
                         access_log=None)
@@ -255,6 +267,7 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         planted = {(entity_of.get(d.collection, d.entity), d.legacy_id): d for d in loaded.drifts}
         findings = Findings(planted)
         findings.attach(sidecar.sink)
+        cold_reads = _count_reads(sidecar.sink, {(p.entity, p.legacy_id) for p in cold.plants})
         ports = "ports as given" if (args.listen, args.admin_listen) != ("127.0.0.1:0", "127.0.0.1:0") else \
             "free loopback ports; pin them with --listen / --admin-listen"
         print(f"\n  sample API  {api_url}  (PATCH /api/payments dual-writes PostgreSQL {DUAL_WRITE_LAG}s late)\n"
@@ -272,7 +285,8 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         if args.duration:
             loop.call_later(args.duration, stop.set)
         traffic = Traffic(args.rate)
-        requests = plan_requests(loaded.dataset, [(d.collection, d.legacy_id) for d in loaded.drifts])
+        requests = plan_requests(loaded.dataset, [(d.collection, d.legacy_id) for d in loaded.drifts],
+                                 cold=cold.skip_keys, cold_list_users=cold.skip_list_users)
         began = time.monotonic()
         sender = loop.create_task(traffic.run(sidecar.proxy_url, requests, stop), name="demo traffic")
         redraw, drawn = out.isatty(), 0
@@ -297,6 +311,7 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         text, _, exact = render(findings, sidecar.sink.counts, traffic, sidecar.registry, entity_of,
                              time.monotonic() - began, final=True)
         print("\n" + text, file=out)
+        exact = await _verify_cold(sidecar.rules.current, pg_dsn, mongo.uri, cold, cold_reads, out) and exact
         print("\nRESULT: " + ("exactly the planted divergences were found at their paths"
                               if exact else "the findings differ from what was planted (see BAD lines)"), file=out, flush=True)
         return 0 if exact else 1
@@ -304,6 +319,41 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         if sidecar is not None:
             await sidecar.stop()
         await api.cleanup()
+
+
+def _count_reads(sink: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Comparisons published for these (entity, key)s (the cold plants: should stay 0)."""
+    reads: dict[tuple[str, str], int] = dict.fromkeys(keys, 0)
+    publish = sink.publish
+
+    def counted(comparison: Any, job: Any = None) -> Any:
+        key = (comparison.entity, comparison.key or "")
+        if key in reads:
+            reads[key] += 1
+        return publish(comparison, job)
+
+    sink.publish = counted
+    return reads
+
+
+async def _verify_cold(rules: Any, pg_dsn: str, mongo_uri: str, cold: Any, reads: dict[tuple[str, str], int],
+                       out: TextIO) -> bool:
+    """`shadow verify` over the cold plants' entities; prints what it found (True = all)."""
+    from shadow.demo.cold import cold_lines
+    from shadow.verify.cli import verify_run
+    from shadow.verify.progress import Progress
+
+    entities = tuple(dict.fromkeys(plant.entity for plant in cold.plants))
+    print(f"\nshadow verify --entity {' --entity '.join(entities)} (counts, sums, docs) ...", file=out, flush=True)
+    started = time.monotonic()
+    report = await verify_run(rules, pg_dsn, mongo_uri, MONGO_DB, entities=entities,
+                              progress=Progress(io.StringIO()))  # the summary is the output
+    lines, found_all = cold_lines(cold, report, reads)
+    total = sum(len(r.differences) + r.truncated for e in report.entities for r in e.layers.values())
+    print(f"verify: {total} difference(s) in {time.monotonic() - started:.1f}s"
+          + (f"; cannot evaluate: {report.error}" if report.error else ""), file=out)
+    print("\n".join(lines), file=out, flush=True)
+    return found_all and not report.error
 
 
 def _screen_lines(text: str) -> int:

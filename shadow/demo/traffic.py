@@ -44,13 +44,17 @@ class PlannedRequest:
     planted: tuple[str, str] | None = None
 
 
-def plan_requests(dataset: Dataset, planted: Iterable[tuple[str, str]]) -> Iterator[PlannedRequest]:
+def plan_requests(dataset: Dataset, planted: Iterable[tuple[str, str]], cold: Iterable[tuple[str, str]] = (),
+                  cold_list_users: Iterable[str] = ()) -> Iterator[PlannedRequest]:
     """The endless request sequence: planted documents first, then every document of
     every collection round-robin, interleaved with list reads and payment writes.
     A payment is written at most once per pass and never a planted one (a write would
-    overwrite the plant), so a recheck never races a second write to the same row."""
+    overwrite the plant), so a recheck never races a second write to the same row.
+    `cold` documents are never read (nor the lists of `cold_list_users`): only `shadow
+    verify` can find what is planted in them."""
     planted_keys = list(dict.fromkeys(planted))
-    planted_set = set(planted_keys)
+    planted_set = set(planted_keys) | set(cold)
+    skip_lists = set(cold_list_users)
     singles = [PlannedRequest("GET", SINGLE_ROUTES[collection].format(key), planted=(collection, key))
                for collection, key in planted_keys]
     by_collection = [[(collection, str(doc["_id"])) for doc in dataset.collections[collection]]
@@ -62,7 +66,8 @@ def plan_requests(dataset: Dataset, planted: Iterable[tuple[str, str]]) -> Itera
     users = [str(doc["_id"]) for doc in dataset.collections["users"]]
     lists = itertools.cycle([PlannedRequest("GET", "/api/categories")]
                             + [PlannedRequest("GET", f"/api/users/{user}/{what}")
-                               for user in users for what in ("addresses", "purchase-requests")])
+                               for user in users if user not in skip_lists
+                               for what in ("addresses", "purchase-requests")])
     writable = [str(doc["_id"]) for doc in dataset.collections["payments"] if ("payments", str(doc["_id"])) not in planted_set]
     writes = itertools.cycle([PlannedRequest("PATCH", f"/api/payments/{key}",
                                              {"status": PAYMENT_STATUSES[number % len(PAYMENT_STATUSES)]})

@@ -26,15 +26,16 @@ from typing import Any
 
 import yaml
 
+from shadow.gate.layers import VerifyCriteria, parse_verify
 from shadow.rules.spec import RuleIssue
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 _ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-TOP_KEYS = frozenset({"window", "block_on_alerts", "defaults", "entities"})
+TOP_KEYS = frozenset({"window", "block_on_alerts", "defaults", "entities", "dualwrite_gaps"})  # gaps: shadow verify reads them
 THRESHOLD_KEYS = frozenset({"min_comparisons", "max_mismatches", "max_error_ratio"})
-ENTITY_KEYS = THRESHOLD_KEYS | {"required_routes", "routes"}
+ENTITY_KEYS = THRESHOLD_KEYS | {"required_routes", "routes", "verify"}
 
 #: used where neither `defaults` nor the entity says otherwise
 DEFAULT_THRESHOLDS = {"min_comparisons": 1, "max_mismatches": 0, "max_error_ratio": 0.0}
@@ -73,6 +74,7 @@ class EntityCriteria:
     max_error_ratio: float  # error / all comparisons
     routes: tuple[RouteCriteria, ...]  # required routes and per-route overrides
     line: int
+    verify: VerifyCriteria | None = None  # shadow verify layers required (gate/layers.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +194,14 @@ class _Reader:
         default = (thresholds["max_mismatches"], thresholds["max_error_ratio"])
         routes = [overrides.pop(r) if r in overrides else RouteCriteria(r, 1, *default, True) for r in required]
         routes.extend(overrides.values())
+        verify = None
+        if "verify" in fields:
+            verify, problems = parse_verify(self._value(fields["verify"][1]), parse_duration)
+            for problem in problems:
+                self._issue(fields["verify"][1], f"{where}.{problem}")
         return EntityCriteria(
             name, thresholds["min_comparisons"], thresholds["max_mismatches"], thresholds["max_error_ratio"],
-            tuple(routes), key_node.start_mark.line + 1,
+            tuple(routes), key_node.start_mark.line + 1, verify,
         )
 
     def _thresholds(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: str,

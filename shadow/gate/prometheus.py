@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any
 
 from shadow.gate.criteria import GateCriteria
+from shadow.gate.layers import collect_layers
 from shadow.gate.verdict import FiredAlert, GateSamples, GateUnavailable, RouteSample
 
 COMPARISONS = "shadow_comparisons_total"
@@ -81,6 +82,7 @@ def collect(url: str, criteria: GateCriteria, *, now: float | None = None, timeo
             for labels, value in api.query(f"max by (entity, field) ({EXPIRIES})")
         },
         fired_alerts=fired,
+        verify=collect_layers(api.query) if any(e.verify for e in criteria.entities) else {},
     )
 
 

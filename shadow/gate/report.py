@@ -36,6 +36,13 @@ def render_table(report: GateReport) -> str:
         for r in rows
     ]
     out = [header, "", *table, ""]
+    verified = [entity for entity in report.entities if any(cell != "-" for cell in entity.layers.values())]
+    if verified:  # shadow verify's layers (1, 2, 3b) beside the shadow reads (3)
+        out.append(f"{'ENTITY':24} {'COUNTS':10} {'SUMS':10} {'DOCS':10} {'COVERAGE':10} DUAL-WRITE GAPS")
+        out += [f"{entity.entity:24} {entity.layers.get('counts', '-'):10} {entity.layers.get('sums', '-'):10} "
+                f"{entity.layers.get('docs', '-'):10} {'full scan' if entity.layers.get('docs') == 'clean' else '-':10} "
+                f"{entity.layers.get('dualwrite_gaps', '-')}".rstrip() for entity in verified]
+        out.append("")
     out += [f"note: {note}" for note in report.notes]
     reasons = reason_lines(report)
     if reasons:
@@ -67,6 +74,7 @@ def to_json(report: GateReport) -> dict[str, Any]:
             {
                 "entity": e.entity,
                 "verdict": "GO" if e.go else "NO-GO",
+                "verify_layers": dict(e.layers),
                 "total": {**_row_json(e.total), "verdict": "GO" if e.go else "NO-GO"},
                 "routes": [_row_json(row) for row in e.routes],
             }

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shadow.gate.criteria import EntityCriteria, GateCriteria, RouteCriteria
+from shadow.gate.layers import LayerSample, layer_reasons
 
 PERSISTENT = ("mismatch", "missing", "extra")
 OUTCOMES = ("match", "mismatch", "transient", "missing", "extra", "error")
@@ -49,6 +50,7 @@ class GateSamples:
     divergence_expiries: Mapping[tuple[str, str], float]  # (entity, field) -> expiry, unix s
     fired_alerts: tuple[FiredAlert, ...] | None  # None: alerts not known in this scope
     transient_fields: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    verify: Mapping[tuple[str, str], LayerSample] = field(default_factory=dict)  # (entity, layer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class EntityVerdict:
     entity: str
     total: RouteRow  # entity-level checks' reasons live here
     routes: tuple[RouteRow, ...]
+    layers: Mapping[str, str] = field(default_factory=dict)  # verify layer -> cell (gate/layers.py)
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -135,7 +138,9 @@ def _entity_verdict(samples: GateSamples, criteria: EntityCriteria) -> EntityVer
             totals[outcome] = totals.get(outcome, 0) + count
     reasons = _entity_reasons(samples, criteria, totals, fields, route_mismatch_reported=any(
         _persistent(row.outcomes) for row in rows if row.reasons))
-    return EntityVerdict(name, _row(name, ALL_ROUTES, totals, fields, tuple(reasons)), tuple(rows))
+    verify_reasons, cells = layer_reasons(name, criteria.verify, samples.verify, samples.evaluated_at)
+    reasons = [*reasons, *verify_reasons]
+    return EntityVerdict(name, _row(name, ALL_ROUTES, totals, fields, tuple(reasons)), tuple(rows), cells)
 
 
 def _route_reasons(window: str, outcomes: Mapping[str, int], fields: tuple[tuple[str, int], ...],

@@ -15,16 +15,19 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from shadow.rules.checks import parse_checks
 from shadow.rules.fieldspec import parse_fields
 from shadow.rules.policy import RulesPolicy
 from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.routes import METHODS, Router, parse_template, shape
 from shadow.rules.spec import (Entity, KeySource, KnownDivergence, ListFilter, Route, RouteMatch,
                                RuleIssue, RulesError)
+from shadow.rules.stored import parse_stored
 from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
 
 ENTITY_KEYS = ("entity", "collection", "table", "key", "id", "key_type", "id_field", "fields",
-               "routes", "ignore", "redact", "hidden", "known", "null_is_missing", "redact_names")
+               "routes", "ignore", "redact", "hidden", "known", "null_is_missing", "redact_names",
+               "stored", "verify")
 ROUTE_KEYS = ("route", "list", "complete", "at", "key", "where", "sample", "sample_by", "recheck", "source")
 
 
@@ -169,6 +172,8 @@ def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:
         hidden=reader.strings(document, "hidden", where),
         known=_known(reader, document, where),
         null_is_missing=reader.boolean(document, "null_is_missing", where, True),
+        stored=parse_stored(reader, document, where),
+        checks=parse_checks(reader, document, {field.name: field for field in fields}, where),
         file=reader.file,
         line=document.line,
     )

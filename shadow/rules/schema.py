@@ -85,6 +85,23 @@ def rule_schema() -> dict[str, Any]:
                 "properties": {"path": _PATH, "reason": {"type": "string"},
                                "expires": {"type": "string", "format": "date"}}}},
             "null_is_missing": {"type": "boolean"},
+            "stored": {"type": "object", "additionalProperties": False, "properties": {
+                "version_key": {"type": ["string", "null"]},
+                "hidden": {"type": "array", "items": {"type": "string"}},
+                "defaults": {"type": "object"},
+                "rename": {"type": "object", "additionalProperties": {"type": "string"}},
+                "unverifiable": {"type": "string"}}},
+            "verify": {"type": "object", "additionalProperties": False, "properties": {
+                "keep": {"type": "object", "additionalProperties": False,
+                         "properties": {"mongo": {"type": "object"}, "postgres": {"type": "object"}}},
+                "sums": {"type": "array", "items": {
+                    "type": "object", "required": ["sum"], "additionalProperties": False,
+                    "properties": {"sum": {"type": "string"}, "name": _NAME,
+                                   "by": {"type": "array", "items": {"type": "string"}}}}},
+                "sets": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "of"], "additionalProperties": False,
+                    "properties": {"name": _NAME, "of": {"type": "array", "items": {"type": "string"}},
+                                   "where": {"type": "object"}}}}}},
         },
         "$defs": {
             "fields": {"type": "object", "additionalProperties": field_ref},

@@ -10,7 +10,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+from shadow.rules.stored import DEFAULT_VIEW, StoredView
+
+if TYPE_CHECKING:
+    from shadow.rules.checks import Checks
 
 #: the kinds of field a rule can describe (the one "source" key of a field spec)
 FIELD_KINDS = ("column", "ref", "mixed", "object", "json", "rows", "child", "const")
@@ -133,6 +138,8 @@ class Entity:
     hidden: tuple[str, ...] = ()  # fields the API never shows (the mongo source drops them)
     known: tuple[KnownDivergence, ...] = ()
     null_is_missing: bool = True  # `"x": null` and no "x" are the same
+    stored: StoredView = DEFAULT_VIEW  # stored Mongo document -> API document (rules/stored.py)
+    checks: Checks | None = None  # what `shadow verify` checks beyond documents (rules/checks.py)
     file: str = ""
     line: int = 0
     #: compiled per-entity plans (canonical form, rebuild, fetch), made once from the

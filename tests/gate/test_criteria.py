@@ -62,7 +62,7 @@ def test_errors_name_file_line_key_and_value() -> None:
     assert found == [
         "gate.yaml:1: window: '7 days' is not a Prometheus duration (e.g. 30m, 24h, 7d, 1h30m)",
         "gate.yaml:2: block_on_alerts: 'not an alert' is not an alert name",
-        "gate.yaml:5: entities.payments: unknown key 'max_mismatch' (allowed: max_error_ratio, max_mismatches, min_comparisons, required_routes, routes)",
+        "gate.yaml:5: entities.payments: unknown key 'max_mismatch' (allowed: max_error_ratio, max_mismatches, min_comparisons, required_routes, routes, verify)",
         "gate.yaml:7: entities.payments.min_comparisons: expected a whole number >= 1, got -3",
         "gate.yaml:6: entities.payments.max_error_ratio: expected a ratio between 0 and 1, got '5%'",
         "gate.yaml:8: entities.payments.required_routes: 'payments' is not a route name like 'GET /api/payments/{id}'",
@@ -83,7 +83,7 @@ def test_an_entity_can_never_be_go_without_samples() -> None:
         ("window: 7d\n", "gate.yaml:1: missing key `entities`: the gate needs at least one entity"),
         ("entities: {}\n", "gate.yaml:1: `entities` is empty: the gate needs at least one entity"),
         ("entities:\n  users:\n  users:\n", "gate.yaml:3: entities: duplicate key 'users'"),
-        ("windw: 7d\nentities: {users: }\n", "gate.yaml:1: the file: unknown key 'windw' (allowed: block_on_alerts, defaults, entities, window)"),
+        ("windw: 7d\nentities: {users: }\n", "gate.yaml:1: the file: unknown key 'windw' (allowed: block_on_alerts, defaults, dualwrite_gaps, entities, window)"),
         ("entities: [users]\n", "gate.yaml:1: entities: expected a mapping, got ['users']"),
         ("entities:\n  users: {max_mismatches: [1]\n", "gate.yaml:3: not valid YAML: expected ',' or '}', but got '<stream end>'"),
     ],

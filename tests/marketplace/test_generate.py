@@ -65,7 +65,8 @@ def test_tojson_shape() -> None:
                             "passkeys": [{"createdAt": moment}], "referredBy": ObjectId("0123456789abcdef01234568")}
     assert to_api("users", user) == {"_id": "0123456789abcdef01234567",
                                      "passkeys": [{"createdAt": "2026-01-02T03:04:05.678Z"}],
-                                     "referredBy": "0123456789abcdef01234568"}
+                                     "referredBy": "0123456789abcdef01234568",
+                                     "isEmailVerified": False}  # the schema default, filled as Mongoose does
     payment = {"amount": {"value": Decimal128("100.00"), "currency": "USD"}, "dust": Decimal128("0.000000000000000001"),
                "sellerId": "template:seller-1", "blockchain": None}
     assert to_api("payments", payment) == {"amount": {"value": {"$numberDecimal": "100.00"}, "currency": "USD"},

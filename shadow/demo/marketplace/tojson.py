@@ -12,7 +12,8 @@ JSON-ready dict the production API would send:
 - `__v` dropped (schemas use `versionKey` but `toJSON` removes it)
 - users: `password`, `refreshTokens`, `emailVerificationToken`,
   `emailVerificationExpires` dropped
-- missing fields stay missing, `null` stays `null`, key order is the stored order.
+- schema defaults filled when the field is absent (`DEFAULTS`, as Mongoose does on read);
+  other missing fields stay missing, `null` stays `null`, key order is the stored order.
 
 The per-collection field list and its PostgreSQL home are in docs/domain.md.
 """
@@ -26,6 +27,12 @@ from bson import Decimal128, ObjectId
 #: fields a collection's toJSON transform deletes (besides `__v`)
 HIDDEN_FIELDS: dict[str, frozenset[str]] = {
     "users": frozenset({"password", "refreshTokens", "emailVerificationToken", "emailVerificationExpires"}),
+}
+
+#: schema defaults Mongoose fills on read when a stored document lacks the field
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "users": {"isEmailVerified": False},
+    "categories": {"isActive": True},
 }
 
 
@@ -54,4 +61,7 @@ def to_json_value(value: Any) -> Any:
 def to_api(collection: str, doc: dict[str, Any]) -> dict[str, Any]:
     """The API's JSON object for one stored document of `collection`."""
     hidden = HIDDEN_FIELDS.get(collection, frozenset())
-    return {key: to_json_value(value) for key, value in doc.items() if key != "__v" and key not in hidden}
+    shown = {key: to_json_value(value) for key, value in doc.items() if key != "__v" and key not in hidden}
+    for name, default in DEFAULTS.get(collection, {}).items():
+        shown.setdefault(name, default)
+    return shown

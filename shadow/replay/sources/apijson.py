@@ -1,9 +1,12 @@
 """BSON -> the API's JSON shape (Mongoose `toJSON()`), generic for any collection:
 ObjectId -> 24-hex string, datetime -> `toISOString()` (UTC, ms), Decimal128 ->
-{"$numberDecimal": "..."}, `__v` and the entity's `hidden` fields dropped. Used by the
-mongo source after a read flip and by `shadow compare` to build the control."""
+{"$numberDecimal": "..."}; then the entity's `stored:` view (rules/stored.py): the version
+key and `hidden` fields dropped, renames applied, absent fields given their defaults.
+Used by the mongo source after a read flip, by `shadow compare` to build the control and
+by `shadow verify` on every scanned document."""
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any
 
@@ -12,8 +15,19 @@ from bson import Decimal128, ObjectId
 from normalizers.values import iso_ms
 from shadow.rules.spec import Entity
 
+_PLAIN = frozenset({str, int, bool, float, type(None)})
+
 
 def to_api_json(value: Any) -> Any:
+    cls = value.__class__
+    if cls in _PLAIN:  # most values: returned as they are, without an isinstance chain
+        return value
+    if cls is dict:
+        return {key: item if item.__class__ in _PLAIN else to_api_json(item) for key, item in value.items()}
+    if cls is datetime:
+        return iso_ms(value)
+    if cls is ObjectId:
+        return str(value)
     if isinstance(value, ObjectId):
         return str(value)
     if isinstance(value, datetime):
@@ -29,5 +43,27 @@ def to_api_json(value: Any) -> Any:
 
 def api_document(entity: Entity, document: dict[str, Any]) -> dict[str, Any]:
     """One stored document as the API shows it."""
+    view = entity.stored
     hidden = entity.hidden
-    return {key: to_api_json(value) for key, value in document.items() if key != "__v" and key not in hidden}
+    drop = view.version_key
+    rename = view.rename
+    shown: dict[str, Any] = {}
+    for key, value in document.items():
+        if key == drop or key in hidden or key in view.hidden:
+            continue
+        shown[rename.get(key, key) if rename else key] = value if value.__class__ in _PLAIN else to_api_json(value)
+    for path, default in view.defaults.items():
+        _fill(shown, path.split("."), default)
+    return shown
+
+
+def _fill(document: dict[str, Any], steps: list[str], default: Any) -> None:
+    """Set `default` at the dotted path when absent (Mongoose fills defaults on read;
+    an explicit null stays null). Parents that are absent or not objects are left alone."""
+    for step in steps[:-1]:
+        inner = document.get(step)
+        if not isinstance(inner, dict):
+            return
+        document = inner
+    if steps[-1] not in document:
+        document[steps[-1]] = to_api_json(copy.deepcopy(default))

@@ -1,0 +1,110 @@
+"""Per id-range bucket (one UTC day of ObjectIds) an order-independent digest of each
+side's documents, and the `--resume` file that records buckets verified clean.
+
+A bucket digest is (count, sum of BLAKE2b-128 of key + document bytes mod 2^128): the
+same whatever order the documents came in, and two partitions' digests of one bucket add
+up. A rerun with `--resume FILE` skips every bucket the file records as clean under the
+same rules version (an interrupted or partitioned run continues where it stopped) and
+writes the file back after each entity."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shadow.verify.scope import DAY, BadFlag
+
+_MOD = 1 << 128
+MAX_RESUME_BYTES = 64 * 1024 * 1024
+
+
+def document_hash(key: str, document: Any) -> int:
+    data = orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    return int.from_bytes(hashlib.blake2b(key.encode() + b"\0" + data, digest_size=16).digest(), "big")
+
+
+@dataclass(slots=True)
+class Bucket:
+    mongo_count: int = 0
+    mongo_digest: int = 0
+    pg_count: int = 0
+    pg_digest: int = 0
+    differences: int = 0
+
+    def add_mongo(self, key: str, document: Any) -> None:
+        self.mongo_count += 1
+        self.mongo_digest = (self.mongo_digest + document_hash(key, document)) % _MOD
+
+    def add_pg(self, key: str, document: Any) -> None:
+        self.pg_count += 1
+        self.pg_digest = (self.pg_digest + document_hash(key, document)) % _MOD
+
+    def as_json(self) -> dict[str, Any]:
+        return {"mongo": {"count": self.mongo_count, "digest": f"{self.mongo_digest:032x}"},
+                "postgres": {"count": self.pg_count, "digest": f"{self.pg_digest:032x}"},
+                "clean": self.differences == 0}
+
+
+def bucket_end(bucket: str) -> str | None:
+    """The first legacy id after a day bucket (None for keys that are not ObjectIds)."""
+    if not bucket.startswith("d"):
+        return None
+    return f"{(int(bucket[1:]) + 1) * DAY:08x}" + "0" * 16
+
+
+@dataclass
+class ResumeFile:
+    """Buckets verified clean, per entity, under one rules version."""
+
+    path: Path | None
+    rules_version: str
+    clean: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: str | None, rules_version: str) -> ResumeFile:
+        if path is None:
+            return cls(None, rules_version)
+        target = Path(path)
+        if not target.exists():
+            return cls(target, rules_version)
+        if not target.is_file():
+            raise BadFlag(f"--resume {path!r}: not a regular file")
+        if target.stat().st_size > MAX_RESUME_BYTES:
+            raise BadFlag(f"--resume {path!r}: larger than {MAX_RESUME_BYTES} bytes")
+        try:
+            data = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise BadFlag(f"--resume {path!r}: not a verify resume file ({type(error).__name__}: {error})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("entities"), dict):
+            raise BadFlag(f"--resume {path!r}: not a verify resume file (no 'entities' object)")
+        if data.get("rules_version") != rules_version:
+            return cls(target, rules_version)  # other rules: nothing carries over
+        clean: dict[str, dict[str, Any]] = {}
+        for entity, buckets in data["entities"].items():
+            if not isinstance(entity, str) or not isinstance(buckets, dict):
+                raise BadFlag(f"--resume {path!r}: entity {entity!r} is not a bucket map")
+            clean[entity] = {name: value for name, value in buckets.items()
+                             if isinstance(name, str) and name.startswith("d") and name[1:].isdigit()
+                             and isinstance(value, dict) and value.get("clean") is True}
+        return cls(target, rules_version, clean)
+
+    def skips(self, entity: str, bucket: str) -> bool:
+        return bucket in self.clean.get(entity, {})
+
+    def record(self, entity: str, buckets: dict[str, Bucket]) -> None:
+        if self.path is None:
+            return
+        kept = self.clean.setdefault(entity, {})
+        for name, bucket in buckets.items():
+            if bucket.differences == 0 and name.startswith("d"):
+                kept[name] = bucket.as_json()
+            else:
+                kept.pop(name, None)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps({"rules_version": self.rules_version, "entities": self.clean}))
+        os.replace(temporary, self.path)
