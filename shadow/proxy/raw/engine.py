@@ -18,7 +18,7 @@ from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits
 from shadow.publish.metrics import Metrics
 from shadow.proxy.forwarding import (NO_SHADOW_METHODS, RequestCounter, body_copy, captured_read, timeout_text,
                           unreachable_text)
-from shadow.proxy.raw.exchange import BodyMode, Exchange, origin_form, request_head, request_path, response_head
+from shadow.proxy.raw.exchange import Answer, BodyMode, Exchange, origin_form, request_head, request_path, response_head
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class RawProxy:
         exchange.copy = body_copy(self.handoff, exchange.match, status, length,
                                   self.max_body_bytes) if exchange.match is not None else None
         exchange.client.queue(head)
-        exchange.answered_head = True
+        exchange.answer = Answer.HEAD
         exchange.own = (exchange.asked - exchange.started) + (time.perf_counter() - answered)
         if exchange.mode is BodyMode.NONE:
             self.answer_done(exchange)
@@ -135,7 +135,7 @@ class RawProxy:
         """The upstream's body is complete: the last bytes to the client, the shadow copy
         handed over, the upstream connection back to the pool."""
         finished = time.perf_counter()
-        exchange.response_done = True
+        exchange.answer = Answer.DONE
         client = exchange.client
         if exchange.mode is BodyMode.CHUNK:
             client.queue(b"0\r\n\r\n")
@@ -210,7 +210,7 @@ class RawProxy:
             if connection.transport is not None:
                 connection.transport.abort()
         if not exchange.response_done:
-            exchange.response_done = True
+            exchange.answer = Answer.DONE
             self._finished(exchange)
 
     def refused(self, method: bytes, status: int) -> None:
@@ -220,8 +220,7 @@ class RawProxy:
     def _own_answer(self, exchange: Exchange, status: int, reason: str, text: str) -> None:
         self._count(exchange.method.decode("latin-1"), str(status))
         self.metrics.proxy_seconds.observe(exchange.asked - exchange.started)
-        exchange.response_done = True
-        exchange.answered_head = True
+        exchange.answer = Answer.DONE
         # with the request body still coming, the rest of it would be read as a request: close
         exchange.client.write_plain(status, reason, text.encode(), head_only=exchange.method == b"HEAD",
                                      close=exchange.has_body and not exchange.request_done)

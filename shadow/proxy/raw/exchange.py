@@ -29,13 +29,20 @@ class BodyMode(enum.Enum):
     CLOSE = "close"  # delimited by closing the connection (HTTP/1.0 client)
 
 
+class Answer(enum.IntEnum):
+    """How far the answer to the client has got (only ever moves forward)."""
+
+    WAITING = 0  # nothing written yet
+    HEAD = 1  # the head is written, the body is streaming
+    DONE = 2  # complete: the upstream's last byte, the proxy's own answer, or the client gone
+
+
 class Exchange:
     """One request and its answer: what the client sent, where it is going, and how the
     answer is framed back. Driven by the callbacks of both connections."""
 
     __slots__ = ("client", "method", "target", "headers", "http10", "keep_alive", "chunked_request",
-                 "has_body", "request_done", "body_pending", "upstream", "reused", "answered_head",
-                 "response_done", "mode", "copy", "match", "status", "response_headers", "started",
+                 "has_body", "request_done", "body_pending", "upstream", "reused", "answer", "mode", "copy", "match", "status", "response_headers", "started",
                  "asked", "own", "task", "close_delimited", "retried", "dispatched", "finished",
                  "upstream_keep_alive", "content_length")
 
@@ -54,8 +61,7 @@ class Exchange:
         self.body_pending: list[bytes] = []
         self.upstream: UpstreamConnection | None = None
         self.reused = False
-        self.answered_head = False
-        self.response_done = False
+        self.answer = Answer.WAITING
         self.mode: BodyMode | None = None  # set by response_head()
         self.copy: Any = None
         self.match: Any = None
@@ -69,6 +75,16 @@ class Exchange:
         self.finished = False
         self.upstream_keep_alive = False
         self.content_length: int | None = None  # the request body's, as the parser read it
+
+    @property
+    def answered_head(self) -> bool:
+        """The client has (at least) the answer's head."""
+        return self.answer >= Answer.HEAD
+
+    @property
+    def response_done(self) -> bool:
+        """Nothing more goes to the client for this exchange."""
+        return self.answer is Answer.DONE
 
 
 def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> bytes:
