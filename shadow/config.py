@@ -184,6 +184,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("header_timeout", "--header-timeout", "SHADOW_HEADER_TIMEOUT", "time a client has to send a whole request head -> 408 and close (default 60)", "SECONDS", _seconds(0.0)),
     Option("keepalive_timeout", "--keepalive-timeout", "SHADOW_KEEPALIVE_TIMEOUT", "an idle keep-alive client connection is closed after this (default 75)", "SECONDS", _seconds(0.0)),
     Option("max_connections", "--max-connections", "SHADOW_MAX_CONNECTIONS", "client connections at once (lowered to fit the fd limit); beyond, the longest-waiting idle or slow one is closed, or 503 when all are busy (default 10000)", "N", _whole(1)),
+    Option("explain_concurrency", "--explain-concurrency", "SHADOW_EXPLAIN_CONCURRENCY", "explanations in flight at once (queued for a thread), beyond -> dropped{explain_budget} (default 16)", "N", _whole(1)),
 )
 OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
 
@@ -214,6 +215,7 @@ class Config:
     drain_timeout: float = 15.0
     recent_mismatches: int = 200
     explain_rate: float = 20.0
+    explain_concurrency: int = 16
     shadow_process: str = "worker"
     shadow_nice: int = 19
     gate_criteria: Path | None = None

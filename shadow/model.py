@@ -71,6 +71,8 @@ class ShadowJob:
     enqueued_at: float = 0.0  # time.monotonic() when the proxy queued it
     trace_context: Any = None  # OpenTelemetry context of the client request, or None
     attempt: int = 0  # 0 = first read, 1 = the recheck
+    reader: Any = None  # viewread.BoundReader: who read (fields bound to the reader); never logged
+    listing: Any = None  # viewread.Listing of a list answer (order, duplicates, total, query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +90,4 @@ class Comparison:
     control: Any = None  # for the mismatch view / log (redacted before it leaves the process)
     candidate: Any = None
     at: float = 0.0  # wall-clock time.time()
+    unverified: tuple[str, ...] = ()  # declared `unverifiable` paths the API showed in this document

@@ -20,7 +20,8 @@ from uuid import UUID
 
 from normalizers.rows import multiset
 from normalizers.values import canonical_float, canonical_number, canonical_timestamp, decimal, iso_ms, timestamp
-from shadow.rules.spec import Entity, Field
+from shadow.compare.viewcanon import at_paths
+from shadow.rules.spec import NO_ABSENT, Entity, Field
 
 MAX_DIFFS = 100  # per document; a wholly different list must not flood the log
 
@@ -50,6 +51,8 @@ TRUE, FALSE = Flag(True), Flag(False)
 def canonical(entity: Entity, document: Any) -> Any:
     """The canonical form of one API-shaped document (the entity's plan, compiled once)."""
     plan = entity.plans.get("canonical") or canonical_plan(entity)
+    if entity.distinct is not None and isinstance(document, list):  # a scalar list: a set of values
+        return multiset([plan.root_value(value) for value in dict.fromkeys(_hashable(v) for v in document)])
     if document.__class__ is dict or isinstance(document, dict):
         return plan.canon(document)
     return plan.root_value(document)
@@ -67,42 +70,51 @@ def canonical_plan(entity: Entity) -> _ObjectPlan:
     return plan
 
 
+def _dropped(entity: Entity) -> tuple[str, ...]:
+    """Paths never compared: `ignore`, and `unverifiable` (those are counted apart)."""
+    return entity.ignore + entity.unverifiable if entity.unverifiable else entity.ignore
+
+
 def _child_path(path: str, name: Any) -> str:
     return f"{path}.{name}" if path else str(name)
 
 
 def _paths_under(entity: Entity, path: str) -> bool:
     """True when some `ignore` path lies below `path` (so the walk there needs paths)."""
-    if not entity.ignore:
+    if not _dropped(entity):
         return False
     if not path:
         return True
-    return any(hidden.startswith(path + ".") or hidden.startswith(path + "[") for hidden in entity.ignore)
+    return any(hidden.startswith(path + ".") or hidden.startswith(path + "[") for hidden in _dropped(entity))
 
 
 class _ObjectPlan:
     """An object at a static path: its specced fields' canonicalizers, the names
     `ignore` drops here, and how unspecced fields are canonicalized."""
 
-    __slots__ = ("drop_empty", "fields", "generic", "ignore", "ignored", "path", "paths")
+    __slots__ = ("absent", "drop_empty", "fields", "generic", "ignore", "ignored", "path", "paths")
 
     def __init__(self, specs: Mapping[str, Field] | None, path: str, entity: Entity) -> None:
         self.path = path
-        self.ignore = entity.ignore
+        self.ignore = _dropped(entity)
         self.drop_empty = entity.null_is_missing
         self.paths = _paths_under(entity, path)  # unspecced values here need the slow, path-building walk
         if path:
             prefix = path + "."
-            self.ignored = frozenset(hidden[len(prefix):] for hidden in entity.ignore if hidden.startswith(prefix))
+            self.ignored = frozenset(hidden[len(prefix):] for hidden in _dropped(entity) if hidden.startswith(prefix))
         else:
-            self.ignored = frozenset(entity.ignore)
+            self.ignored = frozenset(_dropped(entity))
         #: name -> value -> canonical value, for the specs that differ from "unspecced"
         #: (a plain column without `as:` canonicalizes like any value: left out)
         self.fields: dict[str, Callable[[Any], Any]] = {}
         for name, spec in (specs or {}).items():
-            if spec.transforms or spec.children or spec.kind == "rows":
+            if spec.transforms or spec.children or spec.kind == "rows" or spec.json_paths:
                 self.fields[name] = _FieldPlan(spec, _child_path(path, name), entity).runner()
         self.generic = _GENERIC_DROP if self.drop_empty else _GENERIC_KEEP
+        #: `absent: v` fields: (name, canonical v) filled in when a side lacks the field
+        self.absent: tuple[tuple[str, Any], ...] = tuple(
+            (name, self.fields.get(name, self.generic.post)(spec.absent))
+            for name, spec in (specs or {}).items() if spec.absent is not NO_ABSENT and name not in self.ignored)
 
     def canon(self, document: Mapping[str, Any]) -> dict[str, Any]:
         fields, ignored, drop = self.fields, self.ignored, self.drop_empty
@@ -139,6 +151,9 @@ class _ObjectPlan:
                 elif cls is not str and cls is not list and cls is not int and value == {}:
                     continue
             canon[name] = value
+        for name, value in self.absent:
+            if name not in canon:
+                canon[name] = value
         return canon
 
     def root_value(self, value: Any) -> Any:
@@ -159,6 +174,7 @@ class _FieldPlan:
         "ignore",
         "item_path",
         "items",
+        "json_paths",
         "natural_key",
         "object",
         "paths",
@@ -171,9 +187,11 @@ class _FieldPlan:
 
     def __init__(self, spec: Field | None, path: str, entity: Entity | None, drop_empty: bool = True) -> None:
         self.transforms = tuple(transform.apply for transform in spec.transforms) if spec is not None else ()
+        self.json_paths = tuple((path, tuple(t.apply for t in transforms)) for path, transforms in spec.json_paths) \
+            if spec is not None else ()
         self.bare = not self.transforms
         self.drop_empty = entity.null_is_missing if entity is not None else drop_empty
-        self.ignore = entity.ignore if entity is not None else ()
+        self.ignore = _dropped(entity) if entity is not None else ()
         self.item_path = path + "[*]"
         self.paths = entity is not None and _paths_under(entity, path)
         self.rows = spec is not None and spec.kind == "rows"
@@ -192,6 +210,9 @@ class _FieldPlan:
 
     def runner(self) -> Callable[[Any], Any]:
         """The cheapest callable canonicalizing this field's values."""
+        if self.json_paths:
+            whole, paths = self.canon, self.json_paths
+            return lambda value: whole(at_paths(value, paths))
         if not self.transforms:
             return self.post
         if len(self.transforms) == 1 and self.transforms[0] is timestamp:
@@ -274,6 +295,10 @@ class _FieldPlan:
         if self.paths:
             return _canon_slow(item, self.item_path, self.ignore, self.drop_empty)
         return (_GENERIC_DROP if self.drop_empty else _GENERIC_KEEP).post(item)
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
 def _generic_object(document: Mapping[str, Any], drop: bool) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """`shadow compare`: check keys by hand — the API's document rebuilt from MongoDB
 (through the generic toJSON shape) against the PostgreSQL rebuild, diff printed.
+With `--url URL` the control is the real API's answer instead (urlcontrol.py: same
+rules, same normalization; `--header` for a reader's token, `--route` to choose).
 
 Exit 0: match · 1: mismatch or missing · 2: cannot compare (bad input, no such
 document in Mongo, a server unreachable)."""
@@ -20,8 +22,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="rules directory (env SHADOW_RULES)")
     parser.add_argument("--pg", default=env("SHADOW_PG"), required=env("SHADOW_PG") is None,
                         help="PostgreSQL DSN (env SHADOW_PG)")
-    parser.add_argument("--mongo", default=env("SHADOW_MONGO"), required=env("SHADOW_MONGO") is None,
-                        help="MongoDB URL (env SHADOW_MONGO)")
+    parser.add_argument("--mongo", default=env("SHADOW_MONGO"),
+                        help="MongoDB URL (env SHADOW_MONGO); not needed with --url")
+    parser.add_argument("--url", default=None, help="take the control from the real API at URL (view models)")
+    parser.add_argument("--route", default=None, help="with --url: the route to read, e.g. 'GET /api/x/{id}'")
+    parser.add_argument("--header", action="append", help="with --url: 'Name: value' sent to the API (repeat)")
     parser.add_argument("--db", "--mongo-db", dest="db", default=env("SHADOW_MONGO_DB", "marketplace"),
                         help="Mongo database (env SHADOW_MONGO_DB, default marketplace)")
     parser.add_argument("--entity", required=True, help="entity name from the rules, e.g. payments")
@@ -60,23 +65,35 @@ async def _run(args: argparse.Namespace) -> int:
     except InvalidKey as error:
         print(error, file=sys.stderr)
         return 2
-    mongo = MongoSource(args.mongo, args.db, timeout=args.timeout)
+    if not args.url and not args.mongo:
+        print("shadow compare: --mongo (or env SHADOW_MONGO) is required unless --url is given", file=sys.stderr)
+        return 2
+    mongo = None if args.url else MongoSource(args.mongo, args.db, timeout=args.timeout)
     pg = None
     try:
         pg = await PostgresSource.create(args.pg, statement_timeout=args.timeout, pool_size=1)
-        controls = await mongo.fetch(entity, keys)
-        candidates = await pg.fetch(entity, keys)
+        if args.url:
+            from shadow.compare.urlcontrol import api_controls, parse_headers, pick_route
+
+            route = pick_route(rules, entity, args.route)
+            controls, reader = await api_controls(args.url, route, keys, parse_headers(args.header), args.timeout)
+            candidates = await pg.fetch(entity, keys, reader)
+        else:
+            assert mongo is not None
+            controls = await mongo.fetch(entity, keys)
+            candidates = await pg.fetch(entity, keys)
     except Exception as error:
         print(f"cannot compare: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     finally:
-        await mongo.close()
+        if mongo is not None:
+            await mongo.close()
         if pg is not None:
             await pg.close()
     worst = 0
     for key in keys:
         if controls[key] is None:
-            _report(args, entity.name, key, "not_in_mongo", [], rules.version)
+            _report(args, entity.name, key, "not_in_api" if args.url else "not_in_mongo", [], rules.version)
             worst = max(worst, 2)
             continue
         verdict = compare(entity, controls[key], candidates[key], date.today())
@@ -95,11 +112,12 @@ def _report(args: argparse.Namespace, entity: str, key: str, outcome: str, diffs
                           "diffs": [_diff(d) for d in diffs], "suppressed": [_diff(d) for d in suppressed]},
                          default=str))
         return
-    label = {"not_in_mongo": "NOT IN MONGO (nothing to compare)"}.get(outcome, outcome.upper())
+    label = {"not_in_mongo": "NOT IN MONGO (nothing to compare)",
+             "not_in_api": "NOT IN THE API (404, nothing to compare)"}.get(outcome, outcome.upper())
     count = f" — {len(diffs)} difference(s)" if diffs else ""
     print(f"{entity} {key}: {label}{count}  (rules {version})")
     for diff in diffs:
-        print(f"  {diff.at}  [{diff.kind}]\n    mongo (API): {json.dumps(diff.control, default=str)}\n"
+        print(f"  {diff.at}  [{diff.kind}]\n    {'API:        ' if args.url else 'mongo (API):'} {json.dumps(diff.control, default=str)}\n"
               f"    postgres:    {json.dumps(diff.candidate, default=str)}")
     for diff in suppressed:
         print(f"  {diff.at}  [known divergence, suppressed]")

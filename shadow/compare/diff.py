@@ -25,8 +25,23 @@ def compare(entity: Entity, control: Any, candidate: Any, today: date) -> Verdic
     if control_c == candidate_c:
         return Verdict(Outcome.MATCH)
     diffs: list[FieldDiff] = []
-    _walk(control_c, candidate_c, "", "", diffs, None, entity.fields)
+    if entity.distinct is not None and isinstance(control_c, list) and isinstance(candidate_c, list):
+        _walk_values(control_c, candidate_c, diffs)  # a scalar list: a set of values
+    else:
+        _walk(control_c, candidate_c, "", "", diffs, None, entity.fields)
     return _verdict(entity, diffs, today)
+
+
+def _walk_values(control: list[Any], candidate: list[Any], out: list[FieldDiff]) -> None:
+    """The values one side of a scalar list has and the other has not (at most MAX_DIFFS)."""
+    tokens = {sort_token(value) for value in candidate}
+    shown = {sort_token(value) for value in control}
+    for index, value in enumerate(control):
+        if sort_token(value) not in tokens and len(out) < MAX_DIFFS:
+            out.append(FieldDiff("[*]", f"[{index}]", plain(value), None, "missing_in_candidate"))
+    for index, value in enumerate(candidate):
+        if sort_token(value) not in shown and len(out) < MAX_DIFFS:
+            out.append(FieldDiff("[*]", f"[+{index}]", None, plain(value), "extra_in_candidate"))
 
 
 def _verdict(entity: Entity, diffs: list[FieldDiff], today: date) -> Verdict:
@@ -78,6 +93,9 @@ def _walk(control: Any, candidate: Any, path: str, at: str, out: list[FieldDiff]
         if spec is not None and spec.kind == "rows" and spec.unordered:
             _walk_multiset(control, candidate, path + "[*]", at, out, spec, item_spec, item_children)
             return
+        if _permutation(control, candidate):  # the same items, moved: one difference, not each field
+            out.append(FieldDiff(path + "[*]", at, plain(control), plain(candidate), "order"))
+            return
         for index in range(max(len(control), len(candidate))):
             here_path, here_at = f"{path}[*]", f"{at}[{index}]"
             if index >= len(candidate):
@@ -88,6 +106,13 @@ def _walk(control: Any, candidate: Any, path: str, at: str, out: list[FieldDiff]
                 _walk(control[index], candidate[index], here_path, here_at, out, item_spec, item_children)
     else:
         out.append(FieldDiff(path, at, plain(control), plain(candidate), "changed"))
+
+
+def _permutation(control: list[Any], candidate: list[Any]) -> bool:
+    """The two (differing) arrays hold the same items in another order."""
+    if len(control) != len(candidate) or len(control) < 2:
+        return False
+    return sorted(map(sort_token, control)) == sorted(map(sort_token, candidate))
 
 
 def _walk_multiset(control: list[Any], candidate: list[Any], path: str, at: str, out: list[FieldDiff],

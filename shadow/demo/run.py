@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import shadow
 from shadow.demo.embedded import PostgresServer
 from shadow.demo.marketplace.drift import PlantedDrift
+from shadow.demo.marketplace.viewdrift import shown_on_views
 
 REPO_RULES = Path(shadow.__file__).resolve().parents[1] / "rules"
 DUAL_WRITE_LAG = 0.5  # seconds; below the PATCH route's 3 s recheck, so those reads end `transient`
@@ -138,7 +139,7 @@ def render(findings: Findings, counts: dict[str, Counter[str]], traffic: Any, re
         mark = {True: "ok ", False: "BAD", None: ".. "}[ok]
         expected = drift.path or "(whole document)"
         what = "divergent" if drift.divergent else "not a divergence"
-        plant_lines.append(f"  {mark} {entity_of.get(drift.collection, drift.entity):20} {drift.legacy_id} "
+        plant_lines.append(f"  {mark} {key[0]:20} {drift.legacy_id} "
                            f"{drift.kind:24} {expected:18} [{what}] -> {seen}")
     lines.append(f"planted divergences found at their path: {found}/{divergent}")
     compact = " | ".join(lines)
@@ -263,8 +264,12 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         gate_file = args.rules.parent / "gate.yaml"
         if gate_file.is_file():
             sidecar.set_gate(gate_hook(sidecar.registry, load_criteria(gate_file)))
-        entity_of = {entity.collection: name for name, entity in sidecar.rules.current.entities.items()}
-        planted = {(entity_of.get(d.collection, d.entity), d.legacy_id): d for d in loaded.drifts}
+        entities = sidecar.rules.current.entities
+        entity_of = {entity.collection: name for name, entity in entities.items() if not entity.view}
+        # a plant under the rows of a view model shows on the view too (viewdrift.py)
+        drifts = loaded.drifts + tuple(view_plant for view_plant in shown_on_views(loaded.drifts))
+        planted = {(d.entity if entities.get(d.entity) is not None and entities[d.entity].view
+                    else entity_of.get(d.collection, d.entity), d.legacy_id): d for d in drifts}
         findings = Findings(planted)
         findings.attach(sidecar.sink)
         cold_reads = _count_reads(sidecar.sink, {(p.entity, p.legacy_id) for p in cold.plants})

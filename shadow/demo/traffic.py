@@ -42,6 +42,36 @@ class PlannedRequest:
     path: str
     body: dict[str, Any] | None = None
     planted: tuple[str, str] | None = None
+    headers: dict[str, str] | None = None  # view-model reads: the reader's token
+
+
+VIEW_ROUTE = "/api/views/purchase-requests/{}"
+VIEW_LIST_QUERIES = ("?limit=5", "?status=open,in_progress&limit=3&offset=1")
+
+
+def _as(user: str) -> dict[str, str]:
+    from shadow.demo.marketplace.views import demo_token
+
+    return {"Authorization": f"Bearer {demo_token(user)}"}
+
+
+def view_requests(dataset: Dataset, planted: set[tuple[str, str]],
+                  cold: frozenset[tuple[str, str]] = frozenset(), cold_users: frozenset[str] = frozenset(),
+                  ) -> list[PlannedRequest]:
+    """The view model of every purchase request, read by its buyer (isMine true) and,
+    when it has offers, by one of their sellers (offeredByMe true); never one that would
+    show a cold document (the request itself, or its buyer embedded)."""
+    seller_of = {str(offer["purchaseRequestId"]): str(offer["sellerId"]) for offer in dataset.collections["selleroffers"]}
+    reads = []
+    for request in dataset.collections["purchaserequests"]:
+        key = str(request["_id"])
+        if ("purchaserequests", key) in cold or str(request["buyerId"]) in cold_users:
+            continue
+        mark = ("purchaserequests", key) if ("purchaserequests", key) in planted else None
+        for reader in dict.fromkeys([str(request["buyerId"]), seller_of.get(key)]):
+            if reader is not None:
+                reads.append(PlannedRequest("GET", VIEW_ROUTE.format(key), planted=mark, headers=_as(reader)))
+    return reads
 
 
 def plan_requests(dataset: Dataset, planted: Iterable[tuple[str, str]], cold: Iterable[tuple[str, str]] = (),
@@ -59,15 +89,25 @@ def plan_requests(dataset: Dataset, planted: Iterable[tuple[str, str]], cold: It
                for collection, key in planted_keys]
     by_collection = [[(collection, str(doc["_id"])) for doc in dataset.collections[collection]]
                      for collection in SINGLE_ROUTES]
-    for column in itertools.zip_longest(*by_collection):
-        for item in column:
-            if item is not None and item not in planted_set:
-                singles.append(PlannedRequest("GET", SINGLE_ROUTES[item[0]].format(item[1])))
+    cold_set = frozenset(planted_set - set(planted_keys))
+    cold_users = frozenset(key for collection, key in cold_set if collection == "users")  # embedded in views
+    views = view_requests(dataset, set(planted_keys), cold_set, cold_users)
+    singles.extend(request for request in views if request.planted is not None)  # planted first
+    columns: list[list[PlannedRequest]] = [
+        [PlannedRequest("GET", SINGLE_ROUTES[item[0]].format(item[1])) for item in docs if item not in planted_set]
+        for docs in by_collection]
+    for column in itertools.zip_longest(*columns, [r for r in views if r.planted is None]):
+        singles.extend(request for request in column if request is not None)
     users = [str(doc["_id"]) for doc in dataset.collections["users"]]
-    lists = itertools.cycle([PlannedRequest("GET", "/api/categories")]
+    lists = itertools.cycle([PlannedRequest("GET", "/api/categories"),
+                             PlannedRequest("GET", "/api/views/purchase-request-statuses")]
                             + [PlannedRequest("GET", f"/api/users/{user}/{what}")
                                for user in users if user not in skip_lists
-                               for what in ("addresses", "purchase-requests")])
+                               for what in ("addresses", "purchase-requests")]
+                            + [PlannedRequest("GET", f"/api/views/users/{user}/purchase-requests{query}",
+                                              headers=_as(user))
+                               for user in users if user not in skip_lists and user not in cold_users
+                               for query in VIEW_LIST_QUERIES])
     writable = [str(doc["_id"]) for doc in dataset.collections["payments"] if ("payments", str(doc["_id"])) not in planted_set]
     writes = itertools.cycle([PlannedRequest("PATCH", f"/api/payments/{key}",
                                              {"status": PAYMENT_STATUSES[number % len(PAYMENT_STATUSES)]})
@@ -122,7 +162,8 @@ class Traffic:
     async def _send(self, session: aiohttp.ClientSession, base_url: str, request: PlannedRequest,
                     slots: asyncio.Semaphore) -> None:
         try:
-            async with session.request(request.method, base_url + request.path, json=request.body) as response:
+            async with session.request(request.method, base_url + request.path, json=request.body,
+                                       headers=request.headers) as response:
                 await response.read()
                 status: int | None = response.status
         except (aiohttp.ClientError, TimeoutError):

@@ -28,6 +28,7 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
     routes: dict[tuple[str, str], dict[str, int]] = {}
     mismatch_fields: dict[str, dict[str, int]] = {}
     transient_fields: dict[str, dict[str, int]] = {}
+    unverifiable: dict[str, dict[str, int]] = {}
     expiries: dict[tuple[str, str], float] = {}
     declared = False
     started = None
@@ -42,6 +43,8 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
                 outcomes[labels.get("outcome", "")] = outcomes.get(labels.get("outcome", ""), 0) + int(value)
             elif sample.name == "shadow_mismatch_fields_total" and value > 0:
                 mismatch_fields.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
+            elif sample.name == "shadow_unverifiable_total" and value > 0:
+                unverifiable.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
             elif sample.name == "shadow_transient_fields_total" and value > 0:
                 transient_fields.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
             elif sample.name == "shadow_known_divergence_expiry_timestamp_seconds":
@@ -60,6 +63,7 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
         divergence_expiries=expiries,
         fired_alerts=None,
         transient_fields=transient_fields,
+        unverifiable=unverifiable,
     )
     return decide(samples, criteria)
 

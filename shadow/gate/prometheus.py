@@ -77,6 +77,7 @@ def collect(url: str, criteria: GateCriteria, *, now: float | None = None, timeo
         routes=tuple(RouteSample(entity, route, outcomes) for (entity, route), outcomes in sorted(routes.items())),
         mismatch_fields=_by_entity_field(api.query(window_count(MISMATCH_FIELDS, window, "entity, field"))),
         transient_fields=_by_entity_field(api.query(window_count(TRANSIENT_FIELDS, window, "entity, field"))),
+        unverifiable=_by_entity_field(api.query(window_count("shadow_unverifiable_total", window, "entity, field"))),
         divergence_expiries={
             (labels.get("entity", ""), labels.get("field", "")): value
             for labels, value in api.query(f"max by (entity, field) ({EXPIRIES})")

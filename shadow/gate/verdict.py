@@ -51,6 +51,7 @@ class GateSamples:
     fired_alerts: tuple[FiredAlert, ...] | None  # None: alerts not known in this scope
     transient_fields: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     verify: Mapping[tuple[str, str], LayerSample] = field(default_factory=dict)  # (entity, layer)
+    unverifiable: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # entity -> path -> reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,9 @@ class GateReport:
 def decide(samples: GateSamples, criteria: GateCriteria) -> GateReport:
     """GO / NO-GO for every entity of the criteria; never GO without samples."""
     entities = tuple(_entity_verdict(samples, c) for c in criteria.entities)
-    notes = () if samples.fired_alerts is not None else ("alerts not evaluated in this scope (no Prometheus)",)
+    notes: tuple[str, ...] = () if samples.fired_alerts is not None else ("alerts not evaluated in this scope (no Prometheus)",)
+    notes += tuple(f"{entity}: not verified (declared unverifiable): " + ", ".join(f"{path} x{n}" for path, n in sorted(paths.items()))
+                   for entity, paths in sorted(samples.unverifiable.items()) if paths)
     return GateReport(samples.scope, samples.window, samples.evaluated_at, entities, notes)
 
 

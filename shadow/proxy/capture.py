@@ -13,6 +13,7 @@ import orjson
 from shadow.model import ShadowJob, SkipReason
 from shadow.rules import InvalidKey, RouteMatch
 from shadow.replay.sampling import sampled_by_key
+from shadow.replay.viewread import bound_reader, listing
 from shadow.publish.tracing import request_context
 
 MAX_INFLATED_BYTES = 16 * 1024 * 1024  # a gzip body may not inflate past this (zip bombs)
@@ -52,9 +53,10 @@ def prepare(read: CapturedRead) -> Prepared:
         return Prepared(None, (SkipReason.NOT_JSON,))
     try:
         controls = route.controls(read.match, read.query, read.headers, document)
+        listed = listing(route, document, read.query) if route.complete or route.page is not None else None
     except InvalidKey:
         return Prepared(None, (SkipReason.INVALID_KEY,))
-    if not controls:
+    if not controls and listed is None:  # an empty list that must be checked is still a job
         return Prepared(None, (SkipReason.NO_DOCUMENT,))
     skips: tuple[SkipReason, ...] = ()
     if route.sample_by == "key" and route.sample < 1.0:
@@ -67,6 +69,7 @@ def prepare(read: CapturedRead) -> Prepared:
         entity=route.entity, route=route.name, source=route.source, controls=controls,
         params=dict(read.match.params), enqueued_at=read.enqueued_at,
         trace_context=request_context(dict(read.trace_headers)) if read.trace_headers else None,
+        reader=bound_reader(route.reader, read.headers), listing=listed,
     )
     return Prepared(job, skips)
 

@@ -106,6 +106,9 @@ class Admin:
             "version": getattr(rules, "version", None),
             "files": [str(path.relative_to(self.rules.directory)) for path in rule_files(self.rules.directory)],
             "routes": [_describe_route(route) for route in getattr(rules, "routes", ())],
+            # declared unverifiable paths and how many compared documents showed them
+            "unverifiable": {name: {path: self.sink.unverified[name][path] for path in entity.unverifiable}
+                             for name, entity in getattr(rules, "entities", {}).items() if entity.unverifiable},
             "last_reload": last.as_json() if last else None,
         }
         return _json(body)

@@ -113,6 +113,7 @@ class Sink:
         self._redact: dict[str, Redaction] = {}
         self._fields: dict[str, dict[str, str]] = collections.defaultdict(dict)
         self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.unverified: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled metric children, looked up once
         self._last_error_log: dict[str, float] = {}
         self._silenced_errors: collections.Counter[str] = collections.Counter()
@@ -143,6 +144,9 @@ class Sink:
         entity, route, outcome = comparison.entity, comparison.route, comparison.outcome
         metrics = self.metrics
         self.counts[entity][outcome.value] += 1
+        for path in comparison.unverified:  # what is *not* verified stays visible (issue 12)
+            self.child(metrics.unverifiable, entity, path).inc()
+            self.unverified[entity][path] += 1
         if outcome is Outcome.SKIPPED:
             self.child(metrics.skipped, entity, route, comparison.reason or "unknown").inc()
             return None

@@ -27,11 +27,12 @@ from shadow.proxy.capture import CapturedRead, prepare
 from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason, Verdict
 from shadow.publish.sink import RecentMismatch
 from shadow.replay.messages import Sink
+from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
 from shadow.replay.recheck import RecheckHeap
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
 from shadow.tasks import TaskSet
 
-MAX_EXPLAINS_IN_FLIGHT = 2
+MAX_EXPLAINS_IN_FLIGHT = 16  # default of --explain-concurrency
 
 __all__ = ["CapturedRead", "Pipeline", "PipelineSettings"]
 
@@ -54,6 +55,7 @@ class PipelineSettings:
     source_timeout: float = 2.0
     rate_limit: float = 0.0  # reads per second, 0 = unlimited
     explain_rate: float = 20.0  # deepdiff explanations per second
+    explain_concurrency: int = MAX_EXPLAINS_IN_FLIGHT  # explanations in flight; beyond -> dropped
     recheck_capacity: int = 10000
     queue_bytes: int = 64 * 1024 * 1024  # body copies waiting in the queue; beyond -> queue_full
 
@@ -177,13 +179,13 @@ class Pipeline:
             if job is None:
                 continue
             self._stage(job.entity, "queue", now - read.enqueued_at)
-            pending.extend(PendingKey(job, key) for key in job.controls)
-            if route.complete:
-                await self._check_extras(job, route)
+            unselected = await self._check_extras(job, route) if route.complete or route.page else frozenset()
+            pending.extend(PendingKey(job, key) for key in job.controls if key not in unselected)
         if pending:
             await self._fetch_and_compare(pending)
 
-    async def _fetch(self, entity: str, source_name: str, keys: list[str]) -> tuple[Any, dict[str, Any]] | str:
+    async def _fetch(self, entity: str, source_name: str, keys: list[str],
+                     reader: Any = None) -> tuple[Any, dict[str, Any]] | str:
         """One batched source call: (the entity's rules, documents by key), or an error reason."""
         source = self.sources.get(source_name)
         if source is None:
@@ -193,7 +195,8 @@ class Pipeline:
             return f"fetch: entity {entity!r} is not in the loaded rules"
         started = time.monotonic()
         try:
-            found = await asyncio.wait_for(source.fetch(entity_spec, keys), self.settings.source_timeout)
+            fetch = source.fetch(entity_spec, keys) if reader is None else source.fetch(entity_spec, keys, reader)
+            found = await asyncio.wait_for(fetch, self.settings.source_timeout)
         except (TimeoutError, asyncio.TimeoutError):
             self.sink.raised("fetch", f"timeout after {self.settings.source_timeout}s ({len(keys)} keys)", entity)
             return "fetch: timeout"
@@ -205,12 +208,12 @@ class Pipeline:
         return entity_spec, found
 
     async def _fetch_and_compare(self, pending: list[PendingKey]) -> None:
-        groups: dict[tuple[str, str], list[PendingKey]] = {}
-        for item in pending:
-            groups.setdefault((item.job.entity, item.job.source), []).append(item)
+        groups: dict[tuple[str, str, Any], list[PendingKey]] = {}
+        for item in pending:  # one fetch per reader too: fields bound to the reader differ
+            groups.setdefault((item.job.entity, item.job.source, item.job.reader), []).append(item)
         today = dt.datetime.now(dt.timezone.utc).date()
-        for (entity, source_name), items in groups.items():
-            fetched = await self._fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)))
+        for (entity, source_name, reader), items in groups.items():
+            fetched = await self._fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)), reader)
             if isinstance(fetched, str):
                 for item in items:
                     self._publish_error(entity, item.job.route, item.key, fetched, item.job)
@@ -252,6 +255,7 @@ class Pipeline:
         return self.sink.publish(Comparison(
             entity=job.entity, route=job.route, key=key, outcome=outcome, diffs=verdict.diffs,
             suppressed=verdict.suppressed, source=job.source, control=control, candidate=candidate, at=time.time(),
+            unverified=unverified_paths(self._rules().entities.get(job.entity), control),
         ), job)
 
     def _publish_error(self, entity: str, route: str, key: str | None, reason: str, job: ShadowJob | None = None) -> None:
@@ -262,25 +266,31 @@ class Pipeline:
     def _stage(self, entity: str, stage: str, seconds: float) -> None:
         self.sink.observe_stage(entity, stage, seconds)
 
-    async def _check_extras(self, job: ShadowJob, route: Any) -> None:
-        """Complete list reads: rows the source has that the API did not return."""
+    async def _check_extras(self, job: ShadowJob, route: Any) -> frozenset[str]:
+        """List reads (listcheck.py): rows the source has that the API did not return
+        (`extra`), and the list itself (members, order, duplicates, total) as one
+        mismatch. Returns the members not to compare one by one."""
         source = self.sources.get(job.source)
         entity_spec = self._rules().entities.get(job.entity)
         if source is None or entity_spec is None:
-            return  # the fetch reports the missing source / entity for every key
+            return frozenset()  # the fetch reports the missing source / entity for every key
         try:
-            listed = await asyncio.wait_for(source.list_keys(entity_spec, route, dict(job.params)), self.settings.source_timeout)
+            checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job), self.settings.source_timeout)
         except (TimeoutError, asyncio.TimeoutError):
             self.sink.raised("list_keys", "timeout", job.entity)
             self._publish_error(job.entity, job.route, None, "list_keys: timeout", job)
-            return
+            return frozenset()
         except Exception as problem:
             self.sink.raised("list_keys", problem, job.entity)
             self._publish_error(job.entity, job.route, None, f"list_keys: {type(problem).__name__}: {problem}", job)
-            return
-        for key in sorted(set(listed) - set(job.controls)):
+            return frozenset()
+        for key in checked.extra:
             self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.EXTRA,
                                          source=job.source, at=time.time()), job)
+        if checked.diffs:
+            self.sink.publish(Comparison(entity=job.entity, route=job.route, key=list_key(dict(job.params)), outcome=Outcome.MISMATCH,
+                                         diffs=checked.diffs, source=job.source, at=time.time()), job)
+        return checked.unselected
 
     # ------------------------------------------------------------------ recheck
 
@@ -302,7 +312,7 @@ class Pipeline:
     def _maybe_explain(self, entry: RecentMismatch, entity_spec: Any, control: Any, candidate: Any) -> None:
         if self._explain is None:
             return
-        if self._explaining >= MAX_EXPLAINS_IN_FLIGHT or not self._explain_budget.take():
+        if self._explaining >= self.settings.explain_concurrency or not self._explain_budget.take():
             self.sink.dropped("explain_budget")
             return
         self._explaining += 1

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from normalizers.mixed import resolve
-from shadow.rules.spec import Entity, Field
+from shadow.rules.spec import AGGREGATES, Entity, Field
 
 Row = Mapping[str, Any]
 
@@ -114,6 +114,8 @@ def _kind_value(spec: Field) -> Build:
     if kind == "object":
         return _object(spec.fields)
     node, parent = spec.node, spec.parent
+    if kind in AGGREGATES:
+        return _aggregate(spec)
     if kind == "child":
         build_child = _object(spec.fields)
 
@@ -131,6 +133,19 @@ def _kind_value(spec: Field) -> Build:
 
 
 _NO_ROWS: Mapping[Any, Sequence[Row]] = {}
+
+
+def _aggregate(spec: Field) -> Build:
+    """count / sum / exists: the one grouped row of this parent (no row: 0 / false)."""
+    node, parent, exists = spec.node, spec.parent, spec.kind == "exists"
+
+    def aggregate(row: Row, fetched: Fetched) -> Any:
+        rows = fetched.children.get(node, _NO_ROWS).get(row.get(parent), ())
+        value = rows[0]["n"] if rows else 0
+        if exists:
+            return bool(value)
+        return 0 if value is None else value
+    return aggregate
 
 
 # ------------------------------------------------------------------ fetch plan
@@ -160,9 +175,9 @@ def uuid_columns(fields: Any) -> list[str]:
 
 
 def table_fields(fields: Any) -> Iterator[Field]:
-    """The rows/child fields directly under these fields (inside objects too)."""
+    """The rows/child/aggregate fields directly under these fields (inside objects too)."""
     for spec in fields:
-        if spec.kind in ("rows", "child"):
+        if spec.kind in ("rows", "child", *AGGREGATES):
             yield spec
         elif spec.kind == "object":
             yield from table_fields(spec.fields)

@@ -25,7 +25,8 @@ def pipeline_settings(config: Config, *, rate_limited_before: bool = False, shar
     return PipelineSettings(
         queue_size=config.queue_size, workers=config.workers, batch_size=config.batch_size,
         source_timeout=config.source_timeout, rate_limit=0.0 if rate_limited_before else config.rate_limit,
-        explain_rate=config.explain_rate, recheck_capacity=config.queue_size,
+        explain_rate=config.explain_rate, explain_concurrency=config.explain_concurrency,
+        recheck_capacity=config.queue_size,
         queue_bytes=max(QUEUE_BYTES // max(1, shards), 4 * config.max_body_bytes))
 
 

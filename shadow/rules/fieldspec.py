@@ -18,18 +18,25 @@ from typing import Any
 
 import normalizers
 from shadow.rules.reader import IDENTIFIER, TABLE, Reader, kind_of, show
-from shadow.rules.spec import FIELD_KINDS, Field, Transform
+from shadow.rules.spec import AGGREGATES, FIELD_KINDS, Field, Transform
+from shadow.rules.viewspec import (
+    AGGREGATE_OPTIONS,
+    parse_absent,
+    parse_aggregate,
+    parse_json_paths,
+)
 from shadow.rules.yamltree import YList, YMap
 
 _OPTIONS: dict[str, tuple[str, ...]] = {
-    "column": ("as", "default"),
-    "ref": ("to", "as", "default"),
-    "mixed": ("to", "as", "default"),
+    "column": ("as", "default", "absent"),
+    "ref": ("to", "as", "default", "absent"),
+    "mixed": ("to", "as", "default", "absent"),
     "object": ("as",),
-    "json": ("as", "default"),
+    "json": ("as", "default", "absent", "paths"),
     "rows": ("fk", "parent", "fields", "value", "order_by", "order", "key", "as"),
     "child": ("fk", "parent", "fields", "as"),
     "const": ("as",),
+    **{kind: AGGREGATE_OPTIONS for kind in AGGREGATES},
 }
 
 
@@ -98,7 +105,12 @@ def parse_field(reader: Reader, name: str, spec: Any, line: int, node: str) -> F
     if not reader.keys(spec, (kind, *_OPTIONS[kind]), where):
         return None
     transforms = parse_transforms(reader, spec["as"], spec.line_of("as"), where) if "as" in spec else ()
-    common: dict[str, Any] = {"transforms": transforms, "default": spec.get("default"), "node": node}
+    common: dict[str, Any] = {"transforms": transforms, "default": spec.get("default"), "node": node,
+                              "absent": parse_absent(spec)}
+    if kind in AGGREGATES:
+        return parse_aggregate(reader, name, kind, spec, line, where, common)
+    if kind == "json" and "paths" in spec:
+        common["json_paths"] = parse_json_paths(reader, spec, where, parse_transforms)
     argument, argument_line = spec[kind], spec.line_of(kind)
     if kind in ("column", "ref", "mixed", "json"):
         if not isinstance(argument, str) or not IDENTIFIER.match(argument):

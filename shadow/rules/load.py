@@ -23,12 +23,21 @@ from shadow.rules.routes import METHODS, Router, parse_template, shape
 from shadow.rules.spec import (Entity, KeySource, KnownDivergence, ListFilter, Route, RouteMatch,
                                RuleIssue, RulesError)
 from shadow.rules.stored import parse_stored
+from shadow.rules.viewspec import (
+    ROUTE_VIEW_KEYS,
+    check_reader_fields,
+    parse_list_filter,
+    parse_page,
+    parse_reader,
+    parse_view_key,
+)
 from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
 
 ENTITY_KEYS = ("entity", "collection", "table", "key", "id", "key_type", "id_field", "fields",
                "routes", "ignore", "redact", "hidden", "known", "null_is_missing", "redact_names",
-               "stored", "verify")
-ROUTE_KEYS = ("route", "list", "complete", "at", "key", "where", "sample", "sample_by", "recheck", "source")
+               "stored", "verify", "unverifiable", "distinct", "view")
+ROUTE_KEYS = ("route", "list", "complete", "at", "key", "where", "sample", "sample_by", "recheck", "source",
+              *ROUTE_VIEW_KEYS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,8 +163,8 @@ def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:
     if name is None:
         return None
     where = f"entity {name!r}"
-    reader.keys(document, ENTITY_KEYS, where, required=("collection", "table", "fields"))
-    fields = parse_fields(reader, document.get("fields"), document.line_of("fields"), where, "")
+    reader.keys(document, ENTITY_KEYS, where, required=("collection", "table") + (() if "distinct" in document else ("fields",)))
+    fields = parse_fields(reader, document.get("fields", YMap()), document.line_of("fields"), where, "")
     key_type = reader.string(document, "key_type", where, default="objectid", choices=("objectid", "string"))
     entity = Entity(
         name=name,
@@ -171,6 +180,9 @@ def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:
         redact_names=reader.strings(document, "redact_names", where, pattern=REDACT_NAME),
         hidden=reader.strings(document, "hidden", where),
         known=_known(reader, document, where),
+        unverifiable=reader.strings(document, "unverifiable", where, pattern=DOC_PATH),
+        distinct=reader.string(document, "distinct", where, pattern=IDENTIFIER),
+        view=reader.boolean(document, "view", where, False),
         null_is_missing=reader.boolean(document, "null_is_missing", where, True),
         stored=parse_stored(reader, document, where),
         checks=parse_checks(reader, document, {field.name: field for field in fields}, where),
@@ -186,6 +198,7 @@ def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:
         route = _route(reader, entity, item, routes_value.line_of(index))
         if route is not None:
             routes.append(route)
+    check_reader_fields(reader, entity, routes)
     return entity, routes
 
 
@@ -244,7 +257,9 @@ def _route(reader: Reader, entity: Entity, item: Any, line: int) -> Route | None
     name = f"{method} {template}"
     where = f"route {name!r}"
     is_list = reader.boolean(options, "list", where, False)
-    key = _key_source(reader, options, where, params, is_list)
+    view_key = (parse_view_key(reader, options["key"], options.line_of("key"), where, params, is_list)
+                if isinstance(options.get("key"), YMap) else None)
+    key = view_key[0] if view_key else _key_source(reader, options, where, params, is_list)
     at_text = reader.string(options, "at", where, default="") or ""
     return Route(
         name=name, method=method, template=template, entity=entity.name, param_names=params,
@@ -257,6 +272,10 @@ def _route(reader: Reader, entity: Entity, item: Any, line: int) -> Route | None
         key=key,
         at=tuple(step for step in at_text.split(".") if step),
         where=_where(reader, options, where, params),
+        reader=parse_reader(reader, options, where),
+        page=parse_page(reader, options, where, is_list),
+        key_normalize=view_key[1] if view_key else (),
+        const_key=view_key[2] if view_key else None,
         file=reader.file, line=line, entity_spec=entity,
     )
 
@@ -298,16 +317,10 @@ def _where(reader: Reader, options: YMap, where: str, params: tuple[str, ...]) -
             spec_map = YMap(param=spec)
             spec_map.line, spec_map.lines = line, {}
             spec = spec_map
-        if not isinstance(spec, YMap) or not reader.keys(spec, ("param", "to", "value"), f"{where} where {column!r}"):
-            if not isinstance(spec, YMap):
-                reader.error(line, f"{where}: where {column!r} must be a parameter name, {{param, to}} or {{value}}")
+        if not isinstance(spec, YMap):
+            reader.error(line, f"{where}: where {column!r} must be a parameter name, {{param, to}}, {{query}} or {{value}}")
             continue
-        param = spec.get("param")
-        if param is not None and param not in params:
-            reader.error(line, f"{where}: where {column!r} uses {{{param}}}, which is not in the template")
-            continue
-        if (param is None) == ("value" not in spec):
-            reader.error(line, f"{where}: where {column!r} needs exactly one of 'param' or 'value'")
-            continue
-        filters.append(ListFilter(column, param, spec.get("to"), spec.get("value")))
+        parsed = parse_list_filter(reader, column, spec, line, where, params)
+        if parsed is not None:
+            filters.append(parsed)
     return tuple(filters)

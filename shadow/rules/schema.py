@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from shadow.rules.reader import REDACT_NAME
-from shadow.rules.spec import FIELD_KINDS
+from shadow.rules.spec import AGGREGATES, FIELD_KINDS
 
 _NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
 _TABLE = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"}
@@ -17,6 +17,13 @@ _TRANSFORM = {"oneOf": [{"type": "string", "description": "normalizer name or pa
                          "description": "normalizer with an argument: {enum: {usd: USD}}"}]}
 _AS = {"description": "normalizers applied to both sides before comparing",
        "oneOf": [_TRANSFORM, {"type": "array", "items": _TRANSFORM}]}
+
+
+_ABSENT = {"description": "the value an absent field stands for (both sides)"}
+_AGGREGATE = {"fk": _NAME, "parent": _NAME, "of": _NAME, "as": _AS, "absent": _ABSENT,
+              "where": {"type": "object", "description": "column: key | reader | constant | {in: [..]} | {value: v}"}}
+_QUERY_PARAM = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["query"], "additionalProperties": False,
+                                                "properties": {"query": {"type": "string"}, "default": {"type": "integer"}}}]}
 
 
 def _kind(kind: str, required: dict[str, Any], optional: dict[str, Any], description: str) -> dict[str, Any]:
@@ -30,13 +37,14 @@ def rule_schema() -> dict[str, Any]:
     fields_ref = {"$ref": "#/$defs/fields"}
     table_common = {"fk": _NAME, "parent": _NAME, "as": _AS}
     field_kinds = [
-        _kind("column", {"column": _NAME}, {"as": _AS, "default": {}}, "a column of the row"),
-        _kind("ref", {"ref": _NAME, "to": _TABLE}, {"as": _AS, "default": {}},
+        _kind("column", {"column": _NAME}, {"as": _AS, "default": {}, "absent": _ABSENT}, "a column of the row"),
+        _kind("ref", {"ref": _NAME, "to": _TABLE}, {"as": _AS, "default": {}, "absent": _ABSENT},
               "uuid FK shown as the legacy ObjectId of collection `to` (via id_map)"),
-        _kind("mixed", {"mixed": _NAME, "to": _TABLE}, {"as": _AS, "default": {}},
+        _kind("mixed", {"mixed": _NAME, "to": _TABLE}, {"as": _AS, "default": {}, "absent": _ABSENT},
               "Mixed id from <x>_ref_kind, <x>_id, <x>_external_ref"),
         _kind("object", {"object": fields_ref}, {"as": _AS}, "nested object from columns of the same row"),
-        _kind("json", {"json": _NAME}, {"as": _AS, "default": {}}, "jsonb blob"),
+        _kind("json", {"json": _NAME}, {"as": _AS, "default": {}, "absent": _ABSENT,
+                                        "paths": {"type": "object", "additionalProperties": _AS}}, "jsonb blob"),
         _kind("rows", {"rows": _TABLE, "fk": _NAME}, {
             **table_common, "fields": fields_ref, "value": field_ref,
             "order_by": {"oneOf": [_NAME, {"type": "array", "items": _NAME}]},
@@ -45,6 +53,7 @@ def rule_schema() -> dict[str, Any]:
         _kind("child", {"child": _TABLE, "fk": _NAME, "fields": fields_ref}, table_common,
               "subdocument from a 1:1 child table"),
         _kind("const", {"const": {}}, {"as": _AS}, "a constant"),
+        *[_kind(kind, {kind: _TABLE}, _AGGREGATE, f"{kind} over child/junction rows") for kind in AGGREGATES],
     ]
     assert len(field_kinds) == len(FIELD_KINDS)
     route = {"oneOf": [
@@ -53,14 +62,21 @@ def rule_schema() -> dict[str, Any]:
             "route": {"type": "string", "pattern": r"^[A-Z]+ /"},
             "list": {"type": "boolean"}, "complete": {"type": "boolean"},
             "at": {"type": "string", "description": "dotted path of the document/list in the body"},
-            "key": {"oneOf": [{"const": "body"}, {"type": "object", "minProperties": 1, "maxProperties": 1,
+            "key": {"oneOf": [{"const": "body"}, {"type": "object", "minProperties": 1, "maxProperties": 2,
                                                   "properties": {"path": {"type": "string"}, "query": {"type": "string"},
-                                                                 "header": {"type": "string"}},
+                                                                 "header": {"type": "string"}, "const": {"type": "string"},
+                                                                 "normalize": {}},
                                                   "additionalProperties": False}]},
             "where": {"type": "object", "additionalProperties": {"oneOf": [
                 {"type": "string"},
                 {"type": "object", "additionalProperties": False,
-                 "properties": {"param": {"type": "string"}, "to": _TABLE, "value": {}}}]}},
+                 "properties": {"param": {"type": "string"}, "query": {"type": "string"}, "to": _TABLE, "by": _NAME,
+                                "value": {}, "op": {"enum": ["eq", "in", "gt", "gte", "lt", "lte"]}}}]}},
+            "reader": {"type": "object", "required": ["header", "jwt_claim", "to"], "additionalProperties": False,
+                       "properties": {"header": {"type": "string"}, "jwt_claim": {"type": "string"},
+                                      "to": _TABLE, "by": _NAME}},
+            "order_by": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "limit": _QUERY_PARAM, "offset": _QUERY_PARAM, "total": _PATH,
             "sample": {"type": "number", "minimum": 0, "maximum": 1},
             "sample_by": {"enum": ["random", "key"]},
             "recheck": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(ms|s|m)$"}]},
@@ -70,7 +86,7 @@ def rule_schema() -> dict[str, Any]:
         "$id": "https://shadow.invalid/rules.schema.json",
         "title": "shadow rule file (one entity per YAML document)",
         "type": "object",
-        "required": ["entity", "collection", "table", "fields"],
+        "required": ["entity", "collection", "table"],
         "additionalProperties": False,
         "properties": {
             "entity": _NAME, "collection": {"type": "string"}, "table": _TABLE,
@@ -102,6 +118,7 @@ def rule_schema() -> dict[str, Any]:
                     "type": "object", "required": ["name", "of"], "additionalProperties": False,
                     "properties": {"name": _NAME, "of": {"type": "array", "items": {"type": "string"}},
                                    "where": {"type": "object"}}}}}},
+            "unverifiable": {"type": "array", "items": _PATH}, "distinct": _NAME, "view": {"type": "boolean"},
         },
         "$defs": {
             "fields": {"type": "object", "additionalProperties": field_ref},

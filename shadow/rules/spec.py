@@ -18,7 +18,11 @@ if TYPE_CHECKING:
     from shadow.rules.checks import Checks
 
 #: the kinds of field a rule can describe (the one "source" key of a field spec)
-FIELD_KINDS = ("column", "ref", "mixed", "object", "json", "rows", "child", "const")
+FIELD_KINDS = ("column", "ref", "mixed", "object", "json", "rows", "child", "const", "count", "sum", "exists")
+#: the aggregate kinds (one grouped query over child/junction rows per batch; viewspec.py)
+AGGREGATES = ("count", "sum", "exists")
+#: a field without `absent:` (None is a legitimate "absent means null")
+NO_ABSENT: Any = type("NoAbsent", (), {"__repr__": lambda self: "NO_ABSENT"})()
 
 _OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 MAX_KEY_CHARS = 200
@@ -92,6 +96,11 @@ class Field:
     transforms: tuple[Transform, ...] = ()
     node: str = ""
     children: Mapping[str, Field] = field(default_factory=dict, repr=False)
+    # --- view models (viewspec.py): aggregates, absent values, paths inside json
+    where: tuple[Condition, ...] = ()  # count/sum/exists: extra conditions on the rows
+    of: str | None = None  # sum: the summed column
+    absent: Any = NO_ABSENT  # the value an absent (or null) field stands for, on both sides
+    json_paths: tuple[tuple[str, tuple[Transform, ...]], ...] = ()  # json: per-path `as`
 
     def columns(self) -> list[str]:
         """The columns of the *current* row this field reads."""
@@ -101,7 +110,7 @@ class Field:
             return [f"{self.column}_ref_kind", f"{self.column}_id", f"{self.column}_external_ref"]
         if self.kind == "object":
             return [column for sub in self.fields for column in sub.columns()]
-        if self.kind in ("rows", "child"):
+        if self.kind in ("rows", "child", *AGGREGATES):
             return [self.parent]
         return []
 
@@ -137,6 +146,9 @@ class Entity:
     redact_names: tuple[str, ...] = ()  # secret field names, beyond the defaults (publish/redaction.py)
     hidden: tuple[str, ...] = ()  # fields the API never shows (the mongo source drops them)
     known: tuple[KnownDivergence, ...] = ()
+    unverifiable: tuple[str, ...] = ()  # not compared (like ignore) but counted per path
+    distinct: str | None = None  # a scalar list: the distinct values of this column
+    view: bool = False  # computed per read by the API: no store holds it (the mongo source refuses it)
     null_is_missing: bool = True  # `"x": null` and no "x" are the same
     stored: StoredView = DEFAULT_VIEW  # stored Mongo document -> API document (rules/stored.py)
     checks: Checks | None = None  # what `shadow verify` checks beyond documents (rules/checks.py)
@@ -175,14 +187,61 @@ class KeySource:
 
 
 @dataclass(frozen=True, slots=True)
+class Lookup:
+    """How an API value (a key, a parameter, a reader's claim) becomes a PostgreSQL id:
+    through id_map (`to: collection`) or through a unique column (`to: table, by: column`,
+    the table's `id` is returned)."""
+
+    to: str
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One condition of an aggregate field's rows: `column <op> <bound value>`.
+    bind: key (the parent row's id) | reader (the reader's id) | value (a constant)."""
+
+    column: str
+    bind: str
+    value: Any = None
+    op: str = "eq"  # eq | in
+
+
+@dataclass(frozen=True, slots=True)
 class ListFilter:
-    """`where:` of a complete list route: column = path parameter (resolved to a uuid
-    through id_map when `to` names a collection) or column = a constant."""
+    """`where:` of a list route: column <op> a path parameter (`param`), a query
+    parameter (`query`; no parameter -> no condition), or a constant (`value`); a
+    parameter is resolved to a PostgreSQL id when `lookup` says how."""
 
     column: str
     param: str | None = None
     to: str | None = None
     value: Any = None
+    query: str | None = None
+    op: str = "eq"  # eq | in | gt | gte | lt | lte
+    by: str | None = None  # `to` is a table and `by` its unique column (not id_map)
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderSpec:
+    """Who is reading (per-reader fields): a JWT claim in a header, read, not verified
+    (only 2xx answers are shadowed: the upstream accepted the token), resolved to an id."""
+
+    header: str
+    claim: str
+    lookup: Lookup
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A list route's pagination and order: what PostgreSQL must select to show the
+    same page. `limit`/`offset` name query parameters (with defaults)."""
+
+    order_by: tuple[tuple[str, bool], ...] = ()  # (column, descending)
+    limit: str | None = None
+    limit_default: int | None = None
+    offset: str | None = None
+    total: tuple[str, ...] = ()  # path of the total count in the body
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -203,6 +262,11 @@ class Route:
     key: KeySource = KeySource("path", "id")
     at: tuple[str, ...] = ()  # where the document / list sits in the body
     where: tuple[ListFilter, ...] = ()
+    # --- view models (viewspec.py)
+    reader: ReaderSpec | None = None
+    page: Page | None = None
+    key_normalize: tuple[str, ...] = ()  # lower | trim, applied to the key before lookups
+    const_key: str | None = None  # scalar lists: the one key of the route
     file: str = ""
     line: int = 0
     entity_spec: Entity | None = field(default=None, repr=False)
@@ -222,6 +286,8 @@ class Route:
         assert self.entity_spec is not None
         entity = self.entity_spec
         document = self.document(body)
+        if self.const_key is not None:  # a scalar list (or any document) with one fixed key
+            return {} if document is None else {self.const_key: document}
         if self.is_list:
             if not isinstance(document, list):
                 return {}
@@ -246,6 +312,9 @@ class Route:
             raw = document.get(entity.id_field)
         if raw is None:
             raise InvalidKey(f"{self.name}: no key in {self.key.kind} {self.key.name or entity.id_field!r}")
+        if self.key_normalize and isinstance(raw, str):
+            for step in self.key_normalize:
+                raw = raw.lower() if step == "lower" else raw.strip()
         return {entity.validate_key(raw): document}
 
 

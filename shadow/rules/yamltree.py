@@ -73,6 +73,8 @@ def load_documents(text: str, *, aliases: bool = False, max_nodes: int = MAX_NOD
         while loader.check_node():
             node = loader.get_node()
             if node is not None:
+                if budget.seen is not None:  # aliases never cross documents, and the ids of a
+                    budget.seen.clear()  # converted document's (freed) nodes are reused
                 documents.append(_convert(node, loader, budget))
         return documents
     except yaml.MarkedYAMLError as error:

@@ -107,3 +107,24 @@ async def test_compare_never_prints_secret_values(pg_dsn: str, mongo_server: Any
     assert set(diffs) == {"name", "apiToken", "passwordHash", "card.number", "taxId"}
     _, shown = await run("--show-values")
     assert all(secret in shown for secret in secrets)
+
+
+async def test_compare_takes_the_control_from_the_real_api(marketplace: Any, sample_api: str) -> None:
+    from shadow.demo.marketplace.views import demo_token
+
+    requests = marketplace.dataset.by_id("purchaserequests")
+    plant = next(p for p in marketplace.drifts if p.kind == "missing_child_row")
+    clean = next(key for key in requests if key not in {p.legacy_id for p in marketplace.drifts})
+    as_buyer = f"Authorization: Bearer {demo_token(str(requests[clean]['buyerId']))}"
+    code, out, err = await shadow_compare(marketplace, "--entity", "purchase_request_views", "--id", clean,
+                                          "--url", sample_api, "--header", as_buyer, "--json")
+    assert code == 0 and json.loads(out)["outcome"] == "match", (out, err)  # isMine true on both sides
+    code, out, err = await shadow_compare(marketplace, "--entity", "purchase_request_views", "--id", plant.legacy_id,
+                                          "--url", sample_api)
+    assert code == 1 and "offersCount  [changed]" in out and "API:" in out, (out, err)
+    code, out, _ = await shadow_compare(marketplace, "--entity", "purchase_request_views", "--id", "0" * 24,
+                                        "--url", sample_api)
+    assert code == 2 and "NOT IN THE API" in out
+    code, _, err = await shadow_compare(marketplace, "--entity", "purchase_request_views", "--id", clean,
+                                        "--url", sample_api, "--header", "Authorization: Bearer forged.token.x")
+    assert code == 2 and "HTTP 401" in err

@@ -128,7 +128,7 @@ def rebuilt_shape(value: Any) -> Any:
 
 def test_marketplace_documents_canonicalize_as_the_reference(rules: RuleSet) -> None:
     dataset = generate(7, 25)
-    for entity in rules.entities.values():
+    for entity in (e for e in rules.entities.values() if not e.view):
         for stored in dataset.collections.get(entity.collection, []):
             api = to_api(entity.collection, stored)
             for document in (api, rebuilt_shape(api), stored):  # the API's JSON, a rebuild, raw BSON

@@ -64,8 +64,8 @@ def test_demo_finds_exactly_the_planted_divergences_and_stops_cleanly(tmp_path: 
     rows = plants(summary)
     divergent = [row for row in rows if row[5] == "divergent"]
     harmless = [row for row in rows if row[5] == "not a divergence"]
-    assert len(divergent) == 10 and len(harmless) == 2, summary
-    assert "planted divergences found at their path: 10/10" in summary
+    assert len(divergent) == 11 and len(harmless) == 2, summary  # 10 + the count shown on the view route
+    assert "planted divergences found at their path: 11/11" in summary
     assert all(row[0] == "ok " and row[6].startswith("found (") for row in divergent), summary
     assert {row[3] for row in harmless} == {"timestamp_us_truncation", "decimal_scale_only"}
     assert all(row[0] == "ok " and row[6] == "match" for row in harmless), summary
@@ -97,7 +97,7 @@ def test_ctrl_c_prints_the_final_summary_and_leaves_nothing_running(tmp_path: Pa
         assert process.stdout is not None
         for line in process.stdout:  # wait for a live summary that has found every plant
             lines.append(line)
-            if "found at their path: 10/10" in line:
+            if "found at their path: 11/11" in line:
                 break
         process.send_signal(signal.SIGINT)
         rest, errors = process.communicate(timeout=30)
@@ -108,7 +108,7 @@ def test_ctrl_c_prints_the_final_summary_and_leaves_nothing_running(tmp_path: Pa
             process.wait()
     out = "".join(lines) + rest
     assert process.returncode == 0, out + errors
-    assert "10/10" in final_summary(out)
+    assert "11/11" in final_summary(out)
     assert "Traceback" not in errors, errors
     assert_gone(out)
 

@@ -40,7 +40,7 @@ def copy_rules(tmp_path: Path, edit: tuple[str, str] | None = None) -> Path:
 
 def test_check_passes_on_the_shipped_rules(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "check", str(SHIPPED)]) == 0
-    assert "OK — 8 entities" in capsys.readouterr().out
+    assert "OK — 10 entities" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))

@@ -32,6 +32,7 @@ from pymongo import AsyncMongoClient, ReturnDocument
 from shadow.demo.marketplace.dualwrite import DualWrite
 from shadow.demo.marketplace.generate import CURRENCIES
 from shadow.demo.marketplace.tojson import to_api
+from shadow.demo.marketplace.views import add_view_routes
 
 
 class Backends:
@@ -306,6 +307,7 @@ def create_app(mongo_uri: str, db_name: str, dual_write_dsn: str | None = None,
     app.router.add_get("/api/blob", blob)
     app.router.add_get("/api/slow", slow)
     app.router.add_get("/healthz", healthz)
+    add_view_routes(app)  # view models: views.py
     return app
 
 

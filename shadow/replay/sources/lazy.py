@@ -56,8 +56,14 @@ class LazySource:
             return False
         return True
 
-    async def fetch(self, entity: Any, keys: Any) -> Any:
-        return await (await self._get()).fetch(entity, keys)
+    async def fetch(self, entity: Any, keys: Any, reader: Any = None) -> Any:
+        source = await self._get()
+        return await (source.fetch(entity, keys) if reader is None else source.fetch(entity, keys, reader))
+
+    async def select(self, entity: Any, route: Any, params: Any, query: Any) -> Any:
+        """A list read's selection (order, page, total), or None when the source has none."""
+        source = await self._get()
+        return await source.select(entity, route, params, query) if hasattr(source, "select") else None
 
     async def list_keys(self, entity: Any, route: Any, params: Any) -> Any:
         return await (await self._get()).list_keys(entity, route, params)

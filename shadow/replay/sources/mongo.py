@@ -36,8 +36,10 @@ class MongoSource:
     def _mongo_id(entity: Entity, key: str) -> Any:
         return ObjectId(key) if entity.key_type == "objectid" else key
 
-    async def fetch(self, entity: Entity, keys: list[str]) -> dict[str, Any]:
+    async def fetch(self, entity: Entity, keys: list[str], reader: Any = None) -> dict[str, Any]:
         """key -> the stored document as the API shows it, or None when there is none."""
+        if entity.view:
+            raise ValueError(f"{entity.name} is a view model: no stored document to read; compare with --url")
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
@@ -52,6 +54,9 @@ class MongoSource:
         by_column = {spec.column: spec for spec in entity.fields.values() if spec.kind in ("column", "ref")}
         query: dict[str, Any] = {}
         for condition in route.where:
+            if condition.query is not None or condition.op != "eq" or condition.by is not None:
+                raise LookupError(f"{route.name}: the mongo source checks path-parameter and constant equality "
+                                  f"filters only (where {condition.column!r})")
             spec = by_column.get(condition.column)
             if spec is None:
                 raise LookupError(f"{route.name}: no field of {entity.name!r} is rebuilt from column {condition.column!r}")

@@ -18,7 +18,8 @@ import asyncpg
 from normalizers.idmap import IdMapCache
 from normalizers.rows import group_rows
 from shadow.replay.rebuild import Fetched, item_fields, rebuild_plan, row_columns, table_fields, uuid_columns
-from shadow.rules.spec import Entity, Field, Route
+from shadow.replay.sources.pgview import BoundReader, aggregate_sql, distinct_fetch, resolve, select_keys
+from shadow.rules.spec import AGGREGATES, Entity, Field, Route
 
 
 def quote(name: str) -> str:
@@ -64,25 +65,32 @@ class PostgresSource:
         if self._own_pool:
             await self.pool.close()
 
-    async def fetch(self, entity: Entity, keys: list[str]) -> dict[str, Any]:
-        """key -> rebuilt document, or None when PostgreSQL has no row for it."""
+    async def fetch(self, entity: Entity, keys: list[str], reader: BoundReader | None = None) -> dict[str, Any]:
+        """key -> rebuilt document, or None when PostgreSQL has no row for it. `reader`:
+        who read the API (for fields bound to the reader); never logged."""
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
         async with self.pool.acquire() as connection:
             if self.read_only_session:
-                return await self._fetch(connection, entity, keys)
+                return await self._fetch(connection, entity, keys, reader)
             async with connection.transaction(readonly=True):
                 await connection.execute(f"SET LOCAL statement_timeout = {int(self.statement_timeout * 1000)}")
                 self.round_trips += 3  # BEGIN, SET, COMMIT
-                return await self._fetch(connection, entity, keys)
+                return await self._fetch(connection, entity, keys, reader)
 
     async def _query(self, connection: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
         self.round_trips += 1
         return await connection.fetch(sql, *args, timeout=self.statement_timeout + 1.0)
 
-    async def _fetch(self, connection: asyncpg.Connection, entity: Entity, keys: list[str]) -> dict[str, Any]:
+    async def _fetch(self, connection: asyncpg.Connection, entity: Entity, keys: list[str],
+                     reader: BoundReader | None = None) -> dict[str, Any]:
+        if entity.distinct is not None:  # a scalar list: one query answers every (constant) key
+            return await distinct_fetch(self, connection, entity, keys)
         plan = entity.plans.get("postgres") or fetch_plan(entity)
+        reader_id = None
+        if plan.needs_reader and reader is not None:
+            reader_id = await resolve(self, connection, reader.lookup, reader.value)
         main = await self._query(connection, plan.sql, keys)
         uuid_at = plan.uuid_columns
         uuids: set[Any] = {row[column] for row in main for column in uuid_at} if uuid_at else set()
@@ -95,7 +103,8 @@ class PostgresSource:
                 parents = list({row[parent] for row in parent_rows} - {None})
                 rows: list[Any] = []
                 if parents:
-                    rows = await self._query(connection, table.sql, parents)
+                    rows = await self._query(connection, table.sql, parents, *table.args,
+                                             *((reader_id,) if table.reader else ()))
                 children[table.node] = group_rows(rows, table.fk)
                 if table.uuid_columns:
                     uuids.update(row[column] for row in rows for column in table.uuid_columns)
@@ -115,21 +124,13 @@ class PostgresSource:
 
     async def list_keys(self, entity: Entity, route: Route, params: Mapping[str, str]) -> set[str]:
         """Every key the route's filter selects (a complete list read shows all of them)."""
-        conditions, args = [], []
+        selection = await self.select(entity, route, params, {})
+        return set(selection.keys)
+
+    async def select(self, entity: Entity, route: Route, params: Mapping[str, str], query: Mapping[str, str]) -> Any:
+        """The keys a list route shows (in its order, its page) and the total count."""
         async with self.pool.acquire() as connection:
-            for condition in route.where:
-                value: Any = condition.value
-                if condition.param is not None:
-                    value = params.get(condition.param)
-                    if condition.to is not None:
-                        value = await self._new_id(connection, condition.to, str(value))
-                        if value is None:
-                            return set()  # the parent is not in PostgreSQL: no row can match
-                args.append(value)
-                conditions.append(f"{quote(condition.column)} = ${len(args)}")
-            where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-            rows = await self._query(connection, f"SELECT {quote(entity.key)} FROM {quote(entity.table)}{where}", *args)
-        return {row[0] for row in rows}
+            return await select_keys(self, connection, entity, route, params, query)
 
     async def _new_id(self, connection: asyncpg.Connection, collection: str, legacy: str) -> Any:
         cached = self.id_map.new_of(collection, legacy)
@@ -155,6 +156,8 @@ class TableFetch:
     sql: str
     uuid_columns: tuple[str, ...]
     tables: tuple[TableFetch, ...]
+    args: tuple[Any, ...] = ()  # constants of an aggregate's conditions ($2, $3, ...)
+    reader: bool = False  # an aggregate bound to the reader: its id is the last argument
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,7 @@ class FetchPlan:
     sql: str
     uuid_columns: tuple[str, ...]
     tables: tuple[TableFetch, ...]
+    needs_reader: bool = False
 
 
 def fetch_plan(entity: Entity) -> FetchPlan:
@@ -175,11 +179,19 @@ def fetch_plan(entity: Entity) -> FetchPlan:
         plan = FetchPlan(f"SELECT {', '.join(map(quote, columns))} FROM {quote(entity.table)} "
                          f"WHERE {quote(entity.key)} = ANY($1)",
                          tuple(uuid_columns(fields)), tuple(_table_fetch(spec) for spec in table_fields(fields)))
+        plan = FetchPlan(plan.sql, plan.uuid_columns, plan.tables, _needs_reader(plan.tables))
         entity.plans["postgres"] = plan
     return plan
 
 
+def _needs_reader(tables: tuple[TableFetch, ...]) -> bool:
+    return any(table.reader or _needs_reader(table.tables) for table in tables)
+
+
 def _table_fetch(spec: Field) -> TableFetch:
+    if spec.kind in AGGREGATES:
+        sql, args, reader = aggregate_sql(spec)
+        return TableFetch(spec.node, spec.parent, spec.fk or "", sql, (), (), args, reader)
     items = item_fields(spec)
     wanted = _unique([spec.fk, *row_columns(items), *spec.order_by])
     order = ", ".join(map(quote, (spec.fk, *spec.order_by)))

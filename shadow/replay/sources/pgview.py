@@ -1,0 +1,199 @@
+"""PostgreSQL queries for view models (issue 12), beside the document fetch of
+postgres.py: aggregates over child rows, the reader's id, list selections under query
+parameters (filters, order, page, total) and scalar lists. Always bound parameters;
+names come from validated rules and are quoted; query-parameter strings are converted
+to the column's type (as PostgreSQL reports it) before they are sent."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from shadow.replay.viewread import BoundReader
+from shadow.rules.spec import Entity, Field, ListFilter, Lookup, Route
+
+if TYPE_CHECKING:
+    from shadow.replay.sources.postgres import PostgresSource
+
+__all__ = ["BoundReader", "Selection", "aggregate_sql", "distinct_fetch", "resolve", "select_keys"]
+
+MAX_LIMIT = 10_000
+_OPS = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _quote(name: str) -> str:
+    return ".".join(f'"{part}"' for part in name.split("."))
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What PostgreSQL shows for one list read: keys in the route's order (its page),
+    and the count of every row of the filter (None when the route has no `total:`)."""
+
+    keys: tuple[str, ...]
+    total: int | None = None
+
+
+def aggregate_sql(spec: Field) -> tuple[str, tuple[Any, ...], bool]:
+    """(SQL, constant arguments from $2, bound to the reader) of a count/sum/exists field:
+    one grouped query for all parents of a batch."""
+    fk = _quote(spec.fk or "")
+    conditions, args = [f"{fk} = ANY($1)"], []
+    readers = []
+    for condition in spec.where[1:]:
+        if condition.bind == "reader":
+            readers.append(condition.column)
+            continue
+        args.append(list(condition.value) if condition.op == "in" else condition.value)
+        operator = "= ANY" if condition.op == "in" else "="
+        conditions.append(f"{_quote(condition.column)} {operator}(${len(args) + 1})")
+    for column in readers:
+        conditions.append(f"{_quote(column)} = ${len(args) + 2}")
+    value = f"sum({_quote(spec.of)})" if spec.kind == "sum" and spec.of else "count(*)"
+    sql = (f"SELECT {fk}, {value} AS n FROM {_quote(spec.table or '')} "
+           f"WHERE {' AND '.join(conditions)} GROUP BY {fk}")
+    return sql, tuple(args), bool(readers)
+
+
+async def resolve(source: PostgresSource, connection: asyncpg.Connection, lookup: Lookup, value: Any) -> Any:
+    """An API value -> a PostgreSQL id: through id_map, or by a unique column of a table
+    (its `id`). None when there is no such row."""
+    if value is None:
+        return None
+    if lookup.by is None:
+        return await source._new_id(connection, lookup.to, str(value))
+    sql = f"SELECT id FROM {_quote(lookup.to)} WHERE {_quote(lookup.by)}::text = $1 LIMIT 2"
+    rows = await source._query(connection, sql, str(value))
+    return rows[0]["id"] if len(rows) == 1 else None
+
+
+async def distinct_fetch(source: PostgresSource, connection: asyncpg.Connection, entity: Entity,
+                         keys: list[str]) -> dict[str, Any]:
+    """A scalar-list entity: every (constant) key shows the distinct values of a column."""
+    column = _quote(entity.distinct or "")
+    rows = await source._query(connection, f"SELECT DISTINCT {column} FROM {_quote(entity.table)} "
+                                           f"WHERE {column} IS NOT NULL ORDER BY 1")
+    values = [row[0] for row in rows]
+    return {key: list(values) for key in keys}
+
+
+def _query_values(query: Mapping[str, Any], name: str) -> list[str]:
+    values = query.get(name)
+    if values is None:
+        return []
+    return [str(value) for value in (values if isinstance(values, list | tuple) else [values])]
+
+
+def _whole(values: list[str], default: int | None) -> int | None:
+    try:
+        return max(0, min(MAX_LIMIT, int(values[0]))) if values else default
+    except ValueError:
+        return default
+
+
+async def select_keys(source: PostgresSource, connection: asyncpg.Connection, entity: Entity, route: Route,
+                      params: Mapping[str, str], query: Mapping[str, Any]) -> Selection:
+    """The keys a list read shows: the route's `where` (path / query parameters /
+    constants), `order_by`, `limit`/`offset`; and the filter's count when `total:`."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    for condition in route.where:
+        values = await _filter_values(source, connection, condition, params, query)
+        if values is None:
+            continue  # a query parameter the read did not use: no condition
+        if not values:
+            return Selection((), 0 if route.page is not None and route.page.total else None)  # no row can match
+        args.append(values if condition.op == "in" else values[0])
+        column = _quote(condition.column)
+        conditions.append(f"{column} = ANY(${len(args)})" if condition.op == "in"
+                          else f"{column} {_OPS[condition.op]} ${len(args)}")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    table, key = _quote(entity.table), _quote(entity.key)
+    page = route.page
+    order = limit = offset = ""
+    if page is not None:
+        if page.order_by:
+            order = " ORDER BY " + ", ".join(f"{_quote(column)}{' DESC' if desc else ''}"
+                                             for column, desc in page.order_by)
+        count = _whole(_query_values(query, page.limit), page.limit_default) if page.limit else None
+        start = (_whole(_query_values(query, page.offset), 0) or 0) if page.offset else 0
+        page_args: list[int] = []
+        if count is not None:
+            page_args.append(count)
+            limit = f" LIMIT ${len(args) + len(page_args)}::bigint"
+        if page.offset:
+            page_args.append(start)
+            offset = f" OFFSET ${len(args) + len(page_args)}::bigint"
+    else:
+        page_args = []
+    rows = await _typed_fetch(source, connection, f"SELECT {key} FROM {table}{where}{order}{limit}{offset}",
+                              [*args, *page_args])
+    total = None
+    if page is not None and page.total:
+        counted = await _typed_fetch(source, connection, f"SELECT count(*) FROM {table}{where}", args)
+        total = counted[0][0]
+    return Selection(tuple(row[0] for row in rows), total)
+
+
+async def _filter_values(source: PostgresSource, connection: asyncpg.Connection, condition: ListFilter,
+                         params: Mapping[str, str], query: Mapping[str, Any]) -> list[Any] | None:
+    """The value(s) of one condition; None = no condition; [] = nothing can match."""
+    if condition.param is not None:
+        raw = [params[condition.param]] if condition.param in params else []
+    elif condition.query is not None:
+        raw = _query_values(query, condition.query)
+        if condition.op == "in":
+            raw = [part for value in raw for part in value.split(",") if part]
+        if not raw:
+            return None
+    else:
+        value = condition.value
+        raw = list(value) if isinstance(value, list | tuple) else [value]
+    if condition.to is None:
+        return raw
+    lookup = Lookup(condition.to, condition.by)
+    resolved = [await resolve(source, connection, lookup, value) for value in raw]
+    return [value for value in resolved if value is not None]
+
+
+_PARAMETER_TYPES: dict[str, tuple[str, ...]] = {}  # SQL text -> its parameters' type names
+MAX_PARAMETER_TYPES = 512  # one per route and set of conditions used; bounded all the same
+
+
+async def _typed_fetch(source: PostgresSource, connection: asyncpg.Connection, sql: str, args: list[Any]) -> Any:
+    """Run `sql` with query-parameter strings converted to the parameters' types (as
+    PostgreSQL reports them when the statement is first prepared; the SQL text has
+    only bound parameters, so it is one per route and set of conditions)."""
+    types = _PARAMETER_TYPES.get(sql)
+    if types is None:
+        source.round_trips += 1
+        statement = await connection.prepare(sql)
+        types = tuple(kind.name for kind in statement.get_parameters())
+        if len(_PARAMETER_TYPES) >= MAX_PARAMETER_TYPES:
+            _PARAMETER_TYPES.clear()
+        _PARAMETER_TYPES[sql] = types
+    converted = [_convert(value, kind) for value, kind in zip(args, types, strict=False)]
+    return await source._query(connection, sql, *converted)
+
+
+def _convert(value: Any, type_name: str) -> Any:
+    if isinstance(value, list):
+        return [_convert(item, type_name.lstrip("_")) for item in value]
+    if not isinstance(value, str):
+        return value
+    try:
+        if type_name in ("int2", "int4", "int8"):
+            return int(value)
+        if type_name in ("numeric", "float4", "float8"):
+            return Decimal(value) if type_name == "numeric" else float(value)
+        if type_name == "bool":
+            return value.lower() in ("true", "1", "yes")
+        if type_name in ("timestamptz", "timestamp"):
+            return datetime.fromisoformat(value)
+    except (ValueError, InvalidOperation):
+        return value  # PostgreSQL reports it; the read is then an error, never a guess
+    return value
