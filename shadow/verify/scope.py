@@ -123,6 +123,10 @@ def verifiable(entity: Entity) -> str | None:
     """None when a stored document can produce the entity's API view; else why not."""
     if entity.stored.unverifiable:
         return entity.stored.unverifiable
+    if entity.view:
+        return "a view model (view: true): computed per read, no stored document holds it"
+    if entity.distinct is not None:
+        return "a distinct list of values (distinct:), not one document per key"
     stored_kinds = {"column", "ref", "mixed", "object", "json", "rows", "child", "const"}
     pending = list(entity.fields.values())
     while pending:
