@@ -151,7 +151,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rules", "--rules", "SHADOW_RULES", "directory of rule YAML files (required)", "DIR", _directory),
     Option("pg", "--pg", "SHADOW_PG", "PostgreSQL DSN of the shadow source (postgres routes count `error` without it)", "DSN", _text),
     Option("mongo", "--mongo", "SHADOW_MONGO", "MongoDB URL of the shadow source for routes with `source: mongo`", "URL", _text),
-    Option("mongo_db", "--mongo-db", "SHADOW_MONGO_DB", "MongoDB database name (default marketplace)", "NAME", _text),
+    Option("mongo_db", "--mongo-db", "SHADOW_MONGO_DB", "MongoDB database name (required with --mongo)", "NAME", _text),
     Option("listen", "--listen", "SHADOW_LISTEN", "proxy address (default 0.0.0.0:8080)", "HOST:PORT", _address),
     Option("admin_listen", "--admin-listen", "SHADOW_ADMIN_LISTEN", "admin address (default 127.0.0.1:9090)", "HOST:PORT", _address),
     Option("queue_size", "--queue-size", "SHADOW_QUEUE_SIZE", "shadow queue capacity; full -> dropped (default 10000)", "N", _whole(1)),
@@ -198,7 +198,7 @@ class Config:
     rules: Path
     pg: str | None = None
     mongo: str | None = None
-    mongo_db: str = "marketplace"
+    mongo_db: str | None = None
     listen: str = "0.0.0.0:8080"
     admin_listen: str = "127.0.0.1:9090"
     queue_size: int = 10000
@@ -242,6 +242,8 @@ class Config:
                 continue
             option = OPTION_BY_FIELD[spec.name]
             object.__setattr__(self, spec.name, _checked(option, str(value), "value"))
+        if self.mongo is not None and not self.mongo_db:
+            raise ConfigError("--mongo-db / SHADOW_MONGO_DB: required with --mongo (the database the API reads)")
         if self.admin_token is not None and self.admin_token_file is not None:
             raise ConfigError("--admin-token / SHADOW_ADMIN_TOKEN and --admin-token-file / SHADOW_ADMIN_TOKEN_FILE: "
                               "give one of them, not both")

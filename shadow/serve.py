@@ -47,7 +47,8 @@ async def _main(config: Config) -> int:
             print(f"shadow proxy: {problem}", file=sys.stderr)
             return 2
     try:
-        sidecar = await start_sidecar(config, registry=registry, gate=gate, install_signal_handlers=True)
+        sidecar = await start_sidecar(config, registry=registry, gate=gate, install_signal_handlers=True,
+                                      warm_in_background=True)
     except RulesNotLoaded as problem:
         print(f"shadow proxy: {config.rules}: {problem}", file=sys.stderr)
         return 2

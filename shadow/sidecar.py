@@ -105,6 +105,7 @@ class Sidecar:
             return
         self._stopped = True
         proxy_runner, admin_runner = self._runners
+        self.admin.listening = False  # not ready any more: the Service stops sending traffic
         await proxy_runner.cleanup()  # stops accepting, waits for in-flight requests
         await self.pipeline.close()
         await admin_runner.cleanup()
@@ -139,10 +140,12 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
                         sources: Mapping[str, Any] | None = None,
                         compare: Callable[..., Any] | None = None, explain: Callable[..., Any] | None = None,
                         span_exporter: Any = None, gate: GateHook | None = None,
-                        install_signal_handlers: bool = False) -> Sidecar:
+                        install_signal_handlers: bool = False, warm_in_background: bool = False) -> Sidecar:
     """Start proxy, pipeline and admin server in the running loop. Raises
     RulesNotLoaded when the rules cannot be loaded at start (a bad edit later keeps the
-    last good rules instead)."""
+    last good rules instead). The proxy listens before the shadow worker starts; with
+    warm_in_background the worker's warm-up (rules, database connections) is not awaited
+    either, and /readyz answers ready as soon as this returns."""
     metrics = Metrics(registry)
     sink = Sink(metrics, Tracing(config.otlp_endpoint, span_exporter), config.mismatch_log, config.recent_mismatches)
     handoff: Handoff | None = None
@@ -176,8 +179,8 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
             pipeline_settings(config), sink, lambda: holder.current, opened_sources, compare, explain)
         pipeline.start()
     else:
-        pipeline = handoff = Handoff(config, sink)
-        await handoff.start()
+        pipeline = handoff = Handoff(config, sink)  # started once the proxy listens (below)
+        metrics.worker_pid = lambda: handoff.worker_pid if handoff is not None else None
     engine, serve_engine = (rawproxy.RawProxy, rawproxy.serve) if config.engine == "raw" else (Proxy, serve)
     proxy = engine(config.upstream, lambda: holder.current, pipeline, metrics,
                    max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout,
@@ -188,12 +191,23 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     auth = AdminAuth(config.admin_token_value, exposed=not is_loopback(admin_host))
     auth.warn_if_refusing()
     admin = Admin(sink, holder, config.upstream, gate, auth)
+    started: list[Any] = []
     try:
         proxy_runner, bound = await serve_engine(proxy, host, port, config.drain_timeout)  # type: ignore[arg-type]
+        started.append(proxy_runner)
         admin_runner = web.AppRunner(admin.app(), access_log=None)
         await admin_runner.setup()
         await web.TCPSite(admin_runner, admin_host, admin_port, reuse_address=True).start()
-    except BaseException:  # e.g. address in use: leave no worker process behind
+        started.append(admin_runner)
+        if handoff is not None:
+            # listen first: the worker loads the rules and opens (warms) its database
+            # connections while the proxy already serves; reads offered meanwhile wait in
+            # the worker's socket. (`shadow proxy` does not wait for the warm-up at all;
+            # embedders and tests get a warmed worker by default.)
+            await handoff.start(wait_ready=not warm_in_background)
+    except BaseException:  # e.g. address in use: leave no worker process or open port behind
+        for runner in reversed(started):
+            await runner.cleanup()
         await pipeline.close()
         await proxy.close()
         sink.close()
@@ -209,6 +223,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
         holder.watch()
     if install_signal_handlers:
         holder.on_sighup()
+    admin.listening = True  # ready: rules loaded, proxy listening, signal handlers in place
     log.info("proxy on %s -> %s; admin on %s; rules %s (%d routes)", sidecar.proxy_url, config.upstream,
              sidecar.admin_url, holder.current.version, len(holder.current.routes))
     return sidecar

@@ -27,8 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None, help="take the control from the real API at URL (view models)")
     parser.add_argument("--route", default=None, help="with --url: the route to read, e.g. 'GET /api/x/{id}'")
     parser.add_argument("--header", action="append", help="with --url: 'Name: value' sent to the API (repeat)")
-    parser.add_argument("--db", "--mongo-db", dest="db", default=env("SHADOW_MONGO_DB", "marketplace"),
-                        help="Mongo database (env SHADOW_MONGO_DB, default marketplace)")
+    parser.add_argument("--db", "--mongo-db", dest="db", default=env("SHADOW_MONGO_DB"),
+                        help="Mongo database (env SHADOW_MONGO_DB; required with --mongo, no default)")
     parser.add_argument("--entity", required=True, help="entity name from the rules, e.g. payments")
     parser.add_argument("--id", dest="ids", action="append", required=True,
                         help="legacy id (the API's _id); repeat for several")
@@ -67,6 +67,9 @@ async def _run(args: argparse.Namespace) -> int:
         return 2
     if not args.url and not args.mongo:
         print("shadow compare: --mongo (or env SHADOW_MONGO) is required unless --url is given", file=sys.stderr)
+        return 2
+    if not args.url and not args.db:
+        print("shadow compare: --mongo-db (or env SHADOW_MONGO_DB) is required with --mongo", file=sys.stderr)
         return 2
     mongo = None if args.url else MongoSource(args.mongo, args.db, timeout=args.timeout)
     pg = None

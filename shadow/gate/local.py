@@ -11,13 +11,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 
 from shadow.gate.criteria import GateCriteria
 from shadow.gate.report import to_json
 from shadow.gate.verdict import GateReport, GateSamples, GateUnavailable, RouteSample, decide
 
-_LOADED_AT = time.time()  # fallback for "process start" when the registry has no process collector
+_LOADED_AT = time.time()  # "process start" when the injected registry has no process collector
 
 
 def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: float | None = None) -> GateReport:
@@ -53,7 +53,9 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
                 started = value
     if not declared:
         raise GateUnavailable("shadow_comparisons_total is not in this process's registry: the shadow metrics are not registered")
-    started = started if started is not None else _process_start(registry)
+    # process_start_time_seconds of the injected registry (Metrics puts a process collector
+    # on it); never the global registry, which belongs to whoever else runs in this process
+    started = started if started is not None else _LOADED_AT
     samples = GateSamples(
         scope=f"local counters since process start ({datetime.fromtimestamp(started, UTC):%Y-%m-%dT%H:%M:%SZ})",
         window="since process start",
@@ -66,14 +68,6 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
         unverifiable=unverifiable,
     )
     return decide(samples, criteria)
-
-
-def _process_start(registry: CollectorRegistry) -> float:
-    if registry is not REGISTRY:
-        value = REGISTRY.get_sample_value("process_start_time_seconds")
-        if value is not None:
-            return value
-    return _LOADED_AT
 
 
 def gate_hook(registry: CollectorRegistry, criteria: GateCriteria) -> Callable[[], dict[str, Any]]:

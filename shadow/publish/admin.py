@@ -14,7 +14,6 @@ or admin listens beyond loopback (shadow/publish/admin_auth.py).
 """
 from __future__ import annotations
 
-import asyncio
 import html
 import inspect
 import string
@@ -34,7 +33,6 @@ from shadow.rules.reload import RulesHolder, rule_files
 
 #: /gate's hook: returns a JSON-able verdict (sync or async); set by the lead's wiring
 GateHook = Callable[[], "Awaitable[dict[str, Any]] | dict[str, Any]"]
-READY_CACHE_SECONDS = 1.0
 OUTCOME_COLUMNS = ("match", "mismatch", "transient", "missing", "extra", "error", "skipped")
 
 
@@ -48,7 +46,11 @@ class Admin:
         self.rules = rules
         self.upstream = URL(upstream)
         self.gate = gate
-        self._ready: tuple[float, bool, str] = (0.0, False, "not checked yet")
+        #: the proxy port accepts connections (set by the sidecar once bound, cleared when it
+        #: stops listening). Readiness is "rules loaded and listening" and nothing else: no
+        #: check of the upstream or the shadow sources, so an outage of the API (or of
+        #: PostgreSQL) never takes every replica out of the Service at once.
+        self.listening = False
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth.middleware])
@@ -76,27 +78,11 @@ class Admin:
         problems = []
         if self.rules.current is None:
             problems.append("rules: none loaded (" + "; ".join(self.rules.last_result.problems if self.rules.last_result else ()) + ")")
-        reachable, detail = await self._upstream_reachable()
-        if not reachable:
-            problems.append(f"upstream {self.upstream}: {detail}")
+        if not self.listening:
+            problems.append("proxy: not listening")
         if problems:
             return web.json_response({"ready": False, "problems": problems}, status=503)
         return web.json_response({"ready": True, "rules": self.rules.current.version})
-
-    async def _upstream_reachable(self) -> tuple[bool, str]:
-        checked_at, reachable, detail = self._ready
-        if time.monotonic() - checked_at < READY_CACHE_SECONDS:
-            return reachable, detail
-        host, port = self.upstream.host or "localhost", self.upstream.port or 80
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-            writer.close()
-            await writer.wait_closed()
-            reachable, detail = True, "reachable"
-        except (TimeoutError, OSError) as problem:
-            reachable, detail = False, f"unreachable ({type(problem).__name__}: {problem})"
-        self._ready = (time.monotonic(), reachable, detail)
-        return reachable, detail
 
     async def rules_view(self, request: web.Request) -> web.Response:
         rules = self.rules.current

@@ -6,7 +6,17 @@ counters; `Metrics()` without one gets a fresh registry.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 #: stage latencies range from µs (compare) to the source timeout and recheck delays
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -45,3 +55,16 @@ class Metrics:
             self.dropped.labels(reason)  # present at 0 so rate() and alerts work from the start
         for result in ("success", "error"):
             self.reloads.labels(result)
+        # process_* (CPU, memory, fds, start time) and python_info of this process on the
+        # injected registry, as on the global one; and the shadow worker process's own as
+        # shadow_worker_process_* (read from /proc by its pid; absent while it is down).
+        if r is not REGISTRY:  # the global registry has its own already
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        #: the running shadow worker's pid, or None (set by the sidecar in worker mode)
+        self.worker_pid: Callable[[], int | None] = lambda: None
+        ProcessCollector(namespace="shadow_worker", pid=self._worker_pid, registry=r)
+
+    def _worker_pid(self) -> str:
+        pid = self.worker_pid()
+        return str(pid) if pid is not None else "-"  # /proc/-/ does not exist: no samples

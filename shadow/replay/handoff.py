@@ -108,9 +108,11 @@ class Handoff:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Start every worker process."""
-        await asyncio.gather(*(link.start() for link in self.links))
+    async def start(self, wait_ready: bool = True) -> None:
+        """Start every worker process. wait_ready=False returns once they are connected;
+        their readiness (rules loaded, database connections warmed) is awaited and logged
+        in the background."""
+        await asyncio.gather(*(link.start(wait_ready) for link in self.links))
 
     def rules_changed(self, rules: Any) -> None:
         """The main process loaded new rules: the workers load the same directory."""

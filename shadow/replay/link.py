@@ -162,8 +162,9 @@ class Link:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Start the worker process (it loads the rules and opens its sources itself)."""
+    async def start(self, wait_ready: bool = True) -> None:
+        """Start the worker process (it loads the rules and opens its sources itself);
+        wait_ready=False: its readiness is awaited in the background (Handoff.start)."""
         handoff = self.handoff
         self._generation += 1
         generation = self._generation
@@ -186,14 +187,20 @@ class Link:
         self._explainable.clear()
         self._ready = loop.create_future()
         self.send(Start(handoff.config, handoff.sink.tracing.enabled, len(handoff.links)))
+        if wait_ready:
+            await self._await_ready(self.process, self._ready)
+        else:
+            handoff.tasks.spawn(self._await_ready(self.process, self._ready), f"worker-{self.index}-ready")
+
+    async def _await_ready(self, process: subprocess.Popen[bytes], ready: asyncio.Future[str | None]) -> None:
         try:  # reads offered meanwhile wait in the socket; this only makes the start orderly
-            version = await asyncio.wait_for(asyncio.shield(self._ready), READY_TIMEOUT_SECONDS)
+            version = await asyncio.wait_for(asyncio.shield(ready), READY_TIMEOUT_SECONDS)
         except TimeoutError:
-            log.warning("shadow worker %d (pid %d) not ready after %gs; carrying on", self.index, self.process.pid,
+            log.warning("shadow worker %d (pid %d) not ready after %gs; carrying on", self.index, process.pid,
                         READY_TIMEOUT_SECONDS)
             return
-        log.info("shadow worker %d ready (pid %d, nice +%d, rules %s)", self.index, self.process.pid,
-                 handoff.config.shadow_nice, version)
+        log.info("shadow worker %d ready (pid %d, nice +%d, rules %s)", self.index, process.pid,
+                 self.handoff.config.shadow_nice, version)
 
     def lost(self, generation: int, problem: Exception | None) -> None:
         if generation != self._generation:

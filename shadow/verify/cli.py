@@ -22,8 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", default=env("SHADOW_RULES"), help="rules directory (env SHADOW_RULES)")
     parser.add_argument("--pg", default=env("SHADOW_PG"), help="PostgreSQL DSN, read-only is enough (env SHADOW_PG)")
     parser.add_argument("--mongo", default=env("SHADOW_MONGO"), help="MongoDB URL (env SHADOW_MONGO)")
-    parser.add_argument("--mongo-db", "--db", dest="mongo_db", default=env("SHADOW_MONGO_DB", "marketplace"),
-                        help="Mongo database (env SHADOW_MONGO_DB, default marketplace)")
+    parser.add_argument("--mongo-db", "--db", dest="mongo_db", default=env("SHADOW_MONGO_DB"),
+                        help="Mongo database (env SHADOW_MONGO_DB; no default)")
     parser.add_argument("--entity", action="append", default=[], help="entity to verify (repeat; default all)")
     parser.add_argument("--layer", default="all", help="counts | sums | docs | all (default all)")
     parser.add_argument("--partition", default=env("SHADOW_VERIFY_PARTITION", "0/1"),
@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
 def _options(args: argparse.Namespace) -> tuple[Any, tuple[str, ...], float | None]:
     from shadow.verify.scope import parse_partition
 
-    for flag in ("rules", "pg", "mongo"):
+    for flag in ("rules", "pg", "mongo", "mongo_db"):
         if not getattr(args, flag):
-            raise ValueError(f"--{flag} is required")
+            raise ValueError(f"--{flag.replace('_', '-')} is required")
     if args.layer not in LAYER_CHOICES:
         raise ValueError(f"--layer must be one of {', '.join(LAYER_CHOICES)}, got {args.layer!r:.40}")
     layers = ("counts", "sums", "docs") if args.layer == "all" else (args.layer,)

@@ -29,11 +29,15 @@ async def test_probes(world, start) -> None:
     assert status == 200 and json.loads(body)["ready"] is True
 
 
-async def test_not_ready_while_the_upstream_is_unreachable(world, start) -> None:
+async def test_ready_means_rules_loaded_and_listening_not_upstream_reachable(world, start) -> None:
+    """An API outage must not take every replica out of the Service at once: readiness
+    does not look at the upstream; it goes away only when the proxy stops listening."""
     sidecar = await start(upstream=f"http://127.0.0.1:{free_port()}")
     status, _, body = await get(sidecar.admin_url + "/readyz")
-    assert status == 503
-    assert "upstream" in json.loads(body)["problems"][0]
+    assert status == 200 and json.loads(body)["ready"] is True
+    sidecar.admin.listening = False  # what Sidecar.stop() does before the proxy stops accepting
+    status, _, body = await get(sidecar.admin_url + "/readyz")
+    assert status == 503 and json.loads(body)["problems"] == ["proxy: not listening"]
 
 
 async def test_metrics_use_the_contract_names(world, start, probe) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from shadow.publish.admin_auth import check_token
 
-STANDALONE = {"upstream": {"url": "http://orders-api.shop.svc:80"}}
-SIDECAR = {"mode": "sidecar", "upstream": {"url": "http://127.0.0.1:3000"}, "sidecar": {"podSelector": {"app": "orders-api"}}}
+STANDALONE = {"demo": True, "upstream": {"url": "http://orders-api.shop.svc:80"}}
+SIDECAR = {"demo": True, "mode": "sidecar", "upstream": {"url": "http://127.0.0.1:3000"}, "sidecar": {"podSelector": {"app": "orders-api"}}}
 EXISTING = {"adminToken": {"existingSecret": {"name": "orders-admin", "key": "bearer"}}}
 
 

@@ -22,7 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "shadow"
 DASHBOARD = CHART_DIR / "files" / "dashboard.json"
-MONITORING = {"upstream": {"url": "http://orders-api.shop.svc:80"}, "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}
+MONITORING = {"demo": True, "upstream": {"url": "http://orders-api.shop.svc:80"}, "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}
 
 
 def test_alert_rules_copy_is_byte_identical() -> None:

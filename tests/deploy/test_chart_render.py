@@ -18,8 +18,11 @@ CHART_DIR = REPO / "helm" / "shadow"
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
-STANDALONE = {"upstream": {"url": "http://orders-api.shop.svc.cluster.local:80"}}
-SIDECAR = {"mode": "sidecar", "upstream": {"url": "http://127.0.0.1:3000"}, "sidecar": {"podSelector": {"app": "orders-api"}}}
+#: the base value sets deploy the repository's demo rules (`demo: true`); without it the
+#: chart wants the user's own (test_the_chart_refuses_to_render_without_user_rules)
+STANDALONE = {"demo": True, "upstream": {"url": "http://orders-api.shop.svc.cluster.local:80"}}
+SIDECAR = {"demo": True, "mode": "sidecar", "upstream": {"url": "http://127.0.0.1:3000"},
+           "sidecar": {"podSelector": {"app": "orders-api"}}}
 MONITORING = {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
               "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}
 SECRETS = {"postgres": {"existingSecret": {"name": "orders-pg", "key": "dsn"}},
@@ -62,7 +65,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                                          "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]},
         "ports": {"proxy": 18080, "admin": 19090},
     }),
-    "standalone-existing-rules": merged(STANDALONE, {"rules": {"existingConfigMap": "orders-shadow-rules-v7"},
+    "standalone-existing-rules": merged(STANDALONE, {"demo": False, "rules": {"existingConfigMap": "orders-shadow-rules-v7"},
                                                      "gate": {"existingConfigMap": "orders-cutover", "key": "criteria.yaml"},
                                                      "networkPolicy": {"enabled": False}, "podDisruptionBudget": {"enabled": False}}),
     "sidecar-minimal": SIDECAR,
@@ -388,3 +391,34 @@ def test_default_memory_leaves_room_for_the_proxy_and_its_worker(render) -> None
     assert memory_bytes(requests["memory"]) >= measured_overload * 2, "the request should cover the measured overload twice"
     assert memory_bytes(limits["memory"]) >= worst_case * 2, "the limit should cover the bounded worst case with headroom"
     assert "cpu" not in limits, "a CPU limit would throttle the client path"
+
+
+USER_UPSTREAM = {"upstream": {"url": "http://orders-api.shop.svc.cluster.local:80"}}
+USER_RULES = {"rules": {"existingConfigMap": "orders-rules"}, "gate": {"existingConfigMap": "orders-cutover"}}
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (merged(USER_UPSTREAM, {"gate": {"enabled": False}}), "rules: set rules.existingConfigMap"),
+    (merged(USER_UPSTREAM, {"rules": {"existingConfigMap": "orders-rules"}}), "gate: set gate.existingConfigMap"),
+    (merged(USER_UPSTREAM, USER_RULES, {"mongo": {"existingSecret": {"name": "orders-mongo", "key": "url"}}}),
+     "config.mongoDb: the MongoDB database name is required"),
+], ids=["no rules", "no gate criteria", "mongo without a database name"])
+def test_the_chart_refuses_to_render_without_user_rules(chart, values: dict[str, Any], message: str) -> None:
+    """The demo's marketplace rules, gate and database name are never a silent default."""
+    with pytest.raises(helm.HelmRenderError, match=message):
+        chart.render(values, name="orders", namespace="shop")
+
+
+def test_user_rules_render_without_anything_of_the_demo(render) -> None:
+    for values in (merged(USER_UPSTREAM, USER_RULES), merged(USER_UPSTREAM, {"rules": {"existingConfigMap": "orders-rules"},
+                                                                            "gate": {"enabled": False}})):
+        objects = render(values)
+        names = {o["metadata"]["name"] for o in by_kind(objects, "ConfigMap")}
+        assert "orders-shadow-rules" not in names and "orders-shadow-gate" not in names
+        (_, container), = shadow_containers(objects)
+        assert "SHADOW_MONGO_DB" not in {e["name"] for e in container["env"]}
+    objects = render(merged(USER_UPSTREAM, USER_RULES, {"config": {"mongoDb": "orders"}}))
+    (_, container), = shadow_containers(objects)
+    assert {"name": "SHADOW_MONGO_DB", "value": "orders"} in container["env"]
+    (_, container), = shadow_containers(render(STANDALONE))
+    assert {"name": "SHADOW_MONGO_DB", "value": "marketplace"} in container["env"]  # demo: true

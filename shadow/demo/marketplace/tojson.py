@@ -15,14 +15,18 @@ JSON-ready dict the production API would send:
 - schema defaults filled when the field is absent (`DEFAULTS`, as Mongoose does on read);
   other missing fields stay missing, `null` stays `null`, key order is the stored order.
 
-The per-collection field list and its PostgreSQL home are in docs/domain.md.
+The per-collection field list and its PostgreSQL home are in docs/domain.md. The value
+conversion is the generic one of the mongo source (shadow.replay.sources.apijson, with
+normalizers.values.iso_ms); only the per-collection hidden fields are the demo's.
 """
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from bson import Decimal128, ObjectId
+from normalizers.values import iso_ms
+from shadow.replay.sources.apijson import to_api_json
+
+__all__ = ["HIDDEN_FIELDS", "iso_ms", "to_api"]
 
 #: fields a collection's toJSON transform deletes (besides `__v`)
 HIDDEN_FIELDS: dict[str, frozenset[str]] = {
@@ -36,32 +40,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def iso_ms(moment: datetime) -> str:
-    """JS `toISOString()`: UTC, millisecond precision (µs truncated, as a JS Date holds ms)."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def to_json_value(value: Any) -> Any:
-    """One BSON value in its JSON form (recursive)."""
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, datetime):
-        return iso_ms(value)
-    if isinstance(value, Decimal128):
-        return {"$numberDecimal": str(value)}
-    if isinstance(value, dict):
-        return {key: to_json_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_value(item) for item in value]
-    return value
-
-
 def to_api(collection: str, doc: dict[str, Any]) -> dict[str, Any]:
     """The API's JSON object for one stored document of `collection`."""
     hidden = HIDDEN_FIELDS.get(collection, frozenset())
-    shown = {key: to_json_value(value) for key, value in doc.items() if key != "__v" and key not in hidden}
+    shown = {key: to_api_json(value) for key, value in doc.items() if key != "__v" and key not in hidden}
     for name, default in DEFAULTS.get(collection, {}).items():
         shown.setdefault(name, default)
     return shown

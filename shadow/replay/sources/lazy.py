@@ -78,7 +78,7 @@ class LazySource:
 def default_sources(config: Config) -> dict[str, Any]:
     """The sources the config names, opened lazily."""
     sources: dict[str, Any] = {}
-    pg, mongo = config.pg, config.mongo
+    pg, mongo, mongo_db = config.pg, config.mongo, config.mongo_db
     if pg:
         async def open_postgres() -> Any:
             from shadow.replay.sources.postgres import PostgresSource
@@ -88,11 +88,11 @@ def default_sources(config: Config) -> dict[str, Any]:
                                                pool_size=config.workers + 1)
 
         sources["postgres"] = LazySource("postgres", open_postgres)
-    if mongo:
+    if mongo and mongo_db:  # Config refuses --mongo without --mongo-db
         async def open_mongo() -> Any:
             from shadow.replay.sources.mongo import MongoSource
 
-            return MongoSource(mongo, config.mongo_db, timeout=config.source_timeout)
+            return MongoSource(mongo, mongo_db, timeout=config.source_timeout)
 
         sources["mongo"] = LazySource("mongo", open_mongo)
     return sources
