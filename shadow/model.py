@@ -37,6 +37,32 @@ class SkipReason(str, enum.Enum):
     SHUTDOWN = "shutdown"
 
 
+class DropReason(str, enum.Enum):
+    """Why shadow work was given up to protect the user path: the `reason` label of
+    shadow_dropped_total. Three of them also count the read as SKIPPED (see `skip`)."""
+
+    QUEUE_FULL = "queue_full"
+    RATE_LIMITED = "rate_limited"
+    SHUTDOWN = "shutdown"
+    WORKER_DOWN = "worker_down"  # the shadow worker process is down or its pipe is full
+    EXPLAIN_BUDGET = "explain_budget"  # deepdiff explanation rate-limited (counts stay exact)
+    RECHECK_FULL = "recheck_full"  # no room to wait for a recheck: the first verdict stands
+    RECHECK_BYTES = "recheck_bytes"  # the recheck heap's byte bound reached
+    LOG_BACKLOG = "log_backlog"  # mismatch log lines beyond the in-memory backlog
+
+    @property
+    def skip(self) -> SkipReason | None:
+        """The skip reason a dropped read (one with an entity and route) is counted under."""
+        return _SKIP_OF_DROP.get(self)
+
+
+_SKIP_OF_DROP = {
+    DropReason.QUEUE_FULL: SkipReason.QUEUE_FULL,
+    DropReason.RATE_LIMITED: SkipReason.RATE_LIMITED,
+    DropReason.SHUTDOWN: SkipReason.SHUTDOWN,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FieldDiff:
     """One differing field. `path` has list indices collapsed (`offers[*].status`),

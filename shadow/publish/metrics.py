@@ -18,6 +18,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from shadow.model import DropReason
+
 #: stage latencies range from µs (compare) to the source timeout and recheck delays
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 #: the proxy's own time is tens of µs; the interesting tail is around 1 ms
@@ -51,8 +53,8 @@ class Metrics:
         self.reloads = Counter("shadow_rules_reloads", "Rule (re)loads by result", ["result"], registry=r)
         self.rules_info = Gauge("shadow_rules_info", "The loaded rules (value 1)", ["version"], registry=r)
         self.errors = Counter("shadow_errors", "Shadow-side failures by stage", ["stage"], registry=r)
-        for reason in ("queue_full", "rate_limited", "explain_budget", "shutdown"):
-            self.dropped.labels(reason)  # present at 0 so rate() and alerts work from the start
+        for reason in (DropReason.QUEUE_FULL, DropReason.RATE_LIMITED, DropReason.EXPLAIN_BUDGET, DropReason.SHUTDOWN):
+            self.dropped.labels(reason.value)  # present at 0 so rate() and alerts work from the start
         for result in ("success", "error"):
             self.reloads.labels(result)
         # process_* (CPU, memory, fds, start time) and python_info of this process on the

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import orjson
 
-from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason
+from shadow.model import Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.tracing import Tracing
@@ -173,12 +173,13 @@ class Sink:
         self.counts[entity][Outcome.SKIPPED.value] += 1
         self.child(self.metrics.skipped, entity, route, reason.value).inc()
 
-    def dropped(self, reason: SkipReason | str, entity: str | None = None, route: str | None = None) -> None:
+    def dropped(self, reason: DropReason, entity: str | None = None, route: str | None = None) -> None:
         """Shadow work given up to protect the user path (queue full, rate limit, ...)."""
-        reason_text = reason.value if isinstance(reason, SkipReason) else reason
-        self.child(self.metrics.dropped, reason_text).inc()
-        if entity is not None and route is not None and isinstance(reason, SkipReason):
-            self.skipped(entity, route, reason)
+        reason = DropReason(reason)  # the member, also when handed its label value
+        self.child(self.metrics.dropped, reason.value).inc()
+        skip = reason.skip
+        if entity is not None and route is not None and skip is not None:
+            self.skipped(entity, route, skip)
 
     def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None:
         """Every shadow-side failure comes here: counted by stage, logged (throttled)."""
@@ -275,7 +276,7 @@ class Sink:
 
     def _log_line(self, entry: RecentMismatch) -> None:
         if len(self._pending) >= MAX_PENDING_LOG_LINES:
-            self.metrics.dropped.labels("log_backlog").inc()
+            self.metrics.dropped.labels(DropReason.LOG_BACKLOG.value).inc()
             return
         line = entry.as_json()
         line["at"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(entry.at)) + f".{int(entry.at % 1 * 1000):03d}Z"

@@ -27,7 +27,7 @@ import itertools
 from typing import Any
 
 from shadow.config import Config
-from shadow.model import SkipReason
+from shadow.model import DropReason
 from shadow.proxy.capture import CapturedRead
 from shadow.publish.sink import Sink
 from shadow.replay.link import FLUSH_SECONDS, READ_OVERHEAD, WORKER_DOWN, Link, read_message
@@ -97,7 +97,7 @@ class Handoff:
         sidecar is stopping, the worker is down, or too many bytes wait already."""
         if self.closed:
             route = read.match.route
-            self.sink.dropped(SkipReason.SHUTDOWN, route.entity, route.name)
+            self.sink.dropped(DropReason.SHUTDOWN, route.entity, route.name)
             return False
         links = self.links
         if len(links) == 1:

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, assert_never
 
-from shadow.model import ShadowJob, SkipReason
+from shadow.model import DropReason, ShadowJob
 from shadow.proxy.capture import CapturedRead
 from shadow.publish.sink import RecentMismatch
 from shadow.publish.tracing import request_context
@@ -56,7 +56,7 @@ STOP_TIMEOUT_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 30.0
 #: ring entries a worker may still attach a deepdiff explanation to
 MAX_EXPLAINABLE = 4096
-WORKER_DOWN = "worker_down"
+WORKER_DOWN = DropReason.WORKER_DOWN
 
 
 
@@ -131,7 +131,7 @@ class Link:
         size = len(read.body) + READ_OVERHEAD
         if transport.get_write_buffer_size() + self.pending_bytes + size > self.buffer_limit:
             route = read.match.route
-            self.sink.dropped(SkipReason.QUEUE_FULL, route.entity, route.name)
+            self.sink.dropped(DropReason.QUEUE_FULL, route.entity, route.name)
             return False
         self.pending.append(read_message(read))
         self.pending_bytes += size

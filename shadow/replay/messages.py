@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from shadow.model import Comparison, FieldDiff, SkipReason
+from shadow.model import Comparison, DropReason, FieldDiff, SkipReason
 
 if TYPE_CHECKING:
     from shadow.config import Config
@@ -36,7 +36,7 @@ class Sink(Protocol[Entry]):
 
     def skipped(self, entity: str, route: str, reason: SkipReason) -> None: ...
 
-    def dropped(self, reason: SkipReason | str, entity: str | None = None, route: str | None = None) -> None: ...
+    def dropped(self, reason: DropReason, entity: str | None = None, route: str | None = None) -> None: ...
 
     def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None: ...
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from shadow.proxy.capture import CapturedRead, prepare
-from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason, Verdict
+from shadow.model import Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason, Verdict
 from shadow.publish.sink import RecentMismatch
 from shadow.replay.messages import Sink
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
@@ -68,7 +68,7 @@ def admit(match: Any, limit: TokenBucket, sink: Any) -> bool:
         sink.skipped(route.entity, route.name, SkipReason.NOT_SAMPLED)
         return False
     if not limit.take():
-        sink.dropped(SkipReason.RATE_LIMITED, route.entity, route.name)
+        sink.dropped(DropReason.RATE_LIMITED, route.entity, route.name)
         return False
     return True
 
@@ -109,10 +109,10 @@ class Pipeline:
         """Queue a read without waiting; a full queue (or a closed pipeline) drops it."""
         route = read.match.route
         if self._closed:
-            self.sink.dropped(SkipReason.SHUTDOWN, route.entity, route.name)
+            self.sink.dropped(DropReason.SHUTDOWN, route.entity, route.name)
             return False
         if self._queued_bytes + len(read.body) > self.settings.queue_bytes or self.queue.full():
-            self.sink.dropped(SkipReason.QUEUE_FULL, route.entity, route.name)
+            self.sink.dropped(DropReason.QUEUE_FULL, route.entity, route.name)
             return False
         self.queue.put_nowait(read)
         self._queued_bytes += len(read.body)
@@ -130,9 +130,9 @@ class Pipeline:
         await self._tasks.close()
         while not self.queue.empty():
             route = self.queue.get_nowait().match.route
-            self.sink.dropped(SkipReason.SHUTDOWN, route.entity, route.name)
+            self.sink.dropped(DropReason.SHUTDOWN, route.entity, route.name)
         for pending in self._rechecks.clear():
-            self.sink.dropped(SkipReason.SHUTDOWN, pending.job.entity, pending.job.route)
+            self.sink.dropped(DropReason.SHUTDOWN, pending.job.entity, pending.job.route)
         self._queued_bytes = 0
 
     async def drain(self, timeout: float) -> bool:
@@ -245,7 +245,7 @@ class Pipeline:
             parked = PendingKey(replace(job, controls={key: control}, attempt=1), key, verdict, candidate)
             if self._rechecks.push(parked, route.recheck):
                 return
-            self.sink.dropped("recheck_full")  # no room to wait: report what we saw
+            self.sink.dropped(DropReason.RECHECK_FULL)  # no room to wait: report what we saw
         entry = self._publish(job, key, verdict.outcome, verdict, control, candidate)
         if entry is not None and verdict.outcome is Outcome.MISMATCH:
             self._maybe_explain(entry, entity_spec, control, candidate)
@@ -313,7 +313,7 @@ class Pipeline:
         if self._explain is None:
             return
         if self._explaining >= self.settings.explain_concurrency or not self._explain_budget.take():
-            self.sink.dropped("explain_budget")
+            self.sink.dropped(DropReason.EXPLAIN_BUDGET)
             return
         self._explaining += 1
         self._tasks.spawn(self._run_explain(entry, entity_spec, control, candidate), f"explain-{entry.id}")

@@ -21,7 +21,7 @@ from typing import Any
 
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason
+from shadow.model import Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason
 from shadow.publish.metrics import STAGE_BUCKETS
 from shadow.publish.sink import NOTEWORTHY
 from shadow.replay.messages import (
@@ -104,8 +104,8 @@ class Relay:
     def skipped(self, entity: str, route: str, reason: SkipReason) -> None:
         self._skipped[entity, route, reason.value if isinstance(reason, SkipReason) else str(reason)] += 1
 
-    def dropped(self, reason: SkipReason | str, entity: str | None = None, route: str | None = None) -> None:
-        self._dropped[reason.value if isinstance(reason, SkipReason) else reason, entity, route] += 1
+    def dropped(self, reason: DropReason, entity: str | None = None, route: str | None = None) -> None:
+        self._dropped[DropReason(reason).value, entity, route] += 1
 
     def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None:
         if isinstance(error, BaseException):  # exceptions need not pickle (asyncpg's do not)

@@ -7,7 +7,7 @@ import io
 import pickle
 from typing import Any
 
-from shadow.model import Comparison, FieldDiff, Outcome, SkipReason
+from shadow.model import Comparison, DropReason, FieldDiff, Outcome, SkipReason
 from shadow.publish.metrics import Metrics
 from shadow.publish.sink import Sink
 from shadow.replay.messages import (
@@ -36,8 +36,8 @@ def _report(sink: Any) -> None:
     sink.skipped("payments", "GET /p/{id}", SkipReason.NOT_JSON)
     sink.skipped("payments", "GET /p/{id}", SkipReason.NOT_JSON)
     sink.dropped(SkipReason.QUEUE_FULL, "users", "GET /u/{id}")
-    sink.dropped("explain_budget")
-    sink.dropped("recheck_full")
+    sink.dropped(DropReason.EXPLAIN_BUDGET)
+    sink.dropped(DropReason.RECHECK_FULL)
     sink.raised("fetch", "timeout after 0.5s", "users")
     for seconds in (0.00001, 0.0003, 0.004, 0.004, 0.7, 99.0):
         sink.observe_stage("payments", "fetch", seconds)
