@@ -14,7 +14,6 @@ one-line text body.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -25,9 +24,26 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from shadow.proxy.forwarding import (NO_SHADOW_METHODS, BodyCopy, RequestCounter, body_copy, captured_read, end_to_end,
-                                     forwarded_for, timeout_text, unreachable_text)
-from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, Refused, RequestLimits, check_head, origin_form, refusal
+from shadow.proxy.forwarding import (
+    NO_SHADOW_METHODS,
+    BodyCopy,
+    RequestCounter,
+    body_copy,
+    captured_read,
+    end_to_end,
+    forwarded_for,
+    timeout_text,
+    unreachable_text,
+)
+from shadow.proxy.limits import (
+    DEFAULT_LIMITS,
+    ConnectionSlots,
+    Refused,
+    RequestLimits,
+    check_head,
+    origin_form,
+    refusal,
+)
 from shadow.publish.metrics import Metrics
 
 log = logging.getLogger("shadow.proxy.aiohttp_engine")
@@ -82,7 +98,8 @@ class Proxy:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0, ttl_dns_cache=60)
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.upstream_timeout, sock_read=self.upstream_timeout),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.upstream_timeout,
+                                          sock_read=self.upstream_timeout),
             skip_auto_headers=(hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE),
         )
 
@@ -135,7 +152,7 @@ class Proxy:
             # a pooled keep-alive connection turns out to be closed (never a used-up body).
             upstream = await self.session.request(method, url, headers=headers, data=body, allow_redirects=False,
                                                   compress=None, chunked=None)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return self._own_answer(method, 504, timeout_text(self.upstream, self.upstream_timeout), started, asked)
         except aiohttp.ClientError as problem:
             log.debug("upstream unreachable: %r", problem)
@@ -160,9 +177,9 @@ class Proxy:
             fully_read = True
             streamed = time.perf_counter()
             await response.write_eof()
-            body = copy.body() if copy is not None else None
-            if body is not None:
-                self._hand_over(request, upstream, match, body)
+            copied = copy.body() if copy is not None else None
+            if copied is not None:
+                self._hand_over(request, upstream, match, copied)
             own += time.perf_counter() - streamed
             self.metrics.proxy_seconds.observe(own)
             self._count(method, f"{upstream.status // 100}xx")
@@ -181,7 +198,7 @@ class Proxy:
                 await response.write(chunk)
                 if copy is not None:
                     copy.add(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError, aiohttp.ClientOSError, asyncio.TimeoutError) as problem:
+        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError, aiohttp.ClientOSError) as problem:
             # Headers are gone already: the only honest thing left is to cut the
             # connection so the client sees a truncated body, not a complete one.
             log.warning("upstream broke off a %s %s response mid-body: %s", request.method, request.path, problem)
@@ -191,7 +208,7 @@ class Proxy:
 
     def _hand_over(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, match: Any, body: bytes) -> None:
         """After the client has the whole answer: queue the read for the shadow side."""
-        self.handoff.offer(captured_read(  # type: ignore[union-attr]
+        self.handoff.offer(captured_read(
             match, request.query, request.headers, body, upstream.headers.get(hdrs.CONTENT_TYPE, ""),
             upstream.headers.get(hdrs.CONTENT_ENCODING, "")))
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import orjson
 
 from shadow.model import ShadowJob, SkipReason
-from shadow.rules import InvalidKey, RouteMatch
+from shadow.publish.tracing import request_context
 from shadow.replay.sampling import sampled_by_key
 from shadow.replay.viewread import bound_reader, listing
-from shadow.publish.tracing import request_context
+from shadow.rules import InvalidKey, RouteMatch
 
 MAX_INFLATED_BYTES = 16 * 1024 * 1024  # a gzip body may not inflate past this (zip bombs)
 

@@ -15,7 +15,8 @@ from shadow.proxy.capture import CapturedRead
 from shadow.publish.metrics import Metrics
 
 #: RFC 9110 §7.6.1 hop-by-hop fields (plus the headers `Connection` names, and Proxy-*)
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+                        "upgrade"})
 #: the headers that frame a message: a `Connection` header can never make them hop-by-hop
 FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -91,7 +92,7 @@ class BodyCopy:
     limit (a chunked body shows its size only while streaming) it counts
     body_too_large once and keeps nothing more."""
 
-    __slots__ = ("chunks", "_size", "_limit", "_handoff", "_match")
+    __slots__ = ("_handoff", "_limit", "_match", "_size", "chunks")
 
     def __init__(self, handoff: Any, match: Any, limit: int) -> None:
         self.chunks: list[bytes] | None = []

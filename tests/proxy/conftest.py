@@ -3,6 +3,7 @@ unchanged, and a sidecar in front of it (widget rules, no shadow source)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -225,10 +226,8 @@ async def flaky_keepalive_upstream() -> AsyncIterator[str]:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"ok\": true}")
         await writer.drain()
-        try:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)

@@ -18,6 +18,7 @@ from shadow.sidecar import Sidecar, start_sidecar
 from tests.proxy.test_hostile import connect, read_answer, until_closed
 from tests.proxy.wire_upstream import RecordingUpstream
 
+
 def refusals(sidecar: Sidecar, code: str) -> float | None:
     """shadow_proxy_requests_total of the proxy's own refusals with this status."""
     return sidecar.registry.get_sample_value("shadow_proxy_requests_total", {"method": "other", "code": code})

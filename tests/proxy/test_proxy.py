@@ -12,7 +12,6 @@ from shadow.demo.embedded import free_port
 from shadow.sidecar import Sidecar, start_sidecar
 
 
-
 async def fetch(session: aiohttp.ClientSession, method: str, url: str, **kwargs: object) -> tuple[int, str, list[tuple[bytes, bytes]], bytes]:
     async with session.request(method, url, allow_redirects=False, **kwargs) as response:  # type: ignore[arg-type]
         body = await response.read()

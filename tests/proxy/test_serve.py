@@ -135,7 +135,7 @@ async def test_gate_criteria_flag_serves_the_local_verdict_and_bad_criteria_fail
 
     good = tmp_path / "gate.yaml"
     good.write_text("window: 1h\nentities:\n  widgets: {min_comparisons: 1, max_mismatches: 0}\n")
-    process, port, admin_port = _spawn_from_env(upstream.url, widget_rules, tmp_path, "--gate-criteria", str(good),
+    process, _port, admin_port = _spawn_from_env(upstream.url, widget_rules, tmp_path, "--gate-criteria", str(good),
                                                 stdout=subprocess.DEVNULL)
     try:
         admin = f"http://127.0.0.1:{admin_port}"

@@ -7,8 +7,8 @@ import asyncio
 import collections
 import logging
 import time
-from email.utils import formatdate
 from collections.abc import Callable
+from email.utils import formatdate
 from typing import TYPE_CHECKING
 
 import httptools
@@ -28,7 +28,7 @@ class ClientConnection(asyncio.Protocol):
     """A client connection: parses requests (pipelined ones wait their turn) and writes
     the answers back in order."""
 
-    def __init__(self, proxy: "RawProxy") -> None:
+    def __init__(self, proxy: RawProxy) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)

@@ -14,12 +14,18 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
-from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits
-from shadow.publish.metrics import Metrics
-from shadow.proxy.forwarding import (NO_SHADOW_METHODS, RequestCounter, body_copy, captured_read, timeout_text,
-                          unreachable_text)
-from shadow.proxy.raw.exchange import Answer, BodyMode, Exchange, origin_form, request_head, request_path, response_head
+from shadow.proxy.forwarding import (
+    NO_SHADOW_METHODS,
+    RequestCounter,
+    body_copy,
+    captured_read,
+    timeout_text,
+    unreachable_text,
+)
+from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits, origin_form
+from shadow.proxy.raw.exchange import Answer, BodyMode, Exchange, request_head, request_path, response_head
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
+from shadow.publish.metrics import Metrics
 
 if TYPE_CHECKING:
     from shadow.proxy.raw.client import ClientConnection
@@ -101,7 +107,7 @@ class RawProxy:
             _, connection = await asyncio.wait_for(
                 self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, ssl=self._tls),
                 self.upstream_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             self._own_answer(exchange, 504, "Gateway Timeout", timeout_text(self.upstream, self.upstream_timeout))
             return
         except OSError as problem:
@@ -182,7 +188,8 @@ class RawProxy:
             if timed_out:
                 self._own_answer(exchange, 504, "Gateway Timeout", timeout_text(self.upstream, self.upstream_timeout))
             else:
-                self._own_answer(exchange, 502, "Bad Gateway", unreachable_text(self.upstream, problem or ConnectionError()))
+                self._own_answer(exchange, 502, "Bad Gateway",
+                                 unreachable_text(self.upstream, problem or ConnectionError()))
             return
         # Headers are gone already: the only honest thing left is to cut the connection
         # so the client sees a truncated body, not a complete one.
@@ -245,6 +252,6 @@ class RawProxy:
         self._idle_waiter = self.loop.create_future()
         try:
             await asyncio.wait_for(asyncio.shield(self._idle_waiter), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return self.in_flight == 0
         return True

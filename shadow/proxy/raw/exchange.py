@@ -41,10 +41,36 @@ class Exchange:
     """One request and its answer: what the client sent, where it is going, and how the
     answer is framed back. Driven by the callbacks of both connections."""
 
-    __slots__ = ("client", "method", "target", "headers", "http10", "keep_alive", "chunked_request",
-                 "has_body", "request_done", "body_pending", "upstream", "reused", "answer", "mode", "copy", "match", "status", "response_headers", "started",
-                 "asked", "own", "task", "close_delimited", "retried", "dispatched", "finished",
-                 "upstream_keep_alive", "content_length")
+    __slots__ = (
+        "answer",
+        "asked",
+        "body_pending",
+        "chunked_request",
+        "client",
+        "close_delimited",
+        "content_length",
+        "copy",
+        "dispatched",
+        "finished",
+        "has_body",
+        "headers",
+        "http10",
+        "keep_alive",
+        "match",
+        "method",
+        "mode",
+        "own",
+        "request_done",
+        "response_headers",
+        "retried",
+        "reused",
+        "started",
+        "status",
+        "target",
+        "task",
+        "upstream",
+        "upstream_keep_alive",
+    )
 
     def __init__(self, client: ClientConnection) -> None:
         self.client = client

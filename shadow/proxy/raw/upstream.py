@@ -22,7 +22,7 @@ IDLE_SECONDS = 4.0
 class UpstreamConnection(asyncio.Protocol):
     """A keep-alive connection to the upstream, carrying one exchange at a time."""
 
-    def __init__(self, proxy: "RawProxy") -> None:
+    def __init__(self, proxy: RawProxy) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
