@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -103,6 +103,13 @@ def _file(text: str) -> Path:
     return path
 
 
+#: the modes a flag picks from (the parser checks the value against the same list)
+ReloadMode = Literal["watch", "signal"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+ShadowProcess = Literal["worker", "inline"]  # worker = comparisons in a child process
+Engine = Literal["aiohttp", "raw"]  # the request path
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text.lower() not in choices:
@@ -160,18 +167,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_body_bytes", "--max-body-bytes", "SHADOW_MAX_BODY_BYTES", "largest response body copied for shadowing (default 1048576)", "N", _whole(0)),
     Option("source_timeout", "--source-timeout", "SHADOW_SOURCE_TIMEOUT", "timeout of every shadow source call (default 2.0)", "SECONDS", _seconds(0.0)),
     Option("rate_limit", "--rate-limit", "SHADOW_RATE_LIMIT", "shadowed reads per second, 0 = unlimited (default 0)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
-    Option("reload", "--reload", "SHADOW_RELOAD", "watch = file changes + SIGHUP + POST /reload; signal = SIGHUP + POST /reload", "MODE", _choice("watch", "signal")),
+    Option("reload", "--reload", "SHADOW_RELOAD", "watch = file changes + SIGHUP + POST /reload; signal = SIGHUP + POST /reload", "MODE", _choice(*get_args(ReloadMode))),
     Option("otlp_endpoint", "--otlp-endpoint", "SHADOW_OTLP_ENDPOINT", "OTLP/HTTP traces endpoint (default off)", "URL", _url),
     Option("mismatch_log", "--mismatch-log", "SHADOW_MISMATCH_LOG", "JSON-lines mismatch log file, - = stderr (default -)", "PATH", _text),
-    Option("log_level", "--log-level", "SHADOW_LOG_LEVEL", "debug, info, warning or error (default info)", "LEVEL", _choice("debug", "info", "warning", "error")),
+    Option("log_level", "--log-level", "SHADOW_LOG_LEVEL", "debug, info, warning or error (default info)", "LEVEL", _choice(*get_args(LogLevel))),
     Option("upstream_timeout", "--upstream-timeout", "SHADOW_UPSTREAM_TIMEOUT", "upstream connect / read inactivity timeout -> 504 (default 30)", "SECONDS", _seconds(0.0)),
     Option("drain_timeout", "--drain-timeout", "SHADOW_DRAIN_TIMEOUT", "on shutdown, how long in-flight requests may finish (default 15)", "SECONDS", _seconds(0.0, allow_zero=True)),
     Option("recent_mismatches", "--recent-mismatches", "SHADOW_RECENT_MISMATCHES", "mismatches kept in memory for /mismatches (default 200)", "N", _whole(1)),
     Option("gate_criteria", "--gate-criteria", "SHADOW_GATE_CRITERIA", "gate criteria YAML for the admin /gate verdict (default: /gate answers 501)", "FILE", _file),
-    Option("shadow_process", "--shadow-process", "SHADOW_SHADOW_PROCESS", "worker = shadow comparisons in a child process (default); inline = in the proxy's process", "MODE", _choice("worker", "inline")),
+    Option("shadow_process", "--shadow-process", "SHADOW_SHADOW_PROCESS", "worker = shadow comparisons in a child process (default); inline = in the proxy's process", "MODE", _choice(*get_args(ShadowProcess))),
     Option("shadow_nice", "--shadow-nice", "SHADOW_SHADOW_NICE", "niceness added to the shadow worker process, 0-19 (default 19: the proxy always goes first)", "N", _nice),
     Option("shadow_workers", "--shadow-workers", "SHADOW_SHADOW_WORKERS", "shadow worker processes, reads sharded by key; 0 = from the CPU quota: one per CPU beyond the proxy's, at least 1 (default 0)", "N", _whole(0)),
-    Option("engine", "--engine", "SHADOW_ENGINE", "request path: raw = asyncio + httptools (default; about half the CPU per request); aiohttp = the aiohttp client and server", "ENGINE", _choice("aiohttp", "raw")),
+    Option("engine", "--engine", "SHADOW_ENGINE", "request path: raw = asyncio + httptools (default; about half the CPU per request); aiohttp = the aiohttp client and server", "ENGINE", _choice(*get_args(Engine))),
     Option("rules_max_bytes", "--rules-max-bytes", "SHADOW_RULES_MAX_BYTES", "largest rule file read; larger ones are refused before parsing (default 1048576)", "N", _whole(1)),
     Option("normalizer_modules", "--normalizer-modules", "SHADOW_NORMALIZER_MODULES", "Python modules rules may import normalizers from, comma-separated (default: none, built-ins only)", "MODULES", _modules),
     Option("admin_token", "--admin-token", "SHADOW_ADMIN_TOKEN", "bearer token for /mismatches, /rules, POST /reload (prefer the env var or --admin-token-file: a flag shows in ps)", "TOKEN", _admin_token, secret=True),
@@ -207,19 +214,19 @@ class Config:
     max_body_bytes: int = 1048576
     source_timeout: float = 2.0
     rate_limit: float = 0.0
-    reload: str = "watch"
+    reload: ReloadMode = "watch"
     otlp_endpoint: str | None = None
     mismatch_log: str = "-"
-    log_level: str = "info"
+    log_level: LogLevel = "info"
     upstream_timeout: float = 30.0
     drain_timeout: float = 15.0
     recent_mismatches: int = 200
     explain_rate: float = 20.0
     explain_concurrency: int = 16
-    shadow_process: str = "worker"
+    shadow_process: ShadowProcess = "worker"
     shadow_nice: int = 19
     gate_criteria: Path | None = None
-    engine: str = "raw"
+    engine: Engine = "raw"
     rules_max_bytes: int = 1048576
     normalizer_modules: str = ""  # comma-separated; see rules_policy
     admin_token: str | None = field(default=None, repr=False)
