@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import json
 
-from shadow.model import Comparison, FieldDiff, Outcome, SkipReason
+from shadow.model import Comparison, DropReason, FieldDiff, Outcome, SkipReason
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import REDACTED, redact_value
 from shadow.publish.sink import MAX_FIELDS_PER_ENTITY, Sink
@@ -50,7 +50,7 @@ def test_field_labels_are_capped_per_entity() -> None:
 
 def test_skips_drops_and_failures_are_counted_by_reason_and_stage() -> None:
     sink = Sink(Metrics(), mismatch_log=io.StringIO())
-    sink.dropped(SkipReason.QUEUE_FULL, "users", "GET /api/users/{id}")
+    sink.dropped(DropReason.QUEUE_FULL, "users", "GET /api/users/{id}")
     sink.skipped("users", "GET /api/users/{id}", SkipReason.NOT_JSON)
     sink.raised("fetch", TimeoutError("slow"), "users")
     sink.raised("fetch", TimeoutError("slow"), "users")
@@ -60,6 +60,27 @@ def test_skips_drops_and_failures_are_counted_by_reason_and_stage() -> None:
     assert registry.get_sample_value("shadow_skipped_total", {"entity": "users", "route": "GET /api/users/{id}", "reason": "not_json"}) == 1
     assert registry.get_sample_value("shadow_errors_total", {"stage": "fetch"}) == 2
     assert dict(sink.counts["users"]) == {"skipped": 2}
+
+
+def test_drop_reasons_keep_their_label_values_and_only_three_count_as_skips() -> None:
+    """The reason label values are an interface (dashboards, alerts): pinned here. A drop
+    with an entity and route is also a SKIPPED read only for the reasons that are skips."""
+    labels = {"queue_full", "rate_limited", "shutdown", "worker_down", "explain_budget", "recheck_full",
+              "recheck_bytes", "log_backlog"}
+    assert {reason.value for reason in DropReason} == labels
+    sink = Sink(Metrics(), mismatch_log=io.StringIO())
+    for reason in DropReason:
+        sink.dropped(reason, "users", "GET /api/users/{id}")
+    sink.dropped("worker_down")  # type: ignore[arg-type]  # a label value from a worker's message
+    registry = sink.metrics.registry
+    for label in labels:
+        assert registry.get_sample_value("shadow_dropped_total", {"reason": label}) == (2 if label == "worker_down" else 1)
+    skipped = {s.labels["reason"] for m in registry.collect() if m.name == "shadow_skipped"
+               for s in m.samples if s.name == "shadow_skipped_total" and s.value}
+    assert skipped == {"queue_full", "rate_limited", "shutdown"}
+    assert {reason.skip for reason in DropReason} == {SkipReason.QUEUE_FULL, SkipReason.RATE_LIMITED,
+                                                      SkipReason.SHUTDOWN, None}
+    assert dict(sink.counts["users"]) == {"skipped": 3}
 
 
 def test_no_secret_value_leaves_through_log_page_or_span() -> None:
