@@ -10,7 +10,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+#: where the migrated copy is read from
+SourceKind = Literal["postgres", "mongo"]
+#: how a field differs: changed value, present on one side only, a different JSON type;
+#: in lists also out of order or a duplicate
+DiffKind = Literal["changed", "missing_in_candidate", "extra_in_candidate", "type", "order", "duplicate"]
 
 
 class Outcome(str, enum.Enum):
@@ -73,7 +79,7 @@ class FieldDiff:
     at: str
     control: Any
     candidate: Any
-    kind: str = "changed"  # changed | missing_in_candidate | extra_in_candidate | type
+    kind: DiffKind = "changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +97,7 @@ class ShadowJob:
 
     entity: str
     route: str  # the route's name, e.g. "GET /api/payments/{id}"
-    source: str  # "postgres" | "mongo"
+    source: SourceKind
     controls: Mapping[str, Any]  # key (legacy id) -> the API's document (parsed JSON)
     params: Mapping[str, str] = field(default_factory=dict)  # path params, for list `extra` checks
     enqueued_at: float = 0.0  # time.monotonic() when the proxy queued it

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from shadow.model import Comparison, DropReason, FieldDiff, SkipReason
+from shadow.model import Comparison, DropReason, FieldDiff, SkipReason, SourceKind
 
 if TYPE_CHECKING:
     from shadow.config import Config
@@ -104,7 +104,7 @@ class JobInfo(NamedTuple):
 
     entity: str
     route: str
-    source: str
+    source: SourceKind
     enqueued_at: float
     trace: tuple[tuple[str, str], ...]
 

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast, get_args
 
+from shadow.model import SourceKind
 from shadow.rules.checks import parse_checks
 from shadow.rules.fieldspec import parse_fields
 from shadow.rules.policy import RulesPolicy
 from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.routes import METHODS, Router, parse_template, shape
 from shadow.rules.spec import (Entity, KeySource, KnownDivergence, ListFilter, Route, RouteMatch,
-                               RuleIssue, RulesError)
+                               RuleIssue, RulesError, SampleBy)
 from shadow.rules.stored import parse_stored
 from shadow.rules.viewspec import (
     ROUTE_VIEW_KEYS,
@@ -263,9 +264,11 @@ def _route(reader: Reader, entity: Entity, item: Any, line: int) -> Route | None
     at_text = reader.string(options, "at", where, default="") or ""
     return Route(
         name=name, method=method, template=template, entity=entity.name, param_names=params,
-        source=reader.string(options, "source", where, default="postgres", choices=("postgres", "mongo")) or "postgres",
+        source=cast(SourceKind, reader.string(options, "source", where, default="postgres",
+                                              choices=get_args(SourceKind)) or "postgres"),
         sample=reader.number(options, "sample", where, 1.0, 0.0, 1.0),
-        sample_by=reader.string(options, "sample_by", where, default="random", choices=("random", "key")) or "random",
+        sample_by=cast(SampleBy, reader.string(options, "sample_by", where, default="random",
+                                               choices=get_args(SampleBy)) or "random"),
         recheck=reader.duration(options, "recheck", where, 2.0),
         is_list=is_list,
         complete=reader.boolean(options, "complete", where, False),

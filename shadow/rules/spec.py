@@ -10,12 +10,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple
 
+from shadow.model import SourceKind
 from shadow.rules.stored import DEFAULT_VIEW, StoredView
 
 if TYPE_CHECKING:
     from shadow.rules.checks import Checks
+
+#: a route's sampling: random reads, or the same keys always (followable over time)
+SampleBy = Literal["random", "key"]
 
 #: the kinds of field a rule can describe (the one "source" key of a field spec)
 FIELD_KINDS = ("column", "ref", "mixed", "object", "json", "rows", "child", "const", "count", "sum", "exists")
@@ -253,9 +257,9 @@ class Route:
     template: str
     entity: str
     param_names: tuple[str, ...] = ()
-    source: str = "postgres"  # postgres | mongo
+    source: SourceKind = "postgres"
     sample: float = 1.0
-    sample_by: str = "random"  # random | key
+    sample_by: SampleBy = "random"
     recheck: float = 2.0  # seconds; 0 = no recheck
     is_list: bool = False
     complete: bool = False  # a list that shows every row of its filter: `extra` is checked
