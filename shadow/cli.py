@@ -11,7 +11,7 @@ import sys
 #: `configure(parser: argparse.ArgumentParser) -> None` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("shadow.serve", "run the sidecar proxy in front of the upstream API"),
-    "rules": ("shadow.rules.cli", "check, test and describe rule files"),
+    "rules": ("shadow.ruletools.cli", "check, test and describe rule files"),
     "compare": ("shadow.compare.cli", "compare one key by hand: API document vs shadow source"),
     "gate": ("shadow.gate.cli", "cutover gate: GO / NO-GO from Prometheus"),
     "verify": ("shadow.verify.cli", "verify every key: counts, sums and sets, full reconciliation"),

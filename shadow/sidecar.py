@@ -42,6 +42,7 @@ from shadow.publish.sink import Divergence, Sink
 from shadow.publish.tracing import Tracing
 from shadow.replay.handoff import Handoff
 from shadow.replay.pipeline import Pipeline
+from shadow.replay.plans import load_compiled
 from shadow.replay.settings import pipeline_settings
 from shadow.replay.sources.lazy import LazySource, default_sources
 from shadow.rules.reload import RulesHolder, default_loader
@@ -157,7 +158,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
 
     loader = rules_loader
     if rules_loader is default_loader:
-        loader = functools.partial(default_loader, policy=config.rules_policy)
+        loader = functools.partial(load_compiled, policy=config.rules_policy)  # plans compiled at (re)load
     holder = RulesHolder(config.rules, metrics, loader, on_change=rules_changed)
     first = holder.load()
     if not first.ok:

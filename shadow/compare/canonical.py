@@ -21,6 +21,7 @@ from uuid import UUID
 from normalizers.rows import multiset
 from normalizers.values import canonical_float, canonical_number, canonical_timestamp, decimal, iso_ms, timestamp
 from shadow.compare.viewcanon import at_paths
+from shadow.plancache import PlanCache
 from shadow.rules.spec import NO_ABSENT, Entity, Field
 
 MAX_DIFFS = 100  # per document; a wholly different list must not flood the log
@@ -50,7 +51,7 @@ TRUE, FALSE = Flag(True), Flag(False)
 
 def canonical(entity: Entity, document: Any) -> Any:
     """The canonical form of one API-shaped document (the entity's plan, compiled once)."""
-    plan = entity.plans.get("canonical") or canonical_plan(entity)
+    plan = _PLANS.get(entity)
     if entity.distinct is not None and isinstance(document, list):  # a scalar list: a set of values
         return multiset([plan.root_value(value) for value in dict.fromkeys(_hashable(v) for v in document)])
     if document.__class__ is dict or isinstance(document, dict):
@@ -60,14 +61,14 @@ def canonical(entity: Entity, document: Any) -> Any:
 
 def canonical_plan(entity: Entity) -> _ObjectPlan:
     """The entity's canonicalization plan: compiled from its field specs once (at rule
-    load, or on first use) and kept on the entity. Each specced field knows its
+    load, or on first use) and kept in this module's cache. Each specced field knows its
     transforms, its sub-plans and whether any `ignore` path lies under it, so the
     per-document walk does no dispatch on spec kinds and builds no path strings."""
-    plan = entity.plans.get("canonical")
-    if plan is None:
-        plan = _ObjectPlan(entity.fields, "", entity)
-        entity.plans["canonical"] = plan
-    return plan
+    return _PLANS.get(entity)
+
+
+def _compile(entity: Entity) -> _ObjectPlan:
+    return _ObjectPlan(entity.fields, "", entity)
 
 
 def _dropped(entity: Entity) -> tuple[str, ...]:
@@ -368,3 +369,6 @@ def _canon_slow(value: Any, path: str, ignore: tuple[str, ...], drop_empty: bool
     if isinstance(value, tuple):
         return _canon_slow(list(value), path, ignore, drop_empty)
     return _leaf(value)
+
+
+_PLANS: PlanCache[_ObjectPlan] = PlanCache(_compile)

@@ -5,13 +5,14 @@ id_map."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from normalizers.mixed import resolve
+from shadow.plancache import PlanCache
 from shadow.rules.spec import AGGREGATES, Entity, Field
 
 Row = Mapping[str, Any]
@@ -28,8 +29,7 @@ class Fetched:
 
 def rebuild(entity: Entity, row: Row, fetched: Fetched) -> dict[str, Any]:
     """The API-shaped document of one main row (not yet normalized)."""
-    build = entity.plans.get("rebuild") or rebuild_plan(entity)
-    return build(row, fetched)
+    return _PLANS.get(entity)(row, fetched)
 
 
 Build = Callable[[Row, Fetched], Any]
@@ -37,13 +37,13 @@ Build = Callable[[Row, Fetched], Any]
 
 def rebuild_plan(entity: Entity) -> Build:
     """The entity's document builder, compiled once from its field specs (at rule load
-    or first use) and kept on the entity: one closure per field, no dispatch on kinds
-    per row."""
-    build = entity.plans.get("rebuild")
-    if build is None:
-        build = _object(tuple(entity.fields.values()))
-        entity.plans["rebuild"] = build
-    return build
+    or first use) and kept in this module's cache: one closure per field, no dispatch
+    on kinds per row."""
+    return _PLANS.get(entity)
+
+
+def _compile(entity: Entity) -> Build:
+    return _object(tuple(entity.fields.values()))
 
 
 _ABSENT = object()
@@ -174,15 +174,4 @@ def uuid_columns(fields: Any) -> list[str]:
     return columns
 
 
-def table_fields(fields: Any) -> Iterator[Field]:
-    """The rows/child/aggregate fields directly under these fields (inside objects too)."""
-    for spec in fields:
-        if spec.kind in ("rows", "child", *AGGREGATES):
-            yield spec
-        elif spec.kind == "object":
-            yield from table_fields(spec.fields)
-
-
-def item_fields(spec: Field) -> tuple[Field, ...]:
-    """The fields each row of a rows/child field is read with."""
-    return (spec.value,) if spec.value is not None else spec.fields
+_PLANS: PlanCache[Build] = PlanCache(_compile)

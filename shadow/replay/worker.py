@@ -222,10 +222,11 @@ class ShadowWorker(asyncio.Protocol):
 
 def load(config: Config) -> Any:
     """The rules of `config.rules`, or None (logged) when they do not load."""
-    from shadow.rules.reload import default_loader, describe_problems
+    from shadow.replay.plans import load_compiled
+    from shadow.rules.reload import describe_problems
 
     try:
-        return default_loader(config.rules, config.rules_policy)
+        return load_compiled(config.rules, config.rules_policy)  # plans compiled at (re)load
     except Exception as problem:
         log.error("shadow worker: rules in %s rejected, keeping the last good ones:\n  %s", config.rules,
                   "\n  ".join(describe_problems(problem)))

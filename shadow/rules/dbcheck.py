@@ -8,9 +8,9 @@ from typing import Any
 
 import asyncpg
 
-from shadow.replay.rebuild import item_fields
 from shadow.rules.load import RuleSet
 from shadow.rules.spec import Entity, RuleIssue
+from shadow.rules.walk import item_fields
 
 
 def _split(table: str) -> tuple[str | None, str]:

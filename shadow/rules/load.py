@@ -140,19 +140,7 @@ def load_rules(directory: str | Path, policy: RulesPolicy | None = None) -> Rule
         issues.extend(reader.issues)
     if issues:
         raise RulesError(issues)
-    _compile_plans(entities.values())
     return RuleSet(digest.hexdigest()[:12], MappingProxyType(entities), tuple(routes), str(root), Router(routes))
-
-
-def _compile_plans(entities: Any) -> None:
-    """Compile each entity's canonicalization and rebuild plans now, at load (off the
-    request path), rather than on the first comparison."""
-    from shadow.compare.canonical import canonical_plan
-    from shadow.replay.rebuild import rebuild_plan
-
-    for entity in entities:
-        canonical_plan(entity)
-        rebuild_plan(entity)
 
 
 def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:

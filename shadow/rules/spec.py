@@ -133,7 +133,7 @@ class KnownDivergence:
         return path == self.path or path.startswith(self.path + ".") or path.startswith(self.path + "[")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class Entity:
     """One Mongo collection and its remodeled PostgreSQL home."""
 
@@ -158,9 +158,6 @@ class Entity:
     checks: Checks | None = None  # what `shadow verify` checks beyond documents (rules/checks.py)
     file: str = ""
     line: int = 0
-    #: compiled per-entity plans (canonical form, rebuild, fetch), made once from the
-    #: frozen specs above at load or first use; never part of equality or repr
-    plans: dict[str, Any] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     def validate_key(self, raw: Any) -> str:
         """The key as stored in the key column; raises InvalidKey for anything else."""

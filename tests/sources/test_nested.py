@@ -14,7 +14,7 @@ from shadow.compare.diff import compare
 from shadow.model import Outcome
 from shadow.replay.sources import PostgresSource
 from shadow.rules import load_rules
-from shadow.rules.testing import rebuild_from_rows
+from shadow.ruletools.testing import rebuild_from_rows
 
 RULES = """\
 entity: boards

@@ -17,9 +17,11 @@ import asyncpg
 
 from normalizers.idmap import IdMapCache
 from normalizers.rows import group_rows
-from shadow.replay.rebuild import Fetched, item_fields, rebuild_plan, row_columns, table_fields, uuid_columns
+from shadow.plancache import PlanCache
+from shadow.replay.rebuild import Fetched, rebuild_plan, row_columns, uuid_columns
 from shadow.replay.sources.pgview import BoundReader, aggregate_sql, distinct_fetch, resolve, select_keys
 from shadow.rules.spec import AGGREGATES, Entity, Field, Route
+from shadow.rules.walk import item_fields, table_fields
 
 
 def quote(name: str) -> str:
@@ -87,7 +89,7 @@ class PostgresSource:
                      reader: BoundReader | None = None) -> dict[str, Any]:
         if entity.distinct is not None:  # a scalar list: one query answers every (constant) key
             return await distinct_fetch(self, connection, entity, keys)
-        plan = entity.plans.get("postgres") or fetch_plan(entity)
+        plan = _PLANS.get(entity)
         reader_id = None
         if plan.needs_reader and reader is not None:
             reader_id = await resolve(self, connection, reader.lookup, reader.value)
@@ -119,7 +121,7 @@ class PostgresSource:
         fetched = Fetched(children, self.id_map.legacy_of(uuids))
         key_column = entity.key
         by_key = {row[key_column]: row for row in main}
-        build = entity.plans.get("rebuild") or rebuild_plan(entity)
+        build = rebuild_plan(entity)
         return {key: build(row, fetched) if (row := by_key.get(key)) is not None else None for key in keys}
 
     async def list_keys(self, entity: Entity, route: Route, params: Mapping[str, str]) -> set[str]:
@@ -171,17 +173,17 @@ class FetchPlan:
 
 
 def fetch_plan(entity: Entity) -> FetchPlan:
-    """The entity's fetch plan, compiled once and kept on the entity."""
-    plan = entity.plans.get("postgres")
-    if plan is None:
-        fields = list(entity.fields.values())
-        columns = _unique([entity.key, entity.id, *row_columns(fields)])
-        plan = FetchPlan(f"SELECT {', '.join(map(quote, columns))} FROM {quote(entity.table)} "
-                         f"WHERE {quote(entity.key)} = ANY($1)",
-                         tuple(uuid_columns(fields)), tuple(_table_fetch(spec) for spec in table_fields(fields)))
-        plan = FetchPlan(plan.sql, plan.uuid_columns, plan.tables, _needs_reader(plan.tables))
-        entity.plans["postgres"] = plan
-    return plan
+    """The entity's fetch plan, compiled once and kept in this module's cache."""
+    return _PLANS.get(entity)
+
+
+def _compile(entity: Entity) -> FetchPlan:
+    fields = list(entity.fields.values())
+    columns = _unique([entity.key, entity.id, *row_columns(fields)])
+    tables = tuple(_table_fetch(spec) for spec in table_fields(fields))
+    return FetchPlan(f"SELECT {', '.join(map(quote, columns))} FROM {quote(entity.table)} "
+                     f"WHERE {quote(entity.key)} = ANY($1)",
+                     tuple(uuid_columns(fields)), tables, _needs_reader(tables))
 
 
 def _needs_reader(tables: tuple[TableFetch, ...]) -> bool:
@@ -209,3 +211,6 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """The pool's reset on release: nothing. asyncpg's default (RESET ALL, UNLISTEN,
     advisory unlocks, CLOSE ALL) is one more round trip per fetch for state a
     read-only autocommit SELECT never creates."""
+
+
+_PLANS: PlanCache[FetchPlan] = PlanCache(_compile)

@@ -25,11 +25,12 @@ from typing import Any
 from normalizers.rows import group_rows
 from shadow.compare.diff import compare
 from shadow.model import Verdict
-from shadow.replay.rebuild import Fetched, item_fields, rebuild, table_fields
+from shadow.replay.rebuild import Fetched, rebuild
 from shadow.rules.load import RuleSet, load_rules, read_capped
 from shadow.rules.policy import RulesPolicy
 from shadow.rules.reader import Reader, kind_of
 from shadow.rules.spec import Entity, RulesError
+from shadow.rules.walk import item_fields, table_fields
 from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
 
 CASE_KEYS = ("name", "entity", "key", "control", "rows", "candidate", "expect")
@@ -80,7 +81,8 @@ def run_file(path: Path, policy: RulesPolicy | None = None) -> list[CaseResult]:
         return [CaseResult(display, getattr(error, "line", 0), "(file)", False, str(error))]
     reader = Reader(display)
     if not isinstance(document, YMap):
-        return [CaseResult(display, 1, "(file)", False, f"a test file is a mapping with 'tests:', got {kind_of(document)}")]
+        return [CaseResult(display, 1, "(file)", False,
+                           f"a test file is a mapping with 'tests:', got {kind_of(document)}")]
     reader.keys(document, ("rules", "today", "tests"), "test file", required=("tests",))
     try:
         rules = load_rules((path.parent / str(document.get("rules", ".."))).resolve(), policy)
@@ -137,5 +139,6 @@ def _check(file: str, line: int, name: str, verdict: Verdict, expect: YMap) -> C
     if "suppressed" in expect and sorted(set(expect["suppressed"] or [])) != got_suppressed:
         problems.append(f"suppressed: expected {sorted(set(expect['suppressed'] or []))}, got {got_suppressed}")
     if problems and verdict.diffs:
-        problems.append("differences: " + "; ".join(f"{d.at}: {d.control!r} != {d.candidate!r}" for d in verdict.diffs[:5]))
+        problems.append("differences: "
+                        + "; ".join(f"{d.at}: {d.control!r} != {d.candidate!r}" for d in verdict.diffs[:5]))
     return CaseResult(file, line, name, not problems, "\n      ".join(problems))

@@ -7,7 +7,6 @@ import sys
 from datetime import date
 from pathlib import Path
 
-
 from shadow.rules.policy import RulesPolicy, add_policy_arguments, policy_from_args
 
 
@@ -56,7 +55,7 @@ def check(directory: Path, pg: str | None = None, policy: RulesPolicy | None = N
 
         try:
             problems = asyncio.run(check_against_database(rules, pg))
-        except Exception as error:  # noqa: BLE001 — say why the database check could not run
+        except Exception as error:
             print(f"cannot check against PostgreSQL: {type(error).__name__}: {error}", file=sys.stderr)
             return 2
         for issue in problems:
@@ -71,12 +70,13 @@ def check(directory: Path, pg: str | None = None, policy: RulesPolicy | None = N
                 print(f"{known.file}:{known.line}: warning: known divergence {known.path!r} expired on "
                       f"{known.expires}; its differences now count as mismatches", file=sys.stderr)
     checked = " (tables and columns found in PostgreSQL)" if pg else ""
-    print(f"{directory}: OK — {len(rules.entities)} entities, {len(rules.routes)} routes, version {rules.version}{checked}")
+    print(f"{directory}: OK — {len(rules.entities)} entities, {len(rules.routes)} routes, "
+          f"version {rules.version}{checked}")
     return 0
 
 
 def test(files: list[Path], policy: RulesPolicy | None = None) -> int:
-    from shadow.rules.testing import run_file
+    from shadow.ruletools.testing import run_file
 
     failures = total = 0
     for path in files:
