@@ -29,7 +29,8 @@ class Fetched:
 
 def rebuild(entity: Entity, row: Row, fetched: Fetched) -> dict[str, Any]:
     """The API-shaped document of one main row (not yet normalized)."""
-    return _PLANS.get(entity)(row, fetched)
+    document: dict[str, Any] = _PLANS.get(entity)(row, fetched)
+    return document
 
 
 Build = Callable[[Row, Fetched], Any]
@@ -52,7 +53,9 @@ _ABSENT = object()
 def _object(fields: Sequence[Field]) -> Build:
     """Builds one object: plain columns read straight from the row, the rest by their
     field's closure (field order kept)."""
-    steps = tuple((spec.name, spec.column, None if spec.kind == "column" and spec.default is None else _value(spec))
+    # a field read straight from the row is a `column` field: the loader gave it a column
+    steps = tuple((spec.name, spec.column or "",
+                   None if spec.kind == "column" and spec.default is None else _value(spec))
                   for spec in fields)
 
     def build(row: Row, fetched: Fetched) -> dict[str, Any]:
@@ -80,7 +83,7 @@ def _value(spec: Field) -> Build:
 
 
 def _kind_value(spec: Field) -> Build:
-    kind, column = spec.kind, spec.column
+    kind, column = spec.kind, spec.column or ""  # set by the loader for every kind that reads it
     if kind == "column":
         return lambda row, fetched: row.get(column)
     if kind == "ref":

@@ -83,7 +83,8 @@ class PostgresSource:
 
     async def _query(self, connection: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
         self.round_trips += 1
-        return await connection.fetch(sql, *args, timeout=self.statement_timeout + 1.0)
+        records: list[asyncpg.Record] = await connection.fetch(sql, *args, timeout=self.statement_timeout + 1.0)
+        return records
 
     async def _fetch(self, connection: asyncpg.Connection, entity: Entity, keys: list[str],
                      reader: BoundReader | None = None) -> dict[str, Any]:
@@ -99,7 +100,7 @@ class PostgresSource:
         children: dict[str, Mapping[Any, list[Any]]] = {}
         level = [(table, main) for table in plan.tables]
         while level:  # one query per child table, breadth first (children of children next)
-            deeper = []
+            deeper: list[tuple[TableFetch, list[Any]]] = []
             for table, parent_rows in level:
                 parent = table.parent
                 parents = list({row[parent] for row in parent_rows} - {None})
@@ -196,7 +197,7 @@ def _table_fetch(spec: Field) -> TableFetch:
         return TableFetch(spec.node, spec.parent, spec.fk or "", sql, (), (), args, reader)
     items = item_fields(spec)
     wanted = _unique([spec.fk, *row_columns(items), *spec.order_by])
-    order = ", ".join(map(quote, (spec.fk, *spec.order_by)))
+    order = ", ".join(map(quote, (spec.fk or "", *spec.order_by)))
     sql = (f"SELECT {', '.join(map(quote, wanted))} FROM {quote(spec.table or '')} "
            f"WHERE {quote(spec.fk or '')} = ANY($1) ORDER BY {order}")
     return TableFetch(spec.node, spec.parent, spec.fk or "", sql, tuple(uuid_columns(items)),
