@@ -35,6 +35,7 @@ from shadow.config import Config
 from shadow.replay.handoff import Handoff
 from shadow.publish.metrics import Metrics
 from shadow.replay.pipeline import Pipeline, PipelineSettings
+from shadow.replay.control import UpstreamControl
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy, serve
 from shadow.publish.redaction import Redaction
@@ -248,7 +249,8 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
                              source_timeout=config.source_timeout, rate_limit=config.rate_limit,
                              explain_rate=config.explain_rate, recheck_capacity=config.queue_size,
                              queue_bytes=max(64 * 1024 * 1024, 4 * config.max_body_bytes)),
-            sink, lambda: holder.current, opened_sources, compare, explain)
+            sink, lambda: holder.current, opened_sources, compare, explain,
+            upstream=UpstreamControl(config.upstream, config.source_timeout))
         pipeline.start()
     else:
         pipeline = handoff = Handoff(config, sink)

@@ -13,7 +13,9 @@ from typing import Mapping
 from shadow.gate.criteria import EntityCriteria, GateCriteria, RouteCriteria
 
 PERSISTENT = ("mismatch", "missing", "extra")
-OUTCOMES = ("match", "mismatch", "transient", "missing", "extra", "error")
+OUTCOMES = ("match", "mismatch", "transient", "unstable", "missing", "extra", "error")
+#: noisy paths shown per entity (the control differed from itself there: suggest `ignore`)
+TOP_NOISY = 5
 TOP_FIELDS = 3
 
 
@@ -49,6 +51,7 @@ class GateSamples:
     divergence_expiries: Mapping[tuple[str, str], float]  # (entity, field) -> expiry, unix s
     fired_alerts: tuple[FiredAlert, ...] | None  # None: alerts not known in this scope
     transient_fields: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    noisy_fields: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # entity -> path -> count
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +67,15 @@ class RouteRow:
     outcomes: Mapping[str, int]
     top_fields: tuple[tuple[str, int], ...]  # entity-wide persistent fields (metric has no route)
     reasons: tuple[str, ...]  # why this row is NO-GO; empty = GO
+    unstable: int = 0  # the control kept changing: no verdict (shown, never blocking)
 
     @property
     def go(self) -> bool:
         return not self.reasons
+
+    @property
+    def unstable_share(self) -> float:
+        return self.unstable / self.comparisons if self.comparisons else 0.0
 
     @property
     def error_ratio(self) -> float:
@@ -82,6 +90,7 @@ class EntityVerdict:
     entity: str
     total: RouteRow  # entity-level checks' reasons live here
     routes: tuple[RouteRow, ...]
+    noisy: tuple[tuple[str, int], ...] = ()  # noisiest paths: candidates for `ignore` (never blocking)
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -135,7 +144,9 @@ def _entity_verdict(samples: GateSamples, criteria: EntityCriteria) -> EntityVer
             totals[outcome] = totals.get(outcome, 0) + count
     reasons = _entity_reasons(samples, criteria, totals, fields, route_mismatch_reported=any(
         _persistent(row.outcomes) for row in rows if row.reasons))
-    return EntityVerdict(name, _row(name, ALL_ROUTES, totals, fields, tuple(reasons)), tuple(rows))
+    noisy = tuple(sorted(((f, n) for f, n in samples.noisy_fields.get(name, {}).items() if n > 0),
+                         key=lambda item: (-item[1], item[0]))[:TOP_NOISY])
+    return EntityVerdict(name, _row(name, ALL_ROUTES, totals, fields, tuple(reasons)), tuple(rows), noisy)
 
 
 def _route_reasons(window: str, outcomes: Mapping[str, int], fields: tuple[tuple[str, int], ...],
@@ -190,6 +201,7 @@ def _row(entity: str, route: str, outcomes: Mapping[str, int], fields: tuple[tup
     return RouteRow(
         entity, route, sum(outcomes.values()), _persistent(outcomes), outcomes.get("transient", 0),
         outcomes.get("error", 0), dict(outcomes), fields if _persistent(outcomes) or route == ALL_ROUTES else (), reasons,
+        outcomes.get("unstable", 0),
     )
 
 

@@ -318,6 +318,8 @@ class Handoff:
                     self._explainable.popitem(last=False)
         elif kind == "stage":
             sink.observe_stage(message[1], message[2], message[3])
+        elif kind == "noisy":
+            sink.noisy(message[1], message[2], message[3])
         elif kind == "skipped":
             sink.skipped(message[1], message[2], message[3])
         elif kind == "dropped":

@@ -31,6 +31,7 @@ from shadow.proxy.capture import CapturedRead
 from shadow.config import Config
 from shadow.replay.handoff import FrameReader, frame
 from shadow.model import Comparison, FieldDiff, Outcome, ShadowJob, SkipReason
+from shadow.replay.control import UpstreamControl
 from shadow.replay.pipeline import Pipeline, PipelineSettings
 from shadow.publish.sink import NOTEWORTHY
 from shadow.rules import RouteMatch
@@ -95,6 +96,9 @@ class RemoteSink:
 
     def observe_stage(self, entity: str, stage: str, seconds: float) -> None:
         self._send(("stage", entity, stage, seconds))
+
+    def noisy(self, entity: str, route: str, paths: list[str]) -> None:
+        self._send(("noisy", entity, route, list(paths)))
 
     def watch_queue(self, capacity: int, depth: Callable[[], int]) -> None:
         self.depth = depth  # reported every DEPTH_REPORT_SECONDS
@@ -184,7 +188,8 @@ class ShadowWorker(asyncio.Protocol):
                              source_timeout=config.source_timeout, rate_limit=0.0,  # the proxy applied it
                              explain_rate=config.explain_rate, recheck_capacity=config.queue_size,
                              queue_bytes=max(64 * 1024 * 1024, 4 * config.max_body_bytes)),
-            self.sink, lambda: self.rules, self.sources, compare, explain)  # type: ignore[arg-type]
+            self.sink, lambda: self.rules, self.sources, compare, explain,  # type: ignore[arg-type]
+            upstream=UpstreamControl(config.upstream, config.source_timeout))
         self.pipeline.start()
         self._spawn(self._report_depth())
         self._spawn(self._warm_up(config))
