@@ -160,3 +160,27 @@ async def test_the_replay_carries_only_the_allowed_headers_and_never_publishes_t
     sidecar.sink.flush()
     published = (tmp_path / "mismatches.jsonl").read_text() + json.dumps([e.as_json() for e in sidecar.sink.recent()])
     assert "s3cret" not in published and "c00kie" not in published
+
+
+async def test_the_control_can_be_reread_from_mongo(world, start, probe, mongo_server, mongo_db_name) -> None:
+    """`control: mongo`: the stored document shaped like the API's answer is the fresh
+    control. A document that moved on in both stores after the read converges (with the
+    original answer as control it would be a false mismatch); a planted one does not."""
+    from pymongo import AsyncMongoClient
+
+    use_rules(world, "{after: [50ms, 100ms], control: mongo}")
+    stored = {key: dict(document) for key, document in world.documents.items()}
+    stored["w0007"]["name"] = "moved on"  # written after the API answered, in both stores
+    client: AsyncMongoClient = AsyncMongoClient(mongo_server.uri, tz_aware=True)
+    try:
+        await client[mongo_db_name]["widgets"].insert_many(list(stored.values()))
+    finally:
+        await client.close()
+    await world.sql("UPDATE widgets SET name = 'moved on' WHERE legacy_object_id = 'w0007'")
+    await world.sql("UPDATE widgets SET name = 'planted' WHERE legacy_object_id = 'w0006'")
+    sidecar = await start(mongo=mongo_server.uri, mongo_db=mongo_db_name)
+    await probe.get_all(sidecar.proxy_url, ["/widgets/w0006", "/widgets/w0007"])
+    await probe.settle(sidecar)
+    assert probe.outcomes(sidecar) == {"mismatch": 1, "transient": 1}
+    assert {entry.key: entry.outcome for entry in sidecar.sink.recent()} == {"w0006": "mismatch", "w0007": "transient"}
+    assert world.replays == []  # nothing was replayed to the upstream
