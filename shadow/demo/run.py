@@ -34,7 +34,12 @@ REPO_RULES = Path(shadow.__file__).resolve().parents[1] / "rules"
 #: route's last recheck (4 s), so those reads end `transient`, never `mismatch`
 DUAL_WRITE_LAG = LagTail(fast=(0.02, 0.4), slow=(1.5, 3.0), slow_share=0.15)
 SUMMARY_EVERY = 2.0
-DRAIN_SECONDS = 30.0  # the longest recheck schedule (4 s) plus slack for a busy machine
+#: the summary waits for every pending read and recheck (the longest schedule is 4 s); the
+#: bound only keeps a broken demo from hanging, a busy machine just takes longer
+DRAIN_SECONDS = 300.0
+#: the demo's worker is not niced: in production the proxy must always win the CPU, here the
+#: summary must come in on a machine whose CPU other processes saturate
+DEMO_SHADOW_NICE = 0
 MONGO_DB = "marketplace"
 PERSISTENT = ("mismatch", "missing", "extra")
 
@@ -248,7 +253,7 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         sidecar = await start_sidecar(Config(upstream=api_url, rules=args.rules, pg=pg_dsn, mongo=mongo.uri,
                                              mongo_db=MONGO_DB, listen=args.listen, admin_listen=args.admin_listen,
                                              reload="signal", workers=2, source_timeout=5.0,
-                                             mismatch_log=mismatch_log))
+                                             mismatch_log=mismatch_log, shadow_nice=DEMO_SHADOW_NICE))
         gate_file = args.rules.parent / "gate.yaml"
         if gate_file.is_file():
             sidecar.set_gate(gate_hook(sidecar.registry, load_criteria(gate_file)))

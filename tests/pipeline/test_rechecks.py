@@ -76,10 +76,11 @@ async def test_a_late_dual_write_is_transient_when_it_lands_before_the_replay_is
 
 async def test_a_document_written_while_shadowed_is_never_a_false_mismatch_but_a_planted_divergence_is(
         world, start, probe) -> None:
-    use_rules(world, "{after: [100ms, 300ms, 600ms], control: upstream}")
+    use_rules(world, "{after: [100ms, 500ms, 1s, 2s], control: upstream}")
     sidecar = await start()
     key = "w0009"
-    writes: asyncio.Queue[int] = asyncio.Queue()
+    writes: asyncio.Queue[tuple[float, int]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     rng = random.Random(11)
 
@@ -88,15 +89,15 @@ async def test_a_document_written_while_shadowed_is_never_a_false_mismatch_but_a
         while not stop.is_set():
             price += 1
             world.documents[key] = {**world.documents[key], "price": f"{price}.5"}
-            writes.put_nowait(price)
+            writes.put_nowait((loop.time(), price))
             await asyncio.sleep(0.02)
 
-    async def dual_writer() -> None:  # applies the writes to PG in order, each 0-150 ms late
+    async def dual_writer() -> None:  # applies the writes to PG in order, each 0-150 ms after it was made
         connection = await asyncpg.connect(world.pg_dsn)
         try:
             while True:
-                price = await writes.get()
-                await asyncio.sleep(rng.uniform(0, 0.15))
+                written_at, price = await writes.get()
+                await asyncio.sleep(max(0.0, written_at + rng.uniform(0, 0.15) - loop.time()))
                 await connection.execute("UPDATE widgets SET price = $1 WHERE legacy_object_id = $2", f"{price}.5", key)
         finally:
             await connection.close()
