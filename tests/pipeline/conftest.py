@@ -168,6 +168,9 @@ async def start(world: WidgetWorld, tmp_path: Path, engine: str) -> AsyncIterato
         values: dict[str, Any] = dict(upstream=world.api_url, rules=world.rules, pg=world.pg_dsn,
                                       listen="127.0.0.1:0", admin_listen="127.0.0.1:0", reload="signal",
                                       workers=2, source_timeout=10.0, mismatch_log=str(tmp_path / "mismatches.jsonl"),
+                                      # not niced: these tests are about outcomes, not priority (test_worker_process
+                                      # checks the nice), and must not starve when other processes load the CPU
+                                      shadow_nice=0,
                                       engine=engine)
         extra = {name: overrides.pop(name) for name in list(overrides) if name.startswith("_")}
         values.update(overrides)
