@@ -225,6 +225,9 @@ class Config:
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
     shadow_workers: int = 0
+    # not a flag: every outcome crosses from the worker one by one (not only as counts), for
+    # an in-process observer of each comparison (the demo's per-key findings); one message per read
+    report_every_outcome: bool = False
     max_request_line: int = 8192
     max_header_line: int = 8192
     max_header_block: int = 32768
@@ -238,7 +241,7 @@ class Config:
         # fails here with the flag's name rather than deep inside the proxy.
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if value is None:
+            if value is None or spec.name not in OPTION_BY_FIELD:  # not a flag: set in Python only
                 continue
             option = OPTION_BY_FIELD[spec.name]
             object.__setattr__(self, spec.name, _checked(option, str(value), "value"))

@@ -268,7 +268,8 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         sidecar = await start_sidecar(Config(upstream=api_url, rules=args.rules, pg=pg_dsn, mongo=mongo.uri,
                                              mongo_db=MONGO_DB, listen=args.listen, admin_listen=args.admin_listen,
                                              reload="signal", workers=2, source_timeout=5.0,
-                                             mismatch_log=mismatch_log, shadow_nice=DEMO_SHADOW_NICE))
+                                             mismatch_log=mismatch_log, shadow_nice=DEMO_SHADOW_NICE,
+                                             report_every_outcome=True))  # Findings sees each key
         gate_file = args.rules.parent / "gate.yaml"
         if gate_file.is_file():
             sidecar.set_gate(gate_hook(sidecar.registry, load_criteria(gate_file)))

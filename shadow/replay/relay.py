@@ -74,6 +74,7 @@ class Relay:
     def __init__(self, send: Callable[[ToProxy], None], tracing: bool = False) -> None:
         self._send = send
         self.tracing = tracing
+        self.every_outcome = False  # Config.report_every_outcome
         self._handles = itertools.count(1)
         self.depth: Callable[[], int] = lambda: 0
         self._comparisons: collections.Counter[tuple[str, str, str]] = collections.Counter()
@@ -88,7 +89,8 @@ class Relay:
         outcome = comparison.outcome
         traced = self.tracing and job is not None and job.trace_context is not None
         # a Comparison field Counts does not carry yet (e.g. unverified paths) travels whole
-        if outcome not in ONE_BY_ONE and not traced and not getattr(comparison, "unverified", ()):
+        if (outcome not in ONE_BY_ONE and not traced and not self.every_outcome
+                and not getattr(comparison, "unverified", ())):
             self._comparisons[comparison.entity, comparison.route, outcome.value] += 1
             for path in {diff.path for diff in comparison.suppressed}:
                 self._suppressed[comparison.entity, path] += 1

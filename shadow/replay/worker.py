@@ -121,6 +121,7 @@ class ShadowWorker(asyncio.Protocol):
                 self._offer(message)
             case Start(config=config, tracing=tracing, shards=shards):
                 self.sink.tracing = tracing
+                self.sink.every_outcome = config.report_every_outcome
                 self._start(config, shards)
             case Rules(version=version):
                 self._reload(version)  # at once: the reads behind this message may need new routes
