@@ -15,16 +15,18 @@ from typing import Any, Literal
 #: where the migrated copy is read from
 SourceKind = Literal["postgres", "mongo"]
 #: how a field differs: changed value, present on one side only, a different JSON type;
-#: in lists also out of order or a duplicate
-DiffKind = Literal["changed", "missing_in_candidate", "extra_in_candidate", "type", "order", "duplicate"]
+#: in lists also out of order or a duplicate; on a recheck, a control that disappeared
+DiffKind = Literal["changed", "missing_in_candidate", "extra_in_candidate", "type", "order", "duplicate",
+                   "control_gone"]
 
 
 class Outcome(str, enum.Enum):
     """The result of shadowing one key (DESIGN §2)."""
 
     MATCH = "match"
-    MISMATCH = "mismatch"  # persistent: still differs after the recheck (or no recheck)
+    MISMATCH = "mismatch"  # persistent: the same difference on every recheck, both sides re-read
     TRANSIENT = "transient"  # differed, then converged on recheck (dual-write lag)
+    UNSTABLE = "unstable"  # the control itself kept changing between reads: no verdict possible
     MISSING = "missing"  # the shadow source has no row for a key the API returned
     EXTRA = "extra"  # list read: the source has rows the API did not return
     ERROR = "error"  # the source failed or timed out
@@ -102,7 +104,7 @@ class ShadowJob:
     params: Mapping[str, str] = field(default_factory=dict)  # path params, for list `extra` checks
     enqueued_at: float = 0.0  # time.monotonic() when the proxy queued it
     trace_context: Any = None  # OpenTelemetry context of the client request, or None
-    attempt: int = 0  # 0 = first read, 1 = the recheck
+    attempt: int = 0  # 0 = first read, n = the n-th recheck
     reader: Any = None  # viewread.BoundReader: who read (fields bound to the reader); never logged
     listing: Any = None  # viewread.Listing of a list answer (order, duplicates, total, query)
 

@@ -43,7 +43,7 @@ from shadow.publish.tracing import Tracing
 from shadow.replay.handoff import Handoff
 from shadow.replay.pipeline import Pipeline
 from shadow.replay.plans import load_compiled
-from shadow.replay.settings import pipeline_settings
+from shadow.replay.settings import pipeline_settings, recheck_upstream
 from shadow.replay.sources.lazy import LazySource, default_sources
 from shadow.rules.reload import RulesHolder, default_loader
 from shadow.tasks import TaskSet
@@ -177,7 +177,8 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
             explain = explain or compare_explain.explain
         opened_sources = dict(sources) if sources is not None else default_sources(config)
         pipeline = Pipeline(
-            pipeline_settings(config), sink, lambda: holder.current, opened_sources, compare, explain)
+            pipeline_settings(config), sink, lambda: holder.current, opened_sources, compare, explain,
+            upstream=recheck_upstream(config))
         pipeline.start()
     else:
         pipeline = handoff = Handoff(config, sink)  # started once the proxy listens (below)

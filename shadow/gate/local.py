@@ -29,6 +29,7 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
     mismatch_fields: dict[str, dict[str, int]] = {}
     transient_fields: dict[str, dict[str, int]] = {}
     unverifiable: dict[str, dict[str, int]] = {}
+    noisy_fields: dict[str, dict[str, int]] = {}
     expiries: dict[tuple[str, str], float] = {}
     declared = False
     started = None
@@ -47,6 +48,8 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
                 unverifiable.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
             elif sample.name == "shadow_transient_fields_total" and value > 0:
                 transient_fields.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
+            elif sample.name == "shadow_noisy_fields_total" and value > 0:
+                noisy_fields.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
             elif sample.name == "shadow_known_divergence_expiry_timestamp_seconds":
                 expiries[(labels.get("entity", ""), labels.get("field", ""))] = value
             elif sample.name == "process_start_time_seconds":
@@ -66,6 +69,7 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
         fired_alerts=None,
         transient_fields=transient_fields,
         unverifiable=unverifiable,
+        noisy_fields=noisy_fields,
     )
     return decide(samples, criteria)
 

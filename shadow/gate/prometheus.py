@@ -22,6 +22,7 @@ from shadow.gate.verdict import FiredAlert, GateSamples, GateUnavailable, RouteS
 COMPARISONS = "shadow_comparisons_total"
 MISMATCH_FIELDS = "shadow_mismatch_fields_total"
 TRANSIENT_FIELDS = "shadow_transient_fields_total"
+NOISY_FIELDS = "shadow_noisy_fields_total"
 EXPIRIES = "shadow_known_divergence_expiry_timestamp_seconds"
 
 
@@ -78,6 +79,7 @@ def collect(url: str, criteria: GateCriteria, *, now: float | None = None, timeo
         mismatch_fields=_by_entity_field(api.query(window_count(MISMATCH_FIELDS, window, "entity, field"))),
         transient_fields=_by_entity_field(api.query(window_count(TRANSIENT_FIELDS, window, "entity, field"))),
         unverifiable=_by_entity_field(api.query(window_count("shadow_unverifiable_total", window, "entity, field"))),
+        noisy_fields=_by_entity_field(api.query(window_count(NOISY_FIELDS, window, "entity, field"))),
         divergence_expiries={
             (labels.get("entity", ""), labels.get("field", "")): value
             for labels, value in api.query(f"max by (entity, field) ({EXPIRIES})")

@@ -8,8 +8,8 @@ from typing import Any
 
 from shadow.gate.verdict import ALL_ROUTES, GateReport, RouteRow
 
-COLUMNS = ("ENTITY", "ROUTE", "COMPARISONS", "PERSISTENT", "TRANSIENT", "ERRORS", "TOP FIELDS", "VERDICT")
-NUMERIC = {"COMPARISONS", "PERSISTENT", "TRANSIENT", "ERRORS"}
+COLUMNS = ("ENTITY", "ROUTE", "COMPARISONS", "PERSISTENT", "TRANSIENT", "UNSTABLE", "ERRORS", "TOP FIELDS", "VERDICT")
+NUMERIC = {"COMPARISONS", "PERSISTENT", "TRANSIENT", "UNSTABLE", "ERRORS"}
 
 
 def reason_lines(report: GateReport) -> list[str]:
@@ -44,6 +44,11 @@ def render_table(report: GateReport) -> str:
                 f"{entity.layers.get('dualwrite_gaps', '-')}".rstrip() for entity in verified]
         out.append("")
     out += [f"note: {note}" for note in report.notes]
+    noisy = noisy_lines(report)
+    if noisy:
+        out.append("noisy fields (the API's answer changed between two reads back to back; never ignored automatically):")
+        out += [f"  - {line}" for line in noisy]
+        out.append("")
     reasons = reason_lines(report)
     if reasons:
         out.append("NO-GO reasons:")
@@ -55,6 +60,12 @@ def render_table(report: GateReport) -> str:
     else:
         out.append("VERDICT: NO-GO (no entity to evaluate)")
     return "\n".join(out) + "\n"
+
+
+def noisy_lines(report: GateReport) -> list[str]:
+    """The noisiest paths of each entity with the rule line that would ignore them."""
+    return [f"{entity.entity} {path} x{count}: suggest ignore: ['{path}']"
+            for entity in report.entities for path, count in entity.noisy]
 
 
 def render_json(report: GateReport) -> str:
@@ -77,6 +88,7 @@ def to_json(report: GateReport) -> dict[str, Any]:
                 "verify_layers": dict(e.layers),
                 "total": {**_row_json(e.total), "verdict": "GO" if e.go else "NO-GO"},
                 "routes": [_row_json(row) for row in e.routes],
+                "noisy_fields": [{"field": f, "count": n, "suggest": f"ignore: ['{f}']"} for f, n in e.noisy],
             }
             for e in report.entities
         ],
@@ -89,6 +101,8 @@ def _row_json(row: RouteRow) -> dict[str, Any]:
         "comparisons": row.comparisons,
         "persistent_mismatches": row.persistent,
         "transient": row.transient,
+        "unstable": row.unstable,
+        "unstable_share": round(row.unstable_share, 6),
         "errors": row.errors,
         "error_ratio": round(row.error_ratio, 6),
         "outcomes": dict(sorted(row.outcomes.items())),
@@ -100,8 +114,9 @@ def _row_json(row: RouteRow) -> dict[str, Any]:
 
 def _cells(row: RouteRow, go: bool) -> tuple[str, ...]:
     fields = ", ".join(f"{f} x{n}" for f, n in row.top_fields) or "-"
-    return (row.entity, row.route, str(row.comparisons), str(row.persistent), str(row.transient), str(row.errors),
-            fields, "GO" if go else "NO-GO")
+    unstable = f"{row.unstable} ({row.unstable_share:.0%})" if row.unstable else "0"
+    return (row.entity, row.route, str(row.comparisons), str(row.persistent), str(row.transient), unstable,
+            str(row.errors), fields, "GO" if go else "NO-GO")
 
 
 def _iso(timestamp: float) -> str:

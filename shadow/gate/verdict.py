@@ -14,7 +14,9 @@ from shadow.gate.criteria import EntityCriteria, GateCriteria, RouteCriteria
 from shadow.gate.layers import LayerSample, layer_reasons
 
 PERSISTENT = ("mismatch", "missing", "extra")
-OUTCOMES = ("match", "mismatch", "transient", "missing", "extra", "error")
+OUTCOMES = ("match", "mismatch", "transient", "unstable", "missing", "extra", "error")
+#: noisy paths shown per entity (the control differed from itself there: suggest `ignore`)
+TOP_NOISY = 5
 TOP_FIELDS = 3
 
 
@@ -52,6 +54,7 @@ class GateSamples:
     transient_fields: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     verify: Mapping[tuple[str, str], LayerSample] = field(default_factory=dict)  # (entity, layer)
     unverifiable: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # entity -> path -> reads
+    noisy_fields: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # entity -> path -> count
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +70,15 @@ class RouteRow:
     outcomes: Mapping[str, int]
     top_fields: tuple[tuple[str, int], ...]  # entity-wide persistent fields (metric has no route)
     reasons: tuple[str, ...]  # why this row is NO-GO; empty = GO
+    unstable: int = 0  # the control kept changing: no verdict (shown, never blocking)
 
     @property
     def go(self) -> bool:
         return not self.reasons
+
+    @property
+    def unstable_share(self) -> float:
+        return self.unstable / self.comparisons if self.comparisons else 0.0
 
     @property
     def error_ratio(self) -> float:
@@ -86,6 +94,7 @@ class EntityVerdict:
     total: RouteRow  # entity-level checks' reasons live here
     routes: tuple[RouteRow, ...]
     layers: Mapping[str, str] = field(default_factory=dict)  # verify layer -> cell (gate/layers.py)
+    noisy: tuple[tuple[str, int], ...] = ()  # noisiest paths: candidates for `ignore` (never blocking)
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -143,7 +152,9 @@ def _entity_verdict(samples: GateSamples, criteria: EntityCriteria) -> EntityVer
         _persistent(row.outcomes) for row in rows if row.reasons))
     verify_reasons, cells = layer_reasons(name, criteria.verify, samples.verify, samples.evaluated_at)
     reasons = [*reasons, *verify_reasons]
-    return EntityVerdict(name, _row(name, ALL_ROUTES, totals, fields, tuple(reasons)), tuple(rows), cells)
+    noisy = tuple(sorted(((f, n) for f, n in samples.noisy_fields.get(name, {}).items() if n > 0),
+                         key=lambda item: (-item[1], item[0]))[:TOP_NOISY])
+    return EntityVerdict(name, _row(name, ALL_ROUTES, totals, fields, tuple(reasons)), tuple(rows), cells, noisy)
 
 
 def _route_reasons(window: str, outcomes: Mapping[str, int], fields: tuple[tuple[str, int], ...],
@@ -198,6 +209,7 @@ def _row(entity: str, route: str, outcomes: Mapping[str, int], fields: tuple[tup
     return RouteRow(
         entity, route, sum(outcomes.values()), _persistent(outcomes), outcomes.get("transient", 0),
         outcomes.get("error", 0), dict(outcomes), fields if _persistent(outcomes) or route == ALL_ROUTES else (), reasons,
+        outcomes.get("unstable", 0),
     )
 
 

@@ -33,7 +33,7 @@ from shadow.rules.reload import RulesHolder, rule_files
 
 #: /gate's hook: returns a JSON-able verdict (sync or async); set by the lead's wiring
 GateHook = Callable[[], "Awaitable[dict[str, Any]] | dict[str, Any]"]
-OUTCOME_COLUMNS = ("match", "mismatch", "transient", "missing", "extra", "error", "skipped")
+OUTCOME_COLUMNS = ("match", "mismatch", "transient", "unstable", "missing", "extra", "error", "skipped")
 
 
 class Admin:
@@ -114,7 +114,8 @@ class Admin:
         counts = {name: dict(counter) for name, counter in sorted(self.sink.counts.items())}
         return _json({"version": getattr(self.rules.current, "version", None), "counts": counts,
                       "recent": [entry.as_json() for entry in recent],
-                      "errors": list(reversed(self.sink.recent_errors))})
+                      "errors": list(reversed(self.sink.recent_errors)),
+                      "noisy": self.sink.noisiest()})
 
     async def gate_view(self, request: web.Request) -> web.Response:
         if self.gate is None:
@@ -138,6 +139,7 @@ class Admin:
             version=html.escape(str(getattr(self.rules.current, "version", "none"))),
             total=total, counts=_counts_table(counts), entries=_entries(recent),
             errors=_errors(list(reversed(self.sink.recent_errors))[:10]),
+            noisy=_noisy(self.sink.noisiest()),
         )
 
 
@@ -151,6 +153,16 @@ def _counts_table(counts: dict[str, Any]) -> str:
                         for name in OUTCOME_COLUMNS)
         rows.append(f"<tr><th>{html.escape(entity)}</th>{cells}</tr>")
     return f'<table id="counts"><tr><th>entity</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _noisy(noisy: list[dict[str, Any]]) -> str:
+    if not noisy:
+        return "<p>None seen.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(item['entity'])}</td><td><code>{html.escape(item['path'])}</code></td>"
+        f'<td class="n">{item["count"]}</td><td><code>{html.escape(item["suggest"])}</code></td></tr>'
+        for item in noisy)
+    return f'<table id="noisy"><tr><th>entity</th><th>path</th><th>times</th><th>suggested rule</th></tr>{rows}</table>'
 
 
 def _errors(errors: list[dict[str, Any]]) -> str:
@@ -197,7 +209,8 @@ def _entries(recent: list[RecentMismatch]) -> str:
 
 def _describe_route(route: Any) -> dict[str, Any]:
     return {"name": route.name, "entity": route.entity, "source": route.source, "sample": route.sample,
-            "sample_by": route.sample_by, "recheck_seconds": route.recheck, "list": route.is_list,
+            "sample_by": route.sample_by, "recheck_seconds": list(route.recheck.after),
+            "recheck_control": route.recheck.control, "list": route.is_list,
             "complete_list": route.complete, "file": f"{route.file}:{route.line}"}
 
 

@@ -40,6 +40,7 @@ class Metrics:
         self.mismatch_fields = Counter("shadow_mismatch_fields", "Persistently differing field paths", ["entity", "field"], registry=r)
         self.transient_fields = Counter("shadow_transient_fields", "Field paths that differed then converged on recheck", ["entity", "field"], registry=r)
         self.unverifiable = Counter("shadow_unverifiable", "Fields the API showed that the rules declare unverifiable (not checked)", ["entity", "field"], registry=r)
+        self.noisy_fields = Counter("shadow_noisy_fields", "Field paths that differed between two back-to-back reads of the control (generated per request: suggest `ignore`)", ["entity", "field"], registry=r)
         self.suppressed = Counter("shadow_suppressed", "Differences covered by a known divergence", ["entity", "field"], registry=r)
         self.divergence_expiry = Gauge("shadow_known_divergence_expiry_timestamp_seconds", "Expiry of each known divergence (Unix time)", ["entity", "field"], registry=r)
         self.stage_seconds = Histogram("shadow_stage_seconds", "Time spent per shadow stage", ["entity", "stage"], buckets=STAGE_BUCKETS, registry=r)

@@ -32,7 +32,7 @@ log = logging.getLogger("shadow.publish.sink")
 MAX_FIELDS_PER_ENTITY = 100
 MAX_LABEL_LENGTH = 160
 #: outcomes shown on /mismatches and written to the mismatch log
-NOTEWORTHY = frozenset({Outcome.MISMATCH, Outcome.MISSING, Outcome.EXTRA, Outcome.TRANSIENT})
+NOTEWORTHY = frozenset({Outcome.MISMATCH, Outcome.MISSING, Outcome.EXTRA, Outcome.TRANSIENT, Outcome.UNSTABLE})
 #: log lines kept in memory between flushes; beyond, lines are dropped and counted
 MAX_PENDING_LOG_LINES = 20000
 _SKIP_REASONS = frozenset(reason.value for reason in SkipReason)
@@ -117,6 +117,8 @@ class Sink:
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled metric children, looked up once
         self._last_error_log: dict[str, float] = {}
         self._silenced_errors: collections.Counter[str] = collections.Counter()
+        #: (entity, path) -> times the control differed from itself there (bounded like the field labels)
+        self.noise: collections.Counter[tuple[str, str]] = collections.Counter()
 
     # -- rules
 
@@ -194,6 +196,20 @@ class Sink:
         detail = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
         log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail,
                     exc_info=isinstance(error, BaseException) and not isinstance(error, (TimeoutError, OSError)))
+
+    def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None:
+        """Paths where two reads of the control, back to back, differed: generated per
+        request. Counted (shadow_noisy_fields_total) and shown with a suggested
+        `ignore`; never ignored automatically."""
+        for path in paths:
+            label = self.field_label(entity, path)
+            self.child(self.metrics.noisy_fields, entity, label).inc()
+            self.noise[(entity, label)] += 1
+
+    def noisiest(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The noisiest paths, most first, each with the rule line that would ignore it."""
+        return [{"entity": entity, "path": path, "count": count, "suggest": f"ignore: ['{path}']"}
+                for (entity, path), count in self.noise.most_common(limit)]
 
     def observe_stage(self, entity: str, stage: str, seconds: float) -> None:
         """Time one pipeline stage took for one entity (shadow_stage_seconds)."""

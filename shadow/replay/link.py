@@ -25,6 +25,7 @@ from shadow.replay.messages import (
     Drained,
     Explained,
     FrameReader,
+    Noisy,
     Published,
     Raised,
     Read,
@@ -275,6 +276,8 @@ class Link:
                         self._explainable.popitem(last=False)
             case Raised(stage=stage, error=error, entity=entity):
                 sink.raised(stage, error, entity)
+            case Noisy(entity=entity, route=route, paths=paths):
+                sink.noisy(entity, route, paths)
             case Explained(handle=handle, diffs=diffs):
                 entry = self._explainable.pop(handle, None)
                 if entry is not None:

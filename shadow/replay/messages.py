@@ -44,6 +44,8 @@ class Sink(Protocol[Entry]):
 
     def observe_stage(self, entity: str, stage: str, seconds: float) -> None: ...
 
+    def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None: ...
+
     def watch_queue(self, capacity: int, depth: Callable[[], int]) -> None: ...
 
 
@@ -130,6 +132,15 @@ class Explained(NamedTuple):
     diffs: tuple[FieldDiff, ...]
 
 
+class Noisy(NamedTuple):
+    """Paths where two back-to-back reads of a recheck's control differed (rare: once
+    per rechecked key at most), one message each."""
+
+    entity: str
+    route: str
+    paths: tuple[str, ...]
+
+
 class Counts(NamedTuple):
     """Everything counted (not listed) since the last Counts, as deltas: the common
     outcomes cost no message each. Stage timings come as histogram bucket deltas over
@@ -157,7 +168,7 @@ class Drained(NamedTuple):
     idle: bool
 
 
-ToProxy = Published | Raised | Explained | Counts | Ready | Depth | Drained
+ToProxy = Published | Raised | Explained | Noisy | Counts | Ready | Depth | Drained
 Message = ToWorker | ToProxy
 
 
@@ -204,6 +215,7 @@ __all__ = [
     "Explained",
     "FrameReader",
     "JobInfo",
+    "Noisy",
     "Published",
     "Raised",
     "Read",

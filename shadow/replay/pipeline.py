@@ -7,8 +7,9 @@ both implement the messages.Sink Protocol.
 
     proxy ──offer()──▶ bounded queue ──▶ worker: prepare (parse, keys, sampling)
         ──▶ one Source.fetch per (entity, source) for the whole batch (with a timeout)
-        ──▶ compare ──▶ match | mismatch/missing ──▶ recheck heap (route's delay)
-        ──▶ re-read in batches ──▶ transient | mismatch | missing ──▶ Sink.publish
+        ──▶ compare ──▶ match | mismatch/missing ──▶ recheck heap (route's schedule)
+        ──▶ re-read control and candidate, step by step (shadow/replay/recheck.py)
+        ──▶ transient | mismatch | missing | unstable ──▶ Sink.publish
 
 `offer()` never waits: a full queue is a counted drop. deepdiff explanations of
 persistent mismatches run in a thread, at most `explain_rate` per second; beyond that
@@ -20,31 +21,22 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from shadow.proxy.capture import CapturedRead, prepare
 from shadow.model import Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason, Verdict
 from shadow.publish.sink import RecentMismatch
-from shadow.replay.messages import Sink
+from shadow.replay.control import UpstreamControl, replay_of, replays
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
-from shadow.replay.recheck import RecheckHeap
+from shadow.replay.messages import Sink
+from shadow.replay.recheck import PendingKey, Rechecker
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
 from shadow.tasks import TaskSet
 
 MAX_EXPLAINS_IN_FLIGHT = 16  # default of --explain-concurrency
 
 __all__ = ["CapturedRead", "Pipeline", "PipelineSettings"]
-
-
-@dataclass(frozen=True, slots=True)
-class PendingKey:
-    """One key of a job on its way to the source (first read or recheck)."""
-
-    job: ShadowJob
-    key: str
-    first: Verdict | None = None  # the first verdict, on a recheck
-    first_candidate: Any = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +49,7 @@ class PipelineSettings:
     explain_rate: float = 20.0  # deepdiff explanations per second
     explain_concurrency: int = MAX_EXPLAINS_IN_FLIGHT  # explanations in flight; beyond -> dropped
     recheck_capacity: int = 10000
+    recheck_bytes: int = 256 * 1024 * 1024  # documents held by keys waiting for a recheck
     queue_bytes: int = 64 * 1024 * 1024  # body copies waiting in the queue; beyond -> queue_full
 
 
@@ -79,7 +72,8 @@ class Pipeline:
 
     def __init__(self, settings: PipelineSettings, sink: Sink[Any], rules: Callable[[], Any],
                  sources: Mapping[str, Any], compare: Callable[..., Verdict],
-                 explain: Callable[..., list[FieldDiff]] | None = None) -> None:
+                 explain: Callable[..., list[FieldDiff]] | None = None,
+                 upstream: UpstreamControl | None = None) -> None:
         self.settings = settings
         self.sink = sink
         self._rules = rules
@@ -91,7 +85,8 @@ class Pipeline:
         self._limit = TokenBucket(settings.rate_limit)
         self._explain_budget = TokenBucket(settings.explain_rate, burst=max(settings.explain_rate, 1.0))
         self._explaining = 0
-        self._rechecks: RecheckHeap[PendingKey] = RecheckHeap(settings.recheck_capacity)
+        self._rechecks = Rechecker(self, compare, settings.recheck_capacity, settings.recheck_bytes,
+                                   settings.batch_size, settings.source_timeout, upstream)
         self._tasks = TaskSet("pipeline")
         self._closed = False
         self._busy = 0  # batches being processed (drain() waits for them)
@@ -123,7 +118,7 @@ class Pipeline:
     def start(self) -> None:
         for number in range(self.settings.workers):
             self._tasks.spawn(self._work(), f"worker-{number}")
-        self._tasks.spawn(self._serve_rechecks(), "rechecks")
+        self._tasks.spawn(self._rechecks.serve(), "rechecks")
 
     async def close(self) -> None:
         self._closed = True
@@ -134,13 +129,15 @@ class Pipeline:
         for pending in self._rechecks.clear():
             self.sink.dropped(DropReason.SHUTDOWN, pending.job.entity, pending.job.route)
         self._queued_bytes = 0
+        await self._rechecks.close()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued, processed, waiting for a recheck or being
         explained (tests, benchmarks, the demo's summary). False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.queue.empty() and not self._rechecks and self._busy == 0 and self._explaining == 0:
+            if self.queue.empty() and not self._rechecks and self._busy == 0 and self._rechecks.busy == 0 \
+                    and self._explaining == 0:
                 return True
             await asyncio.sleep(0.01)
         return False
@@ -180,12 +177,18 @@ class Pipeline:
                 continue
             self._stage(job.entity, "queue", now - read.enqueued_at)
             unselected = await self._check_extras(job, route) if route.complete or route.page else frozenset()
-            pending.extend(PendingKey(job, key) for key in job.controls if key not in unselected)
+            replay = None
+            if self._rechecks.upstream is not None and replays(route):
+                replay = replay_of(route, read.match.params, read.query, read.headers)
+            pending.extend(PendingKey(job, key, replay=replay) for key in job.controls if key not in unselected)
         if pending:
             await self._fetch_and_compare(pending)
 
-    async def _fetch(self, entity: str, source_name: str, keys: list[str],
-                     reader: Any = None) -> tuple[Any, dict[str, Any]] | str:
+    def rules(self) -> Any:
+        return self._rules()
+
+    async def fetch(self, entity: str, source_name: str, keys: list[str],
+                    reader: Any = None) -> tuple[Any, dict[str, Any]] | str:
         """One batched source call: (the entity's rules, documents by key), or an error reason."""
         source = self.sources.get(source_name)
         if source is None:
@@ -213,7 +216,7 @@ class Pipeline:
             groups.setdefault((item.job.entity, item.job.source, item.job.reader), []).append(item)
         today = dt.datetime.now(dt.timezone.utc).date()
         for (entity, source_name, reader), items in groups.items():
-            fetched = await self._fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)), reader)
+            fetched = await self.fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)), reader)
             if isinstance(fetched, str):
                 for item in items:
                     self._publish_error(entity, item.job.route, item.key, fetched, item.job)
@@ -229,26 +232,31 @@ class Pipeline:
             self._stage(entity, "compare", time.monotonic() - started)
 
     def _judge(self, item: PendingKey, entity_spec: Any, candidate: Any, today: dt.date) -> None:
-        """Compare one key and publish, or park it for a recheck."""
+        """Compare one key on its first read and publish, or start its rechecks."""
         job, key = item.job, item.key
         control = job.controls[key]
         verdict = Verdict(Outcome.MISSING) if candidate is None else self._compare(entity_spec, control, candidate, today)
         if verdict.outcome is Outcome.MATCH:
-            if item.first is not None:  # converged on recheck: dual-write lag
-                self._publish(job, key, Outcome.TRANSIENT, item.first, control, item.first_candidate)
-            else:
-                self._publish(job, key, Outcome.MATCH, verdict, control, candidate)
+            self._publish(job, key, Outcome.MATCH, verdict, control, candidate)
             return
         route = self._rules().route_named(job.route)
-        if item.first is None and route is not None and route.recheck > 0:
-            # keep only this key's control: a list read's other documents need not wait
-            parked = PendingKey(replace(job, controls={key: control}, attempt=1), key, verdict, candidate)
-            if self._rechecks.push(parked, route.recheck):
-                return
-            self.sink.dropped(DropReason.RECHECK_FULL)  # no room to wait: report what we saw
-        entry = self._publish(job, key, verdict.outcome, verdict, control, candidate)
-        if entry is not None and verdict.outcome is Outcome.MISMATCH:
+        if route is not None and route.recheck.enabled \
+                and self._rechecks.park(item, verdict, candidate, route.recheck.after):
+            return
+        self.finish(item, verdict.outcome, verdict.diffs, verdict, control, candidate, entity_spec)
+
+    def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
+               control: Any, candidate: Any, entity_spec: Any) -> None:
+        """Publish a key's outcome (first read, or the end of its rechecks)."""
+        entry = self.sink.publish(Comparison(
+            entity=item.job.entity, route=item.job.route, key=item.key, outcome=outcome, diffs=diffs,
+            suppressed=verdict.suppressed, source=item.job.source, control=control, candidate=candidate,
+            at=time.time(), unverified=unverified_paths(self._rules().entities.get(item.job.entity), control)), item.job)
+        if entry is not None and outcome is Outcome.MISMATCH:
             self._maybe_explain(entry, entity_spec, control, candidate)
+
+    def fail(self, item: PendingKey, reason: str) -> None:
+        self._publish_error(item.job.entity, item.job.route, item.key, reason, item.job)
 
     def _publish(self, job: ShadowJob, key: str, outcome: Outcome, verdict: Verdict, control: Any,
                  candidate: Any) -> RecentMismatch | None:
@@ -291,21 +299,6 @@ class Pipeline:
             self.sink.publish(Comparison(entity=job.entity, route=job.route, key=list_key(dict(job.params)), outcome=Outcome.MISMATCH,
                                          diffs=checked.diffs, source=job.source, at=time.time()), job)
         return checked.unselected
-
-    # ------------------------------------------------------------------ recheck
-
-    async def _serve_rechecks(self) -> None:
-        while True:
-            due = await self._rechecks.due_batch(self.settings.batch_size)
-            for item, _late in due:
-                self._stage(item.job.entity, "recheck_wait", time.monotonic() - item.job.enqueued_at)
-            self._busy += 1
-            try:
-                await self._fetch_and_compare([item for item, _ in due])
-            except Exception as problem:
-                self.sink.raised("recheck", problem)
-            finally:
-                self._busy -= 1
 
     # ------------------------------------------------------------------ explain
 

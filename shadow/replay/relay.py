@@ -28,6 +28,7 @@ from shadow.replay.messages import (
     Counts,
     Explained,
     JobInfo,
+    Noisy,
     Published,
     Raised,
     ToProxy,
@@ -122,6 +123,9 @@ class Relay:
             timing = self._stages[entity, stage] = _Stage()
         timing.buckets[bisect.bisect_left(_BOUNDS, seconds)] += 1
         timing.total += seconds
+
+    def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None:
+        self._send(Noisy(entity, route, tuple(paths)))
 
     def watch_queue(self, capacity: int, depth: Callable[[], int]) -> None:
         self.depth = depth  # reported by the worker every report interval

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from shadow.config import Config
+from shadow.replay.control import UpstreamControl
 from shadow.replay.pipeline import PipelineSettings
 
 #: never more shadow worker processes than this from the CPU quota alone
@@ -16,6 +17,8 @@ CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 #: body copies all shadow queues together may hold; beyond -> queue_full
 QUEUE_BYTES = 64 * 1024 * 1024
+#: documents all shadow recheck heaps together may hold; beyond -> recheck_bytes
+RECHECK_BYTES = 256 * 1024 * 1024
 
 
 def pipeline_settings(config: Config, *, rate_limited_before: bool = False, shards: int = 1) -> PipelineSettings:
@@ -27,7 +30,14 @@ def pipeline_settings(config: Config, *, rate_limited_before: bool = False, shar
         source_timeout=config.source_timeout, rate_limit=0.0 if rate_limited_before else config.rate_limit,
         explain_rate=config.explain_rate, explain_concurrency=config.explain_concurrency,
         recheck_capacity=config.queue_size,
+        recheck_bytes=max(RECHECK_BYTES // max(1, shards), 4 * config.max_body_bytes),
         queue_bytes=max(QUEUE_BYTES // max(1, shards), 4 * config.max_body_bytes))
+
+
+def recheck_upstream(config: Config) -> UpstreamControl:
+    """How rechecks with `control: upstream` replay a read to the upstream (the worker
+    process needs it as much as the inline pipeline)."""
+    return UpstreamControl(config.upstream, config.source_timeout)
 
 
 def cpu_quota(cpu_max: Path = CPU_MAX) -> float:
@@ -54,4 +64,4 @@ def shadow_workers(config: Config, quota: float | None = None) -> int:
     return max(1, min(MAX_AUTO_WORKERS, math.floor(cpus) - 1))
 
 
-__all__ = ["cpu_quota", "pipeline_settings", "shadow_workers"]
+__all__ = ["cpu_quota", "pipeline_settings", "recheck_upstream", "shadow_workers"]

@@ -47,7 +47,7 @@ from shadow.replay.messages import (
 )
 from shadow.replay.pipeline import Pipeline
 from shadow.replay.relay import Relay
-from shadow.replay.settings import pipeline_settings
+from shadow.replay.settings import pipeline_settings, recheck_upstream
 from shadow.rules import RouteMatch
 
 log = logging.getLogger("shadow.replay.worker")
@@ -149,7 +149,7 @@ class ShadowWorker(asyncio.Protocol):
         self._use_rules(load(config))
         self.sources = default_sources(config)
         self.pipeline = Pipeline(pipeline_settings(config, rate_limited_before=True, shards=shards), self.sink,
-                                 lambda: self.rules, self.sources, compare, explain)
+                                 lambda: self.rules, self.sources, compare, explain, upstream=recheck_upstream(config))
         self.pipeline.start()
         self._spawn(self._report())
         self._spawn(self._warm_up())

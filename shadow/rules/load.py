@@ -19,6 +19,7 @@ from shadow.model import SourceKind
 from shadow.rules.checks import parse_checks
 from shadow.rules.fieldspec import parse_fields
 from shadow.rules.policy import RulesPolicy
+from shadow.rules.recheck import parse_recheck
 from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.routes import METHODS, Router, parse_template, shape
 from shadow.rules.spec import (Entity, KeySource, KnownDivergence, ListFilter, Route, RouteMatch,
@@ -250,14 +251,15 @@ def _route(reader: Reader, entity: Entity, item: Any, line: int) -> Route | None
                 if isinstance(options.get("key"), YMap) else None)
     key = view_key[0] if view_key else _key_source(reader, options, where, params, is_list)
     at_text = reader.string(options, "at", where, default="") or ""
+    source = cast(SourceKind, reader.string(options, "source", where, default="postgres",
+                                            choices=get_args(SourceKind)) or "postgres")
     return Route(
         name=name, method=method, template=template, entity=entity.name, param_names=params,
-        source=cast(SourceKind, reader.string(options, "source", where, default="postgres",
-                                              choices=get_args(SourceKind)) or "postgres"),
+        source=source,
         sample=reader.number(options, "sample", where, 1.0, 0.0, 1.0),
         sample_by=cast(SampleBy, reader.string(options, "sample_by", where, default="random",
                                                choices=get_args(SampleBy)) or "random"),
-        recheck=reader.duration(options, "recheck", where, 2.0),
+        recheck=parse_recheck(reader, options, where, method, source),
         is_list=is_list,
         complete=reader.boolean(options, "complete", where, False),
         key=key,

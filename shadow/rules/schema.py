@@ -10,6 +10,7 @@ from shadow.rules.spec import AGGREGATES, FIELD_KINDS
 
 _NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
 _TABLE = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"}
+_DURATION = {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(ms|s|m)$"}]}
 _PATH = {"type": "string", "pattern": r"^[^.\[\]\s]+(\[\*\])*(\.[^.\[\]\s]+(\[\*\])*)*$",
          "description": "document path: amount.value, offers[*].status"}
 _TRANSFORM = {"oneOf": [{"type": "string", "description": "normalizer name or package.module:function"},
@@ -79,7 +80,11 @@ def rule_schema() -> dict[str, Any]:
             "limit": _QUERY_PARAM, "offset": _QUERY_PARAM, "total": _PATH,
             "sample": {"type": "number", "minimum": 0, "maximum": 1},
             "sample_by": {"enum": ["random", "key"]},
-            "recheck": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(ms|s|m)$"}]},
+            "recheck": {"oneOf": [_DURATION, {
+                "type": "object", "additionalProperties": False,
+                "properties": {"after": {"oneOf": [_DURATION, {"type": "array", "items": _DURATION, "maxItems": 8}]},
+                               "control": {"enum": ["upstream", "mongo", "none"]},
+                               "headers": {"type": "array", "items": {"type": "string"}}}}]},
             "source": {"enum": ["postgres", "mongo"]}}}]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -245,6 +245,32 @@ class Page:
     total: tuple[str, ...] = ()  # path of the total count in the body
 
 
+#: where a recheck re-reads the control: the same safe read replayed to the upstream,
+#: the stored document in MongoDB (through the entity's toJSON rules), or not at all
+RecheckControl = Literal["upstream", "mongo", "none"]
+RECHECK_CONTROLS: tuple[RecheckControl, ...] = ("upstream", "mongo", "none")
+#: the only methods a recheck may replay to the upstream
+SAFE_METHODS = ("GET", "HEAD")
+
+
+@dataclass(frozen=True, slots=True)
+class RecheckPolicy:
+    """When a key that differed is read again, and where its control comes from.
+
+    after    seconds after the first read, ascending; () = never rechecked
+    control  upstream | mongo | none (none: compare with the original answer)
+    headers  request headers (lower-case) the upstream replay carries; nothing else is sent
+    """
+
+    after: tuple[float, ...] = (2.0,)
+    control: RecheckControl = "upstream"
+    headers: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.after)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Route:
     """One read of the API whose answer shows `entity` documents."""
@@ -257,7 +283,7 @@ class Route:
     source: SourceKind = "postgres"
     sample: float = 1.0
     sample_by: SampleBy = "random"
-    recheck: float = 2.0  # seconds; 0 = no recheck
+    recheck: RecheckPolicy = RecheckPolicy()
     is_list: bool = False
     complete: bool = False  # a list that shows every row of its filter: `extra` is checked
     key: KeySource = KeySource("path", "id")

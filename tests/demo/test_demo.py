@@ -37,7 +37,7 @@ def assert_gone(out: str) -> None:
     match = PIDS.search(out)
     assert match, out
     pids = [int(pid) for pid in match.groups()]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a hang guard, not a bound
     alive = pids
     while alive and time.monotonic() < deadline:
         alive = [pid for pid in pids if _alive(pid)]
@@ -56,7 +56,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_demo_finds_exactly_the_planted_divergences_and_stops_cleanly(tmp_path: Path) -> None:
-    result = subprocess.run(demo_command(tmp_path, "--duration", "12"), capture_output=True, text=True, timeout=50)
+    result = subprocess.run(demo_command(tmp_path, "--duration", "12"), capture_output=True, text=True,
+                            timeout=600)  # a hang guard: on a saturated CPU the demo just takes longer
     out = result.stdout
     summary = final_summary(out)
     assert result.returncode == 0, out + result.stderr
@@ -91,7 +92,7 @@ def test_demo_finds_exactly_the_planted_divergences_and_stops_cleanly(tmp_path: 
 def test_ctrl_c_prints_the_final_summary_and_leaves_nothing_running(tmp_path: Path) -> None:
     process = subprocess.Popen(demo_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
-    watchdog = threading.Timer(40, process.send_signal, [signal.SIGINT])  # never hang if a plant stays unfound
+    watchdog = threading.Timer(600, process.send_signal, [signal.SIGINT])  # never hang if a plant stays unfound
     watchdog.start()
     try:
         assert process.stdout is not None
@@ -100,7 +101,7 @@ def test_ctrl_c_prints_the_final_summary_and_leaves_nothing_running(tmp_path: Pa
             if "found at their path: 11/11" in line:
                 break
         process.send_signal(signal.SIGINT)
-        rest, errors = process.communicate(timeout=30)
+        rest, errors = process.communicate(timeout=600)
     finally:
         watchdog.cancel()
         if process.poll() is None:
@@ -115,6 +116,6 @@ def test_ctrl_c_prints_the_final_summary_and_leaves_nothing_running(tmp_path: Pa
 
 def test_a_missing_rules_directory_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "shadow", "demo", "--rules", str(tmp_path / "nope")],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert f"--rules {tmp_path / 'nope'}: no such directory" in result.stderr

@@ -72,7 +72,7 @@ async def test_clean_traffic_is_go_then_a_divergence_is_no_go_naming_entity_rout
     assert code == 0, out + err
     assert "VERDICT: GO" in out
     payments_row = next(line for line in out.splitlines() if line.startswith("payments") and PAY in line)
-    assert payments_row.split()[-6:] == ["43", "0", "3", "0", "-", "GO"]
+    assert payments_row.split()[-7:] == ["43", "0", "3", "0", "0", "-", "GO"]
 
     # one persistent mismatch, born between two scrapes (the series starts at 1, not 0)
     metrics.comparisons.labels("payments", PAY, "mismatch").inc()

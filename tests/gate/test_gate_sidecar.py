@@ -108,7 +108,7 @@ async def test_gate_against_prometheus_scraping_the_running_sidecar(
             assert code == 0, out + err
             assert "VERDICT: GO" in out
             row = next(line for line in out.splitlines() if line.startswith("payments") and PAY in line)
-            assert row.split()[3:] == ["8", "0", "0", "0", "-", "GO"]
+            assert row.split()[3:] == ["8", "0", "0", "0", "0", "-", "GO"]
 
             # --- a required route nobody called → NO-GO for lack of samples --------------
             code, out, err = await gate(prometheus.url, wider)

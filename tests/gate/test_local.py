@@ -69,3 +69,26 @@ def test_gate_hook_answers_json_and_never_go_without_metrics() -> None:
     assert gate_hook(metrics.registry, CRITERIA)()["verdict"] == "GO"
     answer = gate_hook(CollectorRegistry(), CRITERIA)()
     assert answer["verdict"] == "CANNOT_EVALUATE" and "not in this process's registry" in answer["error"]
+
+
+def test_unstable_never_blocks_but_shows_its_share_and_the_noisy_fields_suggest_an_ignore() -> None:
+    metrics = Metrics()
+    metrics.comparisons.labels("payments", PAY, "match").inc(6)
+    metrics.comparisons.labels("payments", PAY, "unstable").inc(2)
+    metrics.noisy_fields.labels("payments", "servedAt").inc(2)
+    metrics.noisy_fields.labels("payments", "nonce").inc(1)
+    report = evaluate_local(metrics.registry, CRITERIA)
+    assert report.go
+    route = report.entities[0].routes[0]
+    assert (route.comparisons, route.unstable, route.unstable_share) == (8, 2, 0.25)
+    document = to_json(report)
+    row = document["entities"][0]["routes"][0]
+    assert (row["unstable"], row["unstable_share"], row["verdict"]) == (2, 0.25, "GO")
+    assert document["entities"][0]["noisy_fields"] == [
+        {"field": "servedAt", "count": 2, "suggest": "ignore: ['servedAt']"},
+        {"field": "nonce", "count": 1, "suggest": "ignore: ['nonce']"}]
+    from shadow.gate.report import render_table
+
+    text = render_table(report)
+    assert "2 (25%)" in text and "payments servedAt x2: suggest ignore: ['servedAt']" in text
+    assert "VERDICT: GO" in text

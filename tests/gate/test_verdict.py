@@ -62,7 +62,7 @@ def test_persistent_mismatch_names_entity_route_and_fields() -> None:
     assert f"  - {reason}" in text
     assert "VERDICT: NO-GO (1 reason)" in text
     row = next(line for line in text.splitlines() if PAY in line and line.startswith("payments"))
-    assert row.split()[3:] == ["903", "3", "0", "0", "amount", "x2,", "buyerId", "x1,", "status", "x1", "NO-GO"]
+    assert row.split()[3:] == ["903", "3", "0", "0", "0", "amount", "x2,", "buyerId", "x1,", "status", "x1", "NO-GO"]
     document = json.loads(render_json(report))
     assert document["verdict"] == "NO-GO" and document["reasons"] == [reason]
 

@@ -4,6 +4,7 @@ real PostgresSource), the real rules loader, and the whole sidecar in front."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import decimal
 import json
 import time
@@ -83,6 +84,10 @@ class WidgetWorld:
     documents: dict[str, dict[str, Any]]
     rules: Path
     requests: list[str] = field(default_factory=list)
+    #: (path, headers) of every recheck replay (X-Shadow-Recheck: 1) the API received
+    replays: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    #: awaited with the key before the API answers a recheck replay (a test's dual-write hook)
+    on_replay: Callable[[str], Awaitable[None]] | None = None
 
     async def sql(self, statement: str, *args: Any) -> None:
         connection = await asyncpg.connect(self.pg_dsn)
@@ -92,8 +97,14 @@ class WidgetWorld:
             await connection.close()
 
 
-def widget_api(documents: dict[str, dict[str, Any]]) -> web.Application:
+def widget_api(world: WidgetWorld) -> web.Application:
+    documents = world.documents
+
     async def one(request: web.Request) -> web.Response:
+        if request.headers.get("X-Shadow-Recheck") == "1":
+            world.replays.append((request.path_qs, dict(request.headers)))
+            if world.on_replay is not None:
+                await world.on_replay(request.match_info["id"])
         document = documents.get(request.match_info["id"])
         if document is None and "echo" in request.query:  # any key, even one PG cannot hold
             document = {"_id": request.match_info["id"], "name": "echo"}
@@ -109,13 +120,15 @@ def widget_api(documents: dict[str, dict[str, Any]]) -> web.Application:
                 await response.write(text[start:start + 16])
             await response.write_eof()
             return response
+        if request.path.startswith("/stamped/"):  # a field generated per request
+            document = {**document, "servedAt": dt.datetime.now(dt.UTC).isoformat()}
         return web.json_response(document)
 
     async def listing(request: web.Request) -> web.Response:
         return web.json_response({"items": sorted(documents.values(), key=lambda d: d["_id"])})
 
     app = web.Application()
-    for prefix in ("widgets", "quick", "hashed", "plain"):  # /plain/ has no rule: never shadowed
+    for prefix in ("widgets", "quick", "hashed", "plain", "stamped"):  # /plain/ has no rule: never shadowed
         app.router.add_get(f"/{prefix}/{{id}}", one)
     app.router.add_get("/widgets", listing)
     return app
@@ -128,10 +141,12 @@ async def world(pg_dsn: str, tmp_path: Path) -> AsyncIterator[WidgetWorld]:
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "widgets.yaml").write_text(WIDGET_RULES)
-    runner = web.AppRunner(widget_api(documents))
+    world = WidgetWorld("", pg_dsn, documents, rules)
+    runner = web.AppRunner(widget_api(world))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield WidgetWorld(f"http://127.0.0.1:{runner.addresses[0][1]}", pg_dsn, documents, rules)
+    world.api_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield world
     await runner.cleanup()
 
 
@@ -152,7 +167,10 @@ async def start(world: WidgetWorld, tmp_path: Path, engine: str) -> AsyncIterato
     async def starter(**overrides: Any) -> Sidecar:
         values: dict[str, Any] = dict(upstream=world.api_url, rules=world.rules, pg=world.pg_dsn,
                                       listen="127.0.0.1:0", admin_listen="127.0.0.1:0", reload="signal",
-                                      workers=2, source_timeout=1.0, mismatch_log=str(tmp_path / "mismatches.jsonl"),
+                                      workers=2, source_timeout=10.0, mismatch_log=str(tmp_path / "mismatches.jsonl"),
+                                      # not niced: these tests are about outcomes, not priority (test_worker_process
+                                      # checks the nice), and must not starve when other processes load the CPU
+                                      shadow_nice=0,
                                       engine=engine)
         extra = {name: overrides.pop(name) for name in list(overrides) if name.startswith("_")}
         values.update(overrides)
@@ -206,7 +224,22 @@ def skipped(sidecar: Sidecar, reason: str) -> float:
     return total
 
 
-async def settle(sidecar: Sidecar, timeout: float = 10.0) -> None:
+def stage_count(sidecar: Sidecar, stage: str, entity: str = "widgets") -> float:
+    """How many `stage` samples the shadow side has reported (e.g. compare: keys judged)."""
+    value = sidecar.registry.get_sample_value("shadow_stage_seconds_count", {"entity": entity, "stage": stage})
+    return value or 0.0
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait for an event (a counter reaching a value, a request arriving); the timeout
+    only turns a hang into a failure, it is not part of what is tested."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def settle(sidecar: Sidecar, timeout: float = 60.0) -> None:
     assert await sidecar.pipeline.drain(timeout), "the shadow pipeline did not finish in time"
 
 
@@ -220,6 +253,8 @@ class Probe:
     outcomes = staticmethod(outcomes)
     skipped = staticmethod(skipped)
     settle = staticmethod(settle)
+    stage_count = staticmethod(stage_count)
+    until = staticmethod(until)
     widget = staticmethod(widget)
 
 

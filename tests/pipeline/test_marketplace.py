@@ -57,8 +57,6 @@ def _under(reported: str, planted: str) -> bool:
 
 
 async def test_a_postgres_write_landing_after_the_read_is_transient(marketplace, sample_api, start, probe) -> None:
-    import asyncio
-
     import asyncpg
     from bson import ObjectId
     from pymongo import AsyncMongoClient
@@ -75,7 +73,8 @@ async def test_a_postgres_write_landing_after_the_read_is_transient(marketplace,
     sidecar = await start(upstream=sample_api, rules=RULES, pg=marketplace.pg_dsn)
     [(status, _)] = await probe.get_all(sidecar.proxy_url, [f"/api/payments/{key}"])
     assert status == 200
-    await asyncio.sleep(0.3)  # ... PostgreSQL a moment later, before the route's recheck (2 s)
+    # ... PostgreSQL once the first read was compared, before the route's recheck (2 s)
+    await probe.until(lambda: probe.stage_count(sidecar, "compare", "payments") >= 1, "the first comparison")
     connection = await asyncpg.connect(marketplace.pg_dsn)
     try:
         await connection.execute("UPDATE payments SET status = $1 WHERE legacy_object_id = $2", new_status, key)

@@ -2,7 +2,6 @@
 transient (a late dual-write), missing, extra, invalid keys, sampling."""
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -37,11 +36,14 @@ async def test_consistent_keys_match_and_planted_divergences_mismatch_with_their
 
 async def test_a_write_that_lands_shortly_after_the_read_is_transient(world, start, probe) -> None:
     world.documents["w0005"] = {**world.documents["w0005"], "name": "new name"}  # Mongo written first
+
+    async def dual_write(key: str) -> None:  # ... PostgreSQL after the first read, by the recheck
+        await world.sql("UPDATE widgets SET name = 'new name' WHERE legacy_object_id = $1", key)
+
+    world.on_replay = dual_write
     sidecar = await start()
     status, _ = (await probe.get_all(sidecar.proxy_url, ["/widgets/w0005"]))[0]
     assert status == 200
-    await asyncio.sleep(0.1)  # the dual-write reaches PostgreSQL after the read, before the recheck (300 ms)
-    await world.sql("UPDATE widgets SET name = 'new name' WHERE legacy_object_id = 'w0005'")
     await probe.settle(sidecar)
     assert probe.outcomes(sidecar) == {"transient": 1}
     assert sidecar.registry.get_sample_value("shadow_transient_fields_total", {"entity": "widgets", "field": "name"}) == 1
@@ -58,10 +60,15 @@ async def test_a_divergence_that_persists_past_the_recheck_is_a_mismatch(world, 
 async def test_a_row_missing_in_postgres_is_missing_and_is_rechecked(world, start, probe) -> None:
     world.documents["w0100"] = probe.widget(100)  # in Mongo (the API), not (yet) in PG
     world.documents["w0101"] = probe.widget(101)
+
+    async def dual_write(key: str) -> None:  # w0101's row reaches PostgreSQL by its recheck; w0100's never
+        if key == "w0101" and not any(path == "/widgets/w0101" for path, _ in world.replays[:-1]):
+            await world.sql("INSERT INTO widgets (legacy_object_id, name, price, api_token) "
+                            "VALUES ('w0101', 'widget 101', 101.5, 'tok-101')")
+
+    world.on_replay = dual_write
     sidecar = await start()
     await probe.get_all(sidecar.proxy_url, ["/widgets/w0100", "/widgets/w0101"])
-    await asyncio.sleep(0.05)
-    await world.sql("INSERT INTO widgets (legacy_object_id, name, price, api_token) VALUES ('w0101', 'widget 101', 101.5, 'tok-101')")
     await probe.settle(sidecar)
     assert probe.outcomes(sidecar) == {"missing": 1, "transient": 1}
 

@@ -93,6 +93,7 @@ async def _hop(request: web.Request) -> web.Response:
 
 
 async def _slow(request: web.Request) -> web.Response:
+    request.app[ARRIVED].set()  # tests wait for this event, not for time
     await asyncio.sleep(float(request.query.get("delay", "1")))
     return web.Response(text="slow")
 
@@ -108,16 +109,21 @@ async def _slow_stream(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         request.app[GONE].set()
         raise
+    request.app[STREAMED].set()
     request.app[GONE].set()  # finished: the client did not leave early
     return response
 
 
 GONE = web.AppKey("gone", asyncio.Event)
+STREAMED = web.AppKey("streamed", asyncio.Event)
+ARRIVED = web.AppKey("arrived", asyncio.Event)
 
 
 def upstream_app() -> web.Application:
     app = web.Application()
     app[GONE] = asyncio.Event()
+    app[STREAMED] = asyncio.Event()
+    app[ARRIVED] = asyncio.Event()
     app.router.add_get("/widgets/{n}", _json)
     app.router.add_get("/json/{n}", _json)
     app.router.add_get("/large", _large)
@@ -145,13 +151,15 @@ async def serve_app(app: web.Application, host: str = "127.0.0.1") -> tuple[web.
 class Upstream:
     url: str
     gone: asyncio.Event  # set when /slow-stream noticed its client left (or finished)
+    streamed: asyncio.Event  # set when /slow-stream sent its whole body (the client stayed)
+    arrived: asyncio.Event  # set when a /slow request reached the upstream
 
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     app = upstream_app()
     runner, url = await serve_app(app)
-    yield Upstream(url, app[GONE])
+    yield Upstream(url, app[GONE], app[STREAMED], app[ARRIVED])
     await runner.cleanup()
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import aiohttp
@@ -115,29 +114,27 @@ async def test_upstream_down_is_a_502_with_a_clear_body(widget_rules: Path, make
 
 
 async def test_silent_upstream_is_a_504_after_the_timeout(sidecar: Sidecar) -> None:
-    started = time.monotonic()
     async with aiohttp.ClientSession() as session:
         async with session.get(sidecar.proxy_url + "/slow?delay=3") as response:
+            # a 504 at all: the proxy's timeout (0.5 s in the fixture) fired before the upstream answered
             assert response.status == 504
             assert "504 Gateway Timeout" in await response.text()
-    assert time.monotonic() - started < 2.5  # upstream_timeout is 0.5 s in the fixture
 
 
 async def test_client_disconnect_frees_the_upstream_response(sidecar: Sidecar, upstream) -> None:
-    started = time.monotonic()
     async with aiohttp.ClientSession() as session:
         response = await session.get(sidecar.proxy_url + "/slow-stream")
         await response.content.readexactly(4096)
         response.close()  # the client goes away mid-body
-    await asyncio.wait_for(upstream.gone.wait(), 3)
-    assert time.monotonic() - started < 3.5  # streaming the whole body would take > 4 s
+    await asyncio.wait_for(upstream.gone.wait(), 60)
+    assert not upstream.streamed.is_set()  # the upstream noticed the client left, before sending it all
 
 
 async def test_shutdown_drains_in_flight_requests(upstream, widget_rules: Path, make_config) -> None:
     sidecar = await start_sidecar(make_config(upstream.url, widget_rules, drain_timeout=5))
     async with aiohttp.ClientSession() as session:
         in_flight = asyncio.ensure_future(session.get(sidecar.proxy_url + "/slow?delay=0.5"))
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(upstream.arrived.wait(), 60)  # the request is in flight upstream
         await sidecar.stop()
         response = await in_flight
         assert response.status == 200

@@ -68,7 +68,7 @@ async def test_shadow_proxy_runs_from_env_reloads_on_sighup_and_drains_on_sigter
                 await asyncio.sleep(0.05)
             assert after != before
             in_flight = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/slow?delay=0.5"))
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(upstream.arrived.wait(), 60)  # the request is in flight upstream
             process.send_signal(signal.SIGTERM)
             response = await in_flight
             assert response.status == 200 and await response.text() == "slow"

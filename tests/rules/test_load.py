@@ -59,10 +59,11 @@ def test_good_rules_load_into_frozen_entities_and_routes(tmp_path: Path) -> None
     assert payment.ignore == ("updatedAt",) and payment.redact == ("metadata.cardLast4",)
     assert payment.known[0].expires == date(2027, 1, 31)
     single, listing = rules.routes
-    assert (single.name, single.key.kind, single.key.name, single.recheck, single.sample) == (
-        "GET /api/payments/{id}", "path", "id", 2.0, 1.0)
+    assert (single.name, single.key.kind, single.key.name, single.recheck.after, single.sample) == (
+        "GET /api/payments/{id}", "path", "id", (2.0,), 1.0)
     assert listing.is_list and listing.complete and listing.at == ("data", "items")
-    assert (listing.sample, listing.sample_by, listing.recheck) == (0.25, "key", 0.5)
+    assert (listing.sample, listing.sample_by, listing.recheck.after) == (0.25, "key", (0.5,))
+    assert single.recheck.control == listing.recheck.control == "upstream" and single.recheck.headers == ()
     assert listing.where[0].column == "buyer_id" and listing.where[0].to == "users"
     assert len(rules.version) == 12
     with pytest.raises(AttributeError):

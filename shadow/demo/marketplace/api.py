@@ -251,13 +251,13 @@ async def delete_address(request: web.Request) -> web.Response:
 
 
 def create_app(mongo_uri: str, db_name: str, dual_write_dsn: str | None = None,
-               dual_write_lag: float = 0.0, read_cache: bool = False) -> web.Application:
+               dual_write_lag: float | Callable[[], float] = 0.0, read_cache: bool = False) -> web.Application:
     """The sample API over the Mongo database `db_name` (clients opened on startup).
 
     read_cache (benchmarks only): single-document reads are answered from memory after
     their first read, so the upstream is not what limits a proxy benchmark; writes clear it.
     """
-    if dual_write_lag < 0:
+    if not callable(dual_write_lag) and dual_write_lag < 0:
         raise ValueError(f"dual_write_lag must be >= 0, got {dual_write_lag!r}")
     app = web.Application(middlewares=[_bad_requests])
     backends = app[BACKENDS] = Backends()

@@ -2,24 +2,56 @@
 
 Runs after the sample API's `PATCH /api/payments/{id}` has written Mongo: the same change
 goes to PostgreSQL `lag` seconds later, off the request; a PG failure is only logged —
-which is how PG comes to lag or miss writes (transient / persistent mismatches).
+which is how PG comes to lag or miss writes (transient / persistent mismatches). The lag
+is a fixed number or a LagTail: most writes land fast, a few seconds late (retries,
+queue backlogs), as a real dual-write does.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-class DualWrite:
-    """The second leg of the dual write: PostgreSQL after Mongo, `lag` seconds later;
-    failures are logged, never surfaced (as in production)."""
+@dataclass
+class LagTail:
+    """A dual-write lag with a realistic tail: `slow_share` of the writes land
+    `slow` seconds late, the rest within `fast` (uniform in each range; seeded)."""
 
-    def __init__(self, pool: Any, lag: float) -> None:
-        self.pool, self.lag = pool, lag
+    fast: tuple[float, float] = (0.02, 0.4)
+    slow: tuple[float, float] = (1.5, 3.0)
+    slow_share: float = 0.15
+    seed: int = 0
+    _random: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.fast[0] <= self.fast[1] and 0 <= self.slow[0] <= self.slow[1] and 0 <= self.slow_share <= 1):
+            raise ValueError(f"bad lag tail: {self!r}")
+        self._random = random.Random(self.seed)
+
+    def __call__(self) -> float:
+        low, high = self.slow if self._random.random() < self.slow_share else self.fast
+        return self._random.uniform(low, high)
+
+    def describe(self) -> str:
+        return (f"{self.fast[0]:g}-{self.fast[1]:g}s, {self.slow_share:.0%} of writes "
+                f"{self.slow[0]:g}-{self.slow[1]:g}s")
+
+
+class DualWrite:
+    """The second leg of the dual write: PostgreSQL after Mongo, `lag` seconds later (a
+    number, or a LagTail drawn per write); failures are logged, never surfaced (as in
+    production)."""
+
+    def __init__(self, pool: Any, lag: float | Callable[[], float]) -> None:
+        self.pool = pool
+        self.lag: Callable[[], float] = lag if callable(lag) else (lambda: float(lag))
         self.tasks: set[asyncio.Task[None]] = set()
 
     def schedule(self, legacy_id: str, changes: dict[str, Any]) -> None:
@@ -28,7 +60,7 @@ class DualWrite:
         task.add_done_callback(self.tasks.discard)
 
     async def _write(self, legacy_id: str, changes: dict[str, Any]) -> None:
-        await asyncio.sleep(self.lag)
+        await asyncio.sleep(self.lag())
         try:
             await self.pool.execute(
                 "UPDATE payments SET status = COALESCE($2::payment_status, status),"

@@ -1,0 +1,90 @@
+"""What a key's rechecks add up to, pure: after each recheck (control and candidate
+both re-read) the Trail remembers which differences were seen every time and which
+paths the *control* itself moved on; at the end of the route's schedule it says
+transient, mismatch / missing, or unstable.
+
+    converged on any recheck                          -> transient
+    a difference identical on every recheck, on a
+    path the control never moved on                   -> mismatch (those differences) / missing
+    no such difference, the control moved             -> unstable (no verdict possible)
+    no such difference, the control held still        -> mismatch (the last differences)
+
+Nothing here does I/O; the pipeline feeds it verdicts from compare().
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from shadow.model import FieldDiff, Outcome, Verdict
+
+#: the signature of "the source has no row for this key"
+MISSING_SIGNATURE = ("", "missing", b"", b"")
+WHOLE_DOCUMENT = ""
+
+Signature = tuple[str, str, bytes, bytes]
+
+
+def _frozen(value: Any) -> bytes:
+    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def signatures(verdict: Verdict) -> frozenset[Signature]:
+    """The exact differences of one comparison: where, what kind, both values."""
+    if verdict.outcome is Outcome.MISSING:
+        return frozenset({MISSING_SIGNATURE})
+    return frozenset((diff.at, diff.kind, _frozen(diff.control), _frozen(diff.candidate)) for diff in verdict.diffs)
+
+
+def covered(at: str, moving: Iterable[str]) -> bool:
+    """Is location `at` at or under a path where the control moved?"""
+    return any(path == WHOLE_DOCUMENT or at == path or at.startswith((path + ".", path + "["))
+               for path in moving)
+
+
+def moved_paths(verdict: Verdict) -> frozenset[str]:
+    """Locations that differ between two reads of the control."""
+    return frozenset(diff.at for diff in (*verdict.diffs, *verdict.suppressed))
+
+
+@dataclass(frozen=True, slots=True)
+class Trail:
+    """One key's recheck history (held by the recheck heap between steps)."""
+
+    first: Verdict  # what the first read said (published with transient)
+    first_candidate: Any
+    control: Any  # the latest control read (the API's original answer at first)
+    started: float  # time.monotonic() of the first comparison
+    step: int = 0  # rechecks done
+    persistent: frozenset[Signature] | None = None  # differences seen on every recheck so far
+    moving: frozenset[str] = frozenset()  # locations where the control changed between reads
+    last: Verdict | None = None
+    last_candidate: Any = None
+    noise_checked: bool = False
+
+    def after(self, verdict: Verdict, candidate: Any, control: Any, moved: Iterable[str] = ()) -> Trail:
+        """The trail with one more recheck's verdict folded in."""
+        seen = signatures(verdict)
+        persistent = seen if self.persistent is None else self.persistent & seen
+        return replace(self, step=self.step + 1, persistent=persistent, moving=self.moving | frozenset(moved),
+                       last=verdict, last_candidate=candidate, control=control)
+
+    def outcome(self) -> tuple[Outcome, tuple[FieldDiff, ...]]:
+        """The final outcome once the schedule is done (never converged), and the
+        differences to publish with it."""
+        last = self.last if self.last is not None else self.first
+        steady = {sig for sig in (self.persistent or frozenset()) if not covered(sig[0], self.moving)}
+        if MISSING_SIGNATURE in steady:
+            return Outcome.MISSING, ()
+        if steady:
+            diffs = tuple(diff for diff in last.diffs
+                          if (diff.at, diff.kind, _frozen(diff.control), _frozen(diff.candidate)) in steady)
+            return Outcome.MISMATCH, diffs
+        if self.moving:
+            return Outcome.UNSTABLE, last.diffs
+        if last.outcome is Outcome.MISSING:
+            return Outcome.MISSING, ()
+        return Outcome.MISMATCH, last.diffs
