@@ -9,6 +9,9 @@ Canonical form (both the API's document and the rebuilt candidate):
 - null, missing and {} are the same (entity null_is_missing);
 - `order: unordered` arrays sorted into a canonical order (multisets);
 - the entity's `ignore` paths dropped.
+
+Over 350 lines: the compiled plan and the reference (slow) walk must stay side by side,
+tests/compare/test_plans.py checks they agree.
 """
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ planted divergences were found at their paths, 1 otherwise. Two more divergences
 planted in documents the traffic never reads (shadow/demo/cold.py); after the traffic,
 `shadow verify` scans their entities and the summary shows shadow reads missed them and
 verify found them.
+
+Over 350 lines: the demo's findings, its summary rendering and its run loop; split
+candidates are the findings and the rendering.
 """
 from __future__ import annotations
 

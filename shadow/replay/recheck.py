@@ -14,6 +14,9 @@ On the first recheck that re-reads the control, it is read twice, back to back: 
 paths that differ between two reads milliseconds apart are generated per request (a
 timestamp of "now", a nonce, a random order) and are reported as noisy
 (`Sink.noisy`, never ignored automatically).
+
+Over 350 lines: the heap, the parked-key trail and the Rechecker are one mechanism (a
+key's whole recheck life); convergence.py holds the pure verdict.
 """
 from __future__ import annotations
 
