@@ -19,13 +19,13 @@ allowed module merely imported from elsewhere.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from normalizers import values as _values
 
-__all__ = ["Normalizer", "UnknownNormalizer", "get", "bind", "register", "names"]
+__all__ = ["Normalizer", "UnknownNormalizer", "bind", "get", "names", "register"]
 
 
 class UnknownNormalizer(LookupError):

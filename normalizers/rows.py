@@ -2,13 +2,13 @@
 canonical order of arrays compared as multisets."""
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 import orjson
-import json
 
 
 def group_rows(rows: Iterable[Mapping[str, Any]], fk: str) -> dict[Any, list[Mapping[str, Any]]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
@@ -122,7 +122,7 @@ def decimal(value: Any) -> Any:
 
 # -------------------------------------------------------------------- timestamps
 
-_UTC = timezone.utc
+_UTC = UTC
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 
 
@@ -134,7 +134,7 @@ def iso_ms(moment: datetime) -> str:
             moment = moment.astimezone(_UTC)
         return moment.isoformat(timespec="milliseconds")[:23] + "Z"
     if moment.tzinfo is not None and moment.utcoffset():
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
             f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
@@ -170,7 +170,7 @@ def timestamp(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso_ms(value)
     if isinstance(value, date):
-        return iso_ms(datetime(value.year, value.month, value.day, tzinfo=timezone.utc))
+        return iso_ms(datetime(value.year, value.month, value.day, tzinfo=UTC))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         from datetime import timedelta
 

@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shadow.proxy.capture import CapturedRead, prepare
 from shadow.model import Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason, Verdict
+from shadow.proxy.capture import CapturedRead, prepare
 from shadow.publish.sink import RecentMismatch
 from shadow.replay.control import UpstreamControl, replay_of, replays
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
@@ -200,7 +200,7 @@ class Pipeline:
         try:
             fetch = source.fetch(entity_spec, keys) if reader is None else source.fetch(entity_spec, keys, reader)
             found = await asyncio.wait_for(fetch, self.settings.source_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             self.sink.raised("fetch", f"timeout after {self.settings.source_timeout}s ({len(keys)} keys)", entity)
             return "fetch: timeout"
         except Exception as problem:
@@ -214,7 +214,7 @@ class Pipeline:
         groups: dict[tuple[str, str, Any], list[PendingKey]] = {}
         for item in pending:  # one fetch per reader too: fields bound to the reader differ
             groups.setdefault((item.job.entity, item.job.source, item.job.reader), []).append(item)
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = dt.datetime.now(dt.UTC).date()
         for (entity, source_name, reader), items in groups.items():
             fetched = await self.fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)), reader)
             if isinstance(fetched, str):
@@ -284,7 +284,7 @@ class Pipeline:
             return frozenset()  # the fetch reports the missing source / entity for every key
         try:
             checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job), self.settings.source_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             self.sink.raised("list_keys", "timeout", job.entity)
             self._publish_error(job.entity, job.route, None, "list_keys: timeout", job)
             return frozenset()

@@ -19,11 +19,20 @@ from shadow.model import SourceKind
 from shadow.rules.checks import parse_checks
 from shadow.rules.fieldspec import parse_fields
 from shadow.rules.policy import RulesPolicy
-from shadow.rules.recheck import parse_recheck
 from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
+from shadow.rules.recheck import parse_recheck
 from shadow.rules.routes import METHODS, Router, parse_template, shape
-from shadow.rules.spec import (Entity, KeySource, KnownDivergence, ListFilter, Route, RouteMatch,
-                               RuleIssue, RulesError, SampleBy)
+from shadow.rules.spec import (
+    Entity,
+    KeySource,
+    KnownDivergence,
+    ListFilter,
+    Route,
+    RouteMatch,
+    RuleIssue,
+    RulesError,
+    SampleBy,
+)
 from shadow.rules.stored import parse_stored
 from shadow.rules.viewspec import (
     ROUTE_VIEW_KEYS,

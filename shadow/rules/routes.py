@@ -49,7 +49,7 @@ def shape(template: str) -> str:
 
 
 class _Node:
-    __slots__ = ("static", "param", "route")
+    __slots__ = ("param", "route", "static")
 
     def __init__(self) -> None:
         self.static: dict[str, _Node] = {}

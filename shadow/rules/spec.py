@@ -10,10 +10,10 @@ as one file (view-model types are in viewspec.py).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from shadow.model import SourceKind
 from shadow.rules.stored import DEFAULT_VIEW, StoredView

@@ -1,7 +1,7 @@
 """The built-in normalizers: every spelling of one value lands on one canonical form."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,7 +32,7 @@ def test_decimal_integral_values_become_ints_and_bad_input_is_an_error() -> None
 
 
 @pytest.mark.parametrize("spelling", [
-    datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),  # PostgreSQL µs: truncated
+    datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),  # PostgreSQL µs: truncated
     datetime(2026, 1, 2, 5, 4, 5, 678000, tzinfo=timezone(timedelta(hours=2))),
     datetime(2026, 1, 2, 3, 4, 5, 678000),  # naive = UTC
     "2026-01-02T03:04:05.678Z", "2026-01-02T03:04:05.678123456Z", "2026-01-02 03:04:05.678+00:00",
