@@ -239,7 +239,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0)
         await asyncio.sleep(0.01)
 
 
-async def settle(sidecar: Sidecar, timeout: float = 60.0) -> None:
+async def settle(sidecar: Sidecar, timeout: float = 120.0) -> None:
     assert await sidecar.pipeline.drain(timeout), "the shadow pipeline did not finish in time"
 
 
