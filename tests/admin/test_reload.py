@@ -14,7 +14,7 @@ async def post(url: str) -> tuple[int, dict]:
             return response.status, json.loads(await response.text())
 
 
-async def wait_for(condition, timeout: float = 5.0) -> None:
+async def wait_for(condition, timeout: float = 60.0) -> None:
     for _ in range(int(timeout / 0.05)):
         if condition():
             return

@@ -25,7 +25,7 @@ def _cmdline(pid: int) -> str:
         return cmdline.read().replace(b"\0", b" ").decode()
 
 
-async def _new_worker(handoff: Handoff, old_pid: int, timeout: float = 20.0) -> int:
+async def _new_worker(handoff: Handoff, old_pid: int, timeout: float = 60.0) -> int:
     for _ in range(int(timeout / 0.05)):
         pid = handoff.worker_pid
         if pid is not None and pid != old_pid:

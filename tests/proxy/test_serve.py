@@ -34,7 +34,7 @@ def _spawn_from_env(upstream_url: str, rules: Path, tmp_path: Path, *args: str,
     return process, port, admin_port
 
 
-async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 20) -> None:
+async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(int(timeout / 0.1)):
             assert process.poll() is None, process.stderr.read() if process.stderr else ""

@@ -51,7 +51,7 @@ class RecordingUpstream:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+    async def wait_for(self, count: int, timeout: float = 60.0) -> None:
         """Until `count` requests (or errors) have arrived."""
         async with self.arrived:
             await asyncio.wait_for(self.arrived.wait_for(lambda: len(self.requests) + len(self.errors) >= count),
