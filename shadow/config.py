@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 
+from shadow.proxy.limits import DEFAULT_LIMITS
+
 if TYPE_CHECKING:
     from shadow.rules.policy import RulesPolicy
 
@@ -235,13 +237,14 @@ class Config:
     # not a flag: every outcome crosses from the worker one by one (not only as counts), for
     # an in-process observer of each comparison (the demo's per-key findings); one message per read
     report_every_outcome: bool = False
-    max_request_line: int = 8192
-    max_header_line: int = 8192
-    max_header_block: int = 32768
-    max_header_count: int = 100
-    header_timeout: float = 60.0
-    keepalive_timeout: float = 75.0
-    max_connections: int = 10000
+    # the request-path limits: defaults defined once, in shadow/proxy/limits.py
+    max_request_line: int = DEFAULT_LIMITS.max_request_line
+    max_header_line: int = DEFAULT_LIMITS.max_header_line
+    max_header_block: int = DEFAULT_LIMITS.max_header_block
+    max_header_count: int = DEFAULT_LIMITS.max_header_count
+    header_timeout: float = DEFAULT_LIMITS.header_timeout
+    keepalive_timeout: float = DEFAULT_LIMITS.keepalive_timeout
+    max_connections: int = DEFAULT_LIMITS.max_connections
 
     def __post_init__(self) -> None:
         # Values built in Python go through the same parsers as flags, so a bad value
