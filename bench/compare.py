@@ -33,7 +33,7 @@ from shadow.demo.marketplace.backfill import backfill
 from shadow.demo.marketplace.generate import generate
 from shadow.demo.marketplace.tojson import to_api
 from shadow.model import Outcome
-from shadow.replay.sources import PostgresSource
+from shadow.replay.sources.postgres import PostgresSource
 from shadow.rules import load_rules
 
 ROOT = Path(__file__).resolve().parents[1]

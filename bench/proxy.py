@@ -207,6 +207,14 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
         ledger = (ROOT / "rules" / "marketplace" / "funds_ledger_entries.yaml").read_text()
         (empty_rules / "ledger.yaml").write_text(ledger.split("\nroutes:")[0] + "\n")
 
+        # The image (requirements.lock) has no numpy; this venv has it only because the
+        # embedded Mongo server (SecantusDB) needs it, and deepdiff imports it when present
+        # (11 MB per worker). The shadow processes run without it, as they do in the image.
+        image_like = work / "image-like"
+        (image_like / "numpy").mkdir(parents=True)
+        (image_like / "numpy" / "__init__.py").write_text('raise ImportError("numpy is not in the shadow image")\n')
+        image_env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(image_like), os.environ.get("PYTHONPATH")]))}
+
         def shadow(rules: Path, engine: str = "raw") -> tuple[subprocess.Popen[bytes], str, str]:
             port, admin_port = free_port(), free_port()
             process = spawn([SHADOW, "proxy", "--upstream", direct, "--rules", str(rules), "--pg", pg.dsn,
@@ -214,7 +222,8 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
                              "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}",
                              "--source-timeout", "0.5", "--mismatch-log", str(work / "mismatches.jsonl"),
                              "--engine", engine,
-                             *(["--shadow-workers", str(opts.shadow_workers)] if opts.shadow_workers else [])])
+                             *(["--shadow-workers", str(opts.shadow_workers)] if opts.shadow_workers else [])],
+                            env=image_env)
             admin = f"http://127.0.0.1:{admin_port}"
             wait_http(admin + "/healthz")
             return process, f"http://127.0.0.1:{port}", admin

@@ -20,12 +20,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, the options of that one subcommand (the
+    others keep their one-line help, their modules unimported: `shadow proxy` must not
+    carry the demo's or verify's drivers in its resident memory)."""
     parser = argparse.ArgumentParser(prog="shadow", description="Shadow-read verification sidecar for MongoDB -> PostgreSQL migrations.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(_module=module_name)
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as missing:
@@ -38,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    chosen = words[0] if words and words[0] in COMMANDS else None
+    args = build_parser(chosen).parse_args(words)
     if getattr(args, "_missing", False):
         print(f"shadow {args.command}: not available in this build ({args._module} missing)", file=sys.stderr)
         return 2

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from shadow.compare.diff import compare
     from shadow.publish.redaction import Redaction
-    from shadow.replay.sources import MongoSource, PostgresSource
+    from shadow.replay.sources.mongo import MongoSource
+    from shadow.replay.sources.postgres import PostgresSource
     from shadow.rules import InvalidKey, RulesError, load_rules
     from shadow.rules.policy import policy_from_args
 

@@ -11,15 +11,21 @@ a repr, published or sent anywhere but to the upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import re
+import socket
+import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import orjson
+from multidict import CIMultiDict, MultiDict
 
-from shadow.proxy.capture import MAX_INFLATED_BYTES
+from shadow.proxy.capture import MAX_INFLATED_BYTES, decoded_body
 from shadow.rules.spec import InvalidKey, Route, RouteMatch
 
 RECHECK_HEADER = "X-Shadow-Recheck"
@@ -65,53 +71,114 @@ def replay_of(route: Route, params: Mapping[str, str], query: Any, headers: Any)
     return Replay(route.method, target, kept)
 
 
-class UpstreamControl:
-    """Replays safe reads to the upstream API (one aiohttp session, opened lazily)."""
+#: request headers a replay never copies from the captured read: the client sets its
+#: own framing and Host
+_NOT_REPLAYED = frozenset({"host", "connection", "content-length", "transfer-encoding", "keep-alive",
+                           "te", "upgrade", "expect", RECHECK_HEADER.lower()})
+_CHUNK = 64 * 1024
 
-    def __init__(self, upstream: str, timeout: float) -> None:
+
+class UpstreamControl:
+    """Replays safe reads to the upstream API.
+
+    A replay is rare (only keys that differed, once per recheck step), so each one is a
+    fresh connection closed after the answer, made by the standard library's HTTP client
+    in a thread: no client session to keep, and no aiohttp in the worker's memory (it is
+    15 MB of resident memory per worker process, for a few requests a second at most).
+    `timeout` bounds the whole exchange: connect, answer and body."""
+
+    def __init__(self, upstream: str, timeout: float, max_bytes: int = MAX_INFLATED_BYTES) -> None:
         self.upstream = upstream.rstrip("/")
+        parts = urlsplit(self.upstream)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path
         self.timeout = timeout
-        self._session: Any = None
+        self.max_bytes = max_bytes
         self.sent = 0
 
     async def read(self, route: Route, params: Mapping[str, str], replay: Replay) -> dict[str, Any]:
         """key -> the control document(s) the upstream answers now. Raises ControlGone
         on 404/410, RuntimeError on any other non-2xx or a body without the document."""
-        import aiohttp
-        from multidict import CIMultiDict, MultiDict
-        from yarl import URL
-
         if replay.method not in ("GET", "HEAD"):  # the rules refuse it too; never replay a write
             raise RuntimeError(f"refusing to replay {replay.method}")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
-                                                  auto_decompress=True)
-        headers = CIMultiDict(replay.headers)
-        headers[RECHECK_HEADER] = "1"
-        url = URL(self.upstream + replay.target, encoded=True)
         self.sent += 1
-        async with self._session.request(replay.method, url, headers=headers, allow_redirects=False) as answer:
-            if answer.status in (404, 410):
-                raise ControlGone(f"upstream answered {answer.status}")
-            if not 200 <= answer.status < 300:
-                raise RuntimeError(f"upstream answered {answer.status}")
-            body = await answer.content.read(MAX_INFLATED_BYTES + 1)
-            if len(body) > MAX_INFLATED_BYTES:
-                raise RuntimeError("upstream answer too large")
+        connection = self._connection()
         try:
-            document = orjson.loads(body)
+            status, body, coding = await asyncio.wait_for(asyncio.to_thread(self._exchange, connection, replay),
+                                                          self.timeout)
+        except (OSError, http.client.HTTPException) as problem:  # refused, reset, bad answer, timed out
+            raise RuntimeError(f"upstream replay failed: {problem or type(problem).__name__}") from problem
+        finally:  # wakes the thread if it still waits on the socket (timed out, cancelled)
+            _shut(connection)
+        if status in (404, 410):
+            raise ControlGone(f"upstream answered {status}")
+        if not 200 <= status < 300:
+            raise RuntimeError(f"upstream answered {status}")
+        if len(body) > self.max_bytes:
+            raise RuntimeError("upstream answer too large")
+        plain = decoded_body(body, coding, self.max_bytes)
+        if plain is None:
+            raise RuntimeError(f"upstream answer has an unreadable content coding {coding!r}")
+        try:
+            document = orjson.loads(plain)
         except orjson.JSONDecodeError as problem:
             raise RuntimeError("upstream answer is not JSON") from problem
-        query = MultiDict(URL(replay.target, encoded=True).query)
+        _path, _, query_text = replay.target.partition("?")
+        query = MultiDict(parse_qsl(query_text, keep_blank_values=True))
         try:
             return route.controls(RouteMatch(route, dict(params)), query, CIMultiDict(replay.headers), document)
         except InvalidKey as problem:
             raise RuntimeError(f"upstream answer has no valid key: {problem}") from problem
 
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout,
+                                               context=ssl.create_default_context())
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+
+    def _exchange(self, connection: http.client.HTTPConnection, replay: Replay) -> tuple[int, bytes, str]:
+        """One request and its answer, in a worker thread: (status, body, content coding).
+        The body is read up to max_bytes + 1 (more is refused by the caller)."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            connection.putrequest(replay.method, self._prefix + replay.target, skip_accept_encoding=True)
+            for name, value in replay.headers:
+                if name.lower() not in _NOT_REPLAYED:
+                    connection.putheader(name, value)
+            connection.putheader(RECHECK_HEADER, "1")
+            connection.putheader("Connection", "close")
+            connection.endheaders()
+            answer = connection.getresponse()
+            chunks: list[bytes] = []
+            size = 0
+            while size <= self.max_bytes:  # a trickling body must not outlive the timeout
+                if time.monotonic() > deadline:
+                    raise TimeoutError("upstream answer not complete in time")
+                chunk = answer.read1(min(_CHUNK, self.max_bytes + 1 - size))
+                if not chunk:
+                    if answer.length:  # the connection closed before Content-Length bytes came
+                        raise http.client.IncompleteRead(b"".join(chunks), answer.length)
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return answer.status, b"".join(chunks), answer.getheader("Content-Encoding") or ""
+        finally:
+            connection.close()
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing is held between replays."""
+
+
+def _shut(connection: http.client.HTTPConnection) -> None:
+    """End a replay's connection from the loop's thread: shutdown() wakes a thread blocked
+    in recv on it (close() alone would not), then close."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
 
 
 async def read_upstream_once(reader: UpstreamControl, route: Route, params: Mapping[str, str], replay: Replay,

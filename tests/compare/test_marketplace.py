@@ -16,7 +16,8 @@ from shadow.compare.diff import compare
 from shadow.compare.explain import explain
 from shadow.demo.marketplace.tojson import to_api
 from shadow.model import Outcome, Verdict
-from shadow.replay.sources import MongoSource, PostgresSource
+from shadow.replay.sources.mongo import MongoSource
+from shadow.replay.sources.postgres import PostgresSource
 from shadow.rules import RuleSet, load_rules
 
 RULES = Path(__file__).resolve().parents[2] / "rules" / "marketplace"

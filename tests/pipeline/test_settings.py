@@ -56,3 +56,18 @@ def test_workers_share_the_queue_memory(tmp_path: Path) -> None:
     assert four * 4 == one
     big = _config(tmp_path, max_body_bytes=64 * 1024 * 1024)
     assert pipeline_settings(big, shards=4).queue_bytes == 4 * big.max_body_bytes  # never less than 4 bodies
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_worker_opens_only_the_sources_its_rules_read(tmp_path: Path) -> None:
+    from shadow.replay.worker import sources_in_use
+    from shadow.rules import load_rules
+
+    assert sources_in_use(load_rules(ROOT / "rules" / "marketplace")) == {"postgres"}
+    (tmp_path / "w.yaml").write_text(
+        "entity: widgets\ncollection: widgets\ntable: widgets\nkey_type: string\nfields:\n  _id: legacy_object_id\n"
+        "routes:\n  - route: GET /w/{id}\n    recheck: {after: [1s], control: mongo}\n")
+    assert sources_in_use(load_rules(tmp_path)) == {"postgres", "mongo"}
+    assert sources_in_use(None) == set()

@@ -34,6 +34,12 @@ def _spawn_from_env(upstream_url: str, rules: Path, tmp_path: Path, *args: str,
     return process, port, admin_port
 
 
+def _drivers(pid: int) -> set[str]:
+    """The database drivers whose native code is mapped into a process."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {name for name in ("bson", "pymongo", "asyncpg") if f"/{name}/" in maps}
+
+
 async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(int(timeout / 0.1)):
@@ -174,6 +180,11 @@ async def test_shadow_proxy_shadows_in_a_worker_process_and_leaves_none_behind(u
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/json/3") as response:
                 assert response.status == 200
+        # resident memory: the proxy never loads a database driver, and a worker only the
+        # drivers its rules read (none here) and no HTTP client library
+        assert _drivers(process.pid) == set()
+        assert _drivers(workers[0]) == set()
+        assert "/aiohttp/" not in Path(f"/proc/{workers[0]}/maps").read_text()
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 15) == 0
         assert not Path(f"/proc/{workers[0]}").exists()  # stopped and reaped, not orphaned

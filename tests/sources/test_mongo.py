@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 from shadow.compare.diff import compare
 from shadow.demo.embedded import MongoServer
 from shadow.model import Outcome
-from shadow.replay.sources import MongoSource
+from shadow.replay.sources.mongo import MongoSource
 from shadow.rules import load_rules
 
 RULES = """\

@@ -12,7 +12,7 @@ import asyncpg
 
 from shadow.compare.diff import compare
 from shadow.model import Outcome
-from shadow.replay.sources import PostgresSource
+from shadow.replay.sources.postgres import PostgresSource
 from shadow.rules import load_rules
 from shadow.ruletools.testing import rebuild_from_rows
 

@@ -14,7 +14,7 @@ import pytest
 
 from shadow.compare.diff import compare
 from shadow.model import Outcome
-from shadow.replay.sources import PostgresSource
+from shadow.replay.sources.postgres import PostgresSource
 from shadow.rules import Entity, RuleSet, load_rules
 
 SCHEMA = """

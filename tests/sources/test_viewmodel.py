@@ -17,7 +17,7 @@ import pytest
 from shadow.compare.diff import compare
 from shadow.model import Outcome
 from shadow.replay.listcheck import check_list
-from shadow.replay.sources import PostgresSource
+from shadow.replay.sources.postgres import PostgresSource
 from shadow.replay.viewread import BoundReader, Listing, bound_reader, jwt_claim
 from shadow.rules import RuleSet, load_rules
 from shadow.rules.spec import InvalidKey, RouteMatch
