@@ -125,3 +125,35 @@ class Comparison:
     candidate: Any = None
     at: float = 0.0  # wall-clock time.time()
     unverified: tuple[str, ...] = ()  # declared `unverifiable` paths the API showed in this document
+
+
+#: outcomes shown on /mismatches and written to the mismatch log
+NOTEWORTHY = frozenset({Outcome.MISMATCH, Outcome.MISSING, Outcome.EXTRA, Outcome.TRANSIENT, Outcome.UNSTABLE})
+#: stage latencies range from µs (compare) to the source timeout and recheck delays (the
+#: worker aggregates its stage timings in these buckets; the proxy's histograms use them)
+STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass
+class RecentMismatch:
+    """One entry of the recent-mismatch ring, already redacted."""
+
+    id: int
+    at: float
+    entity: str
+    route: str
+    key: str | None
+    outcome: str
+    source: str
+    reason: str | None
+    diffs: list[dict[str, Any]]
+    suppressed: list[str]
+    trace_id: str | None = None
+    explained: list[dict[str, Any]] | None = field(default=None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "at": self.at, "entity": self.entity, "route": self.route, "key": self.key,
+            "outcome": self.outcome, "source": self.source, "reason": self.reason, "diffs": self.diffs,
+            "suppressed": self.suppressed, "trace_id": self.trace_id, "explained": self.explained,
+        }

@@ -27,8 +27,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from shadow.model import RecentMismatch
 from shadow.publish.admin_auth import AdminAuth
-from shadow.publish.sink import RecentMismatch, Sink, to_json
+from shadow.publish.sink import Sink, to_json
 from shadow.rules.reload import RulesHolder, rule_files
 
 #: /gate's hook: returns a JSON-able verdict (sync or async); set by the lead's wiring

@@ -18,10 +18,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from shadow.model import DropReason
+from shadow.model import STAGE_BUCKETS, DropReason
 
-#: stage latencies range from µs (compare) to the source timeout and recheck delays
-STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 #: the proxy's own time is tens of µs; the interesting tail is around 1 ms
 PROXY_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
 UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -15,12 +15,21 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
 
-from shadow.model import Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason
+from shadow.model import (
+    NOTEWORTHY,
+    Comparison,
+    DropReason,
+    FieldDiff,
+    Outcome,
+    RecentMismatch,
+    ShadowJob,
+    SkipReason,
+)
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.tracing import Tracing
@@ -31,8 +40,6 @@ log = logging.getLogger("shadow.publish.sink")
 #: distinct `field` label values per entity before new ones become `other`
 MAX_FIELDS_PER_ENTITY = 100
 MAX_LABEL_LENGTH = 160
-#: outcomes shown on /mismatches and written to the mismatch log
-NOTEWORTHY = frozenset({Outcome.MISMATCH, Outcome.MISSING, Outcome.EXTRA, Outcome.TRANSIENT, Outcome.UNSTABLE})
 #: log lines kept in memory between flushes; beyond, lines are dropped and counted
 MAX_PENDING_LOG_LINES = 20000
 _SKIP_REASONS = frozenset(reason.value for reason in SkipReason)
@@ -46,31 +53,6 @@ class Divergence:
     entity: str
     field: str
     expires_at: float  # Unix time
-
-
-@dataclass
-class RecentMismatch:
-    """One entry of the recent-mismatch ring, already redacted."""
-
-    id: int
-    at: float
-    entity: str
-    route: str
-    key: str | None
-    outcome: str
-    source: str
-    reason: str | None
-    diffs: list[dict[str, Any]]
-    suppressed: list[str]
-    trace_id: str | None = None
-    explained: list[dict[str, Any]] | None = field(default=None)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "at": self.at, "entity": self.entity, "route": self.route, "key": self.key,
-            "outcome": self.outcome, "source": self.source, "reason": self.reason, "diffs": self.diffs,
-            "suppressed": self.suppressed, "trace_id": self.trace_id, "explained": self.explained,
-        }
 
 
 def _diff_json(diff: FieldDiff, redaction: Redaction) -> dict[str, Any]:

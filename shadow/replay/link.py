@@ -15,9 +15,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, assert_never
 
-from shadow.model import DropReason, ShadowJob
+from shadow.model import DropReason, RecentMismatch, ShadowJob
 from shadow.proxy.capture import CapturedRead
-from shadow.publish.sink import RecentMismatch
 from shadow.publish.tracing import request_context
 from shadow.replay.messages import (
     Counts,

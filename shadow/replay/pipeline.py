@@ -24,9 +24,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shadow.model import Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason, Verdict
+from shadow.model import (
+    Comparison,
+    DropReason,
+    FieldDiff,
+    Outcome,
+    RecentMismatch,
+    ShadowJob,
+    SkipReason,
+    Verdict,
+)
 from shadow.proxy.capture import CapturedRead, prepare
-from shadow.publish.sink import RecentMismatch
 from shadow.replay.control import UpstreamControl, replay_of, replays
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
 from shadow.replay.messages import Sink

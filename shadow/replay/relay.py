@@ -21,9 +21,7 @@ from typing import Any
 
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shadow.model import Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason
-from shadow.publish.metrics import STAGE_BUCKETS
-from shadow.publish.sink import NOTEWORTHY
+from shadow.model import NOTEWORTHY, STAGE_BUCKETS, Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason
 from shadow.replay.messages import (
     Counts,
     Explained,
