@@ -159,7 +159,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     loader = rules_loader
     if rules_loader is default_loader:
         loader = functools.partial(load_compiled, policy=config.rules_policy)  # plans compiled at (re)load
-    holder = RulesHolder(config.rules, metrics, loader, on_change=rules_changed)
+    holder = RulesHolder(config.rules, loader, on_change=rules_changed, on_result=metrics.rules_loaded)
     first = holder.load()
     if not first.ok:
         sink.close()

@@ -7,6 +7,7 @@ counters; `Metrics()` without one gets a fresh registry.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     REGISTRY,
@@ -19,6 +20,9 @@ from prometheus_client import (
 )
 
 from shadow.model import STAGE_BUCKETS, DropReason
+
+if TYPE_CHECKING:
+    from shadow.rules.reload import ReloadResult
 
 #: the proxy's own time is tens of µs; the interesting tail is around 1 ms
 PROXY_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
@@ -65,6 +69,15 @@ class Metrics:
         #: the running shadow worker's pid, or None (set by the sidecar in worker mode)
         self.worker_pid: Callable[[], int | None] = lambda: None
         ProcessCollector(namespace="shadow_worker", pid=self._worker_pid, registry=r)
+
+    def rules_loaded(self, result: ReloadResult) -> None:
+        """Count a rules (re)load; the version in force is the one shadow_rules_info shows."""
+        if not result.ok:
+            self.reloads.labels("error").inc()
+            return
+        self.reloads.labels("success").inc()
+        self.rules_info.clear()
+        self.rules_info.labels(result.version).set(1)
 
     def _worker_pid(self) -> str:
         pid = self.worker_pid()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shadow.publish.metrics import Metrics
 from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.rules.reload")
@@ -84,10 +83,13 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
 class RulesHolder:
     """The rules in force, and the ways to replace them."""
 
-    def __init__(self, directory: Path, metrics: Metrics, loader: Callable[[Path], Any] = default_loader,
-                 on_change: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, directory: Path, loader: Callable[[Path], Any] = default_loader,
+                 on_change: Callable[[Any], None] | None = None,
+                 on_result: Callable[[ReloadResult], None] | None = None) -> None:
+        """`on_change(rules)` runs when rules are put in force; `on_result(result)` after
+        every (re)load, good or refused (the sidecar counts them in its metrics)."""
         self.directory = Path(directory)
-        self.metrics = metrics
+        self._on_result = on_result
         self._loader = loader
         self._on_change = on_change
         self.current: Any = None
@@ -117,24 +119,24 @@ class RulesHolder:
         self._fingerprint = fingerprint  # a bad edit is not retried until the files change again
         if problem is not None:
             problems = describe_problems(problem)
-            self.metrics.reloads.labels("error").inc()
             kept = getattr(self.current, "version", None)
             log.error("rules in %s rejected; %s:\n  %s", self.directory,
                       f"keeping version {kept}" if kept else "no rules loaded", "\n  ".join(problems))
-            self.last_result = ReloadResult(False, kept, False, problems)
-            return self.last_result
+            return self._result(ReloadResult(False, kept, False, problems))
         previous = getattr(self.current, "version", None)
         self.current = rules
-        self.metrics.reloads.labels("success").inc()
-        self.metrics.rules_info.clear()
-        self.metrics.rules_info.labels(rules.version).set(1)
         if self._on_change is not None:
             self._on_change(rules)
         changed = previous != rules.version
         if changed:
             log.info("rules version %s loaded from %s (%d routes)", rules.version, self.directory, len(rules.routes))
-        self.last_result = ReloadResult(True, rules.version, changed)
-        return self.last_result
+        return self._result(ReloadResult(True, rules.version, changed))
+
+    def _result(self, result: ReloadResult) -> ReloadResult:
+        self.last_result = result
+        if self._on_result is not None:
+            self._on_result(result)
+        return result
 
     # ------------------------------------------------------------------ triggers
 

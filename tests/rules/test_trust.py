@@ -177,7 +177,8 @@ def test_a_refused_file_on_reload_keeps_the_last_good_rules(tmp_path: Path) -> N
     rules_file = tmp_path / "widgets.yaml"
     rules_file.write_text(GOOD)
     metrics = Metrics()
-    holder = RulesHolder(tmp_path, metrics, lambda directory: default_loader(directory, RulesPolicy(max_file_bytes=4096)))
+    holder = RulesHolder(tmp_path, lambda directory: default_loader(directory, RulesPolicy(max_file_bytes=4096)),
+                         on_result=metrics.rules_loaded)
     assert holder.load().ok
     good = holder.current.version
     for bad in (laughs(9), GOOD + "#" * 5000, GOOD.replace("as: lower_trim", 'as: "os:system"')):
