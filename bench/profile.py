@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from proxy import PY, SHADOW, _cpu, _read_paths, ensure_wrk, loadgen, scrape, wait_http  # noqa: E402
+from proxy import PY, SHADOW, _cpu, _read_paths, ensure_wrk, image_like_env, loadgen, scrape, wait_http  # noqa: E402
 
 from shadow.demo.embedded import free_port, start_mongo, start_postgres  # noqa: E402
 
@@ -126,9 +126,9 @@ def main() -> None:
         subprocess.run([SHADOW, "seed", "--pg", pg.dsn, "--mongo", mongo.uri, "--db", "bench",
                         "--scale", str(opts.scale), "--seed", "7", "--drift"], check=True, capture_output=True)
 
-        def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+        def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
             log = stack.enter_context(open(work / f"{Path(argv[0]).name}-{len(list(work.iterdir()))}.log", "wb"))
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
             stack.callback(lambda: (process.terminate(), process.wait(30)))
             return process
 
@@ -151,7 +151,7 @@ def main() -> None:
                 "--mismatch-log", str(work / "mismatches.jsonl")]
         if opts.workers:
             argv += ["--shadow-workers", str(opts.workers)]
-        proxy = spawn(argv)
+        proxy = spawn(argv, env=image_like_env(work))
         admin = f"http://127.0.0.1:{admin_port}"
         wait_http(admin + "/healthz")
         url_file = work / "urls.txt"

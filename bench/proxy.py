@@ -91,6 +91,16 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def image_like_env(work: Path) -> dict[str, str]:
+    """The environment the shadow processes run in, as in the image: requirements.lock has
+    no numpy, and this venv has it only because the embedded Mongo server (SecantusDB)
+    needs it; deepdiff imports it when present (11 MB resident per worker)."""
+    hidden = work / "image-like"
+    (hidden / "numpy").mkdir(parents=True, exist_ok=True)
+    (hidden / "numpy" / "__init__.py").write_text('raise ImportError("numpy is not in the shadow image")\n')
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(hidden), os.environ.get("PYTHONPATH")]))}
+
+
 def ensure_wrk() -> str:
     """The `wrk` binary: found on PATH, or installed from the Debian package `wrk` when
     missing and running as root (apt-get); otherwise exit with how to get it."""
@@ -207,13 +217,7 @@ http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 6
         ledger = (ROOT / "rules" / "marketplace" / "funds_ledger_entries.yaml").read_text()
         (empty_rules / "ledger.yaml").write_text(ledger.split("\nroutes:")[0] + "\n")
 
-        # The image (requirements.lock) has no numpy; this venv has it only because the
-        # embedded Mongo server (SecantusDB) needs it, and deepdiff imports it when present
-        # (11 MB per worker). The shadow processes run without it, as they do in the image.
-        image_like = work / "image-like"
-        (image_like / "numpy").mkdir(parents=True)
-        (image_like / "numpy" / "__init__.py").write_text('raise ImportError("numpy is not in the shadow image")\n')
-        image_env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(image_like), os.environ.get("PYTHONPATH")]))}
+        image_env = image_like_env(work)
 
         def shadow(rules: Path, engine: str = "raw") -> tuple[subprocess.Popen[bytes], str, str]:
             port, admin_port = free_port(), free_port()
