@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -38,13 +39,14 @@ from shadow.replay.messages import (
 
 if TYPE_CHECKING:
     from shadow.replay.handoff import Handoff
+    from shadow.rules.spec import Route
 
 log = logging.getLogger("shadow.replay.handoff")
 
 #: bytes a captured read costs on the wire besides its body (headers, params, pickling)
 READ_OVERHEAD = 512
 #: how long a read may wait for others to share its frame (shadow latency, not the client's)
-FLUSH_SECONDS = 0.02
+FLUSH_SECONDS = 0.1
 RESTART_MIN_SECONDS = 0.25
 RESTART_MAX_SECONDS = 10.0
 #: a worker up this long has recovered: the next crash restarts it after the minimum again
@@ -61,10 +63,25 @@ WORKER_DOWN = DropReason.WORKER_DOWN
 
 
 def read_message(read: CapturedRead) -> Read:
-    """A captured read as it crosses to a worker."""
+    """A captured read as it crosses to a worker: only the request headers its route
+    reads (a header key, the reader's token, the recheck's replay headers); cookies and
+    other credentials never leave the proxy process, and nothing unused is pickled."""
     match = read.match
-    return Read(match.route.name, tuple(match.params.items()), tuple(read.query.items()), tuple(read.headers.items()),
+    wanted = headers_read(match.route)
+    headers = tuple((name, value) for name, value in read.headers.items() if name.lower() in wanted) if wanted else ()
+    return Read(match.route.name, tuple(match.params.items()), tuple(read.query.items()), headers,
                 read.body, read.content_type, read.content_encoding, read.trace_headers, read.enqueued_at)
+
+
+@functools.lru_cache(maxsize=4096)
+def headers_read(route: Route) -> frozenset[str]:
+    """The request headers (lower-case) the shadow side of `route` reads."""
+    wanted = set(route.recheck.headers)
+    if route.key.kind == "header":
+        wanted.add(route.key.name.lower())
+    if route.reader is not None:
+        wanted.add(route.reader.header.lower())
+    return frozenset(wanted)
 
 
 def _reap(process: subprocess.Popen[bytes], timeout: float) -> int:

@@ -24,14 +24,17 @@ RECHECK_BYTES = 256 * 1024 * 1024
 def pipeline_settings(config: Config, *, rate_limited_before: bool = False, shards: int = 1) -> PipelineSettings:
     """The pipeline settings of `config`. `rate_limited_before`: the proxy already
     applied the rate limit (a worker process must not apply it a second time).
-    `shards`: the pipeline is one of that many workers, which share the queue memory."""
+    `shards`: the pipeline is one of that many workers, which share the queue: its
+    length (--queue-size), its bytes and the recheck heap are split between them."""
+    shards = max(1, shards)
+    queue_size = max(config.queue_size // shards, min(config.queue_size, config.batch_size))  # a share of one queue
     return PipelineSettings(
-        queue_size=config.queue_size, workers=config.workers, batch_size=config.batch_size,
+        queue_size=queue_size, workers=config.workers, batch_size=config.batch_size,
         source_timeout=config.source_timeout, rate_limit=0.0 if rate_limited_before else config.rate_limit,
         explain_rate=config.explain_rate, explain_concurrency=config.explain_concurrency,
-        recheck_capacity=config.queue_size,
-        recheck_bytes=max(RECHECK_BYTES // max(1, shards), 4 * config.max_body_bytes),
-        queue_bytes=max(QUEUE_BYTES // max(1, shards), 4 * config.max_body_bytes))
+        recheck_capacity=queue_size,
+        recheck_bytes=max(RECHECK_BYTES // shards, 4 * config.max_body_bytes),
+        queue_bytes=max(QUEUE_BYTES // shards, 4 * config.max_body_bytes))
 
 
 def recheck_upstream(config: Config) -> UpstreamControl:

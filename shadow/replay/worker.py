@@ -27,7 +27,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, assert_never
 
-from multidict import CIMultiDict, MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from shadow.config import Config
 from shadow.proxy.capture import CapturedRead
@@ -52,6 +52,10 @@ from shadow.rules import RouteMatch
 
 log = logging.getLogger("shadow.replay.worker")
 
+#: shared by every queued read without a query or headers (most: a read carries only the
+#: headers its route reads), read-only
+NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 #: how often the worker reports its counted outcomes and its queue depth
 REPORT_SECONDS = 0.25
 #: how long the worker waits for its sources to open before it says it is ready
@@ -176,7 +180,9 @@ class ShadowWorker(asyncio.Protocol):
                                         f"(version {getattr(self.rules, 'version', None)})")
             return
         self.pipeline.offer(CapturedRead(
-            match=RouteMatch(route, dict(read.params)), query=MultiDict(read.query), headers=CIMultiDict(read.headers),
+            match=RouteMatch(route, dict(read.params)),
+            query=MultiDictProxy(MultiDict(read.query)) if read.query else NO_QUERY,
+            headers=CIMultiDictProxy(CIMultiDict(read.headers)) if read.headers else NO_HEADERS,
             body=read.body, content_type=read.content_type, content_encoding=read.content_encoding,
             trace_headers=read.trace, enqueued_at=read.enqueued_at))
 

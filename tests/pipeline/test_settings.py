@@ -23,6 +23,16 @@ def test_the_worker_does_not_rate_limit_a_second_time(tmp_path: Path) -> None:
     assert inline.queue_bytes == worker.queue_bytes
 
 
+def test_workers_share_one_queue(tmp_path: Path) -> None:
+    config = _config(tmp_path, queue_size=10000, batch_size=50)
+    one, four = pipeline_settings(config, shards=1), pipeline_settings(config, shards=4)
+    assert (one.queue_size, four.queue_size) == (10000, 2500)
+    assert (one.recheck_capacity, four.recheck_capacity) == (10000, 2500)
+    assert four.queue_bytes * 4 == one.queue_bytes
+    tiny = pipeline_settings(_config(tmp_path, queue_size=30, batch_size=50), shards=8)
+    assert tiny.queue_size == 30  # never below one batch (or the whole queue when smaller)
+
+
 @pytest.mark.parametrize(("cpus", "expected"), [(0.5, 1), (1.0, 1), (1.9, 1), (2.0, 1), (3.0, 2), (4.5, 3), (64.0, 8)])
 def test_the_default_worker_count_leaves_a_cpu_to_the_proxy(tmp_path: Path, cpus: float, expected: int) -> None:
     assert shadow_workers(_config(tmp_path), quota=cpus) == expected
