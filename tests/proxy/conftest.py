@@ -17,6 +17,7 @@ from aiohttp import web
 
 from shadow.config import Config
 from shadow.sidecar import Sidecar, start_sidecar
+from tests.proxy.wire_upstream import RecordingUpstream
 
 WIDGET_RULES = """\
 entity: widgets
@@ -242,3 +243,13 @@ async def flaky_keepalive_upstream() -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     server.close()
     await server.wait_closed()
+
+
+@pytest.fixture
+async def recording() -> AsyncIterator[RecordingUpstream]:
+    """A raw-socket upstream that records the exact bytes of each request (wire_upstream.py)."""
+    upstream = RecordingUpstream()
+    await upstream.start()
+    yield upstream
+    upstream.release.set()
+    await upstream.stop()

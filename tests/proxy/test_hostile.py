@@ -141,15 +141,6 @@ SENTINEL = b"GET /sentinel HTTP/1.1\r\nHost: api\r\n\r\n"
 
 
 @pytest.fixture
-async def recording() -> AsyncIterator[RecordingUpstream]:
-    upstream = RecordingUpstream()
-    await upstream.start()
-    yield upstream
-    upstream.release.set()
-    await upstream.stop()
-
-
-@pytest.fixture
 def wire_config(recording: RecordingUpstream, widget_rules: Path, make_config: Callable[..., Config]) -> Callable[..., Config]:
     def config(**overrides: object) -> Config:
         return make_config(recording.url, widget_rules, shadow_process="inline", **overrides)

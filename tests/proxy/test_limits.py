@@ -29,15 +29,6 @@ HOLD = b"GET /hold HTTP/1.1\r\nHost: api\r\n\r\n"
 
 
 @pytest.fixture
-async def recording() -> AsyncIterator[RecordingUpstream]:
-    upstream = RecordingUpstream()
-    await upstream.start()
-    yield upstream
-    upstream.release.set()
-    await upstream.stop()
-
-
-@pytest.fixture
 async def proxy_with(recording: RecordingUpstream, widget_rules: Path,
                      make_config: Callable[..., Config]) -> AsyncIterator[Callable[..., Awaitable[Sidecar]]]:
     """Starts a proxy in front of the recording upstream with the given flag values."""
