@@ -14,9 +14,10 @@ one-line text body.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -27,8 +28,10 @@ from yarl import URL
 from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
     BodyCopy,
+    BodyStalled,
     RequestCounter,
     body_copy,
+    body_timeout_text,
     captured_read,
     end_to_end,
     forwarded_for,
@@ -144,7 +147,7 @@ class Proxy:
             # The client waits for this before sending its body; the upstream gets the body
             # as it arrives (answering for the upstream is what aiohttp's own handler does).
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = request.content if request.body_exists else None
+        body = self._body(request.content) if request.body_exists else None
         url = URL(self._base + origin_form(request.raw_path.encode("latin-1")).decode("latin-1"), encoded=True)
         asked = time.perf_counter()
         try:
@@ -152,9 +155,13 @@ class Proxy:
             # a pooled keep-alive connection turns out to be closed (never a used-up body).
             upstream = await self.session.request(method, url, headers=headers, data=body, allow_redirects=False,
                                                   compress=None, chunked=None)
+        except BodyStalled:
+            return self._body_stalled(method, started, asked)
         except TimeoutError:
             return self._own_answer(method, 504, timeout_text(self.upstream, self.upstream_timeout), started, asked)
         except aiohttp.ClientError as problem:
+            if isinstance(problem.__cause__, BodyStalled) or isinstance(problem.__context__, BodyStalled):
+                return self._body_stalled(method, started, asked)
             log.debug("upstream unreachable: %r", problem)
             return self._own_answer(method, 502, unreachable_text(self.upstream, problem), started, asked)
         answered = time.perf_counter()
@@ -230,6 +237,26 @@ class Proxy:
         self._count(request.method, str(refused.status))
         response = web.Response(status=refused.status, text=refusal(refused.status).split(b"\r\n\r\n", 1)[1].decode(),
                                 headers={hdrs.CACHE_CONTROL: "no-store"})
+        response.force_close()
+        return response
+
+    async def _body(self, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+        """The request body as it arrives; BodyStalled when nothing comes for
+        --upstream-timeout (the raw engine's bound on a stalled upload too)."""
+        while True:
+            try:
+                chunk = await asyncio.wait_for(content.readany(), self.upstream_timeout)
+            except TimeoutError:
+                raise BodyStalled from None
+            if not chunk:
+                return
+            yield chunk
+
+    def _body_stalled(self, method: str, started: float, asked: float) -> web.Response:
+        """408 and close: the rest of the body would otherwise be read as a request
+        (aiohttp reads and drops what still comes for up to 10 s first, as nginx's
+        lingering close does)."""
+        response = self._own_answer(method, 408, body_timeout_text(self.upstream_timeout), started, asked)
         response.force_close()
         return response
 

@@ -71,6 +71,16 @@ def timeout_text(upstream: object, timeout: float) -> str:
     return f"504 Gateway Timeout: upstream {upstream} did not answer within {timeout:g}s\n"
 
 
+def body_timeout_text(timeout: float) -> str:
+    """The body of the proxy's own 408 when a request body stops arriving (nginx's
+    client_body_timeout answer)."""
+    return f"408 Request Timeout: the request body stopped arriving for {timeout:g}s\n"
+
+
+class BodyStalled(Exception):
+    """The client sent part of a request body, then nothing for the timeout."""
+
+
 class RequestCounter:
     """shadow_proxy_requests_total by method (known ones, else `other`) and code, with
     the label children cached (methods are client input: the label set stays bounded)."""

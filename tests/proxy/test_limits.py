@@ -258,3 +258,39 @@ async def test_an_upstream_base_path_prefixes_paths_but_not_the_asterisk(recordi
         assert second[2] == b"OPTIONS * 0"
     else:  # aiohttp's client cannot send an asterisk-form target: refused
         assert second[0] == 400
+
+
+async def test_an_upload_that_stalls_gets_a_408_and_the_connection_closes(proxy_with, recording) -> None:
+    """A client that sends a head and part of its body, then nothing (slowloris on the
+    body): after --upstream-timeout without a body byte the proxy answers 408 and closes,
+    as nginx does after client_body_timeout; the connection is not held for ever."""
+    sidecar = await proxy_with(upstream_timeout=0.5, header_timeout=60)
+    reader, writer = await connect(sidecar)
+    writer.write(b"POST /v HTTP/1.1\r\nHost: api\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    await writer.drain()
+    answer = await read_answer(reader)
+    assert answer is not None and answer[0] == 408 and b"request body stopped arriving" in answer[2]
+    assert b"\r\nConnection: close\r\n" in answer[1]
+    # then closed: at once (raw), or once aiohttp's lingering close has dropped what may still come (<= 10 s)
+    assert await asyncio.wait_for(reader.read(-1), 60) == b""  # a hang guard, not a bound
+    writer.close()
+    assert recording.requests == []  # the upstream never saw a whole request
+    assert refusals(sidecar, "408") is None  # a proxied request's answer, counted under its method
+    assert sidecar.registry.get_sample_value("shadow_proxy_requests_total", {"method": "POST", "code": "408"}) == 1
+
+
+async def test_a_slow_upload_that_keeps_coming_is_not_cut(proxy_with, recording) -> None:
+    """The timeout counts silence between two pieces of the body (nginx's
+    client_body_timeout), not the whole upload: a body trickling in for longer than
+    --upstream-timeout, a piece far more often than that, is forwarded whole."""
+    sidecar = await proxy_with(upstream_timeout=2.0)
+    reader, writer = await connect(sidecar)
+    pieces = 60
+    writer.write(b"POST /v HTTP/1.1\r\nHost: api\r\nContent-Length: %d\r\n\r\n" % pieces)
+    for _ in range(pieces):  # 60 x 50 ms: about 3 s in all, 40 times more often than the timeout
+        writer.write(b"x")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer is not None and answer[0] == 200 and answer[2] == b"POST /v %d" % pieces

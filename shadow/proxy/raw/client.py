@@ -198,6 +198,11 @@ class ClientConnection(asyncio.Protocol):
             exchange.upstream.touch()
             exchange.upstream.transport.resume_reading()
 
+    def paused_by(self, reason: str) -> bool:
+        """Is reading from this client paused for `reason` (e.g. "upstream": the upstream
+        reads the request body slower than it comes)?"""
+        return reason in self._pauses
+
     def pause(self, reason: str) -> None:
         if not self._pauses and self.transport is not None:
             self.transport.pause_reading()

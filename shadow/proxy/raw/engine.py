@@ -18,6 +18,7 @@ from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
     RequestCounter,
     body_copy,
+    body_timeout_text,
     captured_read,
     timeout_text,
     unreachable_text,
@@ -185,7 +186,11 @@ class RawProxy:
             self._retry_fresh(exchange)
             return
         if not exchange.answered_head:
-            if timed_out:
+            if timed_out and exchange.has_body and not exchange.request_done \
+                    and not exchange.client.paused_by("upstream"):
+                # the client stopped sending its body (the upstream was reading it): 408, close
+                self._own_answer(exchange, 408, "Request Timeout", body_timeout_text(self.upstream_timeout))
+            elif timed_out:
                 self._own_answer(exchange, 504, "Gateway Timeout", timeout_text(self.upstream, self.upstream_timeout))
             else:
                 self._own_answer(exchange, 502, "Bad Gateway",
