@@ -94,6 +94,7 @@ class UpstreamControl:
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path
+        self._tls = ssl.create_default_context() if self._https else None  # loaded once: the CA store is costly
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.sent = 0
@@ -108,7 +109,7 @@ class UpstreamControl:
         try:
             status, body, coding = await asyncio.wait_for(asyncio.to_thread(self._exchange, connection, replay),
                                                           self.timeout)
-        except (OSError, http.client.HTTPException) as problem:  # refused, reset, bad answer, timed out
+        except (OSError, ValueError, http.client.HTTPException) as problem:  # refused, reset, bad answer, timeout
             raise RuntimeError(f"upstream replay failed: {problem or type(problem).__name__}") from problem
         finally:  # wakes the thread if it still waits on the socket (timed out, cancelled)
             _shut(connection)
@@ -133,9 +134,8 @@ class UpstreamControl:
             raise RuntimeError(f"upstream answer has no valid key: {problem}") from problem
 
     def _connection(self) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout,
-                                               context=ssl.create_default_context())
+        if self._tls is not None:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self._tls)
         return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
 
     def _exchange(self, connection: http.client.HTTPConnection, replay: Replay) -> tuple[int, bytes, str]:

@@ -156,6 +156,13 @@ async def test_the_replay_carries_the_mark_and_only_the_allowed_headers(upstream
     assert "connection: close" in lines and "upgrade" not in head
 
 
+async def test_a_header_value_that_could_split_the_request_is_an_error(upstream: Upstream, route: Route) -> None:
+    upstream.reply = plain(DOC)
+    with pytest.raises(RuntimeError, match="replay failed"):
+        await control(upstream).read(route, {"id": "w1"}, Replay("GET", "/w/w1", (("Authorization", "a\r\nX-Evil: 1"),)))
+    assert upstream.heads == []
+
+
 async def test_writes_are_never_replayed(upstream: Upstream, route: Route) -> None:
     with pytest.raises(RuntimeError, match="refusing to replay POST"):
         await control(upstream).read(route, {"id": "w1"}, Replay("POST", "/w/w1"))
