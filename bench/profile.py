@@ -14,7 +14,6 @@ a table (CPU µs per shadowed read, by stage and process).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import json
 import os
@@ -31,9 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from proxy import PY, SHADOW, _cpu, _read_paths, ensure_wrk, image_like_env, loadgen, scrape, wait_http  # noqa: E402
+from proxy import (  # noqa: E402
+    PY,
+    SHADOW,
+    _cpu,
+    ensure_wrk,
+    image_like_env,
+    loadgen,
+    marketplace_world,
+    routeless_rules,
+    scrape,
+    wait_http,
+)
 
-from shadow.demo.embedded import free_port, start_mongo, start_postgres  # noqa: E402
+from shadow.demo.embedded import free_port  # noqa: E402
 
 #: (stage, substrings of a frame "function (file:line)"), tried from the innermost frame
 #: outwards; the first stage any frame matches is the sample's stage.
@@ -119,32 +129,10 @@ def main() -> None:
     ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="shadow-profile-"))
     with ExitStack() as stack:
-        pg = start_postgres()
-        stack.callback(pg.cleanup)
-        mongo = start_mongo()
-        stack.callback(mongo.stop)
-        subprocess.run([SHADOW, "seed", "--pg", pg.dsn, "--mongo", mongo.uri, "--db", "bench",
-                        "--scale", str(opts.scale), "--seed", "7", "--drift"], check=True, capture_output=True)
-
-        def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-            log = stack.enter_context(open(work / f"{Path(argv[0]).name}-{len(list(work.iterdir()))}.log", "wb"))
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-            stack.callback(lambda: (process.terminate(), process.wait(30)))
-            return process
-
-        api_port = free_port()
-        spawn([PY, "-m", "shadow.demo.marketplace.api", "--mongo", mongo.uri, "--db", "bench",
-               "--port", str(api_port), "--cache", "--quiet"])
-        direct = f"http://127.0.0.1:{api_port}"
-        wait_http(direct + "/healthz")
-        paths = asyncio.run(_read_paths(mongo.uri, "bench"))
+        world = marketplace_world(stack, work, opts.scale)
+        pg, mongo, spawn, direct, paths = world.pg, world.mongo, world.spawn, world.direct, world.paths
         port, admin_port = free_port(), free_port()
-        rules = ROOT / "rules" / "marketplace"
-        if opts.passthrough:  # a valid rules set with no routes, so nothing is ever matched
-            rules = work / "no-routes"
-            rules.mkdir()
-            ledger = (ROOT / "rules" / "marketplace" / "funds_ledger_entries.yaml").read_text()
-            (rules / "ledger.yaml").write_text(ledger.split("\nroutes:")[0] + "\n")
+        rules = routeless_rules(work) if opts.passthrough else ROOT / "rules" / "marketplace"
         argv = [SHADOW, "proxy", "--upstream", direct, "--rules", str(rules), "--pg", pg.dsn,
                 "--mongo", mongo.uri, "--mongo-db", "bench", "--listen", f"127.0.0.1:{port}",
                 "--admin-listen", f"127.0.0.1:{admin_port}", "--source-timeout", "0.5",

@@ -32,8 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -89,6 +92,50 @@ def _peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+@dataclass
+class World:
+    """What every proxy benchmark runs against: the seeded stores and the sample API."""
+
+    pg: Any
+    mongo: Any
+    spawn: Callable[..., subprocess.Popen[bytes]]  # (argv, env=None): logged to `work`, stopped on exit
+    direct: str  # the sample API's URL
+    paths: list[str]  # the single-document reads to rotate through
+
+
+def marketplace_world(stack: ExitStack, work: Path, scale: int) -> World:
+    """PostgreSQL and Mongo seeded with the marketplace (drift planted), and the sample
+    API in front of Mongo with its cache on; everything is stopped when `stack` closes."""
+    pg = start_postgres()
+    stack.callback(pg.cleanup)
+    mongo = start_mongo()
+    stack.callback(mongo.stop)
+    subprocess.run([SHADOW, "seed", "--pg", pg.dsn, "--mongo", mongo.uri, "--db", "bench",
+                    "--scale", str(scale), "--seed", "7", "--drift"], check=True, capture_output=True)
+
+    def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = stack.enter_context(open(work / f"{Path(argv[0]).name}-{len(list(work.iterdir()))}.log", "wb"))  # noqa: SIM115 - the stack closes it
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        stack.callback(lambda: (process.terminate(), process.wait(30)))
+        return process
+
+    api_port = free_port()
+    spawn([PY, "-m", "shadow.demo.marketplace.api", "--mongo", mongo.uri, "--db", "bench",
+           "--port", str(api_port), "--cache", "--quiet"])
+    direct = f"http://127.0.0.1:{api_port}"
+    wait_http(direct + "/healthz")
+    return World(pg, mongo, spawn, direct, asyncio.run(_read_paths(mongo.uri, "bench")))
+
+
+def routeless_rules(work: Path) -> Path:
+    """A valid rules set with no routes: nothing is ever matched (shadowing off)."""
+    rules = work / "no-routes"
+    rules.mkdir()
+    ledger = (ROOT / "rules" / "marketplace" / "funds_ledger_entries.yaml").read_text()
+    (rules / "ledger.yaml").write_text(ledger.split("\nroutes:")[0] + "\n")
+    return rules
 
 
 def image_like_env(work: Path) -> dict[str, str]:
@@ -174,26 +221,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="shadow-bench-"))
     results: dict[str, dict] = {}
     with ExitStack() as stack:
-        pg = start_postgres()
-        stack.callback(pg.cleanup)
-        mongo = start_mongo()
-        stack.callback(mongo.stop)
-        subprocess.run([SHADOW, "seed", "--pg", pg.dsn, "--mongo", mongo.uri, "--db", "bench",
-                        "--scale", str(opts.scale), "--seed", "7", "--drift"], check=True, capture_output=True)
-
-        def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-            log = stack.enter_context(open(work / f"{Path(argv[0]).name}-{len(list(work.iterdir()))}.log", "wb"))
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-            stack.callback(lambda: (process.terminate(), process.wait(30)))
-            return process
-
-        api_port = free_port()
-        spawn([PY, "-m", "shadow.demo.marketplace.api", "--mongo", mongo.uri, "--db", "bench",
-               "--port", str(api_port), "--cache", "--quiet"])
-        direct = f"http://127.0.0.1:{api_port}"
-        wait_http(direct + "/healthz")
-
-        paths = asyncio.run(_read_paths(mongo.uri, "bench"))
+        world = marketplace_world(stack, work, opts.scale)
+        pg, mongo, spawn, direct, paths = world.pg, world.mongo, world.spawn, world.direct, world.paths
         lua = work / "rotate.lua"
         lua.write_text("paths = {" + ",".join(f'"{p}"' for p in paths) + "}\ni = 0\n"
                        "request = function()\n  i = (i % #paths) + 1\n  return wrk.format('GET', paths[i])\nend\n")
@@ -204,18 +233,14 @@ def main() -> None:
         ngx_conf = work / "nginx.conf"
         ngx_conf.write_text(f"""worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
 events {{ worker_connections 4096; }}
-http {{ access_log off; upstream api {{ server 127.0.0.1:{api_port}; keepalive 64; }}
+http {{ access_log off; upstream api {{ server {direct.removeprefix("http://")}; keepalive 64; }}
   server {{ listen 127.0.0.1:{ngx_port};
     location / {{ proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
         nginx = spawn(["nginx", "-c", str(ngx_conf), "-p", str(work), "-g", "daemon off;"])
         wait_http(f"http://127.0.0.1:{ngx_port}/healthz")
 
-        # shadowing off: a valid rules set with no routes, so nothing is ever matched
-        empty_rules = work / "no-routes"
-        empty_rules.mkdir()
-        ledger = (ROOT / "rules" / "marketplace" / "funds_ledger_entries.yaml").read_text()
-        (empty_rules / "ledger.yaml").write_text(ledger.split("\nroutes:")[0] + "\n")
+        empty_rules = routeless_rules(work)  # shadowing off
 
         image_env = image_like_env(work)
 

@@ -253,3 +253,25 @@ async def recording() -> AsyncIterator[RecordingUpstream]:
     yield upstream
     upstream.release.set()
     await upstream.stop()
+
+
+@contextlib.asynccontextmanager
+async def canned_upstream(answer: bytes) -> AsyncIterator[str]:
+    """A socket upstream that writes the same exact bytes after every request head."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -18,6 +18,7 @@ import pytest
 
 from shadow.config import Config
 from shadow.sidecar import Sidecar, start_sidecar
+from tests.proxy.conftest import canned_upstream
 from tests.proxy.wire_upstream import RecordingUpstream
 
 
@@ -278,18 +279,5 @@ async def test_connection_named_framing_in_a_response_is_kept(wire_config: Calla
 @pytest.fixture
 async def framing_upstream() -> AsyncIterator[str]:
     """Answers every request with a body whose Content-Length its Connection names."""
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    server.close()
-    await server.wait_closed()
+    async with canned_upstream(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello") as url:
+        yield url

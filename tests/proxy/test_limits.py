@@ -15,6 +15,7 @@ import pytest
 from shadow.config import Config
 from shadow.proxy.limits import RESERVED_FDS, RequestLimits
 from shadow.sidecar import Sidecar, start_sidecar
+from tests.proxy.conftest import canned_upstream
 from tests.proxy.test_hostile import connect, read_answer, until_closed
 from tests.proxy.wire_upstream import RecordingUpstream
 
@@ -164,21 +165,8 @@ ETAG_ANSWER = b'HTTP/1.1 200 OK\r\nETag: "v1"\r\nX-CaSe: kept\r\nContent-Length:
 @pytest.fixture
 async def etag_upstream() -> AsyncIterator[str]:
     """Answers with an ETag, an oddly cased header, and no Server or Date."""
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(ETAG_ANSWER)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    server.close()
-    await server.wait_closed()
+    async with canned_upstream(ETAG_ANSWER) as url:
+        yield url
 
 
 async def test_the_proxy_adds_no_server_header_and_keeps_header_case(etag_upstream: str, widget_rules: Path,
