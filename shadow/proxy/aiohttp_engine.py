@@ -127,6 +127,13 @@ class Proxy:
                     raise Refused(400, "asterisk-form is not proxied by this engine")
             except Refused as refused:
                 return self._refuse(request, refused)
+            if guard is not None and not guard.writable.is_set():
+                # The client has not read the answers before this one (a pipeline it never
+                # reads): nothing more is fetched for it until it does, so unread answers
+                # never pile up in memory, whatever their sizes (aiohttp itself waits only
+                # within one answer of more than 64 KiB).
+                self.metrics.proxy_held.inc()
+                await guard.writable.wait()
             return await self._forward(request, started)
         finally:
             self.in_flight -= 1

@@ -83,6 +83,9 @@ class GuardedConnection(asyncio.Protocol):
         self._line_done = False  # the request line's end is in `_head`
         self.lingering = False  # refused: input is read and dropped until the close
         self._timer: asyncio.TimerHandle | None = None
+        #: clear while the client's write buffer is full (it does not read its answers)
+        self.writable = asyncio.Event()
+        self.writable.set()
 
     # -- asyncio Protocol, forwarded to aiohttp's handler
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,14 +137,17 @@ class GuardedConnection(asyncio.Protocol):
         self.handler.data_received(data)
 
     def pause_writing(self) -> None:
+        self.writable.clear()
         if self.handler is not None:
             self.handler.pause_writing()
 
     def resume_writing(self) -> None:
+        self.writable.set()
         if self.handler is not None:
             self.handler.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.writable.set()  # nothing waits for a gone client
         self._disarm()
         self.proxy.slots.release(self)
         if self.handler is not None:

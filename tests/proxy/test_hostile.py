@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +282,50 @@ async def framing_upstream() -> AsyncIterator[str]:
     """Answers every request with a body whose Content-Length its Connection names."""
     async with canned_upstream(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello") as url:
         yield url
+
+
+# ---------------------------------------------------------------- pipelining amplification (issue 18, finding 1)
+
+PIPELINED = 600
+ANSWER_BODY = b"a" * 32 * 1024  # under the 64 KiB aiohttp's writer drains at
+
+
+async def until(condition: Callable[[], bool], guard: float = 60.0) -> None:
+    """Until `condition` holds (checked as the loop runs; `guard` only bounds a hang)."""
+    async with asyncio.timeout(guard):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def held(sidecar: Sidecar) -> float:
+    return sidecar.registry.get_sample_value("shadow_proxy_held_requests_total") or 0.0
+
+
+async def test_a_client_that_pipelines_and_never_reads_cannot_make_the_proxy_fetch_everything(
+        widget_rules: Path, make_config: Callable[..., Config]) -> None:
+    """One connection pipelines 600 GETs for 32 KiB answers (19 MB) and reads nothing: the
+    proxy fetches answers only while the client's socket takes them, then holds the rest
+    of the pipeline (shadow_proxy_held_requests_total) instead of buffering answers; once
+    the client reads, every answer comes, in order."""
+    heads: list[bytes] = []
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(ANSWER_BODY), ANSWER_BODY)
+    async with canned_upstream(answer, heads) as url:
+        sidecar = await start_sidecar(make_config(url, widget_rules, shadow_process="inline"))
+        try:
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client reading nothing
+            host, port = sidecar.proxy_url.removeprefix("http://").split(":")
+            client.connect((host, int(port)))
+            reader, writer = await asyncio.open_connection(sock=client)
+            writer.write(b"GET /v HTTP/1.1\r\nHost: api\r\n\r\n" * PIPELINED)
+            await until(lambda: held(sidecar) >= 1 or len(heads) >= PIPELINED)
+            fetched = len(heads)
+            # what the kernel's socket buffers hold (a few MB at most), not the whole pipeline
+            assert held(sidecar) >= 1 and fetched < PIPELINED // 3, fetched
+            for _ in range(PIPELINED):
+                got = await read_answer(reader)
+                assert got is not None and got[0] == 200 and got[2] == ANSWER_BODY
+            assert len(heads) == PIPELINED
+            writer.close()
+        finally:
+            await sidecar.stop()

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("shadow.proxy.raw")
 
 PENDING_LIMIT = 256 * 1024
+#: pipelined requests parsed ahead of the one being answered; the client's further bytes
+#: stay unparsed (and reading stops) until the pipeline shrinks, so a pipeline of tiny
+#: requests costs a bounded amount of memory however much the client sends
+PIPELINE_DEPTH = 8
+HEAD_END = b"\r\n\r\n"
 
 
 class ClientConnection(asyncio.Protocol):
@@ -50,6 +55,10 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._refusal = b""  # written after the answers before it, then the connection closes
         self.lingering = False  # refused: input is read and dropped until the close
+        #: the client's write buffer is full (it does not read its answers): the next
+        #: request is not sent upstream until it drains
+        self.write_paused = False
+        self._unparsed = b""  # bytes past a full pipeline, parsed once it shrinks
 
     # -- transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,6 +76,36 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return
+        if self._unparsed:  # behind bytes still waiting for the pipeline to shrink
+            self._unparsed += data
+            return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feeds `data` to the parser a head at a time, stopping once PIPELINE_DEPTH
+        requests wait (the rest is kept in `_unparsed`)."""
+        start, size = 0, len(data)
+        while start < size:
+            if len(self.waiting) >= PIPELINE_DEPTH:
+                self._unparsed = data[start:]
+                self.pause("pipelined")
+                return
+            end = data.find(HEAD_END, start)
+            stop = size if end < 0 else end + 4
+            if not self._feed(data if start == 0 and stop == size else data[start:stop]) or self.lingering:
+                return
+            start = stop
+
+    def _parse_unparsed(self) -> None:
+        data, self._unparsed = self._unparsed, b""
+        if data and not self.lingering and self.transport is not None:
+            self._parse(data)
+            if not self._unparsed and not self.waiting:
+                self.resume("pipelined")
+
+    def _feed(self, data: bytes) -> bool:
+        """One piece to the parser; False once nothing more may be parsed (refused,
+        upgrade, unreadable)."""
         limits = self.proxy.limits
         try:
             self.parser.feed_data(data)
@@ -82,13 +121,16 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.closing = True  # no Upgrade tunnel: answer this request, then close
             self.pause("upgrade")
+            return False
         except httptools.HttpParserCallbackError as problem:
             refused = problem.__context__
             if not isinstance(refused, Refused):
                 raise
             self._refuse(refused)
+            return False
         except Refused as refused:
             self._refuse(refused)
+            return False
         except httptools.HttpParserError as problem:
             log.debug("bad request from %s: %s", self.peer, problem)
             broken, self.parsing = self.parsing, None
@@ -109,6 +151,8 @@ class ClientConnection(asyncio.Protocol):
                 self._refusal = refusal(400)
                 self.closing = True
                 self.pause("bad request")
+            return False
+        return True
 
     def _refuse(self, refused: Refused) -> None:
         """A request refused before anything of it went upstream: 4xx and close (after the
@@ -186,13 +230,18 @@ class ClientConnection(asyncio.Protocol):
         self.waiting.clear()
 
     def pause_writing(self) -> None:  # the client reads slower than the upstream sends
+        self.write_paused = True
         exchange = self.current
         if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
             exchange.upstream.held = True
             exchange.upstream.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         exchange = self.current
+        if exchange is not None and not exchange.dispatched:  # held until the client read its answers
+            self.proxy.dispatch(exchange)
+            return
         if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
             exchange.upstream.held = False
             exchange.upstream.touch()
@@ -260,7 +309,7 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.slots.busy(self)
         if self.current is None:
             self.current = exchange
-            self.proxy.dispatch(exchange)
+            self._dispatch(exchange)
         else:  # pipelined: answered after the ones before it; read no further meanwhile
             self.waiting.append(exchange)
             self.pause("pipelined")
@@ -292,6 +341,15 @@ class ClientConnection(asyncio.Protocol):
                 exchange.body_pending.append(b"0\r\n\r\n")
         if exchange.response_done and exchange is self.current:
             self.next_exchange()
+
+    def _dispatch(self, exchange: Exchange) -> None:
+        """Send `exchange` upstream now, or once the client has read the answers before
+        it: answers it does not read are never fetched ahead (a pipeline of small answers
+        cannot pile up in memory)."""
+        if self.write_paused:
+            self.proxy.metrics.proxy_held.inc()
+        else:
+            self.proxy.dispatch(exchange)
 
     # -- answers
     def write(self, data: bytes) -> None:
@@ -327,8 +385,10 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.waiting:
             self.current = self.waiting.popleft()
-            self.proxy.dispatch(self.current)
-        if not self.waiting:
+            self._dispatch(self.current)
+        if self._unparsed:
+            self.proxy.loop.call_soon(self._parse_unparsed)
+        elif not self.waiting:
             self.resume("pipelined")
         if self.current is None:
             limits = self.proxy.limits

@@ -206,6 +206,9 @@ class UpstreamPool:
                 connection.transport.close()
             return
         connection.idle_since = self.loop.time()
+        if connection.held:  # paused for a slow client: read again, so talking while idle shows
+            connection.held = False
+            connection.transport.resume_reading()
         self._idle.append(connection)
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(IDLE_SECONDS, self._sweep)
