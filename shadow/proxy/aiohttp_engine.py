@@ -22,6 +22,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
+from aiohttp.client_reqrep import ConnectionKey
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -72,6 +75,23 @@ class PassThroughResponse(web.StreamResponse):
             self._headers.popall(hdrs.DATE, None)
 
 
+class StrictConnector(aiohttp.TCPConnector):
+    """aiohttp's connection pool, never handing out a pooled connection that has bytes
+    waiting on it: an upstream that sent more after an answer (a body after a HEAD or a
+    204, a whole extra response) would otherwise have those bytes read as the answer to
+    the next request on that connection, which may be another client's (issue 18). Such
+    a connection is closed and the next one (or a fresh one) is taken."""
+
+    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
+        while True:
+            connection = await super()._get(key, traces)
+            protocol = connection.protocol if connection is not None else None
+            if connection is None or protocol is None or not protocol.should_close:
+                return connection
+            log.debug("closed a pooled upstream connection with unread bytes")
+            connection.close()
+
+
 class Proxy:
     """The proxy's request handler and its upstream connection pool. `handoff` takes the
     captured reads (`sink`, `admit(match)`, `offer(read)`: a Handoff or a Pipeline), or
@@ -98,7 +118,7 @@ class Proxy:
     async def open(self) -> None:
         # Idle upstream connections are closed after 4 s: below Node.js' default
         # keepAliveTimeout (5 s), so we close idle ones before the upstream does.
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0, ttl_dns_cache=60)
+        connector = StrictConnector(limit=0, keepalive_timeout=4.0, ttl_dns_cache=60)
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.upstream_timeout,

@@ -329,3 +329,76 @@ async def test_a_client_that_pipelines_and_never_reads_cannot_make_the_proxy_fet
             writer.close()
         finally:
             await sidecar.stop()
+
+
+# ---------------------------------------------------------------- pooled-connection poisoning (finding 3)
+
+POISON = b"HTTP/1.1 299 POISON\r\nContent-Length: 6\r\n\r\npoison"
+
+
+@dataclass
+class LateBytesUpstream:
+    """Answers each request; after a bodiless answer (a HEAD, a 204) or a sized one it
+    writes a whole extra response on the same connection once `poison` is set, then sets `poisoned`."""
+
+    url: str
+    poison: asyncio.Event
+    poisoned: asyncio.Event
+
+
+@pytest.fixture
+async def late_bytes_upstream() -> AsyncIterator[LateBytesUpstream]:
+    poison, poisoned = asyncio.Event(), asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.startswith(b"HEAD "):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+                elif b" /no-content " in head:
+                    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                elif b" /sized " in head:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine")
+                    await writer.drain()
+                    continue
+                await writer.drain()
+                await poison.wait()
+                writer.write(POISON)
+                await writer.drain()
+                poisoned.set()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield LateBytesUpstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", poison, poisoned)
+    poison.set()
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize("first", [b"HEAD /v HTTP/1.1\r\nHost: api\r\n\r\n",
+                                      b"GET /no-content HTTP/1.1\r\nHost: api\r\n\r\n",
+                                      b"GET /sized HTTP/1.1\r\nHost: api\r\n\r\n"], ids=["head", "204", "sized"])
+async def test_bytes_an_upstream_sends_after_an_answer_never_reach_another_client(
+        late_bytes_upstream: LateBytesUpstream, widget_rules: Path, make_config: Callable[..., Config],
+        first: bytes) -> None:
+    """A pooled upstream connection with bytes waiting on it is never reused: the next
+    client (on another connection) gets its own answer, not the leftover."""
+    sidecar = await start_sidecar(make_config(late_bytes_upstream.url, widget_rules, shadow_process="inline"))
+    try:
+        reader, writer = await connect(sidecar)
+        writer.write(first)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 204 ")), head
+        late_bytes_upstream.poison.set()
+        await late_bytes_upstream.poisoned.wait()
+        (victim,) = await exchange(sidecar, b"GET /v HTTP/1.1\r\nHost: api\r\n\r\n", 1)
+        writer.close()
+    finally:
+        await sidecar.stop()
+    assert victim is not None and (victim[0], victim[2]) == (200, b"fine"), victim
