@@ -22,17 +22,16 @@ from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
-from aiohttp.client_reqrep import ConnectionKey
-from aiohttp.connector import Connection
-from aiohttp.tracing import Trace
 from multidict import CIMultiDict
 from yarl import URL
 
+from shadow.proxy.aiohttp_upstream import StrictConnector
 from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
     BodyCopy,
     BodyStalled,
     RequestCounter,
+    bad_answer_text,
     body_copy,
     body_timeout_text,
     captured_read,
@@ -73,23 +72,6 @@ class PassThroughResponse(web.StreamResponse):
             self._headers.popall(hdrs.SERVER, None)
         if self._keep_no_date:
             self._headers.popall(hdrs.DATE, None)
-
-
-class StrictConnector(aiohttp.TCPConnector):
-    """aiohttp's connection pool, never handing out a pooled connection that has bytes
-    waiting on it: an upstream that sent more after an answer (a body after a HEAD or a
-    204, a whole extra response) would otherwise have those bytes read as the answer to
-    the next request on that connection, which may be another client's (issue 18). Such
-    a connection is closed and the next one (or a fresh one) is taken."""
-
-    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
-        while True:
-            connection = await super()._get(key, traces)
-            protocol = connection.protocol if connection is not None else None
-            if connection is None or protocol is None or not protocol.should_close:
-                return connection
-            log.debug("closed a pooled upstream connection with unread bytes")
-            connection.close()
 
 
 class Proxy:
@@ -142,9 +124,14 @@ class Proxy:
         try:
             try:
                 check_head(request.method.encode("latin-1"), request.raw_path.encode("latin-1"),
-                           f"{request.version.major}.{request.version.minor}", list(request.raw_headers))
+                           f"{request.version.major}.{request.version.minor}", list(request.raw_headers), self.limits)
                 if request.raw_path == "*":
                     raise Refused(400, "asterisk-form is not proxied by this engine")
+                # the guard measures a connection's first head as it arrives; a pipelined
+                # one aiohttp parsed meanwhile is measured here (aiohttp has no such limit)
+                block = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+                if block > self.limits.max_header_block:
+                    raise Refused(431, "request headers too large")
             except Refused as refused:
                 return self._refuse(request, refused)
             if guard is not None and not guard.writable.is_set():
@@ -191,6 +178,10 @@ class Proxy:
                 return self._body_stalled(method, started, asked)
             log.debug("upstream unreachable: %r", problem)
             return self._own_answer(method, 502, unreachable_text(self.upstream, problem), started, asked)
+        if upstream.status < 200:  # a 101 nobody asked for (no tunnel is ever made)
+            upstream.close()
+            return self._own_answer(method, 502, bad_answer_text(self.upstream, f"a {upstream.status} answer"),
+                                    started, asked)
         answered = time.perf_counter()
         self.metrics.upstream_seconds.observe(answered - asked)
         fully_read = False

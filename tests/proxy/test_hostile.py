@@ -115,6 +115,11 @@ VECTORS = (
     Vector("connection-host", b"GET /v HTTP/1.1\r\n" + H + b"Connection: Host\r\n\r\n", (Req(b"GET", b"/v"),)),
     # -- targets, methods, Host
     Vector("absolute-form", b"GET http://elsewhere/v?q=1 HTTP/1.1\r\n" + H + b"\r\n", (Req(b"GET", b"/v?q=1"),)),
+    Vector("absolute-form-query-slash", b"GET http://evil.example?x=/admin HTTP/1.1\r\n" + H + b"\r\n",
+           (Req(b"GET", b"/?x=/admin"),)),
+    Vector("absolute-form-query", b"GET http://elsewhere?q=1 HTTP/1.1\r\n" + H + b"\r\n", (Req(b"GET", b"/?q=1"),)),
+    Vector("absolute-form-fragment", b"GET http://evil.example#/admin HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
+    Vector("absolute-form-bad-host", b"GET http://a..b/v HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
     Vector("absolute-form-other-scheme", b"GET ftp://elsewhere/v HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
     Vector("no-leading-slash", b"GET v HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
     Vector("asterisk-get", b"GET * HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
@@ -123,6 +128,27 @@ VECTORS = (
     Vector("no-host", b"GET /v HTTP/1.1\r\n\r\n", refuse=400),
     Vector("no-host-http10", b"GET /v HTTP/1.0\r\n\r\n", (Req(b"GET", b"/v"),)),
     Vector("two-hosts-same", b"GET /v HTTP/1.1\r\n" + H + H + b"\r\n", refuse=400),
+    Vector("host-empty", b"GET /v HTTP/1.1\r\nHost: \r\n\r\n", refuse=400),
+    Vector("host-slash", b"GET /v HTTP/1.1\r\nHost: x/evil\r\n\r\n", refuse=400),
+    Vector("host-slash-http10", b"GET /v HTTP/1.0\r\nHost: x/evil\r\n\r\n", refuse=400),
+    Vector("host-double-dot", b"GET /v HTTP/1.1\r\nHost: a..b\r\n\r\n", refuse=400),
+    Vector("host-only-dot", b"GET /v HTTP/1.1\r\nHost: .\r\n\r\n", refuse=400),
+    Vector("host-ipv6-port", b"GET /v HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", (Req(b"GET", b"/v"),)),
+    Vector("host-trailing-dot", b"GET /v HTTP/1.1\r\nHost: api.\r\n\r\n", (Req(b"GET", b"/v"),)),
+    # -- methods and paths nginx refuses (options: --trace-method, --dot-segments)
+    Vector("trace", b"TRACE /v HTTP/1.1\r\n" + H + b"\r\n", refuse=405),
+    Vector("dot-dot-encoded", b"GET /%2e%2e/admin HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
+    Vector("dot-dot", b"GET /../admin HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
+    Vector("dot-dot-deep", b"GET /a/%2E%2E/%2E%2E/x HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
+    Vector("dot-dot-encoded-slash", b"GET /..%2fadmin HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
+    Vector("dot-dot-absolute-form", b"GET http://api/%2e%2e/admin HTTP/1.1\r\n" + H + b"\r\n", refuse=400),
+    Vector("dot-dot-inside", b"GET /a/%2e%2e/admin HTTP/1.1\r\n" + H + b"\r\n", (Req(b"GET", b"/a/%2e%2e/admin"),)),
+    Vector("dot-dot-in-query", b"GET /?x=/../y HTTP/1.1\r\n" + H + b"\r\n", (Req(b"GET", b"/?x=/../y"),)),
+    # -- Upgrade: no tunnel, the request (and its body) goes on as a plain one
+    Vector("upgrade-with-body", b"POST /v HTTP/1.1\r\n" + H + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+           b"Content-Length: 5\r\n\r\nhello", post()),
+    Vector("upgrade-with-chunked-body", b"POST /v HTTP/1.1\r\n" + H + b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKED_HELLO, post()),
     Vector("two-hosts-differ", b"GET /v HTTP/1.1\r\n" + H + b"Host: other\r\n\r\n", refuse=400),
     # -- limits (defaults: 8 KiB request line -> 414, 8 KiB header / 32 KiB headers / 100 headers -> 431)
     Vector("uri-too-long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + H + b"\r\n", refuse=414),
@@ -135,6 +161,8 @@ VECTORS = (
     Vector("pipelined", b"GET /v1 HTTP/1.1\r\n" + H + b"\r\nPOST /v2 HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello"
            b"GET /v3 HTTP/1.1\r\n" + H + b"\r\n", (Req(b"GET", b"/v1"), Req(b"POST", b"/v2", b"hello"), Req(b"GET", b"/v3"))),
     Vector("pipelined-then-garbage", b"GET /v1 HTTP/1.1\r\n" + H + b"\r\nGARBAGE\r\n\r\n", (Req(b"GET", b"/v1"),), refuse=400, either=True),
+    Vector("pipelined-head-too-large", b"GET /v1 HTTP/1.1\r\n" + H + b"\r\nGET /v2 HTTP/1.1\r\n" + H
+           + b"".join(b"X-%d: %b\r\n" % (n, b"a" * 4000) for n in range(90)) + b"\r\n", (Req(b"GET", b"/v1"),), refuse=431),
     Vector("pipelined-then-smuggle", b"GET /v1 HTTP/1.1\r\n" + H + b"\r\nPOST /v2 HTTP/1.1\r\n" + H
            + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED_HELLO, (Req(b"GET", b"/v1"),), refuse=400, either=True),
 )
@@ -402,3 +430,40 @@ async def test_bytes_an_upstream_sends_after_an_answer_never_reach_another_clien
     finally:
         await sidecar.stop()
     assert victim is not None and (victim[0], victim[2]) == (200, b"fine"), victim
+
+
+# ---------------------------------------------------------------- odd upstream answers (finding 8)
+
+async def test_an_unsolicited_101_from_the_upstream_is_a_502(widget_rules: Path, make_config: Callable[..., Config]) -> None:
+    """No tunnel is ever made: a 101 to a request that asked for no Upgrade is a broken
+    upstream, answered 502 (not passed on as if the connection had switched)."""
+    switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    async with canned_upstream(switching) as url:
+        sidecar = await start_sidecar(make_config(url, widget_rules, shadow_process="inline"))
+        try:
+            (answer,) = await exchange(sidecar, b"GET /v HTTP/1.1\r\nHost: api\r\n\r\n", 1)
+        finally:
+            await sidecar.stop()
+    assert answer is not None and answer[0] == 502, answer
+
+
+async def test_a_head_answered_with_a_body_gets_its_head_and_the_next_request_its_own_answer(
+        widget_rules: Path, make_config: Callable[..., Config]) -> None:
+    """An upstream that sends a body to a HEAD (it must not): the client gets the 200 head
+    as nginx gives it, and the stray body never becomes the next answer."""
+    heads: list[bytes] = []
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    async with canned_upstream(answer, heads) as url:
+        sidecar = await start_sidecar(make_config(url, widget_rules, shadow_process="inline"))
+        try:
+            reader, writer = await connect(sidecar)
+            writer.write(b"HEAD /v HTTP/1.1\r\nHost: api\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.write(b"GET /v HTTP/1.1\r\nHost: api\r\n\r\n")
+            second = await read_answer(reader)
+            writer.close()
+        finally:
+            await sidecar.stop()
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert b"content-length: 5" in head.lower()
+    assert second is not None and (second[0], second[2]) == (200, b"hello"), second

@@ -282,3 +282,24 @@ async def test_a_slow_upload_that_keeps_coming_is_not_cut(proxy_with, recording)
     answer = await read_answer(reader)
     writer.close()
     assert answer is not None and answer[0] == 200 and answer[2] == b"POST /v %d" % pieces
+
+
+async def test_at_the_cap_with_every_connection_trickling_an_upload_a_new_one_gets_a_503(proxy_with, recording) -> None:
+    """Connections sending a request body count as busy on both engines: with every slot
+    taken by an upload still arriving, a new client is refused (503), not served beyond
+    the cap."""
+    sidecar = await proxy_with(max_connections=2)
+    uploads = [await connect(sidecar) for _ in range(2)]
+    for _, writer in uploads:
+        writer.write(b"POST /v HTTP/1.1\r\nHost: api\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+    await recording.arrived_heads(2)
+    reader, writer = await connect(sidecar)
+    writer.write(GET)
+    assert (await until_closed(reader)).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    writer.close()
+    for reader, writer in uploads:
+        writer.write(b"x" * 90)
+        answer = await read_answer(reader)
+        assert answer is not None and answer[0] == 200 and answer[2] == b"POST /v 100"
+        writer.close()

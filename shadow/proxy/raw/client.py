@@ -59,6 +59,9 @@ class ClientConnection(asyncio.Protocol):
         #: request is not sent upstream until it drains
         self.write_paused = False
         self._unparsed = b""  # bytes past a full pipeline, parsed once it shrinks
+        #: a request with Upgrade and a body, between its head and its body (_BodyAfterUpgrade)
+        self._upgrade_body: Exchange | None = None
+        self.upgraded = False  # that body is complete: nothing more is read
 
     # -- transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,7 +77,7 @@ class ClientConnection(asyncio.Protocol):
         self._arm(self.proxy.limits.header_timeout, self._head_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering:
+        if self.lingering or self.upgraded:
             return
         if self._unparsed:  # behind bytes still waiting for the pipeline to shrink
             self._unparsed += data
@@ -118,10 +121,21 @@ class ClientConnection(asyncio.Protocol):
                         raise Refused(431 if self._url_done else 414, "request head too large")
                     if not self._url_done and self._head_bytes > limits.max_request_line:
                         raise Refused(414, "request line too long")
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
             self.closing = True  # no Upgrade tunnel: answer this request, then close
-            self.pause("upgrade")
-            return False
+            exchange = self._upgrade_body
+            if exchange is None:
+                self.pause("upgrade")
+                return False
+            # llhttp ends the request at its head and would hand the rest to the new
+            # protocol; without a tunnel the body is this request's: it is read by a
+            # parser of its own, told the framing the head declared
+            self.parser = httptools.HttpRequestParser(_BodyAfterUpgrade(self))
+            self.parser.feed_data(b"POST / HTTP/1.1\r\n%b\r\n" % (
+                b"Transfer-Encoding: chunked\r\n" if exchange.chunked_request
+                else b"Content-Length: %d\r\n" % (exchange.content_length or 0)))
+            rest = data[upgrade.args[0]:] if upgrade.args else b""
+            return self._feed(rest) if rest else True
         except httptools.HttpParserCallbackError as problem:
             refused = problem.__context__
             if not isinstance(refused, Refused):
@@ -132,6 +146,8 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(refused)
             return False
         except httptools.HttpParserError as problem:
+            if self.upgraded:  # bytes after an Upgrade request's body: dropped
+                return False
             log.debug("bad request from %s: %s", self.peer, problem)
             broken, self.parsing = self.parsing, None
             if self.current is None:
@@ -298,12 +314,15 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         exchange.method = parser.get_method()
         version = parser.get_http_version()
-        exchange.content_length = check_head(exchange.method, exchange.target, version, exchange.headers)
+        exchange.content_length = check_head(exchange.method, exchange.target, version, exchange.headers,
+                                             self.proxy.limits)
         exchange.http10 = version == "1.0"
         exchange.keep_alive = parser.should_keep_alive() and not self.closing
         exchange.chunked_request = chunked = exchange.content_length is None and any(
             name.lower() == b"transfer-encoding" for name, _ in exchange.headers)
         exchange.has_body = chunked or bool(exchange.content_length)
+        if exchange.has_body and parser.should_upgrade():
+            self._upgrade_body = exchange
         if self.current is None:
             self._disarm()
         self.proxy.slots.busy(self)
@@ -330,6 +349,8 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         exchange = self.parsing
+        if exchange is not None and exchange is self._upgrade_body:
+            return  # llhttp's end of an Upgrade request at its head: the body follows
         self.parsing = None
         if exchange is None:
             return
@@ -409,3 +430,24 @@ class ClientConnection(asyncio.Protocol):
         self.write(head if head_only else head + body)
         if close and self.transport is not None:
             self.transport.close()
+
+
+class _BodyAfterUpgrade:
+    """Parser callbacks for the body of a request with `Upgrade` (no tunnel is made, so
+    it is an ordinary request body): passed to the client connection as its body, after
+    which the connection reads no more (it closes after the answer)."""
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+
+    def on_body(self, body: bytes) -> None:
+        self.client.on_body(body)
+
+    def on_message_complete(self) -> None:
+        client = self.client
+        if client.upgraded:
+            return
+        client._upgrade_body = None
+        client.on_message_complete()
+        client.upgraded = True
+        client.pause("upgrade")
