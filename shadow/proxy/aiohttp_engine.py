@@ -238,6 +238,14 @@ class Proxy:
             upstream.headers.get(hdrs.CONTENT_ENCODING, "")))
 
     def _add_forwarded(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
+        """X-Forwarded-* per --forwarded-headers (docs/operations.md, "Forwarded headers")."""
+        mode = self.limits.forwarded_headers
+        if mode == "pass":
+            return
+        if mode == "overwrite":  # the client's own claims: only what the proxy saw goes on
+            for name in {name for name in headers if name.lower().startswith("x-forwarded-")
+                         or name.lower() == "forwarded"}:
+                headers.popall(name, None)
         peer = request.remote or ""
         headers["X-Forwarded-For"] = forwarded_for(headers.get("X-Forwarded-For"), peer)
         headers.setdefault("X-Forwarded-Proto", request.scheme)

@@ -467,3 +467,58 @@ async def test_a_head_answered_with_a_body_gets_its_head_and_the_next_request_it
     assert head.startswith(b"HTTP/1.1 200 "), head
     assert b"content-length: 5" in head.lower()
     assert second is not None and (second[0], second[2]) == (200, b"hello"), second
+
+
+# ---------------------------------------------------------------- forwarded headers (finding 6, --forwarded-headers)
+
+CLAIMS = (b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n"
+          b"X-Forwarded-Prefix: /admin\r\nForwarded: for=203.0.113.9;host=evil.example\r\n")
+FORWARDED_NAMES = (b"X-Forwarded-For", b"X-Forwarded-Host", b"X-Forwarded-Proto", b"X-Forwarded-Prefix", b"Forwarded")
+
+
+@pytest.mark.parametrize(("mode", "claims", "expected"), [
+    ("overwrite", CLAIMS, ([b"127.0.0.1"], [b"api"], [b"http"], [], [])),
+    ("overwrite", b"", ([b"127.0.0.1"], [b"api"], [b"http"], [], [])),
+    ("append", CLAIMS, ([b"203.0.113.9, 127.0.0.1"], [b"evil.example"], [b"https"], [b"/admin"],
+                        [b"for=203.0.113.9;host=evil.example"])),
+    ("append", b"", ([b"127.0.0.1"], [b"api"], [b"http"], [], [])),
+    ("pass", CLAIMS, ([b"203.0.113.9"], [b"evil.example"], [b"https"], [b"/admin"], [b"for=203.0.113.9;host=evil.example"])),
+    ("pass", b"", ([], [], [], [], [])),
+], ids=["overwrite-claims", "overwrite-none", "append-claims", "append-none", "pass-claims", "pass-none"])
+async def test_forwarded_headers_follow_the_mode(wire_config: Callable[..., Config], recording: RecordingUpstream,
+                                                 mode: str, claims: bytes, expected: tuple[list[bytes], ...]) -> None:
+    """overwrite (the default): a client's own X-Forwarded-*/Forwarded never reach the
+    upstream, which sees only what the proxy saw; append: behind a trusted proxy that set
+    them; pass: as received."""
+    sidecar = await start_sidecar(wire_config(forwarded_headers=mode))
+    try:
+        (answer,) = await exchange(sidecar, b"GET /v HTTP/1.1\r\nHost: api\r\n" + claims + b"\r\n", 1)
+    finally:
+        await sidecar.stop()
+    assert answer is not None and answer[0] == 200
+    (received,) = recording.requests
+    assert tuple(received.header(name) for name in FORWARDED_NAMES) == expected
+
+
+def test_the_forwarded_headers_default_is_overwrite(tmp_path: Path) -> None:
+    base = {"upstream": "http://127.0.0.1:1", "rules": str(tmp_path)}
+    assert Config.parse(base, {}).forwarded_headers == "overwrite"
+    assert Config.parse(base, {"SHADOW_FORWARDED_HEADERS": "append"}).forwarded_headers == "append"
+    with pytest.raises(ValueError, match="--forwarded-headers"):
+        Config.parse({**base, "forwarded_headers": "trust"}, {})
+
+
+@pytest.mark.parametrize(("option", "raw", "target"), [
+    ("trace_method", b"TRACE /v HTTP/1.1\r\nHost: api\r\n\r\n", b"/v"),
+    ("dot_segments", b"GET /%2e%2e/admin HTTP/1.1\r\nHost: api\r\n\r\n", b"/%2e%2e/admin"),
+    ("dot_segments", b"GET /../admin HTTP/1.1\r\nHost: api\r\n\r\n", b"/../admin"),
+], ids=["trace", "dot-dot-encoded", "dot-dot"])
+async def test_what_nginx_refuses_is_forwarded_as_sent_when_the_option_says_forward(
+        wire_config: Callable[..., Config], recording: RecordingUpstream, option: str, raw: bytes, target: bytes) -> None:
+    sidecar = await start_sidecar(wire_config(**{option: "forward"}))
+    try:
+        (answer,) = await exchange(sidecar, raw, 1)
+    finally:
+        await sidecar.stop()
+    assert answer is not None and answer[0] == 200
+    assert [(request.method, request.target) for request in recording.requests] == [(raw.split(b" ")[0], target)]

@@ -98,10 +98,13 @@ class RawProxy:
         connection = self.pool.take()
         if connection is not None:
             exchange.reused = True
-            connection.attach(exchange, request_head(exchange, self._base_path, self._host_header))
+            connection.attach(exchange, self._request_head(exchange))
         else:
             exchange.reused = False
             exchange.task = self.loop.create_task(self._connect(exchange))
+
+    def _request_head(self, exchange: Exchange) -> bytes:
+        return request_head(exchange, self._base_path, self._host_header, self.limits.forwarded_headers)
 
     async def _connect(self, exchange: Exchange) -> None:
         try:
@@ -119,7 +122,7 @@ class RawProxy:
             self.pool.release(connection, reusable=True)
             return
         self.pool.hold(connection)
-        connection.attach(exchange, request_head(exchange, self._base_path, self._host_header))
+        connection.attach(exchange, self._request_head(exchange))
 
     # ------------------------------------------------------------------ answers
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from yarl import URL
 
 from shadow.proxy.forwarding import connection_named, forwardable, forwarded_for
-from shadow.proxy.limits import origin_form
+from shadow.proxy.limits import ForwardedHeaders, origin_form
 
 if TYPE_CHECKING:
     from shadow.proxy.raw.client import ClientConnection
@@ -113,11 +113,13 @@ class Exchange:
         return self.answer is Answer.DONE
 
 
-def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> bytes:
+def request_head(exchange: Exchange, base_path: bytes, host_header: bytes,
+                 forwarded: ForwardedHeaders = "overwrite") -> bytes:
     """The head written upstream when `exchange` is sent: the upstream's base path and
-    Host, the end-to-end headers as received, X-Forwarded-* added, and the body framed
-    from what the parser read (a Content-Length of its own, or chunked): never from a
-    header the client could have had dropped or doubled."""
+    Host, the end-to-end headers as received, X-Forwarded-* per `forwarded`
+    (--forwarded-headers), and the body framed from what the parser read (a
+    Content-Length of its own, or chunked): never from a header the client could have
+    had dropped or doubled."""
     headers = exchange.headers
     drop = connection_named(value.decode("latin-1") for name, value in headers if name.lower() == b"connection")
     drop = drop | REQUEST_DROP
@@ -126,31 +128,38 @@ def request_head(exchange: Exchange, base_path: bytes, host_header: bytes) -> by
     lines = [b"%b %b HTTP/1.1\r\nHost: %b\r\n" % (exchange.method, target, host_header)]
     previous_for: bytes | None = None
     proto = host = forwarded_host = None
+    overwrite, passing = forwarded == "overwrite", forwarded == "pass"
     for name, value in headers:
         lowered = name.decode("latin-1").lower()
-        if lowered == "x-forwarded-for":
-            if previous_for is None:
-                previous_for = value
-            continue
         if lowered == "host":
             host = value
-        elif lowered == "x-forwarded-proto":
-            proto = value
-        elif lowered == "x-forwarded-host":
-            forwarded_host = value
+        elif passing:
+            pass
+        elif lowered.startswith("x-forwarded-") or lowered == "forwarded":
+            if overwrite:  # the client's own claims: only what the proxy saw goes on
+                continue
+            if lowered == "x-forwarded-for":
+                if previous_for is None:
+                    previous_for = value
+                continue
+            if lowered == "x-forwarded-proto":
+                proto = value
+            elif lowered == "x-forwarded-host":
+                forwarded_host = value
         if forwardable(lowered, drop):
             lines.append(b"%b: %b\r\n" % (name, value))
     if exchange.chunked_request:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     elif exchange.content_length is not None:
         lines.append(b"Content-Length: %d\r\n" % exchange.content_length)
-    peer = exchange.client.peer
-    lines.append(b"X-Forwarded-For: %b\r\n" % forwarded_for(
-        previous_for.decode("latin-1") if previous_for else None, peer).encode("latin-1"))
-    if proto is None:
-        lines.append(b"X-Forwarded-Proto: http\r\n")
-    if host is not None and forwarded_host is None:
-        lines.append(b"X-Forwarded-Host: %b\r\n" % host)
+    if not passing:
+        peer = exchange.client.peer
+        lines.append(b"X-Forwarded-For: %b\r\n" % forwarded_for(
+            previous_for.decode("latin-1") if previous_for else None, peer).encode("latin-1"))
+        if proto is None:
+            lines.append(b"X-Forwarded-Proto: http\r\n")
+        if host is not None and forwarded_host is None:
+            lines.append(b"X-Forwarded-Host: %b\r\n" % host)
     lines.append(b"\r\n")
     return b"".join(lines)
 
