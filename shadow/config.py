@@ -193,6 +193,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("header_timeout", "--header-timeout", "SHADOW_HEADER_TIMEOUT", "time a client has to send a whole request head -> 408 and close (default 60)", "SECONDS", _seconds(0.0)),
     Option("keepalive_timeout", "--keepalive-timeout", "SHADOW_KEEPALIVE_TIMEOUT", "an idle keep-alive client connection is closed after this (default 75)", "SECONDS", _seconds(0.0)),
     Option("max_connections", "--max-connections", "SHADOW_MAX_CONNECTIONS", "client connections at once (lowered to fit the fd limit); beyond, the longest-waiting idle or slow one is closed, or 503 when all are busy (default 10000)", "N", _whole(1)),
+    Option("admin_max_connections", "--admin-max-connections", "SHADOW_ADMIN_MAX_CONNECTIONS", "admin server connections at once, outside the proxy's; beyond, the longest-idle one is closed, or 503 when all are busy (default 16)", "N", _whole(1)),
     Option("trace_method", "--trace-method", "SHADOW_TRACE_METHOD", "refuse = TRACE gets a 405 as with nginx (default: it echoes the request, cookies included); forward = sent upstream", "MODE", _choice(*get_args(Refusable))),
     Option("dot_segments", "--dot-segments", "SHADOW_DOT_SEGMENTS", "refuse = 400 for a path whose dot segments (percent-decoded) climb above the root, as nginx does (default); forward = sent as received", "MODE", _choice(*get_args(Refusable))),
     Option("forwarded_headers", "--forwarded-headers", "SHADOW_FORWARDED_HEADERS", "overwrite = drop the client's X-Forwarded-* and Forwarded, set X-Forwarded-For/-Host/-Proto from what the proxy saw (default); append = add the peer to the client's X-Forwarded-For and keep its X-Forwarded-Host/-Proto (behind a trusted proxy that sets them); pass = forward them as received, add none", "MODE", _choice(*get_args(ForwardedHeaders))),
@@ -248,6 +249,7 @@ class Config:
     header_timeout: float = DEFAULT_LIMITS.header_timeout
     keepalive_timeout: float = DEFAULT_LIMITS.keepalive_timeout
     max_connections: int = DEFAULT_LIMITS.max_connections
+    admin_max_connections: int = DEFAULT_LIMITS.admin_max_connections
     trace_method: Refusable = DEFAULT_LIMITS.trace_method
     dot_segments: Refusable = DEFAULT_LIMITS.dot_segments
     forwarded_headers: ForwardedHeaders = DEFAULT_LIMITS.forwarded_headers

@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -24,6 +24,18 @@ from shadow.proxy.limits import LINGER_SECONDS, ConnectionSlots, Refused, Reques
 
 if TYPE_CHECKING:
     from shadow.proxy.aiohttp_engine import Proxy
+
+
+class GuardHost(Protocol):
+    """What a guarded listener's connections share: the limits, the connection cap, the
+    connections' guards by aiohttp handler, and how refusals are counted. The proxy is
+    one; the admin server has its own (`AppGuard`)."""
+
+    limits: RequestLimits
+    slots: ConnectionSlots
+    guards: dict[Any, Any]
+
+    def refused(self, method: bytes, status: int) -> None: ...
 
 log = logging.getLogger("shadow.proxy.aiohttp_engine")
 
@@ -72,7 +84,7 @@ def check_partial_head(head: bytes, limits: RequestLimits) -> None:
 class GuardedConnection(asyncio.Protocol):
     """One client connection: aiohttp's handler inside, the limits around it."""
 
-    def __init__(self, make_handler: Callable[[], Any], proxy: Proxy) -> None:
+    def __init__(self, make_handler: Callable[[], Any], proxy: GuardHost) -> None:
         self._make_handler = make_handler
         self.proxy = proxy
         self.limits = proxy.limits
@@ -220,7 +232,7 @@ class GuardedServer:
     """The aiohttp engine's listener; `cleanup()` stops accepting, then drains like
     aiohttp's runner (in-flight requests get the drain timeout)."""
 
-    def __init__(self, runner: web.ServerRunner, listener: asyncio.AbstractServer) -> None:
+    def __init__(self, runner: web.ServerRunner | web.AppRunner, listener: asyncio.AbstractServer) -> None:
         self.runner = runner
         self.listener = listener
 
@@ -243,5 +255,56 @@ async def serve(proxy: Proxy, host: str, port: int, drain_timeout: float) -> tup
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(lambda: GuardedConnection(server, proxy), host, port, backlog=1024,
                                         reuse_address=True)
+    bound = listener.sockets[0].getsockname()[1] if listener.sockets else port
+    return GuardedServer(runner, listener), bound
+
+
+class AppGuard:
+    """The guard of a listener serving an aiohttp app (the admin server): its own limits
+    and connection cap, refusals counted nowhere but the debug log."""
+
+    def __init__(self, limits: RequestLimits) -> None:
+        self.limits = limits
+        self.slots = ConnectionSlots(limits.max_connections)
+        self.guards: dict[Any, Any] = {}
+
+    def refused(self, method: bytes, status: int) -> None:
+        log.debug("admin: refused a request (%d)", status)
+
+    def wrap(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+             ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        """`handler`, telling the connection's guard when a request is in and out."""
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            guard = self.guards.get(request.protocol)
+            if guard is not None:
+                guard.request_started()
+            try:
+                return await handler(request)
+            finally:
+                if guard is not None:
+                    guard.request_finished()
+        return handle
+
+
+async def serve_app(app: web.Application, host: str, port: int, limits: RequestLimits,
+                    drain_timeout: float = 5.0) -> tuple[GuardedServer, int]:
+    """Serve `app` behind a guard: the head size limits and header timeout, aiohttp's
+    keep-alive timeout, and at most `limits.max_connections` connections (the longest
+    idle one makes room; 503 when all are busy). For the admin server, so that silent
+    or idle connections to it can neither pile up nor take the proxy's descriptors."""
+    guard = AppGuard(limits)
+    runner = web.AppRunner(app, access_log=None, logger=server_log, keepalive_timeout=limits.keepalive_timeout,
+                           max_line_size=limits.max_request_line, max_field_size=limits.max_header_line,
+                           max_headers=limits.max_header_count, shutdown_timeout=drain_timeout)
+    await runner.setup()
+    server = runner.server
+    assert server is not None
+    server.request_handler = guard.wrap(server.request_handler)
+    loop = asyncio.get_running_loop()
+    try:
+        listener = await loop.create_server(lambda: GuardedConnection(server, guard), host, port, reuse_address=True)
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound = listener.sockets[0].getsockname()[1] if listener.sockets else port
     return GuardedServer(runner, listener), bound

@@ -45,6 +45,8 @@ class RequestLimits:
     header_timeout: float = 60.0
     keepalive_timeout: float = 75.0
     max_connections: int = 10000
+    #: the admin server's own connection cap, kept out of the proxy's descriptor budget
+    admin_max_connections: int = 16
     #: what the request path refuses or rewrites beyond framing (flags of the same names)
     trace_method: Refusable = "refuse"
     dot_segments: Refusable = "refuse"
@@ -57,11 +59,12 @@ class RequestLimits:
 
     def connection_cap(self) -> int:
         """`max_connections`, lowered so that each client connection and its upstream
-        connection fit in the process's file-descriptor limit (EMFILE never happens)."""
+        connection fit in the process's file-descriptor limit next to the admin
+        server's connections (EMFILE never happens)."""
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             return self.max_connections
-        return max(1, min(self.max_connections, (soft - RESERVED_FDS) // 2))
+        return max(1, min(self.max_connections, (soft - RESERVED_FDS - self.admin_max_connections) // 2))
 
 
 DEFAULT_LIMITS = RequestLimits()

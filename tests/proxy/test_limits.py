@@ -139,7 +139,7 @@ def test_the_connection_cap_fits_the_file_descriptor_limit() -> None:
               "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
               "resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard)); print(RequestLimits().connection_cap())")
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert int(shown) == (400 - RESERVED_FDS) // 2
+    assert int(shown) == (400 - RESERVED_FDS - RequestLimits().admin_max_connections) // 2
     assert RequestLimits(max_connections=3).connection_cap() == 3
 
 
@@ -303,3 +303,38 @@ async def test_at_the_cap_with_every_connection_trickling_an_upload_a_new_one_ge
         answer = await read_answer(reader)
         assert answer is not None and answer[0] == 200 and answer[2] == b"POST /v 100"
         writer.close()
+
+
+# ---------------------------------------------------------------- the admin server's own limits (issue 18, finding 5)
+
+async def connect_admin(sidecar: Sidecar) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = sidecar.admin_url.removeprefix("http://").split(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def test_idle_admin_connections_cannot_pile_up_and_probes_still_get_in(proxy_with) -> None:
+    """The admin port has its own small cap (--admin-max-connections), outside the
+    proxy's descriptor budget: idle connections to it make room for new ones (the
+    kubelet's probe), so they can neither pile up nor starve the proxy of descriptors."""
+    sidecar = await proxy_with(admin_max_connections=2)
+    idle = [await connect_admin(sidecar) for _ in range(2)]
+    reader, writer = await connect_admin(sidecar)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = await read_answer(reader)
+    assert answer is not None and (answer[0], answer[2]) == (200, b"ok\n")
+    assert await until_closed(idle[0][0]) == b""  # the one idle longest made room
+    for _, idle_writer in (*idle, (reader, writer)):
+        idle_writer.close()
+
+
+async def test_a_silent_admin_connection_gets_a_408(proxy_with) -> None:
+    sidecar = await proxy_with(header_timeout=0.3)
+    reader, writer = await connect_admin(sidecar)
+    assert (await until_closed(reader)).startswith(b"HTTP/1.1 408 ")
+    writer.close()
+
+
+def test_the_admin_cap_is_a_flag_and_an_env_var(tmp_path: Path) -> None:
+    base = {"upstream": "http://127.0.0.1:1", "rules": str(tmp_path)}
+    assert Config.parse(base, {}).admin_max_connections == 16
+    assert Config.parse(base, {"SHADOW_ADMIN_MAX_CONNECTIONS": "4"}).admin_max_connections == 4
