@@ -25,6 +25,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from shadow.proxy.aiohttp_guard import complete
 from shadow.proxy.aiohttp_upstream import StrictConnector
 from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
@@ -133,7 +134,7 @@ class Proxy:
                 if block > self.limits.max_header_block:
                     raise Refused(431, "request headers too large")
             except Refused as refused:
-                return self._refuse(request, refused)
+                return await complete(request, self._refuse(request, refused))
             if guard is not None and not guard.writable.is_set():
                 # The client has not read the answers before this one (a pipeline it never
                 # reads): nothing more is fetched for it until it does, so unread answers
@@ -141,7 +142,7 @@ class Proxy:
                 # within one answer of more than 64 KiB).
                 self.metrics.proxy_held.inc()
                 await guard.writable.wait()
-            return await self._forward(request, started)
+            return await complete(request, await self._forward(request, started))
         finally:
             self.in_flight -= 1
             if guard is not None:
@@ -195,6 +196,9 @@ class Proxy:
             response._keep_no_server = hdrs.SERVER not in received
             response._keep_no_date = hdrs.DATE not in received
             copy = body_copy(self.handoff, match, upstream.status, upstream.content_length, self.max_body_bytes)
+            guard = self.guards.get(request.protocol)
+            if guard is not None:
+                guard.answering = True
             await response.prepare(request)
             prepared = time.perf_counter()
             own = (asked - started) + (prepared - answered)

@@ -522,3 +522,18 @@ async def test_what_nginx_refuses_is_forwarded_as_sent_when_the_option_says_forw
         await sidecar.stop()
     assert answer is not None and answer[0] == 200
     assert [(request.method, request.target) for request in recording.requests] == [(raw.split(b" ")[0], target)]
+
+
+async def test_an_unreadable_chunk_in_a_later_read_gets_a_400_not_a_wait(proxy: Sidecar, recording: RecordingUpstream) -> None:
+    """A chunked body whose bad chunk arrives after its head was forwarded: 400 and close
+    at once (the upstream connection is cut before the body ends), on both engines —
+    not a wait for more body until --upstream-timeout."""
+    reader, writer = await connect(proxy)
+    writer.write(b"POST /v HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    await writer.drain()
+    await recording.arrived_heads(1)
+    writer.write(b"3\r\nhello\r\n0\r\n\r\n")
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer is not None and answer[0] == 400, answer
+    assert recording.requests == []
