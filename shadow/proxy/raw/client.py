@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from shadow.proxy.limits import LINGER_SECONDS, Refused, check_head, refusal
-from shadow.proxy.raw.exchange import Exchange
+from shadow.proxy.raw.exchange import Exchange, RequestBody
 
 if TYPE_CHECKING:
     from shadow.proxy.raw.engine import RawProxy
@@ -255,7 +255,7 @@ class ClientConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         exchange = self.current
-        if exchange is not None and not exchange.dispatched:  # held until the client read its answers
+        if exchange is not None and exchange.queued:  # held until the client read its answers
             self.proxy.dispatch(exchange)
             return
         if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
@@ -318,9 +318,11 @@ class ClientConnection(asyncio.Protocol):
                                              self.proxy.limits)
         exchange.http10 = version == "1.0"
         exchange.keep_alive = parser.should_keep_alive() and not self.closing
-        exchange.chunked_request = chunked = exchange.content_length is None and any(
-            name.lower() == b"transfer-encoding" for name, _ in exchange.headers)
-        exchange.has_body = chunked or bool(exchange.content_length)
+        if exchange.content_length is None and any(name.lower() == b"transfer-encoding"
+                                                   for name, _ in exchange.headers):
+            exchange.body = RequestBody.CHUNKED
+        elif exchange.content_length:
+            exchange.body = RequestBody.LENGTH
         if exchange.has_body and parser.should_upgrade():
             self._upgrade_body = exchange
         if self.current is None:

@@ -24,7 +24,7 @@ from shadow.proxy.forwarding import (
     unreachable_text,
 )
 from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits, origin_form
-from shadow.proxy.raw.exchange import Answer, BodyMode, Exchange, request_head, request_path, response_head
+from shadow.proxy.raw.exchange import Attempt, BodyMode, Exchange, request_head, request_path, response_head
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
 from shadow.publish.metrics import Metrics
 
@@ -81,8 +81,7 @@ class RawProxy:
     def dispatch(self, exchange: Exchange) -> None:
         """A request's head is complete: decide shadowing, then send it upstream on a
         pooled connection (or open one)."""
-        if not exchange.dispatched:
-            exchange.dispatched = True
+        if exchange.queued:  # the first time: it is in flight from now on
             self.in_flight += 1
             client = exchange.client
             if client.transport is not None and not exchange.http10:
@@ -97,10 +96,10 @@ class RawProxy:
         exchange.asked = time.perf_counter()
         connection = self.pool.take()
         if connection is not None:
-            exchange.reused = True
+            exchange.sent(Attempt.POOLED)
             connection.attach(exchange, self._request_head(exchange))
         else:
-            exchange.reused = False
+            exchange.sent(Attempt.FRESH)
             exchange.task = self.loop.create_task(self._connect(exchange))
 
     def _request_head(self, exchange: Exchange) -> bytes:
@@ -136,7 +135,7 @@ class RawProxy:
         exchange.copy = body_copy(self.handoff, exchange.match, status, length,
                                   self.max_body_bytes) if exchange.match is not None else None
         exchange.client.queue(head)
-        exchange.answer = Answer.HEAD
+        exchange.head_written()
         exchange.own = (exchange.asked - exchange.started) + (time.perf_counter() - answered)
         if exchange.mode is BodyMode.NONE:
             self.answer_done(exchange)
@@ -145,7 +144,7 @@ class RawProxy:
         """The upstream's body is complete: the last bytes to the client, the shadow copy
         handed over, the upstream connection back to the pool."""
         finished = time.perf_counter()
-        exchange.answer = Answer.DONE
+        exchange.answered()
         client = exchange.client
         if exchange.mode is BodyMode.CHUNK:
             client.queue(b"0\r\n\r\n")
@@ -184,7 +183,7 @@ class RawProxy:
         """The upstream connection broke or fell silent while carrying `exchange`."""
         if stale and not exchange.answered_head and not exchange.retried and exchange.method in IDEMPOTENT \
                 and not exchange.has_body:
-            exchange.retried = True  # a pooled connection the upstream had closed: once more, fresh
+            # a pooled connection the upstream had closed: once more, fresh
             exchange.response_headers = []
             self._retry_fresh(exchange)
             return
@@ -211,7 +210,7 @@ class RawProxy:
         self._finished(exchange)
 
     def _retry_fresh(self, exchange: Exchange) -> None:
-        exchange.reused = False
+        exchange.sent(Attempt.RETRIED)
         exchange.task = self.loop.create_task(self._connect(exchange))
 
     def abandon(self, exchange: Exchange) -> None:
@@ -225,7 +224,6 @@ class RawProxy:
             if connection.transport is not None:
                 connection.transport.abort()
         if not exchange.response_done:
-            exchange.answer = Answer.DONE
             self._finished(exchange)
 
     def refused(self, method: bytes, status: int) -> None:
@@ -235,17 +233,17 @@ class RawProxy:
     def _own_answer(self, exchange: Exchange, status: int, reason: str, text: str) -> None:
         self._count(exchange.method.decode("latin-1"), str(status))
         self.metrics.proxy_seconds.observe(exchange.asked - exchange.started)
-        exchange.answer = Answer.DONE
+        exchange.answered()
         # with the request body still coming, the rest of it would be read as a request: close
         exchange.client.write_plain(status, reason, text.encode(), head_only=exchange.method == b"HEAD",
                                      close=exchange.has_body and not exchange.request_done)
         self._finished(exchange)
 
     def _finished(self, exchange: Exchange) -> None:
-        if exchange.finished:
+        in_flight = exchange.finish()
+        if in_flight is None:  # let go already
             return
-        exchange.finished = True
-        if exchange.dispatched:
+        if in_flight:
             self.in_flight -= 1
         if self.in_flight == 0 and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)

@@ -29,30 +29,46 @@ class BodyMode(enum.Enum):
     CLOSE = "close"  # delimited by closing the connection (HTTP/1.0 client)
 
 
-class Answer(enum.IntEnum):
-    """How far the answer to the client has got (only ever moves forward)."""
+class Stage(enum.IntEnum):
+    """Where an exchange is (only ever moves forward; `Exchange` alone moves it)."""
 
-    WAITING = 0  # nothing written yet
-    HEAD = 1  # the head is written, the body is streaming
-    DONE = 2  # complete: the upstream's last byte, the proxy's own answer, or the client gone
+    QUEUED = 0  # parsed, not sent upstream: behind another request, or held for a slow reader
+    SENT = 1  # sent (or connecting) upstream, no answer yet
+    ANSWERING = 2  # the answer's head is written to the client, its body streaming
+    ANSWERED = 3  # complete: the upstream's last byte or the proxy's own answer
+    FINISHED = 4  # counted and let go (also: the client went away, or the answer broke off)
+
+
+class RequestBody(enum.Enum):
+    """How the request's body is framed, as the parser read the head."""
+
+    NONE = "none"
+    LENGTH = "length"  # Content-Length > 0
+    CHUNKED = "chunked"
+
+
+class Attempt(enum.Enum):
+    """The upstream connection the request went out on."""
+
+    FRESH = "fresh"  # a new connection
+    POOLED = "pooled"  # a kept-alive one (it may turn out closed: then retried once)
+    RETRIED = "retried"  # a new one, after a pooled one turned out closed
 
 
 class Exchange:
     """One request and its answer: what the client sent, where it is going, and how the
-    answer is framed back. Driven by the callbacks of both connections."""
+    answer is framed back. The connections' callbacks drive it; its `stage` moves only
+    through its own methods (`sent`, `head_written`, `answered`, `finish`)."""
 
     __slots__ = (
-        "answer",
         "asked",
+        "attempt",
+        "body",
         "body_pending",
-        "chunked_request",
         "client",
         "close_delimited",
         "content_length",
         "copy",
-        "dispatched",
-        "finished",
-        "has_body",
         "headers",
         "http10",
         "keep_alive",
@@ -62,8 +78,7 @@ class Exchange:
         "own",
         "request_done",
         "response_headers",
-        "retried",
-        "reused",
+        "stage",
         "started",
         "status",
         "target",
@@ -78,16 +93,15 @@ class Exchange:
         self.target = b""
         self.http10 = False
         self.keep_alive = False
-        self.chunked_request = False
-        self.has_body = False
+        self.body = RequestBody.NONE
         self.started = 0.0
         self.asked = 0.0
         self.headers: list[tuple[bytes, bytes]] = []
         self.request_done = False
         self.body_pending: list[bytes] = []
         self.upstream: UpstreamConnection | None = None
-        self.reused = False
-        self.answer = Answer.WAITING
+        self.attempt = Attempt.FRESH
+        self.stage = Stage.QUEUED
         self.mode: BodyMode | None = None  # set by response_head()
         self.copy: Any = None
         self.match: Any = None
@@ -96,21 +110,65 @@ class Exchange:
         self.own = 0.0
         self.task: asyncio.Task[None] | None = None
         self.close_delimited = False
-        self.retried = False
-        self.dispatched = False
-        self.finished = False
         self.upstream_keep_alive = False
         self.content_length: int | None = None  # the request body's, as the parser read it
 
+    # -- the request
+    @property
+    def chunked_request(self) -> bool:
+        return self.body is RequestBody.CHUNKED
+
+    @property
+    def has_body(self) -> bool:
+        return self.body is not RequestBody.NONE
+
+    # -- where it is
+    @property
+    def queued(self) -> bool:
+        """Not sent upstream yet."""
+        return self.stage is Stage.QUEUED
+
     @property
     def answered_head(self) -> bool:
-        """The client has (at least) the answer's head."""
-        return self.answer >= Answer.HEAD
+        """The client has (at least) the answer's head, or nothing more goes to it."""
+        return self.stage >= Stage.ANSWERING
 
     @property
     def response_done(self) -> bool:
         """Nothing more goes to the client for this exchange."""
-        return self.answer is Answer.DONE
+        return self.stage >= Stage.ANSWERED
+
+    @property
+    def reused(self) -> bool:
+        return self.attempt is Attempt.POOLED
+
+    @property
+    def retried(self) -> bool:
+        return self.attempt is Attempt.RETRIED
+
+    def sent(self, attempt: Attempt) -> bool:
+        """It goes upstream on `attempt`; True the first time (it is then in flight)."""
+        first = self.stage is Stage.QUEUED
+        if first:
+            self.stage = Stage.SENT
+        self.attempt = attempt
+        return first
+
+    def head_written(self) -> None:
+        self.stage = Stage.ANSWERING
+
+    def answered(self) -> None:
+        """Its answer is complete (the upstream's, or the proxy's own)."""
+        self.stage = Stage.ANSWERED
+
+    def finish(self) -> bool | None:
+        """Let it go: None when it was already; else whether it was in flight (sent
+        upstream and not let go before)."""
+        stage = self.stage
+        if stage is Stage.FINISHED:
+            return None
+        self.stage = Stage.FINISHED
+        return stage is not Stage.QUEUED
 
 
 def request_head(exchange: Exchange, base_path: bytes, host_header: bytes,
