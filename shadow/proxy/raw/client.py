@@ -9,15 +9,11 @@ import logging
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import TYPE_CHECKING
 
 import httptools
 
 from shadow.proxy.limits import LINGER_SECONDS, Refused, check_head, refusal
-from shadow.proxy.raw.exchange import Exchange, RequestBody
-
-if TYPE_CHECKING:
-    from shadow.proxy.raw.engine import RawProxy
+from shadow.proxy.raw.exchange import EngineSide, Exchange, RequestBody
 
 log = logging.getLogger("shadow.proxy.raw")
 
@@ -33,7 +29,7 @@ class ClientConnection(asyncio.Protocol):
     """A client connection: parses requests (pipelined ones wait their turn) and writes
     the answers back in order."""
 
-    def __init__(self, proxy: RawProxy) -> None:
+    def __init__(self, proxy: EngineSide) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -62,6 +58,11 @@ class ClientConnection(asyncio.Protocol):
         #: a request with Upgrade and a body, between its head and its body (_BodyAfterUpgrade)
         self._upgrade_body: Exchange | None = None
         self.upgraded = False  # that body is complete: nothing more is read
+
+    @property
+    def idle(self) -> bool:
+        """No request in flight and no head arriving."""
+        return self.current is None and self.parsing is None
 
     # -- transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

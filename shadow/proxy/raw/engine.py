@@ -8,7 +8,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
@@ -24,12 +24,17 @@ from shadow.proxy.forwarding import (
     unreachable_text,
 )
 from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits, origin_form
-from shadow.proxy.raw.exchange import Attempt, BodyMode, Exchange, request_head, request_path, response_head
+from shadow.proxy.raw.exchange import (
+    Attempt,
+    BodyMode,
+    ClientSide,
+    Exchange,
+    request_head,
+    request_path,
+    response_head,
+)
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
 from shadow.publish.metrics import Metrics
-
-if TYPE_CHECKING:
-    from shadow.proxy.raw.client import ClientConnection
 
 log = logging.getLogger("shadow.proxy.raw")
 
@@ -64,7 +69,7 @@ class RawProxy:
         self.in_flight = 0
         self.limits = limits
         self.slots = ConnectionSlots(limits.connection_cap())
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[ClientSide] = set()
         self.pool = UpstreamPool()
         self._count = RequestCounter(metrics)
         self._idle_waiter: asyncio.Future[None] | None = None
@@ -108,7 +113,8 @@ class RawProxy:
     async def _connect(self, exchange: Exchange) -> None:
         try:
             _, connection = await asyncio.wait_for(
-                self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, ssl=self._tls),
+                self.loop.create_connection(lambda: UpstreamConnection(self, self.pool), self.host, self.port,
+                                            ssl=self._tls),
                 self.upstream_timeout)
         except TimeoutError:
             self._own_answer(exchange, 504, "Gateway Timeout", timeout_text(self.upstream, self.upstream_timeout))
@@ -151,10 +157,9 @@ class RawProxy:
         client.flush()
         connection = exchange.upstream
         if connection is not None:
-            connection.detach()
             # a new parser per exchange: a HEAD answer's parser waiting for a body is dropped
-            self.pool.release(connection, reusable=exchange.upstream_keep_alive and exchange.request_done
-                              and not exchange.close_delimited)
+            connection.release(reusable=exchange.upstream_keep_alive and exchange.request_done
+                               and not exchange.close_delimited)
         copy = exchange.copy
         if copy is not None:
             body = copy.body()
@@ -217,12 +222,8 @@ class RawProxy:
         """The client went away: the upstream connection is closed, never pooled."""
         if exchange.task is not None and not exchange.task.done():
             exchange.task.cancel()
-        connection = exchange.upstream
-        if connection is not None:
-            connection.detach()
-            self.pool.forget(connection)
-            if connection.transport is not None:
-                connection.transport.abort()
+        if exchange.upstream is not None:
+            exchange.upstream.abandon()
         if not exchange.response_done:
             self._finished(exchange)
 

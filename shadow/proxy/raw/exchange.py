@@ -1,20 +1,23 @@
 """One request and its answer (`Exchange`), and the framing decisions made for it: the
-request head written upstream and the response head written back to the client."""
+request head written upstream and the response head written back to the client.
+
+The bottom of the raw engine: the other modules import this one, and it imports none of
+them. What an exchange and each part need of the others is stated here as Protocols
+(`ClientSide`, `UpstreamSide`, `EngineSide`), so the import graph is
+exchange <- upstream <- engine, exchange <- client, and server over both.
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from yarl import URL
 
 from shadow.proxy.forwarding import connection_named, forwardable, forwarded_for
-from shadow.proxy.limits import ForwardedHeaders, origin_form
-
-if TYPE_CHECKING:
-    from shadow.proxy.raw.client import ClientConnection
-    from shadow.proxy.raw.upstream import UpstreamConnection
+from shadow.proxy.limits import ConnectionSlots, ForwardedHeaders, RequestLimits, origin_form
+from shadow.publish.metrics import Metrics
 
 #: never forwarded as received: Host is the upstream's, the body framing is the proxy's own
 REQUEST_DROP = frozenset({"host", "expect", "content-length", "transfer-encoding"})
@@ -27,6 +30,65 @@ class BodyMode(enum.Enum):
     LENGTH = "length"  # as received, under the upstream's Content-Length
     CHUNK = "chunk"  # re-chunked (a chunked or close-delimited body, HTTP/1.1 client)
     CLOSE = "close"  # delimited by closing the connection (HTTP/1.0 client)
+
+
+class ClientSide(Protocol):
+    """A client connection (shadow/proxy/raw/client.py) as the engine and the upstream
+    connection use it: where the answer goes, and its flow control."""
+
+    peer: str
+    transport: asyncio.Transport | None
+    current: Exchange | None
+    closing: bool
+
+    @property
+    def idle(self) -> bool:
+        """No request in flight and no head arriving."""
+
+    def write(self, data: bytes) -> None: ...
+    def queue(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def drop_queued(self) -> None: ...
+    def pause(self, reason: str) -> None: ...
+    def resume(self, reason: str) -> None: ...
+    def paused_by(self, reason: str) -> bool: ...
+    def write_plain(self, status: int, reason: str, body: bytes, head_only: bool, close: bool) -> None: ...
+    def next_exchange(self) -> None: ...
+
+
+class UpstreamSide(Protocol):
+    """The upstream connection carrying an exchange (shadow/proxy/raw/upstream.py)."""
+
+    transport: asyncio.Transport | None
+    held: bool  # reading paused because the client reads slowly
+
+    def touch(self) -> None:
+        """The request body moved: not silence."""
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is over: back to the pool, or closed."""
+
+    def abandon(self) -> None:
+        """The client went away: aborted, never pooled."""
+
+
+class EngineSide(Protocol):
+    """The engine (shadow/proxy/raw/engine.py `RawProxy`) as both connections use it."""
+
+    loop: asyncio.AbstractEventLoop
+    limits: RequestLimits
+    slots: ConnectionSlots
+    metrics: Metrics
+    upstream_timeout: float
+    connections: set[ClientSide]
+
+    def dispatch(self, exchange: Exchange) -> None: ...
+    def abandon(self, exchange: Exchange) -> None: ...
+    def refused(self, method: bytes, status: int) -> None: ...
+    def answer_head(self, exchange: Exchange, status: int, reason: bytes, upstream_keep_alive: bool) -> None: ...
+    def answer_done(self, exchange: Exchange) -> None: ...
+    def upstream_failed(self, exchange: Exchange, problem: BaseException | None, timed_out: bool,
+                        stale: bool) -> None: ...
 
 
 class Stage(enum.IntEnum):
@@ -87,7 +149,7 @@ class Exchange:
         "upstream_keep_alive",
     )
 
-    def __init__(self, client: ClientConnection) -> None:
+    def __init__(self, client: ClientSide) -> None:
         self.client = client
         self.method = b""
         self.target = b""
@@ -99,7 +161,7 @@ class Exchange:
         self.headers: list[tuple[bytes, bytes]] = []
         self.request_done = False
         self.body_pending: list[bytes] = []
-        self.upstream: UpstreamConnection | None = None
+        self.upstream: UpstreamSide | None = None
         self.attempt = Attempt.FRESH
         self.stage = Stage.QUEUED
         self.mode: BodyMode | None = None  # set by response_head()
