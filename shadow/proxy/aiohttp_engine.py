@@ -90,6 +90,7 @@ class Proxy:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.upstream_timeout = upstream_timeout
+        self.send_timeout = upstream_timeout  # a client reading nothing of its answers (aiohttp_guard)
         self.session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         self.limits = limits

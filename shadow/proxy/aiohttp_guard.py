@@ -37,6 +37,8 @@ class GuardHost(Protocol):
     limits: RequestLimits
     slots: ConnectionSlots
     guards: dict[Any, Any]
+    #: how long a client may read nothing of its answers before it is cut (nginx: send_timeout)
+    send_timeout: float
 
     def refused(self, method: bytes, status: int) -> None: ...
 
@@ -183,6 +185,7 @@ class GuardedConnection(asyncio.Protocol):
         self._heads_before_refusal = 0
         #: the handler has begun writing the current answer (set by the proxy)
         self.answering = False
+        self._stalled: asyncio.TimerHandle | None = None  # cuts a client that stopped reading
 
     # -- asyncio Protocol, forwarded to aiohttp's handler
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -299,22 +302,39 @@ class GuardedConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable.clear()
+        if self._stalled is None:
+            self._stalled = asyncio.get_running_loop().call_later(self.proxy.send_timeout, self._write_stalled)
         if self.handler is not None:
             self.handler.pause_writing()
 
     def resume_writing(self) -> None:
         self.writable.set()
+        self._unstall()
         if self.handler is not None:
             self.handler.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.writable.set()  # nothing waits for a gone client
+        self._unstall()
         self._disarm()
         self.proxy.slots.release(self)
         if self.handler is not None:
             self.proxy.guards.pop(self.handler, None)
             self.handler.connection_lost(exc)
         self.transport = None
+
+    def _unstall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _write_stalled(self) -> None:
+        """The client has read nothing of its answers for the send timeout: cut, so it
+        cannot hold a connection slot (and an upstream connection) for ever."""
+        self._stalled = None
+        log.debug("a client stopped reading its answers: connection cut")
+        if self.transport is not None:
+            self.transport.abort()
 
     # -- told by the proxy's handler
     def request_started(self) -> None:
@@ -428,6 +448,7 @@ class AppGuard:
         self.limits = limits
         self.slots = ConnectionSlots(limits.max_connections)
         self.guards: dict[Any, Any] = {}
+        self.send_timeout = limits.header_timeout
 
     def refused(self, method: bytes, status: int) -> None:
         log.debug("admin: refused a request (%d)", status)

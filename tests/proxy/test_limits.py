@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -338,3 +339,42 @@ def test_the_admin_cap_is_a_flag_and_an_env_var(tmp_path: Path) -> None:
     base = {"upstream": "http://127.0.0.1:1", "rules": str(tmp_path)}
     assert Config.parse(base, {}).admin_max_connections == 16
     assert Config.parse(base, {"SHADOW_ADMIN_MAX_CONNECTIONS": "4"}).admin_max_connections == 4
+
+
+async def test_a_client_that_stops_reading_its_answer_is_cut_after_the_timeout(
+        widget_rules: Path, make_config: Callable[..., Config]) -> None:
+    """A client that reads nothing of an answer (its socket full) for --upstream-timeout is
+    cut (nginx: send_timeout), so it holds neither a connection slot nor the upstream
+    connection for ever: the upstream sees its connection closed."""
+    body = b"x" * (16 * 1024 * 1024)
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            writer.write(body)
+            await writer.drain()
+            await reader.read()  # until the proxy closes the connection
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            closed.set()
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    sidecar = await start_sidecar(make_config(url, widget_rules, shadow_process="inline", upstream_timeout=0.5))
+    try:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = sidecar.proxy_url.removeprefix("http://").split(":")
+        client.connect((host, int(port)))
+        _, writer = await asyncio.open_connection(sock=client)
+        writer.write(b"GET /big HTTP/1.1\r\nHost: api\r\n\r\n")
+        await asyncio.wait_for(closed.wait(), 60)  # a hang guard, not a bound
+        writer.close()
+    finally:
+        await sidecar.stop()
+        server.close()
+        await server.wait_closed()

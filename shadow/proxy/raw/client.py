@@ -54,6 +54,7 @@ class ClientConnection(asyncio.Protocol):
         #: the client's write buffer is full (it does not read its answers): the next
         #: request is not sent upstream until it drains
         self.write_paused = False
+        self._stalled: asyncio.TimerHandle | None = None  # cuts a client that stopped reading
         self._unparsed = b""  # bytes past a full pipeline, parsed once it shrinks
         #: a request with Upgrade and a body, between its head and its body (_BodyAfterUpgrade)
         self._upgrade_body: Exchange | None = None
@@ -200,6 +201,15 @@ class ClientConnection(asyncio.Protocol):
         else:
             transport.close()
 
+    def _write_stalled(self) -> None:
+        """The client has read nothing of its answers for --upstream-timeout (nginx:
+        send_timeout): cut, so it cannot hold a connection slot (and an upstream
+        connection) for ever."""
+        self._stalled = None
+        log.debug("client %s stopped reading its answers: connection cut", self.peer)
+        if self.transport is not None:
+            self.transport.abort()
+
     def _close_now(self) -> None:
         self._timer = None
         if self.transport is not None:
@@ -237,6 +247,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         self.proxy.slots.release(self)
         self.proxy.connections.discard(self)
         self.transport = None
@@ -248,6 +261,8 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:  # the client reads slower than the upstream sends
         self.write_paused = True
+        if self._stalled is None:
+            self._stalled = self.proxy.loop.call_later(self.proxy.upstream_timeout, self._write_stalled)
         exchange = self.current
         if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
             exchange.upstream.held = True
@@ -255,6 +270,9 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         exchange = self.current
         if exchange is not None and exchange.queued:  # held until the client read its answers
             self.proxy.dispatch(exchange)
