@@ -20,6 +20,8 @@ from aiohttp.tracing import Trace
 log = logging.getLogger("shadow.proxy.aiohttp_engine")
 
 HEAD_END = b"\r\n\r\n"
+#: the most of a HEAD answer's head kept to find its end (aiohttp refuses far shorter ones)
+SEEN_LIMIT = 256 * 1024
 
 
 class StrictResponseHandler(ResponseHandler):
@@ -47,6 +49,11 @@ class StrictResponseHandler(ResponseHandler):
             super().data_received(data)
             return
         seen = self._seen + data
+        if len(seen) > SEEN_LIMIT:  # a head this long is aiohttp's to refuse: no more watching
+            self._head_only = False
+            self._seen = b""
+            super().data_received(data)
+            return
         start = 0
         while True:
             end = seen.find(HEAD_END, start)
