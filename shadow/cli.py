@@ -12,7 +12,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("shadow.serve", "run the sidecar proxy in front of the upstream API"),
     "rules": ("shadow.ruletools.cli", "check, test and describe rule files"),
-    "compare": ("shadow.compare.cli", "compare one key by hand: API document vs shadow source"),
+    "compare": ("shadow.ruletools.compare", "compare one key by hand: API document vs shadow source"),
     "gate": ("shadow.gate.cli", "cutover gate: GO / NO-GO from Prometheus"),
     "verify": ("shadow.verify.cli", "verify every key: counts, sums and sets, full reconciliation"),
     "demo": ("shadow.demo.run", "the whole thing on one machine with embedded servers"),

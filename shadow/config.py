@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from shadow.proxy.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
-    from shadow.rules.policy import RulesPolicy
+    from shadow.policy import RulesPolicy
 
 
 class ConfigError(ValueError):
@@ -135,7 +135,7 @@ def _text(text: str) -> str:
 
 
 def _modules(text: str) -> str:
-    from shadow.rules.policy import parse_modules
+    from shadow.policy import parse_modules
 
     return ",".join(sorted(parse_modules(text)))
 
@@ -289,7 +289,7 @@ class Config:
     @property
     def rules_policy(self) -> RulesPolicy:
         """What the rule files may do: their size cap and the normalizer modules."""
-        from shadow.rules.policy import RulesPolicy, parse_modules
+        from shadow.policy import RulesPolicy, parse_modules
 
         return RulesPolicy(self.rules_max_bytes, parse_modules(self.normalizer_modules))
 

@@ -28,11 +28,11 @@ from typing import Any
 
 from shadow.config import Config
 from shadow.model import DropReason
-from shadow.proxy.capture import CapturedRead
 from shadow.publish.sink import Sink
 from shadow.replay.link import FLUSH_SECONDS, READ_OVERHEAD, WORKER_DOWN, Link, read_message
 from shadow.replay.messages import Drain, Rules
 from shadow.replay.pipeline import admit
+from shadow.replay.prepare import CapturedRead
 from shadow.replay.sampling import TokenBucket
 from shadow.replay.settings import shadow_workers
 from shadow.tasks import TaskSet

@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, assert_never
 
 from shadow.model import DropReason, RecentMismatch, ShadowJob
-from shadow.proxy.capture import CapturedRead
 from shadow.publish.tracing import request_context
 from shadow.replay.messages import (
     Counts,
@@ -35,6 +34,7 @@ from shadow.replay.messages import (
     ToWorker,
     frame,
 )
+from shadow.replay.prepare import CapturedRead
 
 if TYPE_CHECKING:
     from shadow.replay.handoff import Handoff

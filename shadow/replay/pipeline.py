@@ -34,10 +34,10 @@ from shadow.model import (
     SkipReason,
     Verdict,
 )
-from shadow.proxy.capture import CapturedRead, prepare
 from shadow.replay.control import UpstreamControl, replay_of, replays
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
 from shadow.replay.messages import Sink
+from shadow.replay.prepare import CapturedRead, prepare
 from shadow.replay.recheck import PendingKey, Rechecker
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
 from shadow.tasks import TaskSet

@@ -30,7 +30,6 @@ from typing import Any, assert_never
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from shadow.config import Config
-from shadow.proxy.capture import CapturedRead
 from shadow.replay.messages import (
     Depth,
     Drain,
@@ -46,6 +45,7 @@ from shadow.replay.messages import (
     frame,
 )
 from shadow.replay.pipeline import Pipeline
+from shadow.replay.prepare import CapturedRead
 from shadow.replay.relay import Relay
 from shadow.replay.settings import pipeline_settings, recheck_upstream
 from shadow.rules import RouteMatch

@@ -16,9 +16,9 @@ from types import MappingProxyType
 from typing import Any, cast, get_args
 
 from shadow.model import SourceKind
+from shadow.policy import RulesPolicy
 from shadow.rules.checks import parse_checks
 from shadow.rules.fieldspec import parse_fields
-from shadow.rules.policy import RulesPolicy
 from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.recheck import parse_recheck
 from shadow.rules.routes import METHODS, Router, parse_template, shape

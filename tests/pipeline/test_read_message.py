@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from multidict import CIMultiDict, MultiDict
 
-from shadow.proxy.capture import CapturedRead
 from shadow.replay.link import read_message
+from shadow.replay.prepare import CapturedRead
 from shadow.rules import RouteMatch, load_rules
 
 HEAD = """\

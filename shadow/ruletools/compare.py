@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per key")
     parser.add_argument("--show-values", action="store_true", help="print secret values too (no redaction by name or by the rules' redact paths)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per server call (default 5)")
-    from shadow.rules.policy import add_policy_arguments
+    from shadow.policy import add_policy_arguments
 
     add_policy_arguments(parser)
 
@@ -46,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from shadow.compare.diff import compare
+    from shadow.policy import policy_from_args
     from shadow.publish.redaction import Redaction
     from shadow.replay.sources.mongo import MongoSource
     from shadow.replay.sources.postgres import PostgresSource
     from shadow.rules import InvalidKey, RulesError, load_rules
-    from shadow.rules.policy import policy_from_args
 
     try:
         rules = load_rules(args.rules, policy_from_args(args))
@@ -77,7 +77,7 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         pg = await PostgresSource.create(args.pg, statement_timeout=args.timeout, pool_size=1)
         if args.url:
-            from shadow.compare.urlcontrol import api_controls, parse_headers, pick_route
+            from shadow.ruletools.urlcontrol import api_controls, parse_headers, pick_route
 
             route = pick_route(rules, entity, args.route)
             controls, reader = await api_controls(args.url, route, keys, parse_headers(args.header), args.timeout)
