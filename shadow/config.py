@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
-
-from shadow.proxy.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
     from shadow.policy import RulesPolicy
@@ -23,6 +23,54 @@ if TYPE_CHECKING:
 
 class ConfigError(ValueError):
     """A flag or env var with a bad value; the message names both and the value."""
+
+
+#: file descriptors kept back from the client-connection cap (listening sockets, the rules
+#: watcher, the worker's pipes, logs)
+RESERVED_FDS = 64
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The request-path limits (flags --max-request-line ... --max-connections), enforced
+    by shadow/proxy/limits.py; defined here so that the defaults are defined once."""
+
+    max_request_line: int = 8192
+    max_header_line: int = 8192
+    max_header_block: int = 32768
+    max_header_count: int = 100
+    header_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    max_connections: int = 10000
+
+    @property
+    def max_head_bytes(self) -> int:
+        """The most bytes a request head may take before it is refused."""
+        return self.max_request_line + self.max_header_block
+
+    def connection_cap(self) -> int:
+        """`max_connections`, lowered so that each client connection and its upstream
+        connection fit in the process's file-descriptor limit (EMFILE never happens)."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, (soft - RESERVED_FDS) // 2))
+
+
+DEFAULT_LIMITS = RequestLimits()
+
+#: the admin token (shadow/publish/admin_auth.py): long enough, printable ASCII only
+MIN_TOKEN_LENGTH = 16
+_TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + string.punctuation)
+
+
+def check_token(token: str) -> str:
+    """The token, or ValueError saying what is wrong (never echoing it)."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"the admin token must be at least {MIN_TOKEN_LENGTH} characters")
+    if not set(token) <= _TOKEN_CHARACTERS:
+        raise ValueError("the admin token may hold printable ASCII only (no spaces or control characters)")
+    return token
 
 
 @dataclass(frozen=True)
@@ -141,8 +189,6 @@ def _modules(text: str) -> str:
 
 
 def _admin_token(text: str) -> str:
-    from shadow.publish.admin_auth import check_token
-
     return check_token(text)
 
 
@@ -237,7 +283,7 @@ class Config:
     # not a flag: every outcome crosses from the worker one by one (not only as counts), for
     # an in-process observer of each comparison (the demo's per-key findings); one message per read
     report_every_outcome: bool = False
-    # the request-path limits: defaults defined once, in shadow/proxy/limits.py
+    # the request-path limits: defaults defined once, in RequestLimits above
     max_request_line: int = DEFAULT_LIMITS.max_request_line
     max_header_line: int = DEFAULT_LIMITS.max_header_line
     max_header_block: int = DEFAULT_LIMITS.max_header_block

@@ -29,11 +29,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shadow.config import Config
+from shadow.config import Config, RequestLimits
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy
 from shadow.proxy.aiohttp_guard import serve
-from shadow.proxy.limits import RequestLimits
 from shadow.publish.admin import Admin, GateHook
 from shadow.publish.admin_auth import AdminAuth, is_loopback
 from shadow.publish.metrics import Metrics

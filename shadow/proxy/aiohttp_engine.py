@@ -25,6 +25,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from shadow.config import DEFAULT_LIMITS, RequestLimits
 from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
     BodyCopy,
@@ -39,10 +40,8 @@ from shadow.proxy.forwarding import (
     unreachable_text,
 )
 from shadow.proxy.limits import (
-    DEFAULT_LIMITS,
     ConnectionSlots,
     Refused,
-    RequestLimits,
     check_head,
     origin_form,
     refusal,

@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 
 from shadow.model import SkipReason
 from shadow.publish.metrics import Metrics
-from shadow.replay.prepare import CapturedRead
+from shadow.shadowside import CapturedRead
 
 #: RFC 9110 §7.6.1 hop-by-hop fields (plus the headers `Connection` names, and Proxy-*)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",

@@ -28,13 +28,12 @@ from typing import Any
 
 from shadow.config import Config
 from shadow.model import DropReason
-from shadow.publish.sink import Sink
 from shadow.replay.link import FLUSH_SECONDS, READ_OVERHEAD, WORKER_DOWN, Link, read_message
-from shadow.replay.messages import Drain, Rules
+from shadow.replay.messages import Drain, MainSink, Rules
 from shadow.replay.pipeline import admit
-from shadow.replay.prepare import CapturedRead
 from shadow.replay.sampling import TokenBucket
 from shadow.replay.settings import shadow_workers
+from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
 
 #: unsent bytes the proxy keeps for all its workers together at most: the workers queue
@@ -53,7 +52,7 @@ class Handoff:
     """What the proxy hands captured reads to in worker mode (the same `admit`, `offer`,
     `drain`, `close`, `sink` surface as an in-process Pipeline)."""
 
-    def __init__(self, config: Config, sink: Sink, workers: int | None = None) -> None:
+    def __init__(self, config: Config, sink: MainSink, workers: int | None = None) -> None:
         self.config = config
         self.sink = sink
         self.buffer_limit = buffer_limit(config)

@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, assert_never
 
 from shadow.model import DropReason, RecentMismatch, ShadowJob
-from shadow.publish.tracing import request_context
 from shadow.replay.messages import (
     Counts,
     Depth,
@@ -34,7 +33,8 @@ from shadow.replay.messages import (
     ToWorker,
     frame,
 )
-from shadow.replay.prepare import CapturedRead
+from shadow.replay.prepare import request_context
+from shadow.shadowside import CapturedRead
 
 if TYPE_CHECKING:
     from shadow.replay.handoff import Handoff

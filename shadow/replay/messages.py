@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from shadow.model import Comparison, DropReason, FieldDiff, SkipReason, SourceKind
+from shadow.model import Comparison, DropReason, FieldDiff, RecentMismatch, SkipReason, SourceKind
 
 if TYPE_CHECKING:
     from shadow.config import Config
@@ -47,6 +47,22 @@ class Sink(Protocol[Entry]):
     def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None: ...
 
     def watch_queue(self, capacity: int, depth: Callable[[], int]) -> None: ...
+
+
+class Traced(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+
+class MainSink(Sink[RecentMismatch], Protocol):
+    """The main process's sink (shadow/publish/sink.py) as the Handoff sees it: what the
+    pipeline reports to, plus a worker's counts merged and whether spans are exported.
+    A Protocol, so that the shadow side never imports the publishing layer above it."""
+
+    @property
+    def tracing(self) -> Traced: ...
+
+    def merge(self, counts: Counts) -> None: ...
 
 
 # ----------------------------------------------------------------------------- proxy -> worker
@@ -215,6 +231,7 @@ __all__ = [
     "Explained",
     "FrameReader",
     "JobInfo",
+    "MainSink",
     "Noisy",
     "Published",
     "Raised",

@@ -37,9 +37,10 @@ from shadow.model import (
 from shadow.replay.control import UpstreamControl, replay_of, replays
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
 from shadow.replay.messages import Sink
-from shadow.replay.prepare import CapturedRead, prepare
+from shadow.replay.prepare import prepare
 from shadow.replay.recheck import PendingKey, Rechecker
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
+from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
 
 MAX_EXPLAINS_IN_FLIGHT = 16  # default of --explain-concurrency

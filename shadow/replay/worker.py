@@ -45,10 +45,10 @@ from shadow.replay.messages import (
     frame,
 )
 from shadow.replay.pipeline import Pipeline
-from shadow.replay.prepare import CapturedRead
 from shadow.replay.relay import Relay
 from shadow.replay.settings import pipeline_settings, recheck_upstream
 from shadow.rules import RouteMatch
+from shadow.shadowside import CapturedRead
 
 log = logging.getLogger("shadow.replay.worker")
 

@@ -9,8 +9,8 @@ import pytest
 from multidict import CIMultiDict, MultiDict
 
 from shadow.replay.link import read_message
-from shadow.replay.prepare import CapturedRead
 from shadow.rules import RouteMatch, load_rules
+from shadow.shadowside import CapturedRead
 
 HEAD = """\
 entity: widgets

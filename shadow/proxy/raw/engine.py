@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
+from shadow.config import DEFAULT_LIMITS, RequestLimits
 from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
     RequestCounter,
@@ -23,7 +24,7 @@ from shadow.proxy.forwarding import (
     timeout_text,
     unreachable_text,
 )
-from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits, origin_form
+from shadow.proxy.limits import ConnectionSlots, origin_form
 from shadow.proxy.raw.exchange import Answer, BodyMode, Exchange, request_head, request_path, response_head
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
 from shadow.publish.metrics import Metrics
