@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
+from shadow.model import SkipReason
 from shadow.rules.spec import RouteMatch
 
 
@@ -26,3 +28,32 @@ class CapturedRead:
     content_encoding: str
     trace_headers: tuple[tuple[str, str], ...]
     enqueued_at: float
+
+
+class SkipCounter(Protocol):
+    """The part of the sink the request path touches: counting a read it will not copy."""
+
+    def skipped(self, entity: str, route: str, reason: SkipReason) -> None: ...
+
+
+class ShadowSide(Protocol):
+    """What the proxy hands captured reads to (replay/handoff.py `Handoff`, or an inline
+    replay/pipeline.py `Pipeline`). `admit` and `offer` run on the request path and
+    never wait; a read the shadow side cannot take is dropped and counted there."""
+
+    @property
+    def sink(self) -> SkipCounter: ...
+
+    def admit(self, match: RouteMatch) -> bool:
+        """When a matched read's 2xx head arrives: copy its body? (sampling, rate limit)"""
+        ...
+
+    def offer(self, read: CapturedRead) -> bool:
+        """Take a read without waiting; False when it was dropped (and counted)."""
+        ...
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is queued or in flight; False on timeout."""
+        ...
+
+    async def close(self) -> None: ...

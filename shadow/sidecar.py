@@ -45,6 +45,7 @@ from shadow.replay.plans import load_compiled
 from shadow.replay.settings import pipeline_settings, recheck_upstream
 from shadow.replay.sources.lazy import LazySource, default_sources
 from shadow.rules.reload import RulesHolder, default_loader
+from shadow.shadowside import ShadowSide
 from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.sidecar")
@@ -84,7 +85,7 @@ class Sidecar:
     admin_url: str
     sink: Sink
     rules: RulesHolder
-    pipeline: Pipeline | Handoff  # what the proxy hands captured reads to
+    pipeline: ShadowSide  # what the proxy hands captured reads to: a Handoff, or the inline Pipeline
     proxy: Proxy | rawproxy.RawProxy  # per config.engine
     admin: Admin
     _runners: list[Any] = field(default_factory=list)  # the proxy's server (cleanup() drains), the admin's
@@ -166,7 +167,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     inline = (config.shadow_process == "inline" or rules_loader is not default_loader
               or sources is not None or compare is not None or explain is not None)
     opened_sources: dict[str, Any] = {}
-    pipeline: Pipeline | Handoff
+    pipeline: ShadowSide
     if inline:
         if compare is None or explain is None:
             from shadow.compare import diff as compare_diff

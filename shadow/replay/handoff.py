@@ -33,6 +33,7 @@ from shadow.replay.messages import Drain, MainSink, Rules
 from shadow.replay.pipeline import admit
 from shadow.replay.sampling import TokenBucket
 from shadow.replay.settings import shadow_workers
+from shadow.rules.spec import RouteMatch
 from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
 
@@ -87,7 +88,7 @@ class Handoff:
 
     # ------------------------------------------------------------------ request path
 
-    def admit(self, match: Any) -> bool:
+    def admit(self, match: RouteMatch) -> bool:
         """Copy this matched read's body? (sampling and rate limit, decided here)"""
         return admit(match, self._limit, self.sink)
 

@@ -40,6 +40,7 @@ from shadow.replay.messages import Sink
 from shadow.replay.prepare import prepare
 from shadow.replay.recheck import PendingKey, Rechecker
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
+from shadow.rules.spec import RouteMatch
 from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
 
@@ -62,7 +63,7 @@ class PipelineSettings:
     queue_bytes: int = 64 * 1024 * 1024  # body copies waiting in the queue; beyond -> queue_full
 
 
-def admit(match: Any, limit: TokenBucket, sink: Any) -> bool:
+def admit(match: RouteMatch, limit: TokenBucket, sink: Sink[Any]) -> bool:
     """Random sampling and the rate limit of one matched read (request path); counts
     the skip or drop when the answer is no."""
     route = match.route
@@ -103,7 +104,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ request path
 
-    def admit(self, match: Any) -> bool:
+    def admit(self, match: RouteMatch) -> bool:
         """On the request path, when a matched read's 2xx headers arrive: copy its body?
         Random sampling and the rate limit are decided here, so reads we will not
         compare cost nothing more. Counts the skip when the answer is no."""
