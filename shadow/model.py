@@ -134,6 +134,18 @@ NOTEWORTHY = frozenset({Outcome.MISMATCH, Outcome.MISSING, Outcome.EXTRA, Outcom
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """One shadow worker process as the main process sees it (on /readyz and /metrics):
+    a worker that keeps dying shows here with why, not only in stderr tracebacks."""
+
+    index: int
+    pid: int | None  # None while it is down
+    ready: bool  # said Ready (rules loaded, sources warmed) since it last started
+    restarts: int  # times it went away and was restarted
+    last_error: str | None  # why it last went away: its exit and last line on stderr
+
+
 @dataclass
 class RecentMismatch:
     """One entry of the recent-mismatch ring, already redacted."""

@@ -183,6 +183,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     else:
         pipeline = handoff = Handoff(config, sink)  # started once the proxy listens (below)
         metrics.worker_pid = lambda: handoff.worker_pid if handoff is not None else None
+        metrics.workers = handoff.worker_states
     engine, serve_engine = (rawproxy.RawProxy, rawproxy.serve) if config.engine == "raw" else (Proxy, serve)
     proxy = engine(config.upstream, lambda: holder.current, pipeline, metrics,
                    max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout,
@@ -193,6 +194,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     auth = AdminAuth(config.admin_token_value, exposed=not is_loopback(admin_host))
     auth.warn_if_refusing()
     admin = Admin(sink, holder, config.upstream, gate, auth)
+    admin.workers = metrics.workers
     started: list[Any] = []
     try:
         proxy_runner, bound = await serve_engine(proxy, host, port, config.drain_timeout)  # type: ignore[arg-type]

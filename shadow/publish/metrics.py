@@ -6,7 +6,7 @@ counters; `Metrics()` without one gets a fresh registry.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -18,8 +18,10 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
 
-from shadow.model import STAGE_BUCKETS, DropReason
+from shadow.model import STAGE_BUCKETS, DropReason, WorkerState
 
 if TYPE_CHECKING:
     from shadow.rules.reload import ReloadResult
@@ -69,6 +71,9 @@ class Metrics:
         #: the running shadow worker's pid, or None (set by the sidecar in worker mode)
         self.worker_pid: Callable[[], int | None] = lambda: None
         ProcessCollector(namespace="shadow_worker", pid=self._worker_pid, registry=r)
+        #: the shadow worker processes' states (set by the sidecar in worker mode)
+        self.workers: Callable[[], Sequence[WorkerState]] = lambda: ()
+        r.register(WorkerCollector(lambda: self.workers()))
 
     def rules_loaded(self, result: ReloadResult) -> None:
         """Count a rules (re)load; the version in force is the one shadow_rules_info shows."""
@@ -82,3 +87,33 @@ class Metrics:
     def _worker_pid(self) -> str:
         pid = self.worker_pid()
         return str(pid) if pid is not None else "-"  # /proc/-/ does not exist: no samples
+
+
+#: the longest last-error text shown as a label value
+MAX_ERROR_LABEL = 200
+
+
+class WorkerCollector(Collector):
+    """shadow_worker_ready, shadow_worker_restarts_total and shadow_worker_last_error_info
+    by worker, read from the Handoff at scrape time: a worker that keeps dying (say, on an
+    import error) shows here with its last error, not only in stderr."""
+
+    def __init__(self, workers: Callable[[], Sequence[WorkerState]]) -> None:
+        self._workers = workers
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
+        ready = GaugeMetricFamily("shadow_worker_ready", "The shadow worker process is up and said ready (1) or not (0)",
+                                  labels=["worker"])
+        restarts = CounterMetricFamily("shadow_worker_restarts", "Times the shadow worker process went away and was "
+                                       "restarted", labels=["worker"])
+        last_error = InfoMetricFamily("shadow_worker_last_error", "Why the shadow worker process last went away",
+                                      labels=["worker"])
+        for state in self._workers():
+            worker = str(state.index)
+            ready.add_metric([worker], 1.0 if state.ready else 0.0)
+            restarts.add_metric([worker], state.restarts)
+            if state.last_error is not None:
+                last_error.add_metric([worker], {"error": state.last_error[:MAX_ERROR_LABEL]})
+        yield ready
+        yield restarts
+        yield last_error

@@ -27,7 +27,7 @@ import itertools
 from typing import Any
 
 from shadow.config import Config
-from shadow.model import DropReason
+from shadow.model import DropReason, WorkerState
 from shadow.replay.link import FLUSH_SECONDS, READ_OVERHEAD, WORKER_DOWN, Link, read_message
 from shadow.replay.messages import Drain, MainSink, Rules
 from shadow.replay.pipeline import admit
@@ -80,6 +80,10 @@ class Handoff:
     def worker_pids(self) -> list[int | None]:
         """Every worker's process id, in shard order (None while one is down)."""
         return [link.pid for link in self.links]
+
+    def worker_states(self) -> list[WorkerState]:
+        """Every worker's state, in shard order (for /readyz and /metrics)."""
+        return [link.state() for link in self.links]
 
     @property
     def unsent_bytes(self) -> int:
