@@ -71,6 +71,43 @@ _SKIP_OF_DROP = {
 }
 
 
+class Stage(str, enum.Enum):
+    """Where on the shadow side something failed: the `stage` label of shadow_errors_total."""
+
+    PREPARE = "prepare"  # parsing a captured read, taking its keys
+    FETCH = "fetch"  # reading the candidate from the shadow source
+    LIST_KEYS = "list_keys"  # the keys a list read selects (extra / list checks)
+    COMPARE = "compare"
+    EXPLAIN = "explain"  # deepdiff's explanation of a mismatch
+    RECHECK = "recheck"  # the recheck loop itself
+    RECHECK_CONTROL = "recheck_control"  # re-reading the control (upstream replay or Mongo)
+    LOG = "log"  # writing the mismatch log
+    WORKER = "worker"  # a worker process went away, or a pipeline task failed
+    HANDOFF = "handoff"  # a message between the proxy process and a worker
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One shadow-side failure, reported once (`Sink.raised`): where, what kind, what it
+    said. `error`, the exception itself, is kept for the traceback in the log of the
+    process where it happened; it never crosses to another process."""
+
+    stage: Stage
+    kind: str  # the exception type's name, e.g. "TimeoutError"
+    message: str
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, stage: Stage, error: BaseException) -> Failure:
+        return cls(stage, type(error).__name__, str(error), error)
+
+    @property
+    def reason(self) -> str:
+        """The reason of the `error` outcomes it caused: `fetch: TimeoutError: after 2s`."""
+        head = f"{self.stage.value}: {self.kind}"
+        return f"{head}: {self.message}" if self.message else head
+
+
 @dataclass(frozen=True, slots=True)
 class FieldDiff:
     """One differing field. `path` has list indices collapsed (`offers[*].status`),

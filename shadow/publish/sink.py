@@ -24,11 +24,13 @@ from shadow.model import (
     NOTEWORTHY,
     Comparison,
     DropReason,
+    Failure,
     FieldDiff,
     Outcome,
     RecentMismatch,
     ShadowJob,
     SkipReason,
+    Stage,
 )
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import DEFAULT, Redaction
@@ -165,8 +167,9 @@ class Sink:
         if entity is not None and route is not None and skip is not None:
             self.skipped(entity, route, skip)
 
-    def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None:
-        """Every shadow-side failure comes here: counted by stage, logged (throttled)."""
+    def raised(self, failure: Failure, entity: str | None = None) -> None:
+        """Every shadow-side failure comes here, once: counted by stage, logged (throttled)."""
+        stage, error = failure.stage.value, failure.error
         self.child(self.metrics.errors, stage).inc()
         now = time.monotonic()
         if now - self._last_error_log.get(stage, -ERROR_LOG_INTERVAL) < ERROR_LOG_INTERVAL:
@@ -175,9 +178,9 @@ class Sink:
         self._last_error_log[stage] = now
         silenced = self._silenced_errors.pop(stage, 0)
         more = f" ({silenced} more since the last report)" if silenced else ""
-        detail = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+        detail = f"{failure.kind}: {failure.message}" if failure.message else failure.kind
         log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail,
-                    exc_info=isinstance(error, BaseException) and not isinstance(error, (TimeoutError, OSError)))
+                    exc_info=error if error is not None and not isinstance(error, (TimeoutError, OSError)) else None)
 
     def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None:
         """Paths where two reads of the control, back to back, differed: generated per
@@ -311,7 +314,7 @@ class Sink:
             out.write("\n".join(lines) + "\n")
             out.flush()
         except OSError as problem:
-            self.raised("log", problem)
+            self.raised(Failure.of(Stage.LOG, problem))
 
     def _open_log(self) -> IO[str]:
         if self._log_file is None:

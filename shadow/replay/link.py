@@ -15,7 +15,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, assert_never
 
-from shadow.model import DropReason, RecentMismatch, ShadowJob, WorkerState
+from shadow.model import DropReason, Failure, RecentMismatch, ShadowJob, Stage, WorkerState
 from shadow.replay.messages import (
     Counts,
     Depth,
@@ -277,9 +277,10 @@ class Link:
         pid = self.process.pid if self.process is not None else "?"
         self.restarts += 1
         self.last_error = f"went away ({problem or 'connection closed'})"
-        self.sink.raised("worker", f"shadow worker {self.index} (pid {pid}) went away "
-                                   f"({problem or 'connection closed'}); restarting in {self._backoff:g}s, "
-                                   "its reads are dropped until then")
+        self.sink.raised(Failure(Stage.WORKER, type(problem).__name__ if problem else "ConnectionClosed",
+                                 f"shadow worker {self.index} (pid {pid}) went away "
+                                 f"({problem or 'connection closed'}); restarting in {self._backoff:g}s, "
+                                 "its reads are dropped until then", problem))
         self.handoff.tasks.spawn(self._restart(self._backoff), f"restart-{self.index}")
         self._backoff = min(self._backoff * 2, RESTART_MAX_SECONDS)
 
@@ -297,7 +298,7 @@ class Link:
         try:
             await self.start()
         except Exception as problem:  # e.g. out of processes: try again, later
-            self.sink.raised("worker", problem)
+            self.sink.raised(Failure.of(Stage.WORKER, problem))
             self.handoff.tasks.spawn(self._restart(self._backoff), f"restart-{self.index}")
             self._backoff = min(self._backoff * 2, RESTART_MAX_SECONDS)
 
@@ -330,7 +331,7 @@ class Link:
             try:
                 self.apply(message)
             except Exception as problem:  # one bad report must not cut the worker off
-                self.sink.raised("handoff", problem)
+                self.sink.raised(Failure.of(Stage.HANDOFF, problem))
 
     def apply(self, message: ToProxy) -> None:
         """The one dispatch of what a worker reports, carried out on the real sink."""
@@ -348,8 +349,8 @@ class Link:
                     self._explainable[handle] = entry
                     if len(self._explainable) > MAX_EXPLAINABLE:
                         self._explainable.popitem(last=False)
-            case Raised(stage=stage, error=error, entity=entity):
-                sink.raised(stage, error, entity)
+            case Raised(failure=failure, entity=entity):
+                sink.raised(failure, entity)
             case Noisy(entity=entity, route=route, paths=paths):
                 sink.noisy(entity, route, paths)
             case Explained(handle=handle, diffs=diffs):

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from shadow.model import Comparison, DropReason, FieldDiff, RecentMismatch, SkipReason, SourceKind
+from shadow.model import Comparison, DropReason, Failure, FieldDiff, RecentMismatch, SkipReason, SourceKind
 
 if TYPE_CHECKING:
     from shadow.config import Config
@@ -38,7 +38,7 @@ class Sink(Protocol[Entry]):
 
     def dropped(self, reason: DropReason, entity: str | None = None, route: str | None = None) -> None: ...
 
-    def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None: ...
+    def raised(self, failure: Failure, entity: str | None = None) -> None: ...
 
     def explained(self, entry: Entry, diffs: Iterable[FieldDiff]) -> None: ...
 
@@ -138,8 +138,9 @@ class Published(NamedTuple):
 
 
 class Raised(NamedTuple):
-    stage: str
-    error: str
+    """One failure in a worker (its `error` left behind: exceptions need not pickle)."""
+
+    failure: Failure
     entity: str | None
 
 

@@ -27,11 +27,13 @@ from typing import Any
 from shadow.model import (
     Comparison,
     DropReason,
+    Failure,
     FieldDiff,
     Outcome,
     RecentMismatch,
     ShadowJob,
     SkipReason,
+    Stage,
     Verdict,
 )
 from shadow.replay.control import UpstreamControl, replay_of, replays
@@ -165,7 +167,7 @@ class Pipeline:
             try:
                 await self._process(batch)
             except Exception as problem:  # a bug here must not stop the worker
-                self.sink.raised("worker", problem)
+                self.sink.raised(Failure.of(Stage.WORKER, problem))
             finally:
                 self._busy -= 1
 
@@ -177,8 +179,9 @@ class Pipeline:
             try:
                 prepared = prepare(read)
             except Exception as problem:  # a rule that cannot handle this body
-                self.sink.raised("prepare", problem, route.entity)
-                self._publish_error(route.entity, route.name, None, f"prepare: {type(problem).__name__}: {problem}")
+                failure = Failure.of(Stage.PREPARE, problem)
+                self.sink.raised(failure, route.entity)
+                self._publish_error(route.entity, route.name, None, failure)
                 continue
             for reason in prepared.skips:
                 self.sink.skipped(route.entity, route.name, reason)
@@ -198,24 +201,27 @@ class Pipeline:
         return self._rules()
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Any, dict[str, Any]] | str:
-        """One batched source call: (the entity's rules, documents by key), or an error reason."""
+                    reader: Any = None) -> tuple[Any, dict[str, Any]] | Failure:
+        """One batched source call: (the entity's rules, documents by key), or the failure
+        (reported here, once; a missing source or entity is a setting, counted per key)."""
         source = self.sources.get(source_name)
         if source is None:
-            return f"fetch: no {source_name} source configured"
+            return Failure(Stage.FETCH, "LookupError", f"no {source_name} source configured")
         entity_spec = self._rules().entities.get(entity)
         if entity_spec is None:  # removed by a reload since the read was queued
-            return f"fetch: entity {entity!r} is not in the loaded rules"
+            return Failure(Stage.FETCH, "LookupError", f"entity {entity!r} is not in the loaded rules")
         started = time.monotonic()
         try:
             fetch = source.fetch(entity_spec, keys) if reader is None else source.fetch(entity_spec, keys, reader)
             found = await asyncio.wait_for(fetch, self.settings.source_timeout)
         except TimeoutError:
-            self.sink.raised("fetch", f"timeout after {self.settings.source_timeout}s ({len(keys)} keys)", entity)
-            return "fetch: timeout"
+            failure = Failure(Stage.FETCH, "TimeoutError", f"after {self.settings.source_timeout:g}s ({len(keys)} keys)")
+            self.sink.raised(failure, entity)
+            return failure
         except Exception as problem:
-            self.sink.raised("fetch", problem, entity)
-            return f"fetch: {type(problem).__name__}: {problem}"
+            failure = Failure.of(Stage.FETCH, problem)
+            self.sink.raised(failure, entity)
+            return failure
         finally:
             self._stage(entity, "fetch", time.monotonic() - started)
         return entity_spec, found
@@ -227,7 +233,7 @@ class Pipeline:
         today = dt.datetime.now(dt.UTC).date()
         for (entity, source_name, reader), items in groups.items():
             fetched = await self.fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)), reader)
-            if isinstance(fetched, str):
+            if isinstance(fetched, Failure):  # reported once by fetch(); each key is an error outcome
                 for item in items:
                     self._publish_error(entity, item.job.route, item.key, fetched, item.job)
                 continue
@@ -237,8 +243,7 @@ class Pipeline:
                 try:
                     self._judge(item, entity_spec, found.get(item.key), today)
                 except Exception as problem:
-                    self.sink.raised("compare", problem, entity)
-                    self._publish_error(entity, item.job.route, item.key, f"compare: {type(problem).__name__}: {problem}", item.job)
+                    self.fail(item, Failure.of(Stage.COMPARE, problem))
             self._stage(entity, "compare", time.monotonic() - started)
 
     def _judge(self, item: PendingKey, entity_spec: Any, candidate: Any, today: dt.date) -> None:
@@ -265,8 +270,12 @@ class Pipeline:
         if entry is not None and outcome is Outcome.MISMATCH:
             self._maybe_explain(entry, entity_spec, control, candidate)
 
-    def fail(self, item: PendingKey, reason: str) -> None:
-        self._publish_error(item.job.entity, item.job.route, item.key, reason, item.job)
+    def fail(self, item: PendingKey, failure: Failure, report: bool = True) -> None:
+        """A key left without a verdict: its failure reported (unless it already was, for
+        a whole batch), the key counted as an `error` outcome with the failure's reason."""
+        if report:
+            self.sink.raised(failure, item.job.entity)
+        self._publish_error(item.job.entity, item.job.route, item.key, failure, item.job)
 
     def _publish(self, job: ShadowJob, key: str, outcome: Outcome, verdict: Verdict, control: Any,
                  candidate: Any) -> RecentMismatch | None:
@@ -276,10 +285,11 @@ class Pipeline:
             unverified=unverified_paths(self._rules().entities.get(job.entity), control),
         ), job)
 
-    def _publish_error(self, entity: str, route: str, key: str | None, reason: str, job: ShadowJob | None = None) -> None:
+    def _publish_error(self, entity: str, route: str, key: str | None, failure: Failure,
+                       job: ShadowJob | None = None) -> None:
         source = job.source if job is not None else "postgres"
-        self.sink.publish(Comparison(entity=entity, route=route, key=key, outcome=Outcome.ERROR, reason=reason,
-                                     source=source, at=time.time()), job)
+        self.sink.publish(Comparison(entity=entity, route=route, key=key, outcome=Outcome.ERROR,
+                                     reason=failure.reason, source=source, at=time.time()), job)
 
     def _stage(self, entity: str, stage: str, seconds: float) -> None:
         self.sink.observe_stage(entity, stage, seconds)
@@ -294,13 +304,10 @@ class Pipeline:
             return frozenset()  # the fetch reports the missing source / entity for every key
         try:
             checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job), self.settings.source_timeout)
-        except TimeoutError:
-            self.sink.raised("list_keys", "timeout", job.entity)
-            self._publish_error(job.entity, job.route, None, "list_keys: timeout", job)
-            return frozenset()
         except Exception as problem:
-            self.sink.raised("list_keys", problem, job.entity)
-            self._publish_error(job.entity, job.route, None, f"list_keys: {type(problem).__name__}: {problem}", job)
+            failure = Failure.of(Stage.LIST_KEYS, problem)
+            self.sink.raised(failure, job.entity)
+            self._publish_error(job.entity, job.route, None, failure, job)
             return frozenset()
         for key in checked.extra:
             self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.EXTRA,
@@ -327,7 +334,7 @@ class Pipeline:
             diffs = await asyncio.to_thread(self._explain, entity_spec, control, candidate)
             self.sink.explained(entry, diffs)
         except Exception as problem:
-            self.sink.raised("explain", problem, entry.entity)
+            self.sink.raised(Failure.of(Stage.EXPLAIN, problem), entry.entity)
         finally:
             self._explaining -= 1
             self._stage(entry.entity, "explain", time.monotonic() - started)

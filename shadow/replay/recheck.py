@@ -31,7 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from shadow.model import DropReason, FieldDiff, Outcome, ShadowJob, Verdict
+from shadow.model import DropReason, Failure, FieldDiff, Outcome, ShadowJob, Stage, Verdict
 from shadow.replay.control import (
     ControlGone,
     Replay,
@@ -132,12 +132,12 @@ class RecheckHost(Protocol):
     def rules(self) -> Any: ...
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Any, dict[str, Any]] | str: ...
+                    reader: Any = None) -> tuple[Any, dict[str, Any]] | Failure: ...
 
     def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
                control: Any, candidate: Any, entity_spec: Any) -> None: ...
 
-    def fail(self, item: PendingKey, reason: str) -> None: ...
+    def fail(self, item: PendingKey, failure: Failure, report: bool = True) -> None: ...
 
 
 class Rechecker:
@@ -183,7 +183,7 @@ class Rechecker:
             try:
                 await self.recheck([item for item, _ in due])
             except Exception as problem:  # a bug here must not stop the rechecks
-                self.host.sink.raised("recheck", problem)
+                self.host.sink.raised(Failure.of(Stage.RECHECK, problem))
             finally:
                 self.busy -= 1
 
@@ -202,24 +202,24 @@ class Rechecker:
             entity_spec = self.host.rules().entities.get(entity)
             if entity_spec is None:
                 for item in group:
-                    self.host.fail(item, f"recheck: entity {entity!r} is not in the loaded rules")
+                    self.host.fail(item, Failure(Stage.RECHECK, "LookupError",
+                                                 f"entity {entity!r} is not in the loaded rules"), report=False)
                 continue
             started = time.monotonic()
             controls = await self._read_controls(entity_spec, group)
             self.host.sink.observe_stage(entity, "recheck_control", time.monotonic() - started)
             keys = list(dict.fromkeys(item.key for item in group))
             fetched = await self.host.fetch(entity, source_name, keys, reader)
-            if isinstance(fetched, str):
+            if isinstance(fetched, Failure):  # reported once by fetch(); each key is an error outcome
                 for item in group:
-                    self.host.fail(item, fetched)
+                    self.host.fail(item, fetched, report=False)
                 continue
             entity_spec, found = fetched
             for item, control in zip(group, controls, strict=True):
                 try:
                     self._step(item, entity_spec, control, found.get(item.key), today)
                 except Exception as problem:
-                    self.host.sink.raised("compare", problem, entity)
-                    self.host.fail(item, f"compare: {type(problem).__name__}: {problem}")
+                    self.host.fail(item, Failure.of(Stage.COMPARE, problem))
 
     def _step(self, item: PendingKey, entity_spec: Any, read: ControlRead, candidate: Any, today: dt.date) -> None:
         trail = item.trail
@@ -303,8 +303,8 @@ class Rechecker:
                           modes: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         source = self.host.sources.get("mongo")
         if source is None:
-            self.host.sink.raised("recheck_control", "recheck control 'mongo' but no --mongo source configured",
-                                  entity_spec.name)
+            self.host.sink.raised(Failure(Stage.RECHECK_CONTROL, "LookupError",
+                                          "recheck control 'mongo' but no --mongo source configured"), entity_spec.name)
             return None, None
         keys = list(dict.fromkeys(keys))
         try:
@@ -313,7 +313,7 @@ class Rechecker:
                           if mode == "mongo" and not _trail(item).noise_checked]
             second = await asyncio.wait_for(source.fetch(entity_spec, noise_keys), self.timeout) if noise_keys else None
         except Exception as problem:
-            self.host.sink.raised("recheck_control", _describe(problem), entity_spec.name)
+            self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), entity_spec.name)
             return None, None
         return first, second
 
@@ -334,7 +334,7 @@ class Rechecker:
         except ControlGone:
             return ControlRead(None, gone=True, fresh=True)
         except Exception as problem:  # the upstream is down, slow, or answers oddly: keep the last control
-            self.host.sink.raised("recheck_control", _describe(problem), item.job.entity)
+            self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), item.job.entity)
             return None
         if item.key not in first:  # a list read that no longer shows this key (paging moved)
             return ControlRead(None, gone=True, fresh=True)
@@ -344,12 +344,6 @@ class Rechecker:
 def _trail(item: PendingKey) -> Trail:
     assert item.trail is not None, "a parked key always has its trail"
     return item.trail
-
-
-def _describe(problem: BaseException) -> str:
-    if isinstance(problem, (TimeoutError, asyncio.TimeoutError)):
-        return "timeout"
-    return f"{type(problem).__name__}: {problem}"
 
 
 def _size(control: Any, candidate: Any) -> int:

@@ -30,6 +30,7 @@ from typing import Any, assert_never
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from shadow.config import Config
+from shadow.model import Failure, Stage
 from shadow.replay.messages import (
     Depth,
     Drain,
@@ -176,8 +177,8 @@ class ShadowWorker(asyncio.Protocol):
     def _offer(self, read: Read) -> None:
         route = self._routes.get(read.route)
         if route is None or self.pipeline is None:
-            self.sink.raised("handoff", f"route {read.route!r} is not in the worker's rules "
-                                        f"(version {getattr(self.rules, 'version', None)})")
+            self.sink.raised(Failure(Stage.HANDOFF, "LookupError", f"route {read.route!r} is not in the worker's "
+                                     f"rules (version {getattr(self.rules, 'version', None)})"))
             return
         self.pipeline.offer(CapturedRead(
             match=RouteMatch(route, dict(read.params)),
