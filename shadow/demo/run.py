@@ -37,6 +37,7 @@ from shadow.demo.embedded import PostgresServer
 from shadow.demo.marketplace.drift import PlantedDrift
 from shadow.demo.marketplace.dualwrite import LagTail
 from shadow.demo.marketplace.viewdrift import shown_on_views
+from shadow.tasks import TaskSet
 
 REPO_RULES = Path(shadow.__file__).resolve().parents[1] / "rules"
 #: most PATCHes reach PostgreSQL within 0.4 s, one in six 1.5-3 s late: all within the PATCH
@@ -305,7 +306,8 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         requests = plan_requests(loaded.dataset, [(d.collection, d.legacy_id) for d in loaded.drifts],
                                  cold=cold.skip_keys, cold_list_users=cold.skip_list_users)
         began = time.monotonic()
-        sender = loop.create_task(traffic.run(sidecar.proxy_url, requests, stop), name="demo traffic")
+        tasks = TaskSet("demo")
+        sender = tasks.spawn(traffic.run(sidecar.proxy_url, requests, stop), "traffic")
         redraw, drawn = out.isatty(), 0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from shadow.demo.marketplace.generate import Dataset
+from shadow.tasks import TaskSet
 
 #: Mongo collection -> the sample API's single-document route
 SINGLE_ROUTES = {
@@ -137,7 +138,7 @@ class Traffic:
         """Until `stop` is set; requests in flight when it is set finish first."""
         interval = 1.0 / self.rate
         slots = asyncio.Semaphore(concurrency)
-        in_flight: set[asyncio.Task[None]] = set()
+        in_flight = TaskSet("traffic")
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             next_at = time.monotonic()
@@ -145,10 +146,7 @@ class Traffic:
                 if stop.is_set():
                     break
                 await slots.acquire()
-                task = asyncio.get_running_loop().create_task(self._send(session, base_url, request, slots),
-                                                              name=f"traffic {request.method} {request.path}")
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+                in_flight.spawn(self._send(session, base_url, request, slots), f"{request.method} {request.path}")
                 next_at += interval
                 delay = next_at - time.monotonic()
                 if delay > 0:
@@ -156,8 +154,7 @@ class Traffic:
                         await asyncio.wait_for(stop.wait(), delay)
                 else:
                     next_at = time.monotonic()  # behind: do not burst to catch up
-            if in_flight:
-                await asyncio.wait(in_flight)
+            await in_flight.join()
 
     async def _send(self, session: aiohttp.ClientSession, base_url: str, request: PlannedRequest,
                     slots: asyncio.Semaphore) -> None:

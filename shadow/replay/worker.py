@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
 from typing import Any, assert_never
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
@@ -50,6 +49,7 @@ from shadow.replay.relay import Relay
 from shadow.replay.settings import pipeline_settings, recheck_upstream
 from shadow.rules import RouteMatch
 from shadow.shadowside import CapturedRead
+from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.replay.worker")
 
@@ -81,7 +81,7 @@ class ShadowWorker(asyncio.Protocol):
         self.sink = Relay(self.send)
         self.rules: Any = None
         self._routes: dict[str, Any] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskSet("worker")
         self.gone = asyncio.Event()  # the socket is closed
 
     # ------------------------------------------------------------------ socket
@@ -131,17 +131,12 @@ class ShadowWorker(asyncio.Protocol):
             case Rules(version=version):
                 self._reload(version)  # at once: the reads behind this message may need new routes
             case Drain(token=token, timeout=timeout):
-                self._spawn(self._drain(token, timeout))
+                self.tasks.spawn(self._drain(token, timeout), f"drain-{token}")
             case Stop(drain_seconds=seconds):
                 self.stop_drain = seconds
                 self.stopped.set()
             case _:
                 assert_never(message)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _start(self, config: Config, shards: int) -> None:
         from shadow.compare.diff import compare
@@ -156,8 +151,8 @@ class ShadowWorker(asyncio.Protocol):
         self.pipeline = Pipeline(pipeline_settings(config, rate_limited_before=True, shards=shards), self.sink,
                                  lambda: self.rules, self.sources, compare, explain, upstream=recheck_upstream(config))
         self.pipeline.start()
-        self._spawn(self._report())
-        self._spawn(self._warm_up())
+        self.tasks.spawn(self._report(), "report")
+        self.tasks.spawn(self._warm_up(), "warm-up")
 
     async def _warm_up(self) -> None:
         """Open the sources the rules read before saying ready, so the first reads do not
@@ -218,8 +213,7 @@ class ShadowWorker(asyncio.Protocol):
             if self.stop_drain > 0 and self._transport is not None:
                 await self.pipeline.drain(self.stop_drain)
             await self.pipeline.close()
-        for task in list(self._background):
-            task.cancel()
+        await self.tasks.close()
         for source in self.sources.values():
             try:
                 await source.close()
@@ -307,7 +301,8 @@ async def serve(fd: int, parent: int | None = None) -> int:
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     worker = ShadowWorker(stopped)
     await loop.create_unix_connection(lambda: worker, sock=socket.socket(fileno=fd))
-    watcher = asyncio.create_task(_watch_parent(parent, stopped)) if parent is not None else None
+    tasks = TaskSet("worker-main")
+    watcher = tasks.spawn(_watch_parent(parent, stopped), "watch-parent") if parent is not None else None
     await stopped.wait()
     if watcher is not None:
         await watcher
