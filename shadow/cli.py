@@ -24,7 +24,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, the options of that one subcommand (the
     others keep their one-line help, their modules unimported: `shadow proxy` must not
     carry the demo's or verify's drivers in its resident memory)."""
-    parser = argparse.ArgumentParser(prog="shadow", description="Shadow-read verification sidecar for MongoDB -> PostgreSQL migrations.")
+    parser = argparse.ArgumentParser(prog="shadow",
+                                     description="Shadow-read verification sidecar for MongoDB -> PostgreSQL "
+                                                 "migrations.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)

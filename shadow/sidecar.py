@@ -70,8 +70,8 @@ def rules_facts(rules: Any) -> tuple[dict[str, Redaction], list[Divergence]]:
         for known in getattr(entity, "known", ()) or ():
             expires = getattr(known, "expires", None)
             # the end of the expiry day, UTC (compare() counts a divergence until that day ends)
-            stamp = (calendar.timegm(expires.timetuple()) + 86400.0 if expires is not None and hasattr(expires, "timetuple")
-                     else float("inf"))
+            stamp = (calendar.timegm(expires.timetuple()) + 86400.0
+                     if expires is not None and hasattr(expires, "timetuple") else float("inf"))
             divergences.append(Divergence(name, getattr(known, "path", "?"), stamp))
     return redact, divergences
 

@@ -62,7 +62,8 @@ def view_requests(dataset: Dataset, planted: set[tuple[str, str]],
     """The view model of every purchase request, read by its buyer (isMine true) and,
     when it has offers, by one of their sellers (offeredByMe true); never one that would
     show a cold document (the request itself, or its buyer embedded)."""
-    seller_of = {str(offer["purchaseRequestId"]): str(offer["sellerId"]) for offer in dataset.collections["selleroffers"]}
+    seller_of = {str(offer["purchaseRequestId"]): str(offer["sellerId"])
+                 for offer in dataset.collections["selleroffers"]}
     reads = []
     for request in dataset.collections["purchaserequests"]:
         key = str(request["_id"])
@@ -109,7 +110,8 @@ def plan_requests(dataset: Dataset, planted: Iterable[tuple[str, str]], cold: It
                                               headers=_as(user))
                                for user in users if user not in skip_lists and user not in cold_users
                                for query in VIEW_LIST_QUERIES])
-    writable = [str(doc["_id"]) for doc in dataset.collections["payments"] if ("payments", str(doc["_id"])) not in planted_set]
+    writable = [str(doc["_id"]) for doc in dataset.collections["payments"]
+                if ("payments", str(doc["_id"])) not in planted_set]
     writes = itertools.cycle([PlannedRequest("PATCH", f"/api/payments/{key}",
                                              {"status": PAYMENT_STATUSES[number % len(PAYMENT_STATUSES)]})
                               for number, key in enumerate(writable)] or [None])

@@ -81,7 +81,8 @@ class Admin:
     async def readyz(self, request: web.Request) -> web.Response:
         problems = []
         if self.rules.current is None:
-            problems.append("rules: none loaded (" + "; ".join(self.rules.last_result.problems if self.rules.last_result else ()) + ")")
+            problems.append("rules: none loaded (" + "; ".join(self.rules.last_result.problems
+                                                               if self.rules.last_result else ()) + ")")
         if not self.listening:
             problems.append("proxy: not listening")
         shadow = shadow_side(self.workers())
@@ -111,7 +112,8 @@ class Admin:
             if limit < 0:
                 raise ValueError
         except ValueError:
-            raise web.HTTPBadRequest(text=f"limit: expected a whole number >= 0, got {request.query['limit']!r}\n") from None
+            raise web.HTTPBadRequest(
+                text=f"limit: expected a whole number >= 0, got {request.query['limit']!r}\n") from None
         recent = self.sink.recent(entity, limit)
         wanted = request.query.get("format")
         if wanted == "html" or (wanted is None and "text/html" in request.headers.get("Accept", "")):
@@ -137,7 +139,8 @@ class Admin:
     # ------------------------------------------------------------------ the HTML page
 
     def _page(self, recent: list[RecentMismatch]) -> str:
-        template = string.Template(resources.files("shadow.publish").joinpath("templates/mismatches.html").read_text("utf-8"))
+        page = resources.files("shadow.publish").joinpath("templates/mismatches.html")
+        template = string.Template(page.read_text("utf-8"))
         counts = self.sink.counts
         total = sum(sum(counter.values()) for counter in counts.values())
         return template.substitute(
@@ -198,9 +201,11 @@ def _entries(recent: list[RecentMismatch]) -> str:
             f"<tr><td><code>{html.escape(diff['at'] or diff['path'] or '(document)')}</code></td>"
             f"<td>{html.escape(diff['kind'])}</td><td>{_value(diff['control'])}</td><td>{_value(diff['candidate'])}</td></tr>"
             for diff in diffs)
-        table = (f"<table><tr><th>path</th><th>kind</th><th>control (API)</th><th>candidate ({html.escape(entry.source)})</th></tr>{rows}</table>"
+        table = ("<table><tr><th>path</th><th>kind</th><th>control (API)</th><th>candidate "
+                 f"({html.escape(entry.source)})</th></tr>{rows}</table>"
                  if rows else "")
-        suppressed = (f"<p class=\"meta\">suppressed (known divergences): {html.escape(', '.join(entry.suppressed))}</p>"
+        suppressed = ("<p class=\"meta\">suppressed (known divergences): "
+                      f"{html.escape(', '.join(entry.suppressed))}</p>"
                       if entry.suppressed else "")
         reason = f" · {html.escape(entry.reason)}" if entry.reason else ""
         trace = f" · trace <code>{html.escape(entry.trace_id)}</code>" if entry.trace_id else ""
@@ -208,7 +213,8 @@ def _entries(recent: list[RecentMismatch]) -> str:
             f'<div class="entry" data-entity="{html.escape(entry.entity)}" data-key="{html.escape(str(entry.key))}">'
             f'<p><span class="{html.escape(entry.outcome)}">{html.escape(entry.outcome)}</span> · '
             f"<b>{html.escape(entry.entity)}</b> <code>{html.escape(str(entry.key))}</code> · "
-            f'<span class="meta">{html.escape(entry.route)} · {when}{reason}{trace}</span></p>{table}{suppressed}</div>')
+            f'<span class="meta">{html.escape(entry.route)} · {when}{reason}{trace}</span></p>'
+            f"{table}{suppressed}</div>")
     return "\n".join(blocks)
 
 

@@ -109,10 +109,13 @@ class Sink:
     def use_rules(self, redact: Mapping[str, Redaction | Iterable[str]], divergences: Iterable[Divergence]) -> None:
         """Take the redaction (or just the redact paths) per entity and the known
         divergences of newly loaded rules."""
-        self._redact = {entity: how if isinstance(how, Redaction) else Redaction.of(how) for entity, how in redact.items()}
+        self._redact = {entity: how if isinstance(how, Redaction) else Redaction.of(how) for entity,
+                        how in redact.items()}
         self.metrics.divergence_expiry.clear()
         for divergence in divergences:
-            self.metrics.divergence_expiry.labels(divergence.entity, self.field_label(divergence.entity, divergence.field)).set(divergence.expires_at)
+            self.metrics.divergence_expiry.labels(divergence.entity,
+                                                  self.field_label(divergence.entity,
+                                                                   divergence.field)).set(divergence.expires_at)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """The labelled child of `metric` (prometheus_client's labels() takes a lock
@@ -295,7 +298,8 @@ class Sink:
             "shadow.compare", context=job.trace_context if job is not None else None, start_time=start_ns,
             attributes={"shadow.entity": comparison.entity, "shadow.route": comparison.route,
                         "shadow.outcome": comparison.outcome.value, "shadow.source": comparison.source,
-                        "shadow.key": comparison.key or "", "shadow.diff_paths": sorted({d.path for d in comparison.diffs})},
+                        "shadow.key": comparison.key or "",
+                        "shadow.diff_paths": sorted({d.path for d in comparison.diffs})},
         )
         if comparison.outcome is Outcome.ERROR:
             span.set_status(StatusCode.ERROR, comparison.reason or "error")

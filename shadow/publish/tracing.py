@@ -34,7 +34,8 @@ class Tracing:
         if otlp_endpoint is not None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            endpoint = otlp_endpoint if otlp_endpoint.endswith("/v1/traces") else otlp_endpoint.rstrip("/") + "/v1/traces"
+            endpoint = otlp_endpoint if otlp_endpoint.endswith("/v1/traces") \
+                else otlp_endpoint.rstrip("/") + "/v1/traces"
             self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         self.tracer = self._provider.get_tracer("shadow")
 

@@ -215,7 +215,8 @@ class Pipeline:
             fetch = source.fetch(entity_spec, keys) if reader is None else source.fetch(entity_spec, keys, reader)
             found = await asyncio.wait_for(fetch, self.settings.source_timeout)
         except TimeoutError:
-            failure = Failure(Stage.FETCH, "TimeoutError", f"after {self.settings.source_timeout:g}s ({len(keys)} keys)")
+            failure = Failure(Stage.FETCH, "TimeoutError",
+                              f"after {self.settings.source_timeout:g}s ({len(keys)} keys)")
             self.sink.raised(failure, entity)
             return failure
         except Exception as problem:
@@ -250,7 +251,8 @@ class Pipeline:
         """Compare one key on its first read and publish, or start its rechecks."""
         job, key = item.job, item.key
         control = job.controls[key]
-        verdict = Verdict(Outcome.MISSING) if candidate is None else self._compare(entity_spec, control, candidate, today)
+        verdict = Verdict(Outcome.MISSING) if candidate is None \
+            else self._compare(entity_spec, control, candidate, today)
         if verdict.outcome is Outcome.MATCH:
             self._publish(job, key, Outcome.MATCH, verdict, control, candidate)
             return
@@ -266,7 +268,8 @@ class Pipeline:
         entry = self.sink.publish(Comparison(
             entity=item.job.entity, route=item.job.route, key=item.key, outcome=outcome, diffs=diffs,
             suppressed=verdict.suppressed, source=item.job.source, control=control, candidate=candidate,
-            at=time.time(), unverified=unverified_paths(self._rules().entities.get(item.job.entity), control)), item.job)
+            at=time.time(), unverified=unverified_paths(self._rules().entities.get(item.job.entity), control)),
+            item.job)
         if entry is not None and outcome is Outcome.MISMATCH:
             self._maybe_explain(entry, entity_spec, control, candidate)
 
@@ -303,7 +306,8 @@ class Pipeline:
         if source is None or entity_spec is None:
             return frozenset()  # the fetch reports the missing source / entity for every key
         try:
-            checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job), self.settings.source_timeout)
+            checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job),
+                                             self.settings.source_timeout)
         except Exception as problem:
             failure = Failure.of(Stage.LIST_KEYS, problem)
             self.sink.raised(failure, job.entity)
@@ -313,25 +317,28 @@ class Pipeline:
             self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.EXTRA,
                                          source=job.source, at=time.time()), job)
         if checked.diffs:
-            self.sink.publish(Comparison(entity=job.entity, route=job.route, key=list_key(dict(job.params)), outcome=Outcome.MISMATCH,
+            self.sink.publish(Comparison(entity=job.entity, route=job.route, key=list_key(dict(job.params)),
+                                         outcome=Outcome.MISMATCH,
                                          diffs=checked.diffs, source=job.source, at=time.time()), job)
         return checked.unselected
 
     # ------------------------------------------------------------------ explain
 
     def _maybe_explain(self, entry: RecentMismatch, entity_spec: Any, control: Any, candidate: Any) -> None:
-        if self._explain is None:
+        explain = self._explain
+        if explain is None:
             return
         if self._explaining >= self.settings.explain_concurrency or not self._explain_budget.take():
             self.sink.dropped(DropReason.EXPLAIN_BUDGET)
             return
         self._explaining += 1
-        self._tasks.spawn(self._run_explain(entry, entity_spec, control, candidate), f"explain-{entry.id}")
+        self._tasks.spawn(self._run_explain(explain, entry, entity_spec, control, candidate), f"explain-{entry.id}")
 
-    async def _run_explain(self, entry: RecentMismatch, entity_spec: Any, control: Any, candidate: Any) -> None:
+    async def _run_explain(self, explain: Callable[..., list[FieldDiff]], entry: RecentMismatch, entity_spec: Any,
+                           control: Any, candidate: Any) -> None:
         started = time.monotonic()
         try:
-            diffs = await asyncio.to_thread(self._explain, entity_spec, control, candidate)
+            diffs = await asyncio.to_thread(explain, entity_spec, control, candidate)
             self.sink.explained(entry, diffs)
         except Exception as problem:
             self.sink.raised(Failure.of(Stage.EXPLAIN, problem), entry.entity)

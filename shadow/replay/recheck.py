@@ -21,6 +21,7 @@ key's whole recheck life); convergence.py holds the pure verdict.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import heapq
 import itertools
@@ -83,10 +84,8 @@ class RecheckHeap(Generic[Item]):
             if wait <= 0:
                 break
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
-            except TimeoutError:
-                pass
         now = time.monotonic()
         due: list[tuple[Item, float]] = []
         while self._heap and self._heap[0][0] <= now and len(due) < limit:

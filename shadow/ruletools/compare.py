@@ -33,7 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", dest="ids", action="append", required=True,
                         help="legacy id (the API's _id); repeat for several")
     parser.add_argument("--json", action="store_true", help="print one JSON object per key")
-    parser.add_argument("--show-values", action="store_true", help="print secret values too (no redaction by name or by the rules' redact paths)")
+    parser.add_argument("--show-values", action="store_true",
+                        help="print secret values too (no redaction by name or by the rules' redact paths)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per server call (default 5)")
     from shadow.policy import add_policy_arguments
 
@@ -121,7 +122,8 @@ def _report(args: argparse.Namespace, entity: str, key: str, outcome: str, diffs
     count = f" — {len(diffs)} difference(s)" if diffs else ""
     print(f"{entity} {key}: {label}{count}  (rules {version})")
     for diff in diffs:
-        print(f"  {diff.at}  [{diff.kind}]\n    {'API:        ' if args.url else 'mongo (API):'} {json.dumps(diff.control, default=str)}\n"
+        print(f"  {diff.at}  [{diff.kind}]\n    {'API:        ' if args.url else 'mongo (API):'} "
+              f"{json.dumps(diff.control, default=str)}\n"
               f"    postgres:    {json.dumps(diff.candidate, default=str)}")
     for diff in suppressed:
         print(f"  {diff.at}  [known divergence, suppressed]")
