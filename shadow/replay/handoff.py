@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 
 from shadow.config import Config
 from shadow.model import DropReason, WorkerState
@@ -33,6 +32,7 @@ from shadow.replay.messages import Drain, MainSink, Rules
 from shadow.replay.pipeline import admit
 from shadow.replay.sampling import TokenBucket
 from shadow.replay.settings import shadow_workers
+from shadow.rules.load import RuleSet
 from shadow.rules.spec import RouteMatch
 from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
@@ -118,11 +118,11 @@ class Handoff:
         in the background."""
         await asyncio.gather(*(link.start(wait_ready) for link in self.links))
 
-    def rules_changed(self, rules: Any) -> None:
+    def rules_changed(self, rules: RuleSet) -> None:
         """The main process loaded new rules: the workers load the same directory."""
         for link in self.links:
             if link.transport is not None:
-                link.send(Rules(getattr(rules, "version", None)))
+                link.send(Rules(rules.version))
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every worker has nothing queued, processed or waiting for a

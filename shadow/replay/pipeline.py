@@ -42,7 +42,7 @@ from shadow.replay.messages import Sink
 from shadow.replay.prepare import prepare
 from shadow.replay.recheck import PendingKey, Rechecker
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
-from shadow.rules.spec import RouteMatch
+from shadow.rules.spec import Entity, Route, RouteMatch
 from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
 
@@ -201,7 +201,7 @@ class Pipeline:
         return self._rules()
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Any, dict[str, Any]] | Failure:
+                    reader: Any = None) -> tuple[Entity, dict[str, Any]] | Failure:
         """One batched source call: (the entity's rules, documents by key), or the failure
         (reported here, once; a missing source or entity is a setting, counted per key)."""
         source = self.sources.get(source_name)
@@ -247,7 +247,7 @@ class Pipeline:
                     self.fail(item, Failure.of(Stage.COMPARE, problem))
             self._stage(entity, "compare", time.monotonic() - started)
 
-    def _judge(self, item: PendingKey, entity_spec: Any, candidate: Any, today: dt.date) -> None:
+    def _judge(self, item: PendingKey, entity_spec: Entity, candidate: Any, today: dt.date) -> None:
         """Compare one key on its first read and publish, or start its rechecks."""
         job, key = item.job, item.key
         control = job.controls[key]
@@ -263,7 +263,7 @@ class Pipeline:
         self.finish(item, verdict.outcome, verdict.diffs, verdict, control, candidate, entity_spec)
 
     def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
-               control: Any, candidate: Any, entity_spec: Any) -> None:
+               control: Any, candidate: Any, entity_spec: Entity) -> None:
         """Publish a key's outcome (first read, or the end of its rechecks)."""
         entry = self.sink.publish(Comparison(
             entity=item.job.entity, route=item.job.route, key=item.key, outcome=outcome, diffs=diffs,
@@ -297,7 +297,7 @@ class Pipeline:
     def _stage(self, entity: str, stage: str, seconds: float) -> None:
         self.sink.observe_stage(entity, stage, seconds)
 
-    async def _check_extras(self, job: ShadowJob, route: Any) -> frozenset[str]:
+    async def _check_extras(self, job: ShadowJob, route: Route) -> frozenset[str]:
         """List reads (listcheck.py): rows the source has that the API did not return
         (`extra`), and the list itself (members, order, duplicates, total) as one
         mismatch. Returns the members not to compare one by one."""
@@ -324,7 +324,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ explain
 
-    def _maybe_explain(self, entry: RecentMismatch, entity_spec: Any, control: Any, candidate: Any) -> None:
+    def _maybe_explain(self, entry: RecentMismatch, entity_spec: Entity, control: Any, candidate: Any) -> None:
         explain = self._explain
         if explain is None:
             return
@@ -334,7 +334,7 @@ class Pipeline:
         self._explaining += 1
         self._tasks.spawn(self._run_explain(explain, entry, entity_spec, control, candidate), f"explain-{entry.id}")
 
-    async def _run_explain(self, explain: Callable[..., list[FieldDiff]], entry: RecentMismatch, entity_spec: Any,
+    async def _run_explain(self, explain: Callable[..., list[FieldDiff]], entry: RecentMismatch, entity_spec: Entity,
                            control: Any, candidate: Any) -> None:
         started = time.monotonic()
         try:

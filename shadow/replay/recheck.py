@@ -40,6 +40,8 @@ from shadow.replay.control import (
     read_upstream_once,
 )
 from shadow.replay.convergence import WHOLE_DOCUMENT, Trail, moved_paths
+from shadow.replay.messages import Sink
+from shadow.rules.spec import Entity
 
 Item = TypeVar("Item")
 
@@ -125,16 +127,16 @@ class ControlRead:
 class RecheckHost(Protocol):
     """What the rechecker needs from the pipeline."""
 
-    sink: Any
+    sink: Sink[Any]
     sources: dict[str, Any]
 
     def rules(self) -> Any: ...
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Any, dict[str, Any]] | Failure: ...
+                    reader: Any = None) -> tuple[Entity, dict[str, Any]] | Failure: ...
 
     def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
-               control: Any, candidate: Any, entity_spec: Any) -> None: ...
+               control: Any, candidate: Any, entity_spec: Entity) -> None: ...
 
     def fail(self, item: PendingKey, failure: Failure, report: bool = True) -> None: ...
 
@@ -220,7 +222,7 @@ class Rechecker:
                 except Exception as problem:
                     self.host.fail(item, Failure.of(Stage.COMPARE, problem))
 
-    def _step(self, item: PendingKey, entity_spec: Any, read: ControlRead, candidate: Any, today: dt.date) -> None:
+    def _step(self, item: PendingKey, entity_spec: Entity, read: ControlRead, candidate: Any, today: dt.date) -> None:
         trail = item.trail
         assert trail is not None
         route = self.host.rules().route_named(item.job.route)
@@ -258,20 +260,20 @@ class Rechecker:
         control = trail.control if trail.control is not None else item.job.controls[item.key]
         self.host.finish(item, outcome, diffs, last, control, trail.last_candidate, entity_spec)
 
-    def _converged(self, item: PendingKey, entity_spec: Any) -> None:
+    def _converged(self, item: PendingKey, entity_spec: Entity) -> None:
         trail = item.trail
         assert trail is not None
         self.host.finish(item, Outcome.TRANSIENT, trail.first.diffs, trail.first, item.job.controls[item.key],
                          trail.first_candidate, entity_spec)
 
-    def _moved(self, entity_spec: Any, before: Any, after: Any, today: dt.date) -> frozenset[str]:
+    def _moved(self, entity_spec: Entity, before: Any, after: Any, today: dt.date) -> frozenset[str]:
         if before is None or after is None:
             return frozenset() if before is after else frozenset({WHOLE_DOCUMENT})
         return moved_paths(self._compare(entity_spec, before, after, today))
 
     # ------------------------------------------------------------------ the control
 
-    async def _read_controls(self, entity_spec: Any, items: list[PendingKey]) -> list[ControlRead]:
+    async def _read_controls(self, entity_spec: Entity, items: list[PendingKey]) -> list[ControlRead]:
         rules = self.host.rules()
         modes = []
         for item in items:
@@ -298,7 +300,7 @@ class Rechecker:
         return [read if read is not None else ControlRead(_trail(item).control)
                 for item, read in zip(items, reads, strict=True)]
 
-    async def _read_mongo(self, entity_spec: Any, keys: list[str], items: list[PendingKey],
+    async def _read_mongo(self, entity_spec: Entity, keys: list[str], items: list[PendingKey],
                           modes: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         source = self.host.sources.get("mongo")
         if source is None:

@@ -47,7 +47,8 @@ from shadow.replay.messages import (
 from shadow.replay.pipeline import Pipeline
 from shadow.replay.relay import Relay
 from shadow.replay.settings import pipeline_settings, recheck_upstream
-from shadow.rules import RouteMatch
+from shadow.rules import RouteMatch, RuleSet
+from shadow.rules.spec import Route
 from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
 
@@ -79,8 +80,8 @@ class ShadowWorker(asyncio.Protocol):
         self.pipeline: Pipeline | None = None
         self.sources: dict[str, Any] = {}
         self.sink = Relay(self.send)
-        self.rules: Any = None
-        self._routes: dict[str, Any] = {}
+        self.rules: RuleSet | None = None
+        self._routes: dict[str, Route] = {}
         self.tasks = TaskSet("worker")
         self.gone = asyncio.Event()  # the socket is closed
 
@@ -164,7 +165,7 @@ class ShadowWorker(asyncio.Protocol):
         settle_garbage_collector()
         self.send(Ready(getattr(self.rules, "version", None)))
 
-    def _use_rules(self, rules: Any) -> None:
+    def _use_rules(self, rules: RuleSet | None) -> None:
         if rules is not None:
             self.rules = rules
             self._routes = {route.name: route for route in rules.routes}
@@ -225,7 +226,7 @@ class ShadowWorker(asyncio.Protocol):
             self._transport.close()  # after the buffered reports are written
 
 
-def load(config: Config) -> Any:
+def load(config: Config) -> RuleSet | None:
     """The rules of `config.rules`, or None (logged) when they do not load."""
     from shadow.replay.plans import load_compiled
     from shadow.rules.reload import describe_problems
@@ -256,7 +257,7 @@ def with_nice(increment: int) -> None:
             log.warning("cannot lower the shadow worker's priority by %d: %s", increment, problem)
 
 
-def sources_in_use(rules: Any) -> set[str]:
+def sources_in_use(rules: RuleSet | None) -> set[str]:
     """The sources a rules set reads: each route's own, and mongo where a recheck
     re-reads its control there."""
     used: set[str] = set()
