@@ -6,7 +6,7 @@
     await sidecar.stop()                      # drains in-flight requests, then stops
 
 With `shadow_process="worker"` (the default) the pipeline runs in a child process
-(shadow/worker.py) and `sidecar.pipeline` is the Handoff to it; with "inline" the
+(shadow/replay/worker.py) and `sidecar.pipeline` is the Handoff to it; with "inline" the
 Pipeline runs in this loop. Used by `shadow proxy` (serve.py), `shadow demo`, the tests
 and the benchmarks. Every part can be injected (rules loader, sources, compare, span
 exporter) so tests can run the real proxy against real servers with a piece swapped;

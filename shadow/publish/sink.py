@@ -3,7 +3,7 @@ into Prometheus samples, OpenTelemetry spans, JSON-lines mismatch log lines and 
 in-memory list of recent mismatches behind /mismatches.
 
 Runs on the main process's event loop, called by the pipeline (in-process, or relayed
-from the shadow worker process by shadow/handoff.py) and by the proxy for drops;
+from the shadow worker process by shadow/replay/link.py) and by the proxy for drops;
 everything it does is in-memory and O(differing fields), the log is written in batches
 by `flush()` so a mismatch storm costs no syscall per mismatch.
 """

@@ -1,6 +1,6 @@
 """The shadow pipeline: everything that happens to a matched read after the client has
 its answer. Runs in N worker tasks on the event loop of the shadow worker process
-(shadow/worker.py; or of the proxy's own process with --shadow-process inline), never
+(shadow/replay/worker.py; or of the proxy's own process with --shadow-process inline), never
 on the request path. Everything it reports goes through the sink it is given: the
 real Sink inline, a Relay (shadow/replay/relay.py) to the main process's Sink in a worker:
 both implement the messages.Sink Protocol.
