@@ -24,8 +24,6 @@ ALLOWED: dict[frozenset[str], str] = {
     frozenset({"shadow.replay.sources.postgres", "shadow.replay.sources.pgview"}):
         "pgview's queries name PostgresSource for type checking only; postgres.py runs them "
         "(pgview is being extended for list routes)",
-    frozenset({"shadow.replay.handoff", "shadow.replay.link"}):
-        "a Link names its Handoff for type checking only (config, sink, tasks, drain bookkeeping)",
 }
 
 

@@ -13,7 +13,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import IO, TYPE_CHECKING, assert_never
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Protocol, assert_never
 
 from shadow.model import DropReason, Failure, RecentMismatch, ShadowJob, Stage, WorkerState
 from shadow.replay.messages import (
@@ -22,6 +23,7 @@ from shadow.replay.messages import (
     Drained,
     Explained,
     FrameReader,
+    MainSink,
     Noisy,
     Published,
     Raised,
@@ -37,8 +39,9 @@ from shadow.replay.prepare import request_context
 from shadow.shadowside import CapturedRead
 
 if TYPE_CHECKING:
-    from shadow.replay.handoff import Handoff
+    from shadow.config import Config
     from shadow.rules.spec import Route
+    from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.replay.handoff")
 
@@ -135,10 +138,27 @@ class _Stderr(asyncio.Protocol):
         return lines[-1] if lines else None
 
 
+class Owner(Protocol):
+    """What a Link needs of the Handoff that owns it (handoff.py), named here so the two
+    modules do not import each other."""
+
+    config: Config
+    sink: MainSink
+    tasks: TaskSet
+    closed: bool
+
+    @property
+    def links(self) -> Sequence[Link]: ...
+
+    def drained(self, link: Link, token: int, idle: bool) -> None: ...
+
+    def link_lost(self, link: Link) -> None: ...
+
+
 class Link:
     """One shadow worker process: its socket, its unsent reads, its restarts."""
 
-    def __init__(self, handoff: Handoff, index: int, buffer_limit: int) -> None:
+    def __init__(self, handoff: Owner, index: int, buffer_limit: int) -> None:
         self.handoff = handoff
         self.index = index
         self.buffer_limit = buffer_limit
