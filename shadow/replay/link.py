@@ -119,15 +119,20 @@ class _Stderr(asyncio.Protocol):
     """A worker's stderr: passed on to ours as it comes (its logs), its end kept so that
     a worker that dies (an import error, a crash) says why on /readyz and /metrics."""
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[str]) -> None:
         self._out = out
         self.tail = b""
         self.closed = asyncio.Event()
 
     def data_received(self, data: bytes) -> None:
         with contextlib.suppress(OSError, ValueError):  # our own stderr closed: keep the tail anyway
-            self._out.write(data)
-            self._out.flush()
+            binary: IO[bytes] | None = getattr(self._out, "buffer", None)  # None: a text-only stream (embedders)
+            if binary is not None:
+                binary.write(data)
+                binary.flush()
+            else:
+                self._out.write(data.decode("utf-8", "replace"))
+                self._out.flush()
         self.tail = (self.tail + data)[-STDERR_TAIL_BYTES:]
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -253,7 +258,7 @@ class Link:
             theirs.close()
         loop = asyncio.get_running_loop()
         assert self.process.stderr is not None
-        stderr = self._stderr = _Stderr(sys.stderr.buffer)
+        stderr = self._stderr = _Stderr(sys.stderr)
         self._stderr_pipe, _ = await loop.connect_read_pipe(lambda: stderr, self.process.stderr)
         self.ready = False
         transport, _ = await loop.create_unix_connection(lambda: _Connection(self, generation), sock=ours)
