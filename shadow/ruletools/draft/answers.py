@@ -1,0 +1,224 @@
+"""Routes from recorded API answers (`shadow rules draft --answers DIR`).
+
+The format: one JSON file per recorded answer, `*.json` in DIR, each an object
+
+    {"method": "GET", "path": "/api/users/65a1f0c2e4b0a1b2c3d4e5f6/addresses", "status": 200,
+     "body": {"data": [{"_id": "65a1…", …}], "count": 2}}
+
+(any other keys are ignored; a file over `MAX_ANSWER_BYTES`, not JSON, or without these
+four keys is listed as a TODO, never fatal). Only 2xx answers are used. A path segment of
+24 hex digits is an id: the document's own `_id` makes it the route's key (`{id}`);
+another collection's id (found in `id_map`) makes a list filtered by the FK column that
+points at that collection. The API's fields no column explains become `unverifiable`
+candidates (an aggregate, or a per-reader field); fields the stored documents carry
+but no answer ever shows become `hidden:` TODOs. Ids are looked up, never written."""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from shadow.ruletools.draft.catalog import Catalog
+from shadow.ruletools.draft.names import words
+from shadow.ruletools.draft.proposal import Draft, EntityProposal, RouteProposal
+from shadow.ruletools.draft.propose import table_collections
+
+MAX_ANSWER_BYTES = 2 * 1024 * 1024
+MAX_ANSWERS = 10_000
+MAX_PATH_CHARS = 2000
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_HEX24 = re.compile(r"^[0-9a-fA-F]{24}$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    method: str
+    path: str  # without the query string
+    status: int
+    body: Any
+    file: str
+
+
+def read_answers(directory: Path) -> tuple[list[Answer], list[str]]:
+    """The usable answers and a problem line for each file that is not one."""
+    answers: list[Answer] = []
+    problems: list[str] = []
+    if not directory.is_dir():
+        return [], [f"answers: {directory.name!r} is not a directory"]
+    for file in sorted(directory.glob("*.json"))[:MAX_ANSWERS]:
+        name = file.name
+        try:
+            if file.stat().st_size > MAX_ANSWER_BYTES:
+                problems.append(f"answer {name!r}: larger than {MAX_ANSWER_BYTES} bytes, not read")
+                continue
+            record = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+            problems.append(f"answer {name!r}: not a JSON file ({type(error).__name__})")
+            continue
+        answer = _answer(record, name)
+        if isinstance(answer, str):
+            problems.append(f"answer {name!r}: {answer}")
+        else:
+            answers.append(answer)
+    return answers, problems
+
+
+def _answer(record: Any, name: str) -> Answer | str:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    method, path, status = record.get("method"), record.get("path"), record.get("status")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        return f"method must be one of {', '.join(METHODS)}"
+    if not isinstance(path, str) or not path.startswith("/") or len(path) > MAX_PATH_CHARS:
+        return f"path must be a string starting with / (at most {MAX_PATH_CHARS} characters)"
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        return "status must be an HTTP status code"
+    if "body" not in record:
+        return "no body"
+    path = path.split("?", 1)[0]
+    segments = path.strip("/").split("/")
+    if any(not _SEGMENT.match(segment) for segment in segments if segment):
+        return "path has segments a route template cannot hold"
+    return Answer(method.upper(), path, status, record["body"], name)
+
+
+def documents(body: Any) -> tuple[str | None, bool, list[dict[str, Any]]]:
+    """(where in the body, is a list, the documents carrying an `_id`)."""
+    def shown(items: Any) -> list[dict[str, Any]]:
+        return [item for item in items if isinstance(item, dict) and isinstance(item.get("_id"), str)]
+
+    if isinstance(body, dict) and isinstance(body.get("_id"), str):
+        return None, False, [body]
+    if isinstance(body, list):
+        return None, True, shown(body)
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if isinstance(key, str) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                if isinstance(value, list) and (shown(value) or not value):
+                    return key, True, shown(value)
+                if isinstance(value, dict) and isinstance(value.get("_id"), str):
+                    return key, False, [value]
+    return None, False, []
+
+
+async def _collections_of(connection: Any, catalog: Catalog, ids: Sequence[str]) -> dict[str, str]:
+    if not ids or not catalog.id_map:
+        return {}
+    rows = await connection.fetch(
+        "SELECT m.collection, m.legacy_object_id FROM unnest($1::text[]) AS c(name)"
+        " JOIN id_map m ON m.collection = c.name AND m.legacy_object_id = ANY($2::text[])",
+        list(catalog.id_map_collections), [i.lower() for i in ids])
+    return {row["legacy_object_id"]: row["collection"] for row in rows}
+
+
+@dataclass
+class _Route:
+    method: str
+    template: str
+    is_list: bool
+    at: str | None
+    where: tuple[tuple[str, str, str], ...]
+    answers: int = 0
+
+
+async def add_routes(draft: Draft, answers: Sequence[Answer], problems: Sequence[str], connection: Any,
+                     catalog: Catalog) -> Draft:
+    """The draft with routes (and unverifiable / hidden candidates) from the answers."""
+    todos = [*draft.todos, *problems]
+    usable = [a for a in answers if 200 <= a.status < 300]
+    ids = {s.lower() for a in usable for s in a.path.strip("/").split("/") if _HEX24.match(s)}
+    ids |= {str(d["_id"]).lower() for a in usable for d in documents(a.body)[2] if _HEX24.match(str(d["_id"]))}
+    where_is = await _collections_of(connection, catalog, sorted(ids))
+    by_collection = {entity.collection: entity for entity in draft.entities}
+    tables = table_collections(catalog, {e.collection: (e.table, e.key, 0.0, "") for e in draft.entities})
+    routes: dict[str, dict[tuple[str, str], _Route]] = {}
+    shown: dict[str, Counter[str]] = {}
+    seen_docs: Counter[str] = Counter()
+    for answer in usable:
+        at, is_list, docs = documents(answer.body)
+        collections = {where_is.get(str(doc["_id"]).lower()) for doc in docs} - {None}
+        if len(collections) != 1:
+            todos.append(f"answer {answer.file!r} ({answer.method} {answer.path[:80]}): "
+                         + ("no document with an _id found in id_map" if not collections else
+                            "documents of several collections"))
+            continue
+        collection = str(next(iter(collections)))
+        entity = by_collection.get(collection)
+        if entity is None:
+            todos.append(f"answer {answer.file!r}: documents of {collection!r}, which was not drafted")
+            continue
+        route = _template(answer, docs, is_list, at, where_is, entity, catalog, tables)
+        if isinstance(route, str):
+            todos.append(f"answer {answer.file!r}: {route}")
+            continue
+        routes.setdefault(entity.name, {}).setdefault((route.method, route.template), route).answers += 1
+        for doc in docs:
+            shown.setdefault(entity.name, Counter()).update(key for key in doc if isinstance(key, str))
+            seen_docs[entity.name] += 1
+    entities = []
+    for entity in draft.entities:
+        found = routes.get(entity.name, {})
+        if not found:
+            entities.append(entity)
+            continue
+        proposals = tuple(RouteProposal(
+            r.method, r.template, min(0.95, 0.6 + 0.1 * r.answers),
+            f"{r.answers} recorded answer(s); " + (f"a list at {r.at or 'the body'}" if r.is_list else
+                                                    "the id in the path is the document's _id"),
+            is_list=r.is_list, at=r.at, where=r.where) for r in found.values())
+        entities.append(_fields_seen(replace(entity, routes=proposals), shown[entity.name], seen_docs[entity.name]))
+    return replace(draft, entities=tuple(entities), todos=tuple(todos))
+
+
+def _template(answer: Answer, docs: Sequence[Mapping[str, Any]], is_list: bool, at: str | None,
+              where_is: Mapping[str, str], entity: EntityProposal, catalog: Catalog,
+              tables: Mapping[str, str]) -> _Route | str:
+    segments = answer.path.strip("/").split("/")
+    ids = [index for index, segment in enumerate(segments) if _HEX24.match(segment)]
+    if len(ids) > 1:
+        return "more than one id in the path: write this route by hand"
+    template = list(segments)
+    where: tuple[tuple[str, str, str], ...] = ()
+    if ids:
+        index = ids[0]
+        value = segments[index].lower()
+        template[index] = "{id}"
+        own = not is_list and len(docs) == 1 and str(docs[0]["_id"]).lower() == value
+        if not own:
+            parent = where_is.get(value)
+            table = catalog.tables[entity.table]
+            fks = [fk.columns[0] for fk in table.foreign_keys
+                   if len(fk.columns) == 1 and tables.get(fk.table) == parent]
+            if not is_list or parent is None or len(fks) != 1:
+                return (f"the id in the path is not the document's own and {len(fks)} FK(s) of {entity.table} "
+                        f"point at its collection: write this route by hand")
+            where = ((fks[0], "id", parent),)
+    elif not is_list:
+        return "a single document with no id in the path: key it by `body` or a query parameter by hand"
+    return _Route(answer.method, "/" + "/".join(template), is_list, at, where)
+
+
+def _fields_seen(entity: EntityProposal, shown: Counter[str], documents: int) -> EntityProposal:
+    """API fields no drafted field explains -> unverifiable candidates; stored fields
+    the API never showed -> TODOs (hidden by its serializer?)."""
+    names = {spec.name for spec in entity.fields}
+    extra = []
+    for key, count in shown.items():
+        if key in names:
+            continue
+        hint = words(key)
+        kind = ("an aggregate candidate (count: a child table)" if hint and hint[-1] in ("count", "total")
+                else "a per-reader or computed field" if hint and hint[0] in ("is", "has", "can") else "computed")
+        extra.append((key, f"shown in {count} of {documents} recorded documents, rebuilt from no column: {kind}"))
+    todos = list(entity.todos)
+    if documents >= 3:
+        todos.extend(f"{entity.collection}.{spec.name}: in the stored documents but in none of {documents} recorded "
+                     "answers: add it to `hidden:` (and drop the field) if the API never shows it"
+                     for spec in entity.fields if spec.name not in shown)
+    todos.extend(f"{entity.name}.{key}: {why}" for key, why in extra)
+    return replace(entity, unverifiable=tuple(extra), todos=tuple(todos))
