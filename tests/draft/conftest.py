@@ -98,7 +98,8 @@ async def record_answers(stores: Stores, dataset: Dataset, directory: Path) -> N
         await site.start()
         host, port = runner.addresses[0][:2]
         paths = [f"/api/users/{u['_id']}" for u in dataset.collections["users"][:4]]
-        paths += [f"/api/users/{u['_id']}/addresses" for u in dataset.collections["users"][:3]]
+        owners = list(dict.fromkeys(str(a["userId"]) for a in dataset.collections["addresses"]))[:3]
+        paths += [f"/api/users/{owner}/addresses" for owner in owners]
         paths += [f"/api/payments/{p['_id']}" for p in dataset.collections["payments"][:3]]
         paths += ["/api/categories"]
         async with ClientSession() as session:

@@ -83,11 +83,15 @@ def field_lines(spec: FieldProposal, indent: int) -> list[str]:
     return lines
 
 
+_ROUTE = re.compile(r"^[A-Z]+ /[A-Za-z0-9._~/{}-]*$")
+
+
 def route_lines(route: RouteProposal) -> list[str]:
     name = f"{route.method} {route.template}"
+    name = name if _ROUTE.match(name) else json.dumps(name)
     if not (route.is_list or route.at or route.key or route.where):
-        return [f"  - {quote(name)}{_note(route)}"]
-    lines = [f"  - route: {quote(name)}{_note(route)}"]
+        return [f"  - {name}{_note(route)}"]
+    lines = [f"  - route: {name}{_note(route)}"]
     if route.key:
         lines.append(f"    key: {route.key}")
     if route.is_list:
