@@ -96,3 +96,15 @@ def test_every_unmapped_thing_is_a_todo_at_the_top(drafted: Drafted) -> None:
                                                           "complete", "key:")) \
                 and not line.startswith(("table:", "fields:", "routes:", "stored:")):
             assert " # 0." in line or " # 1." in line or "version_key" in line or "param:" in line, line
+
+
+def test_one_entity_from_a_small_sample(drafted: Drafted, tmp_path: Path) -> None:
+    """--entity drafts only that collection; --sample bounds what is read ($sample)."""
+    code, _, err = shadow("rules", "draft", "--pg", drafted.stores.pg_dsn, "--mongo", drafted.stores.mongo_uri,
+                            "--mongo-db", drafted.stores.mongo_db, "--entity", "purchase_requests", "--sample", "5",
+                            "-o", str(tmp_path))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["TODO.txt", "purchase_requests.yaml"]
+    assert "and 5 sampled document(s)" in (tmp_path / "purchase_requests.yaml").read_text()
+    offers = load_rules(tmp_path).entities["purchase_requests"].fields["offers"]
+    assert offers.value is not None and offers.value.to == "selleroffers"  # other collections via id_map

@@ -33,6 +33,8 @@ MAX_PATH_CHARS = 2000
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _HEX24 = re.compile(r"^[0-9a-fA-F]{24}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
+_VALUE_LIKE = re.compile(r"[0-9]")  # a number, a uuid, a slug with digits: a value the draft must not write
+_VERSION = re.compile(r"^v[0-9]{1,2}$")  # /api/v2/... is a literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,7 @@ async def add_routes(draft: Draft, answers: Sequence[Answer], problems: Sequence
         at, is_list, docs = documents(answer.body)
         collections = {where_is.get(str(doc["_id"]).lower()) for doc in docs} - {None}
         if len(collections) != 1:
-            todos.append(f"answer {answer.file!r} ({answer.method} {answer.path[:80]}): "
+            todos.append(f"answer {answer.file!r}: "
                          + ("no document with an _id found in id_map" if not collections else
                             "documents of several collections"))
             continue
@@ -182,6 +184,8 @@ def _template(answer: Answer, docs: Sequence[Mapping[str, Any]], is_list: bool, 
     ids = [index for index, segment in enumerate(segments) if _HEX24.match(segment)]
     if len(ids) > 1:
         return "more than one id in the path: write this route by hand"
+    if any(_VALUE_LIKE.search(s) and not _VERSION.match(s) for i, s in enumerate(segments) if i not in ids):
+        return "a path segment looks like a value, not an ObjectId: write this route by hand"
     template = list(segments)
     where: tuple[tuple[str, str, str], ...] = ()
     if ids:

@@ -13,13 +13,13 @@ from types import MappingProxyType
 from typing import Any
 
 #: PostgreSQL types grouped the way a document value can be compared with them
-TYPE_FAMILIES: dict[str, str] = {
-    "text": "text", "character varying": "text", "character": "text", "citext": "text", "name": "text",
+TYPE_FAMILIES: dict[str, str] = {  # pg_type.typname -> family
+    "text": "text", "varchar": "text", "bpchar": "text", "citext": "text", "name": "text",
     "uuid": "uuid",
-    "smallint": "int", "integer": "int", "bigint": "int",
-    "numeric": "numeric", "real": "float", "double precision": "float",
-    "boolean": "bool",
-    "timestamp with time zone": "timestamp", "timestamp without time zone": "timestamp", "date": "date",
+    "int2": "int", "int4": "int", "int8": "int",
+    "numeric": "numeric", "float4": "float", "float8": "float",
+    "bool": "bool",
+    "timestamptz": "timestamp", "timestamp": "timestamp", "date": "date",
     "jsonb": "json", "json": "json",
 }
 
@@ -143,8 +143,7 @@ def _family(row: Mapping[str, Any]) -> str:
         return "enum"
     if row["category"] == "A":
         return "array"
-    base = row["declared"].split("(")[0].strip()
-    return TYPE_FAMILIES.get(base, "other")
+    return TYPE_FAMILIES.get(row["typname"], "other")
 
 
 def _column(row: Mapping[str, Any], enums: Mapping[int, tuple[str, ...]]) -> Column:

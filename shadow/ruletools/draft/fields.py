@@ -173,9 +173,13 @@ class Matcher:
                 sub = self.fields(shape.path, child_table, ())
                 return FieldProposal(key, "child", 0.85, f"subdocument <- 1:1 child table {child} "
                                      f"(FK {fk.columns[0]} unique)", table=child, fk=fk.columns[0], fields=sub)
+        before = len(self.todos)
         sub = self.fields(shape.path, table, (*prefix, key))
-        if not sub:
-            self.todo(shape.path, f"subdocument: no jsonb column, 1:1 child table or {name}_* columns in {table.name}")
+        if not sub:  # one TODO for the whole subdocument, not one per level below it
+            del self.todos[before:]
+            inside = len(self.shape.under(shape.path))
+            self.todo(shape.path, f"subdocument ({inside} paths under it): no jsonb column, 1:1 child table or "
+                                  f"{name}_* columns in {table.name}")
             return None
         return FieldProposal(key, "object", min(f.confidence for f in sub),
                              f"subdocument <- columns {name}_* of {table.name}", fields=sub)
