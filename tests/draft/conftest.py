@@ -102,6 +102,9 @@ async def record_answers(stores: Stores, dataset: Dataset, directory: Path) -> N
         paths += [f"/api/users/{owner}/addresses" for owner in owners]
         paths += [f"/api/payments/{p['_id']}" for p in dataset.collections["payments"][:3]]
         paths += ["/api/categories"]
+        requests = dataset.collections["purchaserequests"]
+        paths += [f"/api/views/purchase-requests/{r['_id']}" for r in requests[:3]]  # view models: keyed by `id`
+        paths += [f"/api/views/users/{r['buyerId']}/purchase-requests" for r in requests[:2]]
         async with ClientSession() as session:
             for index, path in enumerate(paths):
                 async with session.get(f"http://{host}:{port}{path}") as response:

@@ -93,7 +93,7 @@ EXPECTED_TODOS = {
     "not-json.json": "not a JSON file", "array.json": "not a JSON object", "method.json": "method must be one of",
     "relative.json": "path must be a string starting with /", "status.json": "status must be an HTTP status code",
     "nobody.json": "no body", "space.json": "path has segments a route template cannot hold",
-    "unknown-id.json": "no document with an _id found in id_map", "huge.json": "larger than 2097152 bytes",
+    "unknown-id.json": "no document with an _id (or id) found in id_map", "huge.json": "larger than 2097152 bytes",
     "value-in-path.json": "a path segment looks like a value, not an ObjectId",
 }
 

@@ -32,11 +32,12 @@ def _mappings(fields: Iterable[Field], prefix: str = "") -> Iterator[tuple[str, 
             yield from _mappings(spec.fields, inner)
 
 
-def mappings(entities: Iterable[Entity]) -> set[Mapping]:
-    """Every field mapping of the stored-document entities (view models are computed per
-    read: no catalog or stored sample can show them), keyed by collection and table."""
-    return {(f"{entity.collection}->{entity.table}", path, how) for entity in entities
-            if not entity.view and entity.distinct is None for path, how in _mappings(entity.fields.values())}
+def mappings(entities: Iterable[Entity], views: bool = False) -> set[Mapping]:
+    """Every field mapping of the stored-document entities (or, with `views`, of the view
+    models too), keyed by collection, table and whether it is a view."""
+    return {(f"{entity.collection}->{entity.table}{' (view)' if entity.view else ''}", path, how)
+            for entity in entities if (views or not entity.view) and entity.distinct is None
+            for path, how in _mappings(entity.fields.values())}
 
 
 def test_the_draft_reproduces_at_least_90_percent_of_the_shipped_field_mappings(drafted: Drafted) -> None:
@@ -47,10 +48,18 @@ def test_the_draft_reproduces_at_least_90_percent_of_the_shipped_field_mappings(
     print(f"draft reproduces {len(shipped & draft)}/{len(shipped)} = {share:.3f} of the shipped field mappings; "
           f"missed: {missed}")
     assert share >= 0.9, missed
+    # view models too (computed per read: only their recorded answers show them; the draft
+    # maps what a column explains and declares the rest unverifiable)
+    views = {m for m in mappings(load_rules(SHIPPED).entities.values(), views=True) if m not in shipped}
+    drafted_views = mappings(load_rules(drafted.out).entities.values(), views=True)
+    with_views = (len(shipped & draft) + len(views & drafted_views)) / (len(shipped) + len(views))
+    print(f"with the view model: {len(shipped & draft) + len(views & drafted_views)}/{len(shipped) + len(views)}"
+          f" = {with_views:.3f}")
+    assert with_views >= 0.9
 
 
 def test_the_draft_passes_rules_check_against_the_database(drafted: Drafted) -> None:
-    assert "8 entities" in drafted.stdout, drafted.stderr
+    assert "9 entities" in drafted.stdout, drafted.stderr
     code, out, err = shadow("rules", "check", str(drafted.out), "--pg", drafted.stores.pg_dsn)
     assert code == 0, err
     assert "tables and columns found in PostgreSQL" in out

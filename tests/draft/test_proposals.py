@@ -85,3 +85,23 @@ def test_routes_from_recorded_answers(drafted: Drafted) -> None:
     head = drafted.text("users").partition("entity: users")[0]
     for hidden in ("refreshTokens", "emailVerificationToken", "emailVerificationExpires"):
         assert f"users.{hidden}: in the stored documents but in none of 4 recorded answers" in head
+
+
+def test_view_models_from_recorded_answers(drafted: Drafted) -> None:
+    """Answers keyed by `id` are a view model: the stored entity's fields it shows are
+    reused, the rest declared unverifiable with a hint of what could rebuild them."""
+    views = load_rules(drafted.out).entities["purchase_requests_views"]
+    assert (views.view, views.id_field, views.table) == (True, "id", "purchase_requests")
+    assert {"id", "title", "status", "createdAt"} <= set(views.fields)
+    assert set(views.unverifiable) == {"buyer", "offersCount", "isMine", "offeredByMe"}
+    text = drafted.text("purchase_requests_views")
+    assert "an aggregate candidate: {count: purchase_request_offers, fk: pr_id}" in line_of(text, "- offersCount")
+    assert "{child: users, fk: id, parent: buyer_id, fields: …}" in line_of(text, "- buyer ")
+    assert "a per-reader or computed flag" in line_of(text, "- isMine")
+    rules = load_rules(drafted.out)
+    single = rules.route_named("GET /api/views/purchase-requests/{id}")
+    listing = rules.route_named("GET /api/views/users/{id}/purchase-requests")
+    assert single is not None and single.entity == "purchase_requests_views"
+    assert listing is not None and listing.is_list and [(w.column, w.to) for w in listing.where] == [
+        ("buyer_id", "users")]
+    assert "a list view — if it is paged or sorted, add order_by / limit / offset / total by hand" in text

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from shadow.ruletools.draft.catalog import Catalog
-from shadow.ruletools.draft.names import words
 from shadow.ruletools.draft.proposal import Draft, EntityProposal, RouteProposal
 from shadow.ruletools.draft.propose import table_collections
+from shadow.ruletools.draft.views import computed_hint, view_entity
 
 MAX_ANSWER_BYTES = 2 * 1024 * 1024
 MAX_ANSWERS = 10_000
@@ -89,23 +89,26 @@ def _answer(record: Any, name: str) -> Answer | str:
     return Answer(method.upper(), path, status, record["body"], name)
 
 
-def documents(body: Any) -> tuple[str | None, bool, list[dict[str, Any]]]:
-    """(where in the body, is a list, the documents carrying an `_id`)."""
-    def shown(items: Any) -> list[dict[str, Any]]:
-        return [item for item in items if isinstance(item, dict) and isinstance(item.get("_id"), str)]
+def documents(body: Any) -> tuple[str | None, bool, list[dict[str, Any]], str]:
+    """(where in the body, is a list, the documents carrying a key, the key's name: `_id`
+    for stored documents, `id` for view models)."""
+    def keyed(item: Any, name: str) -> bool:
+        return isinstance(item, dict) and isinstance(item.get(name), str) and bool(_HEX24.match(item[name]))
 
-    if isinstance(body, dict) and isinstance(body.get("_id"), str):
-        return None, False, [body]
-    if isinstance(body, list):
-        return None, True, shown(body)
-    if isinstance(body, dict):
-        for key, value in body.items():
-            if isinstance(key, str) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-                if isinstance(value, list) and (shown(value) or not value):
-                    return key, True, shown(value)
-                if isinstance(value, dict) and isinstance(value.get("_id"), str):
-                    return key, False, [value]
-    return None, False, []
+    for id_field in ("_id", "id"):
+        if keyed(body, id_field):
+            return None, False, [body], id_field
+        if isinstance(body, list) and (not body or any(keyed(item, id_field) for item in body)):
+            return None, True, [item for item in body if keyed(item, id_field)], id_field
+        if isinstance(body, dict):
+            for key, value in body.items():
+                if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                    continue
+                if isinstance(value, list) and (not value or any(keyed(item, id_field) for item in value)):
+                    return key, True, [item for item in value if keyed(item, id_field)], id_field
+                if keyed(value, id_field):
+                    return key, False, [value], id_field
+    return None, False, [], "_id"
 
 
 async def _collections_of(connection: Any, catalog: Catalog, ids: Sequence[str]) -> dict[str, str]:
@@ -134,19 +137,20 @@ async def add_routes(draft: Draft, answers: Sequence[Answer], problems: Sequence
     todos = [*draft.todos, *problems]
     usable = [a for a in answers if 200 <= a.status < 300]
     ids = {s.lower() for a in usable for s in a.path.strip("/").split("/") if _HEX24.match(s)}
-    ids |= {str(d["_id"]).lower() for a in usable for d in documents(a.body)[2] if _HEX24.match(str(d["_id"]))}
+    ids |= {str(d[f]).lower() for a in usable for _, _, docs, f in [documents(a.body)] for d in docs}
     where_is = await _collections_of(connection, catalog, sorted(ids))
     by_collection = {entity.collection: entity for entity in draft.entities}
     tables = table_collections(catalog, {e.collection: (e.table, e.key, 0.0, "") for e in draft.entities})
-    routes: dict[str, dict[tuple[str, str], _Route]] = {}
-    shown: dict[str, Counter[str]] = {}
-    seen_docs: Counter[str] = Counter()
+    routes: dict[tuple[str, str], dict[tuple[str, str], _Route]] = {}  # (entity, id field) -> routes
+    shown: dict[tuple[str, str], Counter[str]] = {}
+    seen_docs: Counter[tuple[str, str]] = Counter()
+    templates: dict[tuple[str, str], tuple[str, str]] = {}
     for answer in usable:
-        at, is_list, docs = documents(answer.body)
-        collections = {where_is.get(str(doc["_id"]).lower()) for doc in docs} - {None}
+        at, is_list, docs, id_field = documents(answer.body)
+        collections = {where_is.get(str(doc[id_field]).lower()) for doc in docs} - {None}
         if len(collections) != 1:
             todos.append(f"answer {answer.file!r}: "
-                         + ("no document with an _id found in id_map" if not collections else
+                         + ("no document with an _id (or id) found in id_map" if not collections else
                             "documents of several collections"))
             continue
         collection = str(next(iter(collections)))
@@ -154,32 +158,44 @@ async def add_routes(draft: Draft, answers: Sequence[Answer], problems: Sequence
         if entity is None:
             todos.append(f"answer {answer.file!r}: documents of {collection!r}, which was not drafted")
             continue
-        route = _template(answer, docs, is_list, at, where_is, entity, catalog, tables)
+        route = _template(answer, docs, is_list, at, where_is, entity, catalog, tables, id_field)
         if isinstance(route, str):
             todos.append(f"answer {answer.file!r}: {route}")
             continue
-        routes.setdefault(entity.name, {}).setdefault((route.method, route.template), route).answers += 1
+        group = (entity.name, id_field)
+        owner = templates.setdefault((route.method, route.template), group)
+        if owner != group:
+            todos.append(f"answer {answer.file!r}: {route.method} {route.template} also shows documents of "
+                         f"{owner[0]!r} in other answers: write this route by hand")
+            continue
+        routes.setdefault(group, {}).setdefault((route.method, route.template), route).answers += 1
         for doc in docs:
-            shown.setdefault(entity.name, Counter()).update(key for key in doc if isinstance(key, str))
-            seen_docs[entity.name] += 1
+            shown.setdefault(group, Counter()).update(key for key in doc if isinstance(key, str))
+            seen_docs[group] += 1
     entities = []
     for entity in draft.entities:
-        found = routes.get(entity.name, {})
-        if not found:
-            entities.append(entity)
-            continue
-        proposals = tuple(RouteProposal(
-            r.method, r.template, min(0.95, 0.6 + 0.1 * r.answers),
-            f"{r.answers} recorded answer(s); " + (f"a list at {r.at or 'the body'}" if r.is_list else
-                                                    "the id in the path is the document's _id"),
-            is_list=r.is_list, at=r.at, where=r.where) for r in found.values())
-        entities.append(_fields_seen(replace(entity, routes=proposals), shown[entity.name], seen_docs[entity.name]))
+        group = (entity.name, "_id")
+        found = [_proposal(r) for r in routes.get(group, {}).values()]
+        entities.append(_fields_seen(replace(entity, routes=tuple(found)), shown[group], seen_docs[group],
+                                     catalog, tables) if found else entity)
+        view = (entity.name, "id")
+        if view in routes:
+            entities.append(view_entity(entity, tuple(_proposal(r) for r in routes[view].values()), shown[view],
+                                        seen_docs[view], catalog, tables))
     return replace(draft, entities=tuple(entities), todos=tuple(todos))
+
+
+def _proposal(route: _Route) -> RouteProposal:
+    return RouteProposal(
+        route.method, route.template, min(0.95, 0.6 + 0.1 * route.answers),
+        f"{route.answers} recorded answer(s); " + (f"a list at {route.at or 'the body'}" if route.is_list else
+                                                   "the id in the path is the document's key"),
+        is_list=route.is_list, at=route.at, where=route.where)
 
 
 def _template(answer: Answer, docs: Sequence[Mapping[str, Any]], is_list: bool, at: str | None,
               where_is: Mapping[str, str], entity: EntityProposal, catalog: Catalog,
-              tables: Mapping[str, str]) -> _Route | str:
+              tables: Mapping[str, str], id_field: str) -> _Route | str:
     segments = answer.path.strip("/").split("/")
     ids = [index for index, segment in enumerate(segments) if _HEX24.match(segment)]
     if len(ids) > 1:
@@ -192,7 +208,7 @@ def _template(answer: Answer, docs: Sequence[Mapping[str, Any]], is_list: bool, 
         index = ids[0]
         value = segments[index].lower()
         template[index] = "{id}"
-        own = not is_list and len(docs) == 1 and str(docs[0]["_id"]).lower() == value
+        own = not is_list and len(docs) == 1 and str(docs[0][id_field]).lower() == value
         if not own:
             parent = where_is.get(value)
             table = catalog.tables[entity.table]
@@ -207,18 +223,14 @@ def _template(answer: Answer, docs: Sequence[Mapping[str, Any]], is_list: bool, 
     return _Route(answer.method, "/" + "/".join(template), is_list, at, where)
 
 
-def _fields_seen(entity: EntityProposal, shown: Counter[str], documents: int) -> EntityProposal:
+def _fields_seen(entity: EntityProposal, shown: Counter[str], documents: int, catalog: Catalog,
+                 tables: Mapping[str, str]) -> EntityProposal:
     """API fields no drafted field explains -> unverifiable candidates; stored fields
     the API never showed -> TODOs (hidden by its serializer?)."""
     names = {spec.name for spec in entity.fields}
-    extra = []
-    for key, count in shown.items():
-        if key in names:
-            continue
-        hint = words(key)
-        kind = ("an aggregate candidate (count: a child table)" if hint and hint[-1] in ("count", "total")
-                else "a per-reader or computed field" if hint and hint[0] in ("is", "has", "can") else "computed")
-        extra.append((key, f"shown in {count} of {documents} recorded documents, rebuilt from no column: {kind}"))
+    extra = [(key, f"shown in {count} of {documents} recorded documents, rebuilt from no column: "
+                   f"{computed_hint(key, entity, catalog, tables)}")
+             for key, count in sorted(shown.items()) if key not in names]
     todos = list(entity.todos)
     if documents >= 3:
         todos.extend(f"{entity.collection}.{spec.name}: in the stored documents but in none of {documents} recorded "

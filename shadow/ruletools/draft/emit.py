@@ -109,7 +109,8 @@ def route_lines(route: RouteProposal) -> list[str]:
 
 
 def entity_text(entity: EntityProposal, sampled: int) -> str:
-    lines = [f"# Drafted by `shadow rules draft` from the PostgreSQL catalog and {sampled} sampled document(s)",
+    source = (f"{sampled} sampled document(s)" if not entity.view else "recorded answers (a view model)")
+    lines = [f"# Drafted by `shadow rules draft` from the PostgreSQL catalog and {source}",
              f"# of {comment(repr(entity.collection))}. After every proposal: its confidence (0..1) and why.",
              "# No sampled value is written here; review, then `shadow rules check` and `rules draft --check`."]
     if entity.todos:
@@ -122,6 +123,8 @@ def entity_text(entity: EntityProposal, sampled: int) -> str:
               f"table: {entity.table}"]
     if entity.key != "legacy_object_id":
         lines.append(f"key: {quote(entity.key)}")
+    if entity.view:
+        lines += [f"id_field: {quote(entity.id_field)}", "view: true  # computed per read: the API is the only control"]
     lines.append("fields:")
     for spec in entity.fields:
         lines.extend(field_lines(spec, 2))

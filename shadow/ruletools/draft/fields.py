@@ -44,14 +44,15 @@ class Matcher:
                ) -> tuple[FieldProposal, ...]:
         """Proposals for the keys one step under `parent` (a document, subdocument or item)."""
         found = []
-        for shape in self.shape.children(parent):
+        for shape in sorted(self.shape.children(parent), key=lambda shape: shape.path):
             key = shape.path[len(parent) + 1:] if parent else shape.path
             if key in skip:
                 continue
             proposal = self.one(shape, key, table, prefix)
             if proposal is not None:
                 found.append(proposal)
-        return tuple(found)
+        # the table's column order, not the (random) sample's: the same stores give the same draft
+        return tuple(sorted(found, key=lambda proposal: _position(table, proposal)))
 
     def one(self, shape: PathShape, key: str, table: Table, prefix: tuple[str, ...]) -> FieldProposal | None:
         kinds = shape.kinds()
@@ -242,6 +243,17 @@ class Matcher:
         return FieldProposal(key, "rows", 0.7, f"array of scalars <- {child.name}.{column.name}"
                              f"{'' if order else ', a multiset'}", table=child.name, fk=fk.columns[0],
                              order_by=order, unordered=order is None, value=value)
+
+
+def _position(table: Table, proposal: FieldProposal) -> tuple[int, str]:
+    """Where a proposal sits among the table's columns (nested tables last, by name)."""
+    names = [column.name for column in table.columns]
+    if proposal.kind == "object":
+        return min((_position(table, sub) for sub in proposal.fields), default=(len(names), proposal.name))
+    column = f"{proposal.column}_ref_kind" if proposal.kind == "mixed" else proposal.column
+    if proposal.kind in ("rows", "child") or column not in names:
+        return len(names), proposal.name
+    return names.index(str(column)), proposal.name
 
 
 def compatible(kinds: set[str], column: Column, shape: PathShape | None) -> tuple[str, tuple[Any, ...], str] | None:

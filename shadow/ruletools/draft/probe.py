@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from shadow.ruletools.draft.catalog import Catalog
+from shadow.ruletools.draft.names import squashed
 from shadow.ruletools.draft.proposal import KeyHit, Probes
 from shadow.ruletools.draft.propose import key_candidates
 from shadow.ruletools.draft.sample import CollectionShape
@@ -21,21 +22,29 @@ def _quoted(name: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
 
+async def _key_hits(connection: Any, catalog: Catalog, tables: Sequence[str], keys: list[str]) -> list[KeyHit]:
+    hits = []
+    for name in tables:
+        for column in key_candidates(catalog.tables[name]):
+            found = await connection.fetchval(
+                f"SELECT count(*) FROM {_quoted(name)} WHERE {_quoted(column)} = ANY($1::text[])", keys)
+            if found:
+                hits.append(KeyHit(name, column, int(found), len(keys)))
+    return hits
+
+
 async def probe(connection: Any, catalog: Catalog, shapes: Sequence[CollectionShape]) -> Probes:
     key_hits: dict[str, tuple[KeyHit, ...]] = {}
     for shape in shapes:
         keys = list(shape.keys[:PROBE_KEYS])
         if not keys:
             continue
-        hits = []
-        for name, table in catalog.tables.items():
-            if name == "id_map":
-                continue
-            for column in key_candidates(table):
-                found = await connection.fetchval(
-                    f"SELECT count(*) FROM {_quoted(name)} WHERE {_quoted(column)} = ANY($1::text[])", keys)
-                if found:
-                    hits.append(KeyHit(name, column, int(found), len(keys)))
+        # the tables named like the collection first: one probe each when names agree
+        named = [name for name in catalog.tables if squashed(name.rpartition(".")[2]) == squashed(shape.name)]
+        hits = await _key_hits(connection, catalog, named, keys)
+        if not hits:
+            others = [name for name in catalog.tables if name not in named and name != "id_map"]
+            hits = await _key_hits(connection, catalog, others, keys)
         key_hits[shape.name] = tuple(hits)
     refs: dict[tuple[str, str], str] = {}
     if catalog.id_map and catalog.id_map_collections:

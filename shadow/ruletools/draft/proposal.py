@@ -93,6 +93,8 @@ class EntityProposal:
     routes: tuple[RouteProposal, ...] = ()
     unverifiable: tuple[tuple[str, str], ...] = ()  # (API path, reason)
     todos: tuple[str, ...] = ()
+    view: bool = False  # a view model seen in recorded answers (documents keyed by `id`)
+    id_field: str = "_id"
 
 
 @dataclass(frozen=True, slots=True)
