@@ -30,6 +30,8 @@ CREATE TABLE widgets (
     is_active boolean NOT NULL DEFAULT true, color shade, weight numeric(10, 2), note text,
     "yes" text, created_at timestamptz(3));
 CREATE TABLE order_items (id uuid PRIMARY KEY, legacy_object_id text NOT NULL UNIQUE, sku text, "Weird Col" text);
+CREATE TABLE "Audit Log" (id uuid PRIMARY KEY, legacy_object_id text NOT NULL UNIQUE);
+CREATE TABLE tokens (id uuid PRIMARY KEY, legacy_object_id text NOT NULL UNIQUE, "issuedAt" timestamptz);
 """
 
 
@@ -66,12 +68,16 @@ async def _seed(stores: Stores) -> list[str]:
         await connection.executemany("INSERT INTO id_map VALUES ('widgets', $1, $2)", [(r[1], r[0]) for r in rows])
         await connection.execute("INSERT INTO order_items VALUES ($1, $2, $3, NULL)", order_uuid, str(order_id), MARKER)
         await connection.execute("INSERT INTO id_map VALUES ('order items', $1, $2)", str(order_id), order_uuid)
+        await connection.executemany("INSERT INTO tokens VALUES ($1, $2, $3)",  # string keys, a camelCase column
+                                     [(uuid.uuid4(), f"{MARKER}-{i}", datetime(2026, 1, 2, tzinfo=UTC)) for i in range(3)])
     finally:
         await connection.close()
     client: AsyncMongoClient[Any] = AsyncMongoClient(stores.mongo_uri, tz_aware=True)
     try:
         await client[stores.mongo_db]["widgets"].insert_many(widgets)
         await client[stores.mongo_db]["order items"].insert_one({"_id": order_id, "sku": MARKER, "__v": 0})
+        await client[stores.mongo_db]["tokens"].insert_many(
+            [{"_id": f"{MARKER}-{i}", "issuedAt": datetime(2026, 1, 2, tzinfo=UTC)} for i in range(3)])
     finally:
         await client.close()
     return [str(w["_id"]) for w in widgets]
@@ -120,7 +126,7 @@ def hostile(fresh_stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> t
 def test_no_sampled_value_is_ever_written(hostile: tuple[Path, int, str, str]) -> None:
     out, _, stdout, stderr = hostile
     files = list(out.iterdir())
-    assert {f.name for f in files} == {"widgets.yaml", "order_items.yaml", "TODO.txt"}, stderr
+    assert {f.name for f in files} == {"widgets.yaml", "order_items.yaml", "tokens.yaml", "TODO.txt"}, stderr
     for file in files:
         assert MARKER not in file.read_text(), file.name
     assert MARKER not in stdout and MARKER not in stderr  # --check prints paths and counts, not values
@@ -147,6 +153,7 @@ def test_names_yaml_would_misread_are_quoted_and_the_draft_loads(hostile: tuple[
     ("a huge array", "big: arrays up to 5000 items; the first 100 described"),
     ("mixed types at one path", "widgets.mixedThing: mixed types at one path"),
     ("a column no path explains", 'column order_items.Weird Col (text) is read by no field'),
+    ("a table name rules cannot spell", "table 'Audit Log': a name rules cannot spell"),
     ("a field only the API shows", "widgets.shownOnly: shown in 1 of 1 recorded documents, rebuilt from no column"),
 ])
 def test_what_cannot_be_mapped_is_a_todo(hostile: tuple[Path, int, str, str], what: str, todo: str) -> None:
@@ -195,3 +202,12 @@ def test_unreachable_stores_and_bad_arguments_exit_2(fresh_stores: Stores, tmp_p
     assert code == 2, err
     assert message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_string_keys_and_camel_case_columns(hostile: tuple[Path, int, str, str]) -> None:
+    out, _, stdout, _ = hostile
+    tokens = load_rules(out).entities["tokens"]
+    assert tokens.key_type == "string"
+    assert (tokens.fields["issuedAt"].column, [t.name for t in tokens.fields["issuedAt"].transforms]) == (
+        "issuedAt", ["timestamp"])
+    assert "tokens: 3 match, 0 mismatch, 0 missing of 3 sampled key(s)" in stdout

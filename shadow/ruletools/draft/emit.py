@@ -123,6 +123,8 @@ def entity_text(entity: EntityProposal, sampled: int) -> str:
               f"table: {entity.table}"]
     if entity.key != "legacy_object_id":
         lines.append(f"key: {quote(entity.key)}")
+    if entity.key_type != "objectid":
+        lines.append(f"key_type: {entity.key_type}  # the sampled _ids are strings")
     if entity.view:
         lines += [f"id_field: {quote(entity.id_field)}", "view: true  # computed per read: the API is the only control"]
     lines.append("fields:")

@@ -77,6 +77,8 @@ class Matcher:
         if mixed is not None:
             return mixed
         names = [(snake(*prefix, key), 0.9, "same name")]
+        if not prefix and key != names[0][0] and IDENTIFIER.match(key):  # a quoted camelCase column
+            names.insert(0, (key, 0.9, "the very name"))
         if prefix and key in VALUE_LEAVES:
             names.append((snake(*prefix), 0.8, f"'{key}' of the subdocument {prefix[-1]} is its own column"))
         if prefix:

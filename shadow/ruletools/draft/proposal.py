@@ -94,6 +94,7 @@ class EntityProposal:
     unverifiable: tuple[tuple[str, str], ...] = ()  # (API path, reason)
     todos: tuple[str, ...] = ()
     view: bool = False  # a view model seen in recorded answers (documents keyed by `id`)
+    key_type: str = "objectid"  # string when the sampled _ids are strings
     id_field: str = "_id"
 
 

@@ -18,9 +18,20 @@ VERSION_KEYS = ("__v",)  # Mongoose's version key: never a column, dropped by to
 KEY_COLUMNS = ("legacy_object_id", "legacy_id", "mongo_id", "object_id")
 
 
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+def spellable(table: str) -> bool:
+    """A table name the rule format can hold (`table` or `schema.table`, identifiers)."""
+    return bool(_TABLE.match(table))
+
+
 def key_candidates(table: Table) -> list[str]:
     """Text columns unique over the whole table: where a legacy `_id` can live."""
-    found = [column.name for column in table.columns if column.family == "text" and table.is_unique((column.name,))]
+    if not spellable(table.name):
+        return []
+    found = [column.name for column in table.columns if column.family == "text" and table.is_unique((column.name,))
+             and IDENTIFIER.match(column.name)]
     return sorted(found, key=lambda name: (name not in KEY_COLUMNS, name))
 
 
@@ -125,6 +136,11 @@ def propose(catalog: Catalog, shapes: Sequence[CollectionShape], probes: Probes)
         matcher.claim(table_name, key, *table.primary_key)
         skip = frozenset({"_id", *VERSION_KEYS})
         key_field = FieldProposal("_id", "column", confidence, f"the legacy _id: {reason}", column=key)
+        id_kinds = shape.paths["_id"].kinds() if "_id" in shape.paths else {"objectid"}
+        key_type = "string" if id_kinds == {"string"} else "objectid"
+        if id_kinds - {"objectid"} and key_type != "string":
+            matcher.todo("_id", f"keys of several types or not strings ({shape.paths['_id'].summary()}): "
+                                "rules take ObjectId or string keys")
         fields = (key_field, *matcher.fields("", table, (), skip))
         version = next((name for name in VERSION_KEYS if name in shape.paths and table.column(name) is None), None)
         version_reason = (f"{version}: in {shape.paths[version].present} of {shape.documents} sampled, "
@@ -136,8 +152,10 @@ def propose(catalog: Catalog, shapes: Sequence[CollectionShape], probes: Probes)
         entity_todos = tuple([*(f"{shape.name}: {problem}" for problem in shape.problems), *matcher.todos, *unread])
         entities.append(EntityProposal(
             entity_name(table_name, names), shape.name, table_name, confidence, reason, key, fields, version,
-            version_reason, tuple(stored_defaults(fields, shape, table)), todos=entity_todos))
+            version_reason, tuple(stored_defaults(fields, shape, table)), todos=entity_todos, key_type=key_type))
     for name, table in catalog.tables.items():
-        if name not in used and name != "id_map" and key_candidates(table):
+        if not spellable(name):
+            todos.append(f"table {name!r}: a name rules cannot spell (identifiers only): rename it or add a view")
+        elif name not in used and name != "id_map" and key_candidates(table):
             todos.append(f"table {name!r}: no sampled collection maps to it")
     return Draft(tuple(entities), tuple(todos))
