@@ -192,6 +192,7 @@ def test_stored_defaults_and_enum_case(hostile: tuple[Path, int, str, str]) -> N
     (("--mongo", "mongodb://127.0.0.1:1/?directConnection=true"), "cannot reach MongoDB"),
     (("--sample", "0"), "--sample must be 1..10000"),
     (("--entity", "nothing_like_it"), "no collection named like nothing_like_it"),
+    (("--answers", "no-such-answers-dir"), "--answers 'no-such-answers-dir' is not a directory"),
 ])
 def test_unreachable_stores_and_bad_arguments_exit_2(fresh_stores: Stores, tmp_path: Path,
                                                      args: tuple[str, ...], message: str) -> None:

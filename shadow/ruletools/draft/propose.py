@@ -149,7 +149,9 @@ def propose(catalog: Catalog, shapes: Sequence[CollectionShape], probes: Probes)
                   for t in matcher.tables_used for column in catalog.tables[t].columns
                   if column.name not in matcher.claimed.get(t, set())]
         used.update(matcher.tables_used)
-        entity_todos = tuple([*(f"{shape.name}: {problem}" for problem in shape.problems), *matcher.todos, *unread])
+        empty = [f"{shape.name}: the collection is empty: no field could be proposed"] if not shape.documents else []
+        entity_todos = tuple([*empty, *(f"{shape.name}: {problem}" for problem in shape.problems), *matcher.todos,
+                              *unread])
         entities.append(EntityProposal(
             entity_name(table_name, names), shape.name, table_name, confidence, reason, key, fields, version,
             version_reason, tuple(stored_defaults(fields, shape, table)), todos=entity_todos, key_type=key_type))

@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.sample <= MAX_SAMPLE:
         print(f"shadow rules draft: --sample must be 1..{MAX_SAMPLE}, got {args.sample}", file=sys.stderr)
         return 2
+    if args.answers and not Path(args.answers).is_dir():
+        print(f"shadow rules draft: --answers {args.answers!r} is not a directory", file=sys.stderr)
+        return 2
     return asyncio.run(_run(args))
 
 
@@ -97,6 +100,9 @@ async def _run(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     written = write_draft(draft, out, {shape.name: shape.documents for shape in shapes})
+    others = sorted(path.name for path in out.glob("*.yaml") if path not in written)
+    if others:  # never deleted: they may be the user's; but --check and the proxy would load them too
+        print(f"warning: {out} also holds {', '.join(others)}, not written by this draft", file=sys.stderr)
     fields = sum(len(entity.fields) for entity in draft.entities)
     todos = len(draft.todos) + sum(len(entity.todos) for entity in draft.entities)
     print(f"{out}: {len(draft.entities)} entities, {fields} top-level fields, {todos} TODO(s) "
