@@ -2,6 +2,8 @@
 what the rule says and the reason written next to it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from shadow.rules import load_rules
 from tests.draft.conftest import Drafted
 
@@ -105,3 +107,17 @@ def test_view_models_from_recorded_answers(drafted: Drafted) -> None:
     assert listing is not None and listing.is_list and [(w.column, w.to) for w in listing.where] == [
         ("buyer_id", "users")]
     assert "a list view — if it is paged or sorted, add order_by / limit / offset / total by hand" in text
+
+
+def test_unique_indexes_become_verify_set_candidates(drafted: Drafted, tmp_path: Path) -> None:
+    """Written as comments; uncommented, they are the shipped rules' sets (partial index
+    predicate included)."""
+    text = drafted.text("payments")
+    assert "#     - {name: payments_pending_idempotency_key, of: [idempotencyKey], where: {status: pending}}" in text
+    (tmp_path / "payments.yaml").write_text(text.replace("# verify:", "verify:").replace("#   sets:", "  sets:")
+                                            .replace("#     - {name:", "    - {name:"))
+    payments = load_rules(tmp_path).entities["payments"]
+    assert payments.checks is not None
+    (pending,) = payments.checks.sets
+    assert ([c.path for c in pending.of], [(c.path, v) for c, v in pending.where]) == (
+        ["idempotencyKey"], [("status", "pending")])

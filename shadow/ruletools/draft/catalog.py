@@ -52,6 +52,7 @@ class Index:
     columns: tuple[str, ...]  # () for expression indexes
     unique: bool
     partial: bool
+    predicate: str | None = None  # WHERE of a partial index, as PostgreSQL prints it
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ WHERE c.contype IN ('p', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_s
 """
 _INDEXES = """
 SELECT i.indrelid AS rel, x.relname AS name, i.indisunique AS unique, i.indpred IS NOT NULL AS partial,
-       i.indkey::int2[] AS keys
+       i.indkey::int2[] AS keys, pg_get_expr(i.indpred, i.indrelid) AS predicate
 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
 JOIN pg_namespace n ON n.oid = x.relnamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
@@ -189,7 +190,8 @@ async def read_catalog(connection: Any) -> Catalog:
             continue
         nums = list(row["keys"])
         cols = () if 0 in nums else tuple(by_num[table].get(num, "?") for num in nums)
-        indexes.setdefault(table, []).append(Index(row["name"], cols, bool(row["unique"]), bool(row["partial"])))
+        indexes.setdefault(table, []).append(Index(row["name"], cols, bool(row["unique"]), bool(row["partial"]),
+                                                   row["predicate"]))
     tables = {name: Table(name, tuple(cols), primary.get(name, ()), tuple(fks.get(name, ())),
                           tuple(indexes.get(name, ()))) for name, cols in columns.items()}
     referenced: dict[str, list[tuple[str, ForeignKey]]] = {}

@@ -145,6 +145,10 @@ def entity_text(entity: EntityProposal, sampled: int) -> str:
             lines.append("  defaults:")
             lines.extend(f"    {quote(default.path)}: {scalar(default.value)}  # {comment(default.reason)}"
                          for default in entity.defaults)
+    if entity.set_candidates:
+        lines += ["# `verify:` candidates from unique indexes (uncomment to digest them in `shadow verify`):",
+                  "# verify:", "#   sets:"]
+        lines.extend(f"#     {comment(item)}" for item in entity.set_candidates)
     return "\n".join(lines) + "\n"
 
 

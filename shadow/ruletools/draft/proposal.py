@@ -95,6 +95,7 @@ class EntityProposal:
     todos: tuple[str, ...] = ()
     view: bool = False  # a view model seen in recorded answers (documents keyed by `id`)
     key_type: str = "objectid"  # string when the sampled _ids are strings
+    set_candidates: tuple[str, ...] = ()  # `verify: sets:` items from unique indexes, written as comments
     id_field: str = "_id"
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shadow.ruletools.draft.catalog import Catalog, Column, Table
+from shadow.ruletools.draft.checks import set_candidates
 from shadow.ruletools.draft.fields import Matcher
 from shadow.ruletools.draft.names import IDENTIFIER, squashed
 from shadow.ruletools.draft.proposal import Default, Draft, EntityProposal, FieldProposal, Probes
@@ -154,7 +155,8 @@ def propose(catalog: Catalog, shapes: Sequence[CollectionShape], probes: Probes)
                               *unread])
         entities.append(EntityProposal(
             entity_name(table_name, names), shape.name, table_name, confidence, reason, key, fields, version,
-            version_reason, tuple(stored_defaults(fields, shape, table)), todos=entity_todos, key_type=key_type))
+            version_reason, tuple(stored_defaults(fields, shape, table)), todos=entity_todos, key_type=key_type,
+            set_candidates=tuple(set_candidates(table, key, fields))))
     for name, table in catalog.tables.items():
         if not spellable(name):
             todos.append(f"table {name!r}: a name rules cannot spell (identifiers only): rename it or add a view")
