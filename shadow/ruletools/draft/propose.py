@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shadow.ruletools.draft.catalog import Catalog, Column, Table
-from shadow.ruletools.draft.checks import set_candidates
 from shadow.ruletools.draft.fields import Matcher
 from shadow.ruletools.draft.names import IDENTIFIER, squashed
 from shadow.ruletools.draft.proposal import Default, Draft, EntityProposal, FieldProposal, Probes
 from shadow.ruletools.draft.sample import CollectionShape
+from shadow.ruletools.draft.verifysets import set_candidates
 
 VERSION_KEYS = ("__v",)  # Mongoose's version key: never a column, dropped by toJSON
 KEY_COLUMNS = ("legacy_object_id", "legacy_id", "mongo_id", "object_id")
