@@ -83,3 +83,18 @@ def test_dates_inside_jsonb_scalar_arrays_and_a_reference_named_like_no_column()
     assert "notes" not in fields
     assert ("orders.notes: array (object 1 of 1): child tables with an FK to orders named like it: order_notes, "
             "archived_order_notes") in orders.todos
+
+
+def test_a_reference_whose_ids_live_elsewhere_than_its_fk_says_is_flagged() -> None:
+    catalog = _catalog(
+        _table("users", [("id", "uuid"), ("legacy_object_id", "text")], indexes=(KEY,)),
+        _table("orders", [("id", "uuid"), ("legacy_object_id", "text"), ("user_id", "uuid")],
+               (ForeignKey(("user_id",), "users", ("id",)),), indexes=(KEY,)),
+    )
+    shape = shape_of("orders", [{"_id": ObjectId(), "userId": ObjectId()}])
+    probes = Probes(MappingProxyType({"orders": (KeyHit("orders", "legacy_object_id", 1, 1),)}),
+                    MappingProxyType({("orders", "userId"): "orders"}))  # the sampled ids are orders' ids
+    (orders,) = propose(catalog, [shape], probes).entities
+    user = next(f for f in orders.fields if f.name == "userId")
+    assert user.to == "orders" and user.confidence < 0.6
+    assert "BUT the FK points at users ('users'): check which is right" in user.reason

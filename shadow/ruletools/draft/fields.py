@@ -109,6 +109,9 @@ class Matcher:
         fk = table.fk_of(column)
         by_fk = self.table_collections.get(fk.table) if fk is not None else None
         if probed is not None:
+            if fk is not None and by_fk is not None and by_fk != probed:
+                return probed, (f"sampled ids found in id_map under '{probed}' BUT the FK points at {fk.table} "
+                                f"('{by_fk}'): check which is right")
             agrees = f", FK to {fk.table}" if fk is not None and by_fk == probed else ""
             return probed, f"sampled ids found in id_map under '{probed}'{agrees}"
         if by_fk is not None and fk is not None:
@@ -121,7 +124,8 @@ class Matcher:
         if to is None:
             self.todo(shape.path, f"ObjectIds <- {table.name}.{column.name} (uuid), but {because}: add `to:`")
             return None
-        return FieldProposal(key, "ref", confidence if "id_map" in because else confidence - 0.1,
+        sure = "id_map" in because and "BUT" not in because
+        return FieldProposal(key, "ref", confidence if sure else round(confidence - 0.3 * ("BUT" in because) - 0.1, 2),
                              f"ObjectId, {why} as {table.name}.{column.name} (uuid); {because}",
                              column=column.name, to=to)
 
