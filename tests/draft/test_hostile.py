@@ -76,6 +76,7 @@ async def _seed(stores: Stores) -> list[str]:
     try:
         await client[stores.mongo_db]["widgets"].insert_many(widgets)
         await client[stores.mongo_db]["order items"].insert_one({"_id": order_id, "sku": MARKER, "__v": 0})
+        await client[stores.mongo_db]["events"].insert_many([{"kind": "x"} for _ in range(150)])  # no table
         await client[stores.mongo_db]["tokens"].insert_many(
             [{"_id": f"{MARKER}-{i}", "issuedAt": datetime(2026, 1, 2, tzinfo=UTC)} for i in range(3)])
     finally:
@@ -212,3 +213,15 @@ def test_string_keys_and_camel_case_columns(hostile: tuple[Path, int, str, str])
     assert (tokens.fields["issuedAt"].column, [t.name for t in tokens.fields["issuedAt"].transforms]) == (
         "issuedAt", ["timestamp"])
     assert "tokens: 3 match, 0 mismatch, 0 missing of 3 sampled key(s)" in stdout
+
+
+def test_a_large_collection_is_sampled_not_scanned(hostile: tuple[Path, int, str, str], fresh_stores: Stores,
+                                                   tmp_path: Path) -> None:
+    """5 of 150 documents: `$sample` (under 5 % of the collection), never more read."""
+    # the default --sample 200 reads all 150
+    assert "collection 'events' (150 sampled): no table holds its sampled _ids" in (hostile[0] / "TODO.txt").read_text()
+    code, _, err = shadow("rules", "draft", "--pg", fresh_stores.pg_dsn, "--mongo", fresh_stores.mongo_uri,
+                          "--mongo-db", fresh_stores.mongo_db, "--entity", "events", "--sample", "5",
+                          "-o", str(tmp_path))
+    assert code == 0, err
+    assert "collection 'events' (5 sampled): no table holds its sampled _ids" in (tmp_path / "TODO.txt").read_text()

@@ -201,19 +201,30 @@ def shape_of(name: str, documents: Iterable[Mapping[str, Any]]) -> CollectionSha
 
 
 async def sample_collection(database: Any, name: str, size: int) -> CollectionShape:
-    """The shape of at most `size` documents of one collection (PyMongo async database)."""
-    from pymongo.errors import OperationFailure
+    """The shape of at most `size` documents of one collection (PyMongo async database).
 
-    shaper = Shaper(name)
+    `$sample` reads random documents without a scan only when `size` is under 5 % of the
+    collection (MongoDB otherwise scans and sorts it at random); below that, or where the
+    server has no `$sample`, the first `size` documents in natural order are read."""
+    from pymongo.errors import PyMongoError
+
     collection = database[name]
     try:
-        cursor = await collection.aggregate([{"$sample": {"size": size}}])
-        async for document in cursor:
-            shaper.observe(document)
-    except OperationFailure:  # no $sample on this server: the first `size` documents
+        estimated = int(await collection.estimated_document_count())
+    except PyMongoError:
+        estimated = 0
+    if size * 20 < estimated:
         shaper = Shaper(name)
-        async for document in collection.find({}).limit(size):
-            shaper.observe(document)
+        try:
+            cursor = await collection.aggregate([{"$sample": {"size": size}}])
+            async for document in cursor:
+                shaper.observe(document)
+            return shaper.shape()
+        except PyMongoError:
+            pass  # no $sample on this server
+    shaper = Shaper(name)
+    async for document in collection.find({}).limit(size):
+        shaper.observe(document)
     return shaper.shape()
 
 
