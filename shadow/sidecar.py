@@ -66,7 +66,7 @@ def rules_facts(rules: Any) -> tuple[dict[str, Redaction], list[Divergence]]:
     redact: dict[str, Redaction] = {}
     divergences: list[Divergence] = []
     for name, entity in getattr(rules, "entities", {}).items():
-        redact[name] = Redaction.of(getattr(entity, "redact", ()) or (), getattr(entity, "redact_names", ()) or ())
+        redact[name] = Redaction.for_entity(entity) if hasattr(entity, "redact") else Redaction()
         for known in getattr(entity, "known", ()) or ():
             expires = getattr(known, "expires", None)
             # the end of the expiry day, UTC (compare() counts a divergence until that day ends)
