@@ -311,3 +311,15 @@ def test_the_json_schema_knows_the_redaction_section() -> None:
     for bad in ({"show_patterns": ["cards"]}, {"patterns": ["x" * 201]}, {"other": 1}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**good, "redaction": bad}, schema)
+
+
+def test_the_sidecar_takes_a_shared_key_and_refuses_a_short_one(tmp_path: Path) -> None:
+    from shadow.config import Config, ConfigError
+
+    base = {"upstream": "http://127.0.0.1:1", "rules": str(tmp_path)}
+    with pytest.raises(ConfigError, match="at least 16") as refused:
+        Config.parse(base, {"SHADOW_REDACTION_KEY": "short-key"})
+    assert "short-key" not in str(refused.value) and "SHADOW_REDACTION_KEY" in str(refused.value)
+    key = "a shared key for every pod"
+    config = Config.parse(base, {"SHADOW_REDACTION_KEY": key})
+    assert config.redaction_key == key and key not in repr(config)
