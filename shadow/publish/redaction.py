@@ -11,6 +11,7 @@ API (everything else here is internal):
   redaction.side(value, path)    one side of a diff at a collapsed path (None stays None)
   redaction.diffs(field_diffs)   FieldDiffs with both sides masked
   redaction.kind(path)           "secret", "pii" or None: what the path's name says
+  redaction.shown_name(path)     a path or object key as shown (memoized `text`)
   is_mask(text)                  True for one mask (tests; not masking twice)
 
 A masked value keeps what tells two values apart but not the value:
@@ -266,6 +267,7 @@ class Redaction:
     show: tuple[str, ...] = ()  # harmless names that win over the names inside them
     patterns: ValuePatterns = field(default_factory=ValuePatterns)
     _kinds: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
+    _keys: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, paths: Iterable[str] = (), extra_names: Iterable[str] = (), *, names: tuple[str, ...] | None = None,
@@ -335,6 +337,18 @@ class Redaction:
             return text
         return apply_spans(text, self.patterns.spans(text, self._name_kind))
 
+    def shown_name(self, name: str) -> str:
+        """An object key or a path as it may be shown (a token used as a key is masked);
+        memoized, bounded: documents and diffs repeat the same few names."""
+        try:
+            return self._keys[name]
+        except KeyError:
+            pass
+        if len(self._keys) >= _CACHE_SIZE:
+            self._keys.clear()
+        shown = self._keys[name] = self.text(name)
+        return shown
+
     def _name_kind(self, name: str) -> str | None:
         return self.kind(name) if len(name) <= 64 else None
 
@@ -351,7 +365,7 @@ class Redaction:
         if isinstance(value, Mapping):
             if depth >= MAX_DEPTH:
                 return TOO_DEEP
-            return {(self.text(name) if isinstance(name, str) and len(name) >= _MIN_KEY_TO_SCAN else name):
+            return {(self.shown_name(name) if isinstance(name, str) and len(name) >= _MIN_KEY_TO_SCAN else name):
                     self._walk(item, f"{path}.{name}" if path else str(name), depth + 1)
                     for name, item in value.items()}
         if isinstance(value, list | tuple):
@@ -369,7 +383,7 @@ class Redaction:
 
     def diff(self, diff: FieldDiff) -> FieldDiff:
         return replace(diff, control=self.side(diff.control, diff.path), candidate=self.side(diff.candidate, diff.path),
-                       at=self.text(diff.at), path=self.text(diff.path))
+                       at=self.shown_name(diff.at), path=self.shown_name(diff.path))
 
     def diffs(self, diffs: Iterable[FieldDiff]) -> tuple[FieldDiff, ...]:
         return tuple(self.diff(diff) for diff in diffs)

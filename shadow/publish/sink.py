@@ -57,7 +57,7 @@ class Divergence:
 
 def _diff_json(diff: FieldDiff, redaction: Redaction) -> dict[str, Any]:
     return {
-        "path": redaction.text(diff.path), "at": redaction.text(diff.at), "kind": diff.kind,
+        "path": redaction.shown_name(diff.path), "at": redaction.shown_name(diff.at), "kind": diff.kind,
         "control": redaction.side(diff.control, diff.path),
         "candidate": redaction.side(diff.candidate, diff.path),
     }
@@ -302,7 +302,7 @@ class Sink:
             attributes={"shadow.entity": comparison.entity, "shadow.route": comparison.route,
                         "shadow.outcome": comparison.outcome.value, "shadow.source": comparison.source,
                         "shadow.key": redact.text(comparison.key or ""),
-                        "shadow.diff_paths": sorted({redact.text(d.path) for d in comparison.diffs})},
+                        "shadow.diff_paths": sorted({redact.shown_name(d.path) for d in comparison.diffs})},
         )
         if comparison.outcome is Outcome.ERROR:
             span.set_status(StatusCode.ERROR, redact.text(comparison.reason or "error"))
