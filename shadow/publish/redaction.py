@@ -8,6 +8,7 @@ API (everything else here is internal):
   Redaction.for_entity(entity)   what an entity hides (DEFAULT: the built-ins only)
   redaction.value(document)      a copy of a document, values masked   = redact_document()
   redaction.text(string)         a string with its secret parts masked = redact_text()
+                                 (cut at MAX_TEXT = 16 KiB characters, the length said)
   redaction.side(value, path)    one side of a diff at a collapsed path (None stays None)
   redaction.diffs(field_diffs)   FieldDiffs with both sides masked
   redaction.kind(path)           "secret", "pii" or None: what the path's name says
@@ -121,6 +122,9 @@ _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _SUBSTRING_MIN = 5
 _CACHE_SIZE = 20000
 _MIN_KEY_TO_SCAN = 5  # shorter object keys cannot hold a value pattern
+#: longest string shown (and scanned); the rest is cut, with its length said
+MAX_TEXT = 16384
+_CUT_MARGIN = 1024
 
 
 def words(text: str) -> tuple[str, ...]:
@@ -332,10 +336,17 @@ class Redaction:
     # -- values
 
     def text(self, text: str) -> str:
-        """`text` with the secret parts that value patterns find masked."""
+        """`text` with the secret parts that value patterns find masked. A string longer
+        than MAX_TEXT is cut there (the sink runs on the proxy's event loop: the scan of
+        one value stays bounded); the scan reaches a little further, so a secret across
+        the cut is masked whole rather than shown in part."""
         if len(text) < _MIN_KEY_TO_SCAN:
             return text
-        return apply_spans(text, self.patterns.spans(text, self._name_kind))
+        if len(text) <= MAX_TEXT:
+            return apply_spans(text, self.patterns.spans(text, self._name_kind))
+        window = text[:MAX_TEXT + _CUT_MARGIN]
+        masked = apply_spans(window, self.patterns.spans(window, self._name_kind))
+        return f"{masked[:MAX_TEXT]} …[cut: {len(text)} characters in all]"
 
     def shown_name(self, name: str) -> str:
         """An object key or a path as it may be shown (a token used as a key is masked);

@@ -16,6 +16,7 @@ from shadow.model import FieldDiff
 from shadow.publish import secretvalues
 from shadow.publish.redaction import (
     DEFAULT,
+    MAX_TEXT,
     TOO_DEEP,
     Redaction,
     is_mask,
@@ -195,8 +196,20 @@ PATHOLOGICAL = 200_000
     "-----BEGIN " * PATHOLOGICAL, "-----BEGIN X-----" * PATHOLOGICAL, "x" * 64 + "=" + "y" * PATHOLOGICAL,
 ])
 def test_hostile_values_take_linear_time(text: str) -> None:
-    assert isinstance(redact_text(text), str)
+    whole = secretvalues.apply(text, DEFAULT.patterns.spans(text, DEFAULT.kind))  # the patterns over all of it
+    assert isinstance(whole, str)
+    shown = redact_text(text)  # what leaves the process: cut at MAX_TEXT
+    assert len(shown) < MAX_TEXT + 100 and shown.endswith(f" …[cut: {len(text)} characters in all]")
     assert isinstance(DEFAULT.value({"note": text, text[:1000]: 1}), dict)
+
+
+def test_a_secret_across_the_cut_is_masked_whole() -> None:
+    card = "4111 1111 1111 1111"
+    for at in range(MAX_TEXT - len(card), MAX_TEXT + 1, 3):
+        shown = redact_text("x " * (at // 2) + " " * (at % 2) + card + " tail" * 5000)
+        assert "1111" not in shown and "4111" not in shown, at
+    pem = "x" * (MAX_TEXT - 10) + "\n-----BEGIN PRIVATE KEY-----\n" + "A" * 5000 + "\n-----END PRIVATE KEY-----"
+    assert "AAAA" not in redact_text(pem)
 
 
 def test_hostile_documents_do_not_break_redaction() -> None:
@@ -205,7 +218,10 @@ def test_hostile_documents_do_not_break_redaction() -> None:
                      JWT: "a token as a key", b"raw": b"bytes", 7: 7.5, "when": decimal.Decimal("1e-18")}
     redacted = redact_document(document)
     assert is_mask(redacted["nested"]["1"]["apiKey"]) and is_mask(redacted["list"][0][0]["secret"])
-    assert is_mask(redacted["\u202epassword"]) and redacted[""] == 1 and redacted["a" * 100_000] == 4
+    assert is_mask(redacted["\u202epassword"]) and redacted[""] == 1
+    cut = " …[cut: 100000 characters in all]"
+    long_keys = [(len(key), key.endswith(cut), value) for key, value in redacted.items() if str(key)[:3] == "aaa"]
+    assert long_keys == [(MAX_TEXT + len(cut), True, 4)]  # cut, its length said
     assert JWT not in str(redacted) and redacted["bad"].startswith("\ud800[secret")
     assert redacted[b"raw"] == b"bytes" and redacted[7] == 7.5 and redacted["when"] == decimal.Decimal("1e-18")
     deep: Any = "leaf"
