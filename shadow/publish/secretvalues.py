@@ -18,8 +18,9 @@ secret part is masked (a URL keeps its scheme, host, path and harmless parameter
   url         the password of `scheme://user:password@host` (a bare `scheme://token@host`: the user)
   query       values of secret-named parameters in URLs and free text:
               `?token=…`, `access_token=…`, `api_key=…`, `sig=…`, `password: …`, `pwd="…"`
-  card        13-19 digits (spaces or dashes between) starting 2-6 that pass the Luhn check;
-              an order number passes one time in ten, and is then masked too
+  card        13-19 digits (spaces or dashes between) starting 2-6 that pass the Luhn check
+              and do not end in six zeros (amounts); an order number passes one time in ten,
+              and is then masked too
   email       an e-mail address, as PII
 
 Every pattern runs in time linear in the string: matches start only at word
@@ -140,9 +141,11 @@ def luhn(digits: str) -> bool:
 
 
 def is_card_number(value: int | str) -> bool:
-    """13-19 digits, starting 2-6 (the banking/finance ISO 7812 issuers), Luhn-valid."""
+    """13-19 digits, starting 2-6 (the banking/finance ISO 7812 issuers), Luhn-valid, and
+    not ending in six zeros (an amount in wei or minor units: `2500000000007000000`)."""
     digits = str(value) if isinstance(value, int) else value.replace(" ", "").replace("-", "")
-    return 13 <= len(digits) <= 19 and digits.isdigit() and digits[0] in "23456" and luhn(digits)
+    return (13 <= len(digits) <= 19 and digits.isdigit() and digits[0] in "23456" and not digits.endswith("000000")
+            and luhn(digits))
 
 
 def _looks_like_token(token: str) -> bool:

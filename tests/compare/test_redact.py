@@ -136,6 +136,7 @@ VALUES_TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("order 4111111111111112", (), ("order 4111111111111112",)),  # fails the Luhn check
     ("order 1234567890123452", (), ("order 1234567890123452",)),  # Luhn-valid, but no card starts with 1
     ("41111111111111110000", (), ("41111111111111110000",)),  # 20 digits: not a card
+    ("amount 2500000000007000000 wei", (), ("amount 2500000000007000000 wei",)),  # Luhn-valid, but an amount
     ("ann@example.com", ("ann@example.com",), ("[pii len=15",)),
     ("write to Ann.Lee+shop@mail.example.co.uk today", ("Ann.Lee",), ("write to [pii", " today")),
     ("plain words, 2026-12-06, #42, v1.2.3", (), ("plain words, 2026-12-06, #42, v1.2.3",)),
