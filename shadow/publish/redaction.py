@@ -1,7 +1,7 @@
 """Redaction: the one place that decides which values never leave the process. Every
 exit of field values goes through it: the mismatch log, /mismatches (JSON and page),
-deepdiff explanations, `shadow compare`, error reasons and keys on the page and in
-spans, and anything new (the console, the evidence store).
+deepdiff explanations, `shadow compare`, `shadow verify`'s report, error reasons and
+keys on the page and in spans, and anything new (the console, the evidence store).
 
 API (everything else here is internal):
 
@@ -29,8 +29,9 @@ What is masked:
   too (`tokens`). A name matches a run of the path's words, not a piece of a word
   (`pin` hides `pinCode`, not `shipping`; `key` hides `apiKey`, not `keyword` or
   `monkey`; `pan` not `company`; `sid` not `side`; `pass` not `passenger`) — except that
-  names of five letters or more also match inside an all-lower-case run-together word
-  (`passwordhash`, `xapikey`, `sessionid`). Two exceptions keep useful fields visible:
+  names of five letters or more also match inside a run-together word (`passwordhash`,
+  `xapikey`, `sessionid`; a one-word name not when only one or two letters are left
+  over: `phoneme`, `addressee`). Two exceptions keep useful fields visible:
   a name followed, in the same field name, by a qualifier word (`tokenType`,
   `emailVerified`, `addressCount`, `passwordUpdatedAt`, `keyId`: QUALIFIERS) is about
   the secret, not the secret; and a longer harmless name that contains it (`publicKey`,

@@ -315,6 +315,12 @@ def test_bad_redaction_sections_are_refused_with_file_and_line(tmp_path: Path, s
     assert message in str(caught.value) and "users.yaml:5" in str(caught.value), str(caught.value)
 
 
+def test_the_rules_and_the_redaction_name_the_same_value_patterns() -> None:
+    from shadow.rules import redaction as rules_redaction
+
+    assert rules_redaction.BUILTIN_PATTERNS == secretvalues.BUILTIN_PATTERNS
+
+
 def test_the_json_schema_knows_the_redaction_section() -> None:
     import jsonschema
 
