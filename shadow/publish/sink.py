@@ -14,6 +14,7 @@ import itertools
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -183,8 +184,11 @@ class Sink:
         silenced = self._silenced_errors.pop(stage, 0)
         more = f" ({silenced} more since the last report)" if silenced else ""
         detail = redact_text(f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error)
-        log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail,
-                    exc_info=isinstance(error, BaseException) and not isinstance(error, (TimeoutError, OSError)))
+        if isinstance(error, BaseException) and not isinstance(error, (TimeoutError, OSError)):
+            # the traceback as text, through redaction: its last line repeats the message,
+            # which may quote a value (a driver's "invalid input: ..." error)
+            detail += "\n" + redact_text("".join(traceback.format_exception(error)).rstrip())
+        log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail)
 
     def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None:
         """Paths where two reads of the control, back to back, differed: generated per

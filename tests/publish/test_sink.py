@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+
+import pytest
 
 from shadow.model import Comparison, DropReason, FieldDiff, Outcome, SkipReason
 from shadow.publish.metrics import Metrics
@@ -114,3 +117,17 @@ def test_no_secret_value_leaves_through_log_page_or_span() -> None:
     for where in (out.getvalue(), page, spans):
         assert not [value for value in secrets.values() if value in where], where
     assert "Anne" in out.getvalue() and "apiKey" in spans  # paths are shown, values are not
+
+
+def test_a_failure_is_logged_with_its_traceback_and_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink(Metrics(), mismatch_log=io.StringIO())
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlMTIz"
+    try:
+        raise ValueError(f"invalid input for query argument $1: 'Bearer {token}'")
+    except ValueError as error:
+        with caplog.at_level(logging.WARNING, logger="shadow.publish.sink"):
+            sink.raised("fetch", error, "users")
+    [record] = caplog.records
+    text = record.getMessage() + (record.exc_text or "")
+    assert "Traceback (most recent call last)" in text and "test_a_failure_is_logged" in text
+    assert token not in text and "Bearer [secret len=" in text
