@@ -87,7 +87,7 @@ SECRET_NAMES: tuple[str, ...] = (
     "privateKey", "privKey", "accessKey", "accessKeyId", "secretKey", "pem", "mnemonic", "seedPhrase", "seed.words",
     # tokens, sessions, one-time codes
     "token", "jwt", "bearer", "authorization", "auth", "cookie", "session", "sessionId", "sid", "otp", "totp",
-    "mfaCode", "authCode", "verificationCode", "recoveryCode", "backupCode", "resetCode", "signature", "nonce",
+    "mfaCode", "authCode", "verificationCode", "recoveryCode", "backupCode", "resetCode", "signature",
     "credential", "creds",
     # where a service's credentials hide
     "connectionString", "dsn", "databaseUrl", "dbUrl",
