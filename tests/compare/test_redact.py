@@ -346,3 +346,16 @@ def test_the_sidecar_takes_a_shared_key_and_refuses_a_short_one(tmp_path: Path) 
     key = "a shared key for every pod"
     config = Config.parse(base, {"SHADOW_REDACTION_KEY": key})
     assert config.redaction_key == key and key not in repr(config)
+
+
+def test_the_operations_guide_lists_the_built_in_names() -> None:
+    import re
+
+    from shadow.publish.redaction import PII_NAMES, SECRET_NAMES
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    secrets_listed = re.search(r"\* secrets: `([^`]*)`", guide)
+    pii_listed = re.search(r"\* PII: `([^`]*)`", guide)
+    assert secrets_listed and pii_listed
+    assert secrets_listed.group(1).split() == list(SECRET_NAMES)
+    assert pii_listed.group(1).split() == list(PII_NAMES)
