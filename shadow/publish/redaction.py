@@ -121,6 +121,8 @@ DEFAULT_NAMES: tuple[str, ...] = SECRET_NAMES + PII_NAMES
 
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _SUBSTRING_MIN = 5
+#: words in one field name beyond which it is masked unread (a hostile key, not a field)
+MAX_NAME_WORDS = 64
 _CACHE_SIZE = 20000
 _MIN_KEY_TO_SCAN = 5  # shorter object keys cannot hold a value pattern
 #: longest string shown (and scanned); the rest is cut, with its length said
@@ -140,14 +142,35 @@ class _Name:
     squashed: str  # the words run together, for the run-together match
 
 
+@dataclass(frozen=True)
+class _Names:
+    """Compiled names, indexed so that matching a path costs a few dictionary look-ups
+    per word of the path, not one pass per name (paths come from response bodies:
+    `aBaBaB…` must not cost names times words)."""
+
+    by_first: Mapping[str, tuple[_Name, ...]]  # a path word -> names whose first word it is (or its plural)
+    by_prefix: Mapping[str, tuple[_Name, ...]]  # a path word -> names whose run-together form starts with it
+    long: tuple[_Name, ...]  # names also matched inside a run-together word
+
+
 @lru_cache(maxsize=256)
-def _compile(names: tuple[str, ...]) -> tuple[_Name, ...]:
-    compiled = []
-    for name in names:
-        name_words = words(name)
-        if name_words:
-            compiled.append(_Name(name_words, "".join(name_words)))
-    return tuple(compiled)
+def _compile(names: tuple[str, ...]) -> _Names:
+    by_first: dict[str, list[_Name]] = {}
+    by_prefix: dict[str, list[_Name]] = {}
+    long = []
+    for text in dict.fromkeys(names):
+        name_words = words(text)
+        if not name_words:
+            continue
+        name = _Name(name_words, "".join(name_words))
+        for form in (name_words[0], name_words[0] + "s", name_words[0] + "es"):
+            by_first.setdefault(form, []).append(name)
+        for length in range(1, len(name.squashed) + 1):
+            by_prefix.setdefault(name.squashed[:length], []).append(name)
+        if len(name.squashed) >= _SUBSTRING_MIN:
+            long.append(name)
+    return _Names({word: tuple(found) for word, found in by_first.items()},
+                  {prefix: tuple(found) for prefix, found in by_prefix.items()}, tuple(long))
 
 
 def _same_word(name_word: str, path_word: str) -> bool:
@@ -160,37 +183,42 @@ class _PathWords:
     segment: tuple[int, ...]  # the segment (field name) each word belongs to
 
 
-def _path_words(path: str) -> _PathWords:
+def _path_words(path: str) -> _PathWords | None:
+    """The words of a path, or None for a field name of more than MAX_NAME_WORDS words
+    (no API has such a field: a hostile key, masked without looking further)."""
     all_words: list[str] = []
     segment_of: list[int] = []
     for index, part in enumerate(path.split(".")):
-        for word in words(part.split("[", 1)[0]):
-            all_words.append(word)
-            segment_of.append(index)
+        part_words = words(part.split("[", 1)[0])
+        if len(part_words) > MAX_NAME_WORDS:
+            return None
+        all_words.extend(part_words)
+        segment_of.extend([index] * len(part_words))
     return _PathWords(tuple(all_words), tuple(segment_of))
 
 
-def _spans(name: _Name, path: _PathWords) -> list[tuple[int, int]]:
-    """Where `name` occurs as a run of the path's words (start, end): word by word
+def _spans(names: _Names, path: _PathWords) -> Iterable[tuple[int, int]]:
+    """Where the names occur as runs of the path's words (start, end): word by word
     (`card.number` in `cardNumber`), or run together within one field name
     (`nickname` in `nick_name`)."""
-    found = []
-    size = len(name.words)
-    count = len(path.words)
-    for start in range(count - size + 1):
-        if all(_same_word(name.words[i], path.words[start + i]) for i in range(size)):
-            found.append((start, start + size))
-    for start in range(count):
-        joined = ""
-        for end in range(start, count):
-            if path.segment[end] != path.segment[start]:
-                break
-            joined += path.words[end]
-            if (end > start or size > 1) and _same_word(name.squashed, joined):
-                found.append((start, end + 1))
-            if len(joined) >= len(name.squashed) + 2:
-                break
-    return found
+    path_words, segment = path.words, path.segment
+    count = len(path_words)
+    for start, word in enumerate(path_words):
+        for name in names.by_first.get(word, ()):
+            size = len(name.words)
+            if start + size <= count and all(_same_word(name.words[i], path_words[start + i]) for i in range(1, size)):
+                yield start, start + size
+        for name in names.by_prefix.get(word, ()):
+            joined, end = word, start
+            while True:
+                if (end > start or len(name.words) > 1) and _same_word(name.squashed, joined):
+                    yield start, end + 1
+                end += 1
+                if end >= count or segment[end] != segment[start] or len(joined) >= len(name.squashed) + 2:
+                    break
+                joined += path_words[end]
+                if not (name.squashed.startswith(joined) or joined.startswith(name.squashed)):
+                    break
 
 
 def _inside(name: _Name, word: str) -> bool:
@@ -206,28 +234,28 @@ def _inside(name: _Name, word: str) -> bool:
     return False
 
 
-def _hit(names: tuple[_Name, ...], exempt: tuple[_Name, ...], path: _PathWords) -> bool:
-    if not names:
-        return False
-    covers = [span for name in exempt for span in _spans(name, path)]
-    for name in names:
-        for start, end in _spans(name, path):
-            after = end if end < len(path.words) and path.segment[end] == path.segment[end - 1] else None
-            if after is not None and path.words[after] in QUALIFIERS:
-                continue
-            if any(low <= start and end <= high for low, high in covers):
-                continue
-            return True
-        if len(name.squashed) >= _SUBSTRING_MIN:
-            for word in path.words:  # a run-together word: `passwordhash`, `xapikey`
-                if not _same_word(name.squashed, word) and _inside(name, word):
+def _hit(names: _Names, exempt: _Names, path: _PathWords) -> bool:
+    covers: list[tuple[int, int]] | None = None
+    for start, end in _spans(names, path):
+        if end < len(path.words) and path.segment[end] == path.segment[end - 1] and path.words[end] in QUALIFIERS:
+            continue
+        if covers is None:
+            covers = list(_spans(exempt, path))
+        if any(low <= start and end <= high for low, high in covers):
+            continue
+        return True
+    for word in path.words:  # a run-together word: `passwordhash`, `xapikey`
+        if len(word) > _SUBSTRING_MIN:
+            for name in names.long:
+                if len(word) > len(name.squashed) and not _same_word(name.squashed, word) and _inside(name, word):
                     return True
     return False
 
 
 def names_hide(path: str, names: tuple[str, ...] = DEFAULT_NAMES) -> bool:
     """True when the collapsed `path` (or an object containing it) is named by one of `names`."""
-    return _hit(_compile(names), _compile(NOT_SECRET), _path_words(path))
+    path_words = _path_words(path)
+    return path_words is None or _hit(_compile(names), _compile(NOT_SECRET), path_words)
 
 
 def is_sensitive(name: str) -> bool:
@@ -324,7 +352,7 @@ class Redaction:
         if path:
             path_words = _path_words(path)
             exempt = _compile(NOT_SECRET + self.show)
-            if _under(path, self.paths) or _hit(_compile(self.names), exempt, path_words):
+            if path_words is None or _under(path, self.paths) or _hit(_compile(self.names), exempt, path_words):
                 found = SECRET
             elif _hit(_compile(self.pii_names), exempt, path_words):
                 found = PII

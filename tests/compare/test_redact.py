@@ -213,6 +213,18 @@ def test_a_secret_across_the_cut_is_masked_whole() -> None:
     assert "AAAA" not in redact_text(pem)
 
 
+@pytest.mark.timeout(120)  # turns names times words (minutes for these keys) into a failure; indexed: milliseconds
+@pytest.mark.parametrize(("key", "kind"), [
+    ("aB" * 50_000, S), ("a_" * 50_000, S), ("a-" * 50_000, S),  # more than 64 words in one field name: masked unread
+    ("aB" * 32, None), ("a" * 100_000, None), ("password" * 10_000, S), ("p" * 100_000 + "assword", S),
+    ("x." * 50_000, None), ("x." * 50_000 + "password", S), ("[*]." * 50_000, None),
+])
+def test_hostile_keys_are_judged_in_linear_time(key: str, kind: str | None) -> None:
+    assert Redaction().kind(key) == kind
+    [shown] = DEFAULT.value({key: "v"}).values()
+    assert shown.startswith(f"[{kind} len=1 ") if kind else shown == "v"
+
+
 def test_hostile_documents_do_not_break_redaction() -> None:
     document: Any = {"": 1, ".": 2, "[*]": 3, "a" * 100_000: 4, "pass\x00word": "x", "\u202epassword": "y",
                      "nested": {"1": {"apiKey": "k"}}, "list": [[{"secret": "s"}]], "bad": "\ud800" + JWT,
