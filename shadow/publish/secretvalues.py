@@ -134,6 +134,9 @@ def _hint(text: str) -> bool:
     words) have none of it."""
     return ":" in text or "=" in text or "@" in text or "eyJ" in text or "-----BEGIN " in text or _auth_hint(text)
 
+
+#: one `name=value` of a query or fragment: it starts right after `?`, `#`, `&` or `;`
+_PARAM = re.compile(r"(?<=[?#&;])([^&;=#]++)=([^&;#]*+)")
 _URL_REST = re.compile(r"[^\s\"'<>`]*+")
 _SCHEME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-")
 _PEM_BEGIN = "-----BEGIN "
@@ -202,20 +205,11 @@ def _bearer(text: str, spans: list[Span]) -> None:
 
 def _params(text: str, start: int, end: int, secret_name: NameTest, spans: list[Span]) -> None:
     """`a=1&token=x;b=2` between start and end: mask the values of secret-named parameters."""
-    position = start
-    while position < end:
-        stop = end
-        for separator in "&;":
-            found = text.find(separator, position, end)
-            if 0 <= found < stop:
-                stop = found
-        equals = text.find("=", position, stop)
-        if equals > position:
-            name = text[position:equals]
-            kind = SECRET if name.lower() in _QUERY_NAMES else secret_name(name)
-            if kind is not None and stop > equals + 1:
-                spans.append((equals + 1, stop, kind))
-        position = stop + 1
+    for match in _PARAM.finditer(text, start, end):
+        name = match.group(1)
+        kind = SECRET if name.lower() in _QUERY_NAMES else secret_name(name)
+        if kind is not None and match.end(2) > match.start(2):
+            spans.append((match.start(2), match.end(2), kind))
 
 
 def _urls(text: str, secret_name: NameTest, spans: list[Span]) -> None:

@@ -192,7 +192,8 @@ PATHOLOGICAL = 200_000
     "eyJ" * PATHOLOGICAL, "eyJa." * PATHOLOGICAL, "a" * PATHOLOGICAL + "@", "a@" * PATHOLOGICAL,
     "a." * PATHOLOGICAL + "@x", "x@" + "a." * PATHOLOGICAL, "4 " * PATHOLOGICAL, "4-" * PATHOLOGICAL + "x",
     "4" * PATHOLOGICAL, "://" * PATHOLOGICAL, "a://" * PATHOLOGICAL, "https://" + "u:" * PATHOLOGICAL,
-    "https://h/?" + "a=&" * PATHOLOGICAL, "a=" * PATHOLOGICAL, "password=" * PATHOLOGICAL, "a:" * PATHOLOGICAL,
+    "https://h/?" + "a=&" * PATHOLOGICAL, "https://h/?" + "a=;" * PATHOLOGICAL, "https://h/?" + "a" * PATHOLOGICAL,
+    "https://h/?token=" + "x;" * PATHOLOGICAL, "a=" * PATHOLOGICAL, "password=" * PATHOLOGICAL, "a:" * PATHOLOGICAL,
     "password: " + '"' * PATHOLOGICAL, "Bearer " * PATHOLOGICAL, "bearer%20" * PATHOLOGICAL,
     "-----BEGIN " * PATHOLOGICAL, "-----BEGIN X-----" * PATHOLOGICAL, "x" * 64 + "=" + "y" * PATHOLOGICAL,
 ])
