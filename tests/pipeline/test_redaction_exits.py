@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+
+from shadow.publish import secretvalues
 
 #: finding 4's names (issue 18) and the first release's: each gets a value per side
 SECRET_FIELDS = ("pwd", "pass", "passphrase", "pin", "otp", "totp", "mfaCode", "jwt", "bearer", "session",
@@ -34,17 +39,30 @@ def _value(tag: str) -> str:
     return f"{tag}{secrets.token_hex(6)}"
 
 
+#: the pods' shared key: the sidecar and `shadow compare` then mask a value alike
+KEY = "a key shared by every pod of the test"
+
+
 async def _compare(world: Any, *extra: str) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shadow", "compare", "--rules", str(world.rules), "--pg", world.pg_dsn,
         "--url", world.api_url, "--route", "GET /quick/{id}", "--entity", "widgets", "--id", "w0001", *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "SHADOW_REDACTION_KEY": KEY})
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 1, err.decode()  # a mismatch
     return out.decode() + err.decode()
 
 
-async def test_no_planted_secret_leaves_through_any_exit(world, start, probe, tmp_path: Path) -> None:
+@pytest.fixture
+def shared_key() -> Iterator[str]:
+    """KEY for the sidecar (it sets this process's key at start); the old key afterwards."""
+    original = secretvalues._key
+    yield KEY
+    secretvalues._key = original
+
+
+async def test_no_planted_secret_leaves_through_any_exit(world, start, probe, tmp_path: Path, shared_key: str) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     control = {name: _value("C") for name in SECRET_FIELDS}
@@ -62,7 +80,7 @@ async def test_no_planted_secret_leaves_through_any_exit(world, start, probe, tm
     rules = world.rules / "widgets.yaml"
     rules.write_text(rules.read_text().replace("  apiToken: api_token\n", "  apiToken: api_token\n" + EXTRA_RULES))
     exporter = InMemorySpanExporter()
-    sidecar = await start(_span_exporter=exporter)
+    sidecar = await start(_span_exporter=exporter, redaction_key=shared_key)
     answers = await probe.get_all(sidecar.proxy_url, ["/quick/w0001", f"/quick/{JWT}?echo=1"])
     assert [status for status, _ in answers] == [200, 200]
     await probe.settle(sidecar)
@@ -93,6 +111,8 @@ async def test_no_planted_secret_leaves_through_any_exit(world, start, probe, tm
     shown = {diff["path"]: diff for diff in json.loads(exits["/mismatches"])["recent"][-1]["diffs"]}
     pin = shown["profile.pin"]
     assert pin["control"] != pin["candidate"]  # different values, different masks
+    compared = {diff["path"]: diff for diff in json.loads(exits["shadow compare --json"])["diffs"]}
+    assert compared["profile.pin"]["control"] == pin["control"]  # one key: the same mask in two processes
     assert not await _shows_values(world)
 
 
