@@ -124,6 +124,7 @@ _SUBSTRING_MIN = 5
 #: words in one field name beyond which it is masked unread (a hostile key, not a field)
 MAX_NAME_WORDS = 64
 _CACHE_SIZE = 20000
+_CACHED_CHARS = 512  # longer paths and keys are judged again each time (hostile, rare)
 _MIN_KEY_TO_SCAN = 5  # shorter object keys cannot hold a value pattern
 #: longest string shown (and scanned); the rest is cut, with its length said
 MAX_TEXT = 16384
@@ -356,7 +357,8 @@ class Redaction:
                 found = SECRET
             elif _hit(_compile(self.pii_names), exempt, path_words):
                 found = PII
-        self._kinds[path] = found
+        if len(path) <= _CACHED_CHARS:  # the cache's memory stays bounded whatever the keys
+            self._kinds[path] = found
         return found
 
     def hides(self, path: str) -> bool:
@@ -386,7 +388,9 @@ class Redaction:
             pass
         if len(self._keys) >= _CACHE_SIZE:
             self._keys.clear()
-        shown = self._keys[name] = self.text(name)
+        shown = self.text(name)
+        if len(name) <= _CACHED_CHARS:
+            self._keys[name] = shown
         return shown
 
     def _name_kind(self, name: str) -> str | None:
