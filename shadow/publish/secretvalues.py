@@ -117,10 +117,13 @@ _JWT = re.compile(rf"(?<![{_TOKEN_CHARS}])eyJ[{_TOKEN_CHARS}]++(?:\.[{_TOKEN_CHA
 _AUTH = re.compile(r"(?<![A-Za-z0-9])(?i:(bearer|basic))(?:[ \t]++|%20|\+)([A-Za-z0-9._~+/=-]++)")
 _CARD = re.compile(r"(?<![0-9])[2-6](?:[ -]?[0-9]){12,18}(?![0-9])")
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}+@[A-Za-z0-9-]{1,63}+(?:\.[A-Za-z0-9-]{1,63}+)++")
-#: `name=value`, `name: value`, `"name": "value"` (value quoted or up to a delimiter)
+#: `name=value` (the value up to a space or a delimiter), `name: value` (a label: the value
+#: may hold spaces, `phone: +49 151 2345`, up to the line's end, a delimiter or 64
+#: characters), `"name": "value"` (quoted: up to the closing quote)
 _ASSIGNMENT = re.compile(
-    r"(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.-]{0,63}+)[\"']?[ \t]*+[:=][ \t]*+"
-    r"(\"[^\"\n]*+\"|'[^'\n]*+'|[^\s&;,\"'<>#]++)")
+    r"(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.-]{0,63}+)[\"']?[ \t]*+"
+    r"(?:=[ \t]*+(\"[^\"\n]*+\"|'[^'\n]*+'|[^\s&;,\"'<>#]++)"
+    r"|:[ \t]*+(\"[^\"\n]*+\"|'[^'\n]*+'|[^\n&;,\"'<>#]{1,64}+))")
 
 
 def _auth_hint(text: str) -> bool:
@@ -242,15 +245,19 @@ def _urls(text: str, secret_name: NameTest, spans: list[Span]) -> None:
 
 def _assignments(text: str, secret_name: NameTest, spans: list[Span]) -> None:
     for match in _ASSIGNMENT.finditer(text):
-        name = match.group(1)
-        kind = SECRET if name.lower() in _QUERY_NAMES and "=" in match.group(0) else secret_name(name)
+        name, equals = match.group(1), match.group(2) is not None
+        kind = SECRET if equals and name.lower() in _QUERY_NAMES else secret_name(name)
         if kind is None:
             continue
-        value_start, value_end = match.span(2)
-        if match.group(2).lower() in _AUTH_SCHEMES:  # `Authorization: Bearer …`: the token is the bearer pattern's
+        group = 2 if equals else 3
+        value = match.group(group)
+        value_start, value_end = match.span(group)
+        if value.split(" ", 1)[0].lower() in _AUTH_SCHEMES:  # `Authorization: Bearer …`: the bearer pattern's
             continue
-        if text[value_start] in "\"'":
+        if value[0] in "\"'":
             value_start, value_end = value_start + 1, value_end - 1
+        else:
+            value_end -= len(value) - len(value.rstrip())
         if value_end > value_start:
             spans.append((value_start, value_end, kind))
 

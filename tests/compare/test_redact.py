@@ -126,6 +126,8 @@ VALUES_TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("host=db user=app password=hunter2 dbname=shop", ("hunter2",), ("host=db user=app", "dbname=shop")),
     ('{"password": "correct horse battery", "user": "ann"}', ("correct horse",), ('"user": "ann"',)),
     ("pin: 4821, retry", ("4821",), ("pin: [secret", ", retry")),
+    ("phone: +49 151 2345 6789\nnext line", ("151 2345",), ("phone: [pii len=17 ", "]\nnext line")),
+    ("Authorization: Basic dXNlcjpwYXNz", ("dXNlcjpwYXNz",), ("Authorization: Basic [secret",)),
     ("https://example.com/products?page=2&sort=price", (), ("https://example.com/products?page=2&sort=price",)),
     (PEM, ("MIIEowIBAAKCAQEA7bq0vSx", "q2lkYWxsZQ=="), ("-----BEGIN RSA PRIVATE KEY-----[secret", "-----END RSA PRIVATE KEY-----")),
     ("-----BEGIN PRIVATE KEY-----\nMIIunterminated", ("MIIunterminated",), ("-----BEGIN PRIVATE KEY-----[secret",)),
