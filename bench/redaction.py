@@ -7,7 +7,7 @@ bench/results/redaction.json.
     python bench/redaction.py [--scale 20] [--before OLD_REDACTION_PY]
 
 `--before` loads another redaction module (e.g. `git show d199657:shadow/publish/redaction.py
-> /tmp/old.py`) and times its whole-document redaction on the same documents.
+> old.py`) and times its whole-document redaction on the same documents.
 Pure CPU, one process, no database: the seeded marketplace documents in the API's shape.
 Measures only; never run as a test.
 """
