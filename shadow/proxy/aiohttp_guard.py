@@ -17,16 +17,14 @@ import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import httptools
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shadow.proxy.limits import LINGER_SECONDS, ConnectionSlots, Refused, RequestLimits, refusal
-
-if TYPE_CHECKING:
-    from shadow.proxy.aiohttp_engine import Proxy
+from shadow.config import RequestLimits
+from shadow.proxy.limits import LINGER_SECONDS, ConnectionSlots, Refused, refusal
 
 
 class GuardHost(Protocol):
@@ -41,6 +39,13 @@ class GuardHost(Protocol):
     send_timeout: float
 
     def refused(self, method: bytes, status: int) -> None: ...
+
+
+class ProxyHost(GuardHost, Protocol):
+    """The aiohttp engine's `Proxy` as its listener sees it (shadow/proxy/aiohttp_engine.py:
+    the engine imports this module, not the other way round)."""
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse: ...
 
 log = logging.getLogger("shadow.proxy.aiohttp_engine")
 
@@ -424,7 +429,7 @@ class GuardedServer:
             await asyncio.wait_for(self.listener.wait_closed(), 1.0)
 
 
-async def serve(proxy: Proxy, host: str, port: int, drain_timeout: float) -> tuple[GuardedServer, int]:
+async def serve(proxy: ProxyHost, host: str, port: int, drain_timeout: float) -> tuple[GuardedServer, int]:
     """Listen; returns the server (cleanup() drains in-flight requests) and the port."""
     limits = proxy.limits
     proxy.slots = ConnectionSlots(limits.connection_cap())

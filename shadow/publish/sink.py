@@ -3,7 +3,7 @@ into Prometheus samples, OpenTelemetry spans, JSON-lines mismatch log lines and 
 in-memory list of recent mismatches behind /mismatches.
 
 Runs on the main process's event loop, called by the pipeline (in-process, or relayed
-from the shadow worker process by shadow/handoff.py) and by the proxy for drops;
+from the shadow worker process by shadow/replay/link.py) and by the proxy for drops;
 everything it does is in-memory and O(differing fields), the log is written in batches
 by `flush()` so a mismatch storm costs no syscall per mismatch.
 """
@@ -14,6 +14,7 @@ import itertools
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -24,14 +25,16 @@ from shadow.model import (
     NOTEWORTHY,
     Comparison,
     DropReason,
+    Failure,
     FieldDiff,
     Outcome,
     RecentMismatch,
     ShadowJob,
     SkipReason,
+    Stage,
 )
 from shadow.publish.metrics import Metrics
-from shadow.publish.redaction import DEFAULT, Redaction
+from shadow.publish.redaction import DEFAULT, Redaction, redact_text
 from shadow.publish.tracing import Tracing
 from shadow.replay.messages import Counts
 
@@ -57,10 +60,16 @@ class Divergence:
 
 def _diff_json(diff: FieldDiff, redaction: Redaction) -> dict[str, Any]:
     return {
-        "path": diff.path, "at": diff.at, "kind": diff.kind,
+        "path": redaction.shown_name(diff.path), "at": redaction.shown_name(diff.at), "kind": diff.kind,
         "control": redaction.side(diff.control, diff.path),
         "candidate": redaction.side(diff.candidate, diff.path),
     }
+
+
+def _text(redaction: Redaction, text: str | None) -> str | None:
+    """A key or a reason as it may leave the process (a key can be an e-mail, an error
+    message can quote a value)."""
+    return None if text is None else redaction.text(text)
 
 
 def _json_default(value: Any) -> Any:
@@ -107,10 +116,13 @@ class Sink:
     def use_rules(self, redact: Mapping[str, Redaction | Iterable[str]], divergences: Iterable[Divergence]) -> None:
         """Take the redaction (or just the redact paths) per entity and the known
         divergences of newly loaded rules."""
-        self._redact = {entity: how if isinstance(how, Redaction) else Redaction.of(how) for entity, how in redact.items()}
+        self._redact = {entity: how if isinstance(how, Redaction) else Redaction.of(how) for entity,
+                        how in redact.items()}
         self.metrics.divergence_expiry.clear()
         for divergence in divergences:
-            self.metrics.divergence_expiry.labels(divergence.entity, self.field_label(divergence.entity, divergence.field)).set(divergence.expires_at)
+            self.metrics.divergence_expiry.labels(divergence.entity,
+                                                  self.field_label(divergence.entity,
+                                                                   divergence.field)).set(divergence.expires_at)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """The labelled child of `metric` (prometheus_client's labels() takes a lock
@@ -145,8 +157,10 @@ class Sink:
             self.child(metrics.suppressed, entity, self.field_label(entity, path)).inc()
         trace_id = self._span(comparison, job)
         if outcome is Outcome.ERROR:
+            redact = self._redact.get(entity, DEFAULT)
             self.recent_errors.append({"at": comparison.at or time.time(), "entity": entity, "route": route,
-                                       "key": comparison.key, "reason": comparison.reason})
+                                       "key": _text(redact, comparison.key),
+                                       "reason": _text(redact, comparison.reason)})
         if outcome not in NOTEWORTHY:
             return None
         entry = self._remember(comparison, trace_id)
@@ -165,8 +179,9 @@ class Sink:
         if entity is not None and route is not None and skip is not None:
             self.skipped(entity, route, skip)
 
-    def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None:
-        """Every shadow-side failure comes here: counted by stage, logged (throttled)."""
+    def raised(self, failure: Failure, entity: str | None = None) -> None:
+        """Every shadow-side failure comes here, once: counted by stage, logged (throttled)."""
+        stage, error = failure.stage.value, failure.error
         self.child(self.metrics.errors, stage).inc()
         now = time.monotonic()
         if now - self._last_error_log.get(stage, -ERROR_LOG_INTERVAL) < ERROR_LOG_INTERVAL:
@@ -175,9 +190,12 @@ class Sink:
         self._last_error_log[stage] = now
         silenced = self._silenced_errors.pop(stage, 0)
         more = f" ({silenced} more since the last report)" if silenced else ""
-        detail = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
-        log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail,
-                    exc_info=isinstance(error, BaseException) and not isinstance(error, (TimeoutError, OSError)))
+        detail = redact_text(f"{failure.kind}: {failure.message}" if failure.message else failure.kind)
+        if error is not None and not isinstance(error, (TimeoutError, OSError)):
+            # the traceback as text, through redaction: its last line repeats the message,
+            # which may quote a value (a driver's "invalid input: ..." error)
+            detail += "\n" + redact_text("".join(traceback.format_exception(error)).rstrip())
+        log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail)
 
     def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None:
         """Paths where two reads of the control, back to back, differed: generated per
@@ -247,7 +265,7 @@ class Sink:
         known = self._fields[entity]
         label = known.get(path)
         if label is None:
-            label = path[:MAX_LABEL_LENGTH] if len(known) < MAX_FIELDS_PER_ENTITY else "other"
+            label = redact_text(path)[:MAX_LABEL_LENGTH] if len(known) < MAX_FIELDS_PER_ENTITY else "other"
             if len(known) < MAX_FIELDS_PER_ENTITY * 4:  # remember `other` paths too, boundedly
                 known[path] = label
         return label
@@ -258,7 +276,8 @@ class Sink:
         redact = self._redact.get(comparison.entity, DEFAULT)
         entry = RecentMismatch(
             id=next(self._ids), at=comparison.at or time.time(), entity=comparison.entity, route=comparison.route,
-            key=comparison.key, outcome=comparison.outcome.value, source=comparison.source, reason=comparison.reason,
+            key=_text(redact, comparison.key), outcome=comparison.outcome.value, source=comparison.source,
+            reason=_text(redact, comparison.reason),
             diffs=[_diff_json(diff, redact) for diff in comparison.diffs],
             suppressed=sorted({diff.path for diff in comparison.suppressed}), trace_id=trace_id,
         )
@@ -288,14 +307,16 @@ class Sink:
         start_ns = None
         if job is not None and job.enqueued_at:
             start_ns = time.time_ns() - int((time.monotonic() - job.enqueued_at) * 1e9)
+        redact = self._redact.get(comparison.entity, DEFAULT)
         span = self.tracing.tracer.start_span(
             "shadow.compare", context=job.trace_context if job is not None else None, start_time=start_ns,
             attributes={"shadow.entity": comparison.entity, "shadow.route": comparison.route,
                         "shadow.outcome": comparison.outcome.value, "shadow.source": comparison.source,
-                        "shadow.key": comparison.key or "", "shadow.diff_paths": sorted({d.path for d in comparison.diffs})},
+                        "shadow.key": redact.text(comparison.key or ""),
+                        "shadow.diff_paths": sorted({redact.shown_name(d.path) for d in comparison.diffs})},
         )
         if comparison.outcome is Outcome.ERROR:
-            span.set_status(StatusCode.ERROR, comparison.reason or "error")
+            span.set_status(StatusCode.ERROR, redact.text(comparison.reason or "error"))
         span.end()
         return format(span.get_span_context().trace_id, "032x")
 
@@ -311,7 +332,7 @@ class Sink:
             out.write("\n".join(lines) + "\n")
             out.flush()
         except OSError as problem:
-            self.raised("log", problem)
+            self.raised(Failure.of(Stage.LOG, problem))
 
     def _open_log(self) -> IO[str]:
         if self._log_file is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from shadow.rules.reader import REDACT_NAME
+from shadow.rules.redaction import BUILTIN_PATTERNS, MAX_PATTERN_CHARS, MAX_PATTERNS
 from shadow.rules.spec import AGGREGATES, FIELD_KINDS
 
 _NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
@@ -24,7 +25,8 @@ _ABSENT = {"description": "the value an absent field stands for (both sides)"}
 _AGGREGATE = {"fk": _NAME, "parent": _NAME, "of": _NAME, "as": _AS, "absent": _ABSENT,
               "where": {"type": "object", "description": "column: key | reader | constant | {in: [..]} | {value: v}"}}
 _QUERY_PARAM = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["query"], "additionalProperties": False,
-                                                "properties": {"query": {"type": "string"}, "default": {"type": "integer"}}}]}
+                                                "properties": {"query": {"type": "string"},
+                                                               "default": {"type": "integer"}}}]}
 
 
 def _kind(kind: str, required: dict[str, Any], optional: dict[str, Any], description: str) -> dict[str, Any]:
@@ -64,8 +66,10 @@ def rule_schema() -> dict[str, Any]:
             "list": {"type": "boolean"}, "complete": {"type": "boolean"},
             "at": {"type": "string", "description": "dotted path of the document/list in the body"},
             "key": {"oneOf": [{"const": "body"}, {"type": "object", "minProperties": 1, "maxProperties": 2,
-                                                  "properties": {"path": {"type": "string"}, "query": {"type": "string"},
-                                                                 "header": {"type": "string"}, "const": {"type": "string"},
+                                                  "properties": {"path": {"type": "string"},
+                                                                 "query": {"type": "string"},
+                                                                 "header": {"type": "string"},
+                                                                 "const": {"type": "string"},
                                                                  "normalize": {}},
                                                   "additionalProperties": False}]},
             "where": {"type": "object", "additionalProperties": {"oneOf": [
@@ -100,6 +104,14 @@ def rule_schema() -> dict[str, Any]:
             "routes": {"type": "array", "items": route},
             "ignore": {"type": "array", "items": _PATH}, "redact": {"type": "array", "items": _PATH},
             "redact_names": {"type": "array", "items": {"type": "string", "pattern": REDACT_NAME.pattern}},
+            "redaction": {"type": "object", "additionalProperties": False, "properties": {
+                "names": {"type": "array", "items": {"type": "string", "pattern": REDACT_NAME.pattern}},
+                "pii": {"type": "array", "items": {"type": "string", "pattern": REDACT_NAME.pattern}},
+                "show": {"type": "array", "items": {"type": "string", "pattern": REDACT_NAME.pattern}},
+                "patterns": {"type": "array", "maxItems": MAX_PATTERNS,
+                             "items": {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN_CHARS}},
+                "show_patterns": {"type": "array", "items": {"enum": list(BUILTIN_PATTERNS)}},
+                "show_pii": {"type": "boolean"}}},
             "hidden": {"type": "array", "items": {"type": "string"}},
             "known": {"type": "array", "items": {
                 "type": "object", "required": ["path", "reason", "expires"], "additionalProperties": False,

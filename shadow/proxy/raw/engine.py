@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
+from shadow.config import DEFAULT_LIMITS, RequestLimits
 from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
     RequestCounter,
@@ -23,7 +24,7 @@ from shadow.proxy.forwarding import (
     timeout_text,
     unreachable_text,
 )
-from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits, origin_form
+from shadow.proxy.limits import ConnectionSlots, origin_form
 from shadow.proxy.raw.exchange import (
     Attempt,
     BodyMode,
@@ -35,6 +36,7 @@ from shadow.proxy.raw.exchange import (
 )
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
 from shadow.publish.metrics import Metrics
+from shadow.shadowside import ShadowSide
 
 log = logging.getLogger("shadow.proxy.raw")
 
@@ -50,7 +52,7 @@ class RawProxy:
     """The raw engine: the same constructor and surface as shadow.proxy.aiohttp_engine.Proxy (open,
     close, in_flight) plus the connection bookkeeping its server needs."""
 
-    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
+    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: ShadowSide | None, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
                  limits: RequestLimits = DEFAULT_LIMITS) -> None:
         parts = urlsplit(upstream)
@@ -181,6 +183,7 @@ class RawProxy:
                 content_encoding = value.decode("latin-1")
         target = origin_form(exchange.target)
         query = URL(target.decode("latin-1"), encoded=True).query if b"?" in target else NO_QUERY
+        assert self.handoff is not None  # a body copy is kept only when there is a shadow side
         self.handoff.offer(captured_read(exchange.match, query, headers, body, content_type or "",
                                          content_encoding or ""))
 

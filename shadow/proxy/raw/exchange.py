@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 from yarl import URL
 
+from shadow.config import ForwardedHeaders, RequestLimits
 from shadow.proxy.forwarding import connection_named, forwardable, forwarded_for
-from shadow.proxy.limits import ConnectionSlots, ForwardedHeaders, RequestLimits, origin_form
+from shadow.proxy.limits import ConnectionSlots, origin_form
 from shadow.publish.metrics import Metrics
 
 #: never forwarded as received: Host is the upstream's, the body framing is the proxy's own
