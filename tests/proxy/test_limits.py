@@ -16,7 +16,7 @@ import pytest
 from shadow.config import RESERVED_FDS, Config, RequestLimits
 from shadow.sidecar import Sidecar, start_sidecar
 from tests.proxy.conftest import canned_upstream
-from tests.proxy.test_hostile import connect, read_answer, until_closed
+from tests.proxy.test_hostile import connect, read_answer, socket_buffer_bytes, until_closed
 from tests.proxy.wire_upstream import RecordingUpstream
 
 
@@ -345,7 +345,7 @@ async def test_a_client_that_stops_reading_its_answer_is_cut_after_the_timeout(
     """A client that reads nothing of an answer (its socket full) for --upstream-timeout is
     cut (nginx: send_timeout), so it holds neither a connection slot nor the upstream
     connection for ever: the upstream sees its connection closed."""
-    body = b"x" * (16 * 1024 * 1024)
+    body = b"x" * (4 * socket_buffer_bytes())  # more than the kernel's buffers hold: the proxy's fills
     closed = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
