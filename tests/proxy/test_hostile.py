@@ -343,7 +343,7 @@ def held(sidecar: Sidecar) -> float:
 
 async def test_a_client_that_pipelines_and_never_reads_cannot_make_the_proxy_fetch_everything(
         widget_rules: Path, make_config: Callable[..., Config]) -> None:
-    """One connection pipelines 600 GETs for 32 KiB answers (19 MB) and reads nothing: the
+    """One connection pipelines 600+ GETs for 32 KiB answers (19+ MB) and reads nothing: the
     proxy fetches answers only while the client's socket takes them, then holds the rest
     of the pipeline (shadow_proxy_held_requests_total) instead of buffering answers; once
     the client reads, every answer comes, in order."""
