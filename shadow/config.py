@@ -193,6 +193,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("header_timeout", "--header-timeout", "SHADOW_HEADER_TIMEOUT", "time a client has to send a whole request head -> 408 and close (default 60)", "SECONDS", _seconds(0.0)),
     Option("keepalive_timeout", "--keepalive-timeout", "SHADOW_KEEPALIVE_TIMEOUT", "an idle keep-alive client connection is closed after this (default 75)", "SECONDS", _seconds(0.0)),
     Option("max_connections", "--max-connections", "SHADOW_MAX_CONNECTIONS", "client connections at once (lowered to fit the fd limit); beyond, the longest-waiting idle or slow one is closed, or 503 when all are busy (default 10000)", "N", _whole(1)),
+    Option("evidence", "--evidence", "SHADOW_EVIDENCE", "PostgreSQL DSN of the evidence store (findings, examples; may differ from --pg; default off)", "DSN", _text, secret=True),
+    Option("evidence_retention", "--evidence-retention", "SHADOW_EVIDENCE_RETENTION", "days of findings and examples the evidence store keeps (default 14)", "DAYS", _seconds(0.0)),
+    Option("evidence_pod", "--evidence-pod", "SHADOW_EVIDENCE_POD", "this sidecar's name in the evidence store (default $POD_NAME, else the host name)", "NAME", _text),
     Option("explain_concurrency", "--explain-concurrency", "SHADOW_EXPLAIN_CONCURRENCY", "explanations in flight at once (queued for a thread), beyond -> dropped{explain_budget} (default 16)", "N", _whole(1)),
 )
 OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
@@ -234,6 +237,9 @@ class Config:
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
     shadow_workers: int = 0
+    evidence: str | None = field(default=None, repr=False)
+    evidence_retention: float = 14.0
+    evidence_pod: str | None = None
     # not a flag: every outcome crosses from the worker one by one (not only as counts), for
     # an in-process observer of each comparison (the demo's per-key findings); one message per read
     report_every_outcome: bool = False
