@@ -99,7 +99,7 @@ async def test_mismatch_page_renders_in_a_headless_browser(world, start, probe) 
     assert 'data-key="w0009"' in dom, result.stderr[-2000:]
     assert "<code>price</code>" in dom
     assert "9.5" in dom and "12.75" in dom  # control and candidate side by side
-    assert 'id="counts"' in dom
+    assert 'id="routes"' in dom and 'id="paths"' in dom  # the per-route and per-path aggregate
 
 
 async def test_gate_answers_from_the_hook_set_at_startup(world, start) -> None:
