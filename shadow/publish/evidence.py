@@ -292,6 +292,18 @@ class EvidenceWriter:
                         ON CONFLICT (entity, route, path, outcome, minute)
                         DO UPDATE SET count = f.count + EXCLUDED.count""",
                     *[list(column) for column in zip(*rows, strict=True)])
+                await connection.execute(
+                    f"""INSERT INTO {schema}.findings_hourly AS f
+                            (hour, entity, route, path, outcome, count, first_minute, last_minute)
+                        SELECT date_trunc('hour', m), e, r, p, o, sum(n), min(m), max(m)
+                        FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                    $6::bigint[]) AS batch (m, e, r, p, o, n)
+                        GROUP BY 1, 2, 3, 4, 5 ORDER BY 2, 3, 4, 5, 1
+                        ON CONFLICT (entity, route, path, outcome, hour)
+                        DO UPDATE SET count = f.count + EXCLUDED.count,
+                            first_minute = least(f.first_minute, EXCLUDED.first_minute),
+                            last_minute = greatest(f.last_minute, EXCLUDED.last_minute)""",
+                    *[list(column) for column in zip(*rows, strict=True)])
                 self.metrics.written.labels("findings").inc(len(rows))
             if batch is not None and batch.examples:
                 await connection.executemany(

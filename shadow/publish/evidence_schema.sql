@@ -16,7 +16,22 @@ CREATE TABLE IF NOT EXISTS shadow_evidence.findings (
     PRIMARY KEY (entity, route, path, outcome, minute)
 );
 CREATE INDEX IF NOT EXISTS findings_minute ON shadow_evidence.findings (minute);
-CREATE INDEX IF NOT EXISTS findings_path ON shadow_evidence.findings (path, minute) WHERE path <> '';
+CREATE INDEX IF NOT EXISTS findings_path ON shadow_evidence.findings (entity, path, minute) WHERE path <> '';
+
+-- The same counts per hour (written in the same transaction): the console reads windows
+-- longer than a few hours from here, so a page stays fast over weeks of minutes.
+CREATE TABLE IF NOT EXISTS shadow_evidence.findings_hourly (
+    hour    timestamptz NOT NULL,
+    entity  text        NOT NULL,
+    route   text        NOT NULL,
+    path    text        NOT NULL,
+    outcome text        NOT NULL,
+    count   bigint      NOT NULL,
+    first_minute timestamptz NOT NULL,
+    last_minute  timestamptz NOT NULL,
+    PRIMARY KEY (entity, route, path, outcome, hour)
+);
+CREATE INDEX IF NOT EXISTS findings_hourly_hour ON shadow_evidence.findings_hourly (hour);
 
 -- A bounded number of whole examples per path, redacted before they left the sidecar.
 CREATE TABLE IF NOT EXISTS shadow_evidence.examples (

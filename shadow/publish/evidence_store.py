@@ -62,6 +62,8 @@ async def apply_retention(connection: Any, keep: dt.timedelta, now: dt.datetime 
     `examples_per_path` of a path. Returns (finding rows, examples) deleted."""
     cutoff = (now or dt.datetime.now(dt.UTC)) - keep
     findings = await connection.execute(f"DELETE FROM {SCHEMA}.findings WHERE minute < $1", cutoff)
+    await connection.execute(f"DELETE FROM {SCHEMA}.findings_hourly WHERE hour < date_trunc('hour', $1::timestamptz)",
+                             cutoff)
     examples = await connection.execute(f"DELETE FROM {SCHEMA}.examples WHERE at < $1", cutoff)
     extra = await connection.execute(
         f"""DELETE FROM {SCHEMA}.examples WHERE id IN (

@@ -16,7 +16,7 @@ async def rows(dsn: str, sql: str, *args) -> list[asyncpg.Record]:
         await connection.close()
 
 
-async def test_findings_and_redacted_examples_reach_the_store(world, start, probe, evidence_dsn) -> None:
+async def test_findings_and_redacted_examples_reach_the_store(world, evidence_dsn, start, probe) -> None:
     await world.sql("UPDATE widgets SET price = 12.75 WHERE legacy_object_id = 'w0009'")
     sidecar = await start(evidence=evidence_dsn, evidence_pod="pod-a")
     answers = await probe.get_all(sidecar.proxy_url, ["/quick/w0009", "/quick/w0010", "/quick/w0011"])

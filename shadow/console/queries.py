@@ -1,0 +1,317 @@
+"""The console's reads of the evidence store → the frozen views of
+shadow/publish/views.py (the same the per-pod admin page builds from memory).
+
+Windows up to `MINUTE_TABLE_SECONDS` are read from the per-minute findings, longer ones
+from the hourly roll-up the writers keep beside them, so a page over weeks of data
+aggregates hours, not minutes. Every filter value is a bind parameter.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shadow.publish.evidence_store import SCHEMA
+from shadow.publish.views import (
+    COMPARED,
+    PAGE_SIZE,
+    PERSISTENT,
+    TREND_POINTS,
+    EntityRow,
+    ExampleRow,
+    ExampleView,
+    Filters,
+    GateRecord,
+    Overview,
+    PathRow,
+    PodRow,
+    RouteRow,
+    VerifyRun,
+    document_lines,
+)
+
+MINUTE_TABLE_SECONDS = 6 * 3600
+#: a pod that has not reported for this long is shown as not reporting
+POD_SILENT_SECONDS = 120.0
+#: the clean window the gate asks for (shown as "3 d 4 h of 7 d"); `shadow console --window`
+DEFAULT_CLEAN_WINDOW = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class Known:
+    """What Prometheus adds (optional): known divergences per entity and their expiry."""
+
+    divergences: Mapping[str, tuple[tuple[str, float], ...]]
+
+
+def _stamp(value: Any) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def _json(value: Any) -> Any:
+    if value is None:
+        return None
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+class _Where:
+    """A WHERE clause built from the filters, values as $n parameters."""
+
+    def __init__(self, start: Sequence[Any] = ()) -> None:
+        self.parts: list[str] = []
+        self.args: list[Any] = list(start)
+
+    def add(self, sql: str, *values: Any) -> _Where:
+        for value in values:
+            self.args.append(value)
+            sql = sql.replace("?", f"${len(self.args)}", 1)
+        self.parts.append(sql)
+        return self
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.parts) if self.parts else "true"
+
+
+async def overview(pool: Any, filters: Filters, now: float | None = None, known: Known | None = None,
+                   clean_window: float = DEFAULT_CLEAN_WINDOW) -> Overview:
+    now = time.time() if now is None else now
+    since = dt.datetime.fromtimestamp(now - filters.seconds, dt.UTC)
+    hourly = filters.seconds > MINUTE_TABLE_SECONDS
+    table, column = ("findings_hourly", "hour") if hourly else ("findings", "minute")
+    if hourly:  # whole hours: the hour that holds `since` counts entirely
+        since = since.replace(minute=0, second=0, microsecond=0)
+    async with pool.acquire() as connection:
+        routes = await _routes(connection, table, column, since, filters)
+        paths, has_next = await _paths(connection, table, column, since, filters, routes, now)
+        entities = await _entities(connection, routes, now, clean_window, known)
+        pods = await _pods(connection, now)
+        verify_runs = await _verify_runs(connection)
+        gate = await _gate(connection)
+        options = await _options(connection, since)
+    return Overview(where="store", generated_at=now, filters=filters, entities=entities, routes=routes,
+                    paths=paths, has_next=has_next, pods=pods, verify_runs=verify_runs, gate=gate,
+                    options=options)
+
+
+async def _routes(connection: Any, table: str, column: str, since: dt.datetime, filters: Filters) -> tuple[RouteRow, ...]:
+    where = _Where([since]).add(f"{column} >= $1").add("path = ''")
+    if filters.entity:
+        where.add("entity = ?", filters.entity)
+    if filters.route:
+        where.add("route = ?", filters.route)
+    records = await connection.fetch(
+        f"SELECT entity, route, outcome, sum(count)::bigint AS n FROM {SCHEMA}.{table} WHERE {where.sql} "
+        "GROUP BY entity, route, outcome", *where.args)
+    counts: dict[tuple[str, str], collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for record in records:
+        counts[record["entity"], record["route"]][record["outcome"]] += record["n"]
+    findings_only = where.sql.replace("path = ''", "path <> ''")
+    last = await connection.fetch(
+        f"SELECT entity, route, max({column}) AS last FROM {SCHEMA}.{table} WHERE {findings_only} "
+        "GROUP BY entity, route", *where.args)
+    last_finding = {(r["entity"], r["route"]): _stamp(r["last"]) for r in last}
+    rows = []
+    for (entity, route), c in sorted(counts.items()):
+        skipped = tuple(sorted((name.removeprefix("skipped:"), n) for name, n in c.items() if name.startswith("skipped:")))
+        rows.append(RouteRow(entity, route, sum(c[o] for o in COMPARED), sum(c[o] for o in PERSISTENT),
+                             c["transient"], c["unstable"], c["error"], skipped, last_finding.get((entity, route))))
+    return tuple(rows)
+
+
+async def _paths(connection: Any, table: str, column: str, since: dt.datetime, filters: Filters,
+                 routes: Sequence[RouteRow], now: float) -> tuple[tuple[PathRow, ...], bool]:
+    where = _Where([since]).add(f"{column} >= $1").add("path <> ''")
+    if filters.entity:
+        where.add("entity = ?", filters.entity)
+    if filters.route:
+        where.add("route = ?", filters.route)
+    if filters.path:
+        where.add("strpos(path, ?) > 0", filters.path)
+    having = ["true"]
+    if filters.outcome:
+        outcome_column = {"mismatch": "mismatch", "missing": "missing", "extra": "extra", "transient": "transient",
+                          "unstable": "unstable", "noisy": "noisy"}.get(filters.outcome, "persistent")
+        having.append(f"{outcome_column} > 0")
+    if filters.exclude_noise:
+        having.append("persistent > 0")
+    offset = (filters.page - 1) * PAGE_SIZE
+    first, last = ("min(first_minute)", "max(last_minute)") if column == "hour" else ("min(minute)", "max(minute)")
+    persistent = ", ".join(f"'{name}'" for name in PERSISTENT)
+    records = await connection.fetch(
+        f"""SELECT * FROM (
+              SELECT entity, path,
+                sum(count) FILTER (WHERE outcome IN ({persistent}))::bigint AS persistent,
+                sum(count) FILTER (WHERE outcome = 'mismatch')::bigint AS mismatch,
+                sum(count) FILTER (WHERE outcome = 'missing')::bigint AS missing,
+                sum(count) FILTER (WHERE outcome = 'extra')::bigint AS extra,
+                sum(count) FILTER (WHERE outcome = 'transient')::bigint AS transient,
+                sum(count) FILTER (WHERE outcome = 'unstable')::bigint AS unstable,
+                sum(count) FILTER (WHERE outcome = 'noisy')::bigint AS noisy,
+                array_agg(DISTINCT route) FILTER (WHERE outcome <> 'noisy') AS routes,
+                {first} AS first_seen, {last} AS last_seen
+              FROM {SCHEMA}.{table} WHERE {where.sql} AND outcome <> 'suppressed'
+              GROUP BY entity, path) grouped
+            WHERE {" AND ".join(having)}
+            ORDER BY persistent DESC NULLS LAST, transient DESC NULLS LAST, entity, path
+            LIMIT {PAGE_SIZE + 1} OFFSET {offset}""", *where.args)
+    has_next = len(records) > PAGE_SIZE
+    records = records[:PAGE_SIZE]
+    compared = {(row.entity, row.route): row.comparisons for row in routes}
+    trends = await _trends(connection, table, column, since, [(r["entity"], r["path"]) for r in records], now,
+                           filters)
+    rows = []
+    for r in records:
+        path_routes = tuple(sorted(r["routes"] or ()))
+        rows.append(PathRow(
+            r["entity"], r["path"], r["persistent"] or 0, r["transient"] or 0, r["unstable"] or 0, r["noisy"] or 0,
+            path_routes, sum(compared.get((r["entity"], route), 0) for route in path_routes),
+            _stamp(r["first_seen"]), _stamp(r["last_seen"]), trends.get((r["entity"], r["path"]), ())))
+    return tuple(rows), has_next
+
+
+async def _trends(connection: Any, table: str, column: str, since: dt.datetime, keys: list[tuple[str, str]],
+                  now: float, filters: Filters) -> dict[tuple[str, str], tuple[int, ...]]:
+    """Persistent findings of each listed path in TREND_POINTS slices of the window."""
+    if not keys:
+        return {}
+    start = since.timestamp()
+    width = max(now - start, 1.0) / TREND_POINTS
+    persistent = ", ".join(f"'{name}'" for name in PERSISTENT)
+    route = "AND route = $6" if filters.route else ""
+    records = await connection.fetch(
+        f"""SELECT entity, path, least({TREND_POINTS - 1}, floor((extract(epoch FROM {column}) - $4) / $5))::int AS slot,
+                   sum(count)::bigint AS n
+            FROM {SCHEMA}.{table}
+            WHERE {column} >= $1 AND (entity, path) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+              AND outcome IN ({persistent}) {route}
+            GROUP BY 1, 2, 3""",
+        since, [k[0] for k in keys], [k[1] for k in keys], start, width, *([filters.route] if filters.route else []))
+    trends: dict[tuple[str, str], list[int]] = {key: [0] * TREND_POINTS for key in keys}
+    for r in records:
+        slot = max(0, r["slot"])
+        trends[r["entity"], r["path"]][slot] += r["n"]
+    return {key: tuple(values) for key, values in trends.items()}
+
+
+async def _entities(connection: Any, routes: Sequence[RouteRow], now: float, clean_window: float,
+                    known: Known | None) -> tuple[EntityRow, ...]:
+    totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0])
+    for row in routes:
+        total = totals[row.entity]
+        total[0] += row.comparisons
+        total[1] += row.mismatches
+        total[2] += row.transients
+        total[3] += row.errors
+    if not totals:
+        return ()
+    persistent = ", ".join(f"'{name}'" for name in PERSISTENT)
+    history = {r["entity"]: r for r in await connection.fetch(
+        f"""SELECT entity, min(first_minute) AS first,
+                   max(last_minute) FILTER (WHERE outcome IN ({persistent}) AND path <> '') AS last_failure
+            FROM {SCHEMA}.findings_hourly WHERE entity = ANY($1::text[]) GROUP BY entity""", list(totals))}
+    verdicts = await _latest_gate_per_entity(connection)
+    rows = []
+    for entity, (comparisons, failing, transient, errors) in sorted(totals.items()):
+        record = history.get(entity)
+        last_failure = _stamp(record["last_failure"]) if record is not None else None
+        clean_since = last_failure if last_failure is not None else (_stamp(record["first"]) if record else None)
+        rows.append(EntityRow(
+            entity, comparisons, failing, transient, errors, last_failure=last_failure,
+            clean_for=None if clean_since is None else min(now - clean_since, clean_window),
+            clean_window=clean_window, gate=verdicts.get(entity),
+            divergences=known.divergences.get(entity, ()) if known is not None else ()))
+    return tuple(rows)
+
+
+async def _latest_gate_per_entity(connection: Any) -> dict[str, str]:
+    record = await connection.fetchrow(f"SELECT verdict, report FROM {SCHEMA}.gate_verdicts ORDER BY at DESC LIMIT 1")
+    if record is None:
+        return {}
+    report = _json(record["report"]) or {}
+    out: dict[str, str] = {}
+    for name, entity in (report.get("entities") or {}).items():
+        if isinstance(entity, Mapping):
+            reasons = "; ".join(str(reason) for reason in entity.get("reasons", ()))
+            out[name] = f"{entity.get('verdict', record['verdict'])}" + (f": {reasons}" if reasons else "")
+    return out
+
+
+async def _pods(connection: Any, now: float) -> tuple[PodRow, ...]:
+    records = await connection.fetch(f"SELECT * FROM {SCHEMA}.pods ORDER BY pod")
+    rows = []
+    for r in records:
+        seen = r["last_seen"].timestamp()
+        drops = _json(r["drops"]) or {}
+        errors = _json(r["errors"]) or {}
+        rows.append(PodRow(r["pod"], seen, r["rules_version"], r["queue_depth"],
+                           tuple(sorted((k, float(v)) for k, v in drops.items() if v)),
+                           tuple(sorted((k, float(v)) for k, v in errors.items() if v)),
+                           now - seen <= POD_SILENT_SECONDS))
+    return tuple(rows)
+
+
+async def _verify_runs(connection: Any, limit: int = 10) -> tuple[VerifyRun, ...]:
+    runs = await connection.fetch(f"SELECT * FROM {SCHEMA}.verify_runs ORDER BY at DESC LIMIT {limit}")
+    if not runs:
+        return ()
+    documents = collections.defaultdict(list)
+    for d in await connection.fetch(
+            f"""SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY run ORDER BY entity, key) AS n
+                 FROM {SCHEMA}.verify_documents WHERE run = ANY($1::bigint[])) ranked WHERE n <= 50""",
+            [r["id"] for r in runs]):
+        documents[d["run"]].append((d["entity"], d["key"], d["kind"], d["detail"]))
+    return tuple(VerifyRun(r["id"], r["at"].timestamp(), r["layer"], r["outcome"], _json(r["summary"]) or {},
+                           tuple(documents[r["id"]])) for r in runs)
+
+
+async def _gate(connection: Any, limit: int = 10) -> tuple[GateRecord, ...]:
+    records = await connection.fetch(f"SELECT * FROM {SCHEMA}.gate_verdicts ORDER BY at DESC LIMIT {limit}")
+    return tuple(GateRecord(r["at"].timestamp(), r["verdict"], tuple(str(x) for x in (_json(r["reasons"]) or ())))
+                 for r in records)
+
+
+async def _options(connection: Any, since: dt.datetime) -> dict[str, tuple[str, ...]]:
+    records = await connection.fetch(
+        f"SELECT DISTINCT entity, route FROM {SCHEMA}.findings_hourly WHERE hour >= date_trunc('hour', $1::timestamptz)",
+        since)
+    return {"entity": tuple(sorted({r["entity"] for r in records})),
+            "route": tuple(sorted({r["route"] for r in records}))}
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+def _example_row(r: Any) -> ExampleRow:
+    return ExampleRow(id=r["id"], at=r["at"].timestamp(), entity=r["entity"], route=r["route"], key=r["key"],
+                      outcome=r["outcome"], paths=tuple(r["paths"]), pod=r["pod"],
+                      diffs=tuple(_json(r["diffs"]) or ()) if "diffs" in r else (), trace_id=r["trace_id"])
+
+
+async def examples(pool: Any, entity: str, path: str, limit: int = 20) -> tuple[ExampleRow, ...]:
+    """The newest kept examples of one failing path."""
+    async with pool.acquire() as connection:
+        records = await connection.fetch(
+            f"""SELECT id, at, entity, route, key, outcome, paths, pod, trace_id, diffs FROM {SCHEMA}.examples
+                WHERE entity = $1 AND $2 = ANY(paths) ORDER BY at DESC LIMIT $3""", entity, path, limit)
+    return tuple(_example_row(r) for r in records)
+
+
+async def example(pool: Any, example_id: int) -> ExampleView | None:
+    async with pool.acquire() as connection:
+        r = await connection.fetchrow(f"SELECT * FROM {SCHEMA}.examples WHERE id = $1", example_id)
+    if r is None:
+        return None
+    row = _example_row(r)
+    differing = [diff.get("at") or diff.get("path") or "" for diff in row.diffs]
+    if not differing:
+        differing = [""]
+    return ExampleView(row=row, source=r["source"] or "", rules_version=r["rules_version"],
+                       params=_json(r["params"]) or {}, query=r["query"], rechecks=_json(r["rechecks"]) or {},
+                       control=document_lines(_json(r["control"]), differing),
+                       candidate=document_lines(_json(r["candidate"]), differing))
