@@ -77,7 +77,10 @@ async def start_console(evidence: str, listen: str = DEFAULT_LISTEN, token: str 
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    text = Path(args.token_file).read_text("utf-8").strip() if args.token_file else os.environ.get("SHADOW_CONSOLE_TOKEN")
+    if args.token_file:
+        text: str | None = Path(args.token_file).read_text("utf-8").strip()
+    else:
+        text = os.environ.get("SHADOW_CONSOLE_TOKEN")
     return check_token(text) if text else None
 
 

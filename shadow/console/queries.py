@@ -33,6 +33,7 @@ from shadow.publish.views import (
     RouteRow,
     VerifyRun,
     document_lines,
+    entity_totals,
 )
 
 MINUTE_TABLE_SECONDS = 6 * 3600
@@ -99,7 +100,8 @@ async def overview(pool: Any, filters: Filters, now: float | None = None, known:
                     options=options)
 
 
-async def _routes(connection: Any, table: str, column: str, since: dt.datetime, filters: Filters) -> tuple[RouteRow, ...]:
+async def _routes(connection: Any, table: str, column: str, since: dt.datetime,
+                  filters: Filters) -> tuple[RouteRow, ...]:
     where = _Where([since]).add(f"{column} >= $1").add("path = ''")
     if filters.entity:
         where.add("entity = ?", filters.entity)
@@ -118,7 +120,8 @@ async def _routes(connection: Any, table: str, column: str, since: dt.datetime, 
     last_finding = {(r["entity"], r["route"]): _stamp(r["last"]) for r in last}
     rows = []
     for (entity, route), c in sorted(counts.items()):
-        skipped = tuple(sorted((name.removeprefix("skipped:"), n) for name, n in c.items() if name.startswith("skipped:")))
+        skipped = tuple(sorted((name.removeprefix("skipped:"), n) for name, n in c.items()
+                               if name.startswith("skipped:")))
         rows.append(RouteRow(entity, route, sum(c[o] for o in COMPARED), sum(c[o] for o in PERSISTENT),
                              c["transient"], c["unstable"], c["error"], skipped, last_finding.get((entity, route))))
     return tuple(rows)
@@ -185,7 +188,8 @@ async def _trends(connection: Any, table: str, column: str, since: dt.datetime, 
     persistent = ", ".join(f"'{name}'" for name in PERSISTENT)
     route = "AND route = $6" if filters.route else ""
     records = await connection.fetch(
-        f"""SELECT entity, path, least({TREND_POINTS - 1}, floor((extract(epoch FROM {column}) - $4) / $5))::int AS slot,
+        f"""SELECT entity, path,
+                   least({TREND_POINTS - 1}, floor((extract(epoch FROM {column}) - $4) / $5))::int AS slot,
                    sum(count)::bigint AS n
             FROM {SCHEMA}.{table}
             WHERE {column} >= $1 AND (entity, path) IN (SELECT * FROM unnest($2::text[], $3::text[]))
@@ -201,13 +205,7 @@ async def _trends(connection: Any, table: str, column: str, since: dt.datetime, 
 
 async def _entities(connection: Any, routes: Sequence[RouteRow], now: float, clean_window: float,
                     known: Known | None) -> tuple[EntityRow, ...]:
-    totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0])
-    for row in routes:
-        total = totals[row.entity]
-        total[0] += row.comparisons
-        total[1] += row.mismatches
-        total[2] += row.transients
-        total[3] += row.errors
+    totals = entity_totals(routes)
     if not totals:
         return ()
     persistent = ", ".join(f"'{name}'" for name in PERSISTENT)
@@ -278,8 +276,8 @@ async def _gate(connection: Any, limit: int = 10) -> tuple[GateRecord, ...]:
 
 async def _options(connection: Any, since: dt.datetime) -> dict[str, tuple[str, ...]]:
     records = await connection.fetch(
-        f"SELECT DISTINCT entity, route FROM {SCHEMA}.findings_hourly WHERE hour >= date_trunc('hour', $1::timestamptz)",
-        since)
+        f"SELECT DISTINCT entity, route FROM {SCHEMA}.findings_hourly "
+        "WHERE hour >= date_trunc('hour', $1::timestamptz)", since)
     return {"entity": tuple(sorted({r["entity"] for r in records})),
             "route": tuple(sorted({r["route"] for r in records}))}
 

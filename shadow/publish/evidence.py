@@ -108,7 +108,8 @@ class EvidenceMetrics:
     """The writer's own metrics, on the sidecar's registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.dropped = Counter("shadow_evidence_dropped", "Evidence batches (or parts) the store did not take, by reason",
+        self.dropped = Counter("shadow_evidence_dropped",
+                               "Evidence batches (or parts) the store did not take, by reason",
                                ["reason"], registry=registry)
         self.written = Counter("shadow_evidence_written", "Evidence rows written, by kind (findings, examples)",
                                ["kind"], registry=registry)
@@ -328,7 +329,7 @@ class EvidenceWriter:
     def _drops(self, sidecar_drops: Mapping[str, float]) -> dict[str, float]:
         """The sidecar's drops by reason, and the evidence writer's own as evidence_<reason>."""
         drops = {reason: value for reason, value in sidecar_drops.items() if value}
-        for sample in self.metrics.dropped.collect()[0].samples:
+        for sample in next(iter(self.metrics.dropped.collect())).samples:
             if sample.name.endswith("_total") and sample.value:
                 drops[f"evidence_{sample.labels['reason']}"] = sample.value
         return drops
@@ -398,7 +399,7 @@ def evidence_writer(config: Any, metrics: Any, rules: Any) -> EvidenceWriter:
     registry = metrics.registry
 
     def labelled(metric: Any, label: str) -> dict[str, float]:
-        return {sample.labels[label]: sample.value for sample in metric.collect()[0].samples
+        return {sample.labels[label]: sample.value for sample in next(iter(metric.collect())).samples
                 if sample.name.endswith("_total")}
 
     def health() -> tuple[str | None, int, Mapping[str, float], Mapping[str, float]]:

@@ -322,7 +322,7 @@ def from_memory(sink: Any, rules_version: str | None, filters: Filters, now: flo
     start = (filters.page - 1) * PAGE_SIZE
     return Overview(
         where="memory", generated_at=now, filters=filters, entities=entities, routes=routes,
-        paths=paths[start:start + PAGE_SIZE], has_next=len(paths) > start + PAGE_SIZE,
+        paths=tuple(paths[start:start + PAGE_SIZE]), has_next=len(paths) > start + PAGE_SIZE,
         recent=tuple(_row(e) for e in wanted if e.outcome != "transient"),
         transients=() if filters.exclude_noise else tuple(_row(e) for e in wanted if e.outcome == "transient"),
         noisy=tuple((entity, path, count) for (entity, path), count in sink.noise.most_common(10)),
@@ -369,14 +369,16 @@ def trend(stamps: Iterable[float], start: float, end: float, points: int = TREND
 
 
 def _entities(routes: Iterable[RouteRow]) -> tuple[EntityRow, ...]:
-    totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0])
+    return tuple(EntityRow(entity, *numbers) for entity, numbers in sorted(entity_totals(routes).items()))
+
+
+def entity_totals(routes: Iterable[RouteRow]) -> dict[str, tuple[int, int, int, int]]:
+    """Per entity: comparisons, persistent, transient, errors over its routes."""
+    totals: dict[str, tuple[int, int, int, int]] = {}
     for row in routes:
-        total = totals[row.entity]
-        total[0] += row.comparisons
-        total[1] += row.mismatches
-        total[2] += row.transients
-        total[3] += row.errors
-    return tuple(EntityRow(entity, *numbers) for entity, numbers in sorted(totals.items()))
+        c, p, t, e = totals.get(row.entity, (0, 0, 0, 0))
+        totals[row.entity] = (c + row.comparisons, p + row.mismatches, t + row.transients, e + row.errors)
+    return totals
 
 
 def _options(routes: Iterable[RouteRow]) -> dict[str, tuple[str, ...]]:
