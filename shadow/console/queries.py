@@ -233,10 +233,12 @@ async def _latest_gate_per_entity(connection: Any) -> dict[str, str]:
         return {}
     report = _json(record["report"]) or {}
     out: dict[str, str] = {}
-    for name, entity in (report.get("entities") or {}).items():
-        if isinstance(entity, Mapping):
-            reasons = "; ".join(str(reason) for reason in entity.get("reasons", ()))
-            out[name] = f"{entity.get('verdict', record['verdict'])}" + (f": {reasons}" if reasons else "")
+    for entity in report.get("entities") or ():
+        if isinstance(entity, Mapping) and "entity" in entity:
+            rows = [entity.get("total") or {}, *(entity.get("routes") or ())]
+            reasons = "; ".join(dict.fromkeys(str(r) for row in rows for r in row.get("reasons", ())))
+            out[str(entity["entity"])] = f"{entity.get('verdict', record['verdict'])}" + (
+                f": {reasons}" if reasons else "")
     return out
 
 
