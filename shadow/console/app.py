@@ -91,16 +91,16 @@ class Console:
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
     async def examples(self, request: web.Request) -> web.Response:
-        entity = request.query.get("entity", "")[:300]
-        path = request.query.get("path", "")[:1000]
+        entity, path = _text(request.query.get("entity", ""), 300), _text(request.query.get("path", ""), 1000)
         rows = await queries.examples(self.pool, entity, path)
         return web.Response(text=render("examples.html", entity=entity, path=path, rows=rows,
                                         example_link=lambda row: f"/examples/{row.id}"),
                             content_type="text/html", charset="utf-8")
 
     async def example(self, request: web.Request) -> web.Response:
+        text = request.match_info["id"]
         try:
-            example_id = int(request.match_info["id"])
+            example_id = int(text) if text.isascii() and text.isdigit() else -1
         except ValueError:
             raise web.HTTPNotFound(text="no such example\n") from None
         if not 0 < example_id < 2**63:
@@ -132,3 +132,9 @@ class Console:
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as problem:
             log.warning("Prometheus at %s: %s", self.prometheus, problem)
             return None
+
+
+def _text(value: str, limit: int) -> str:
+    """A query value as the store may see it: printable (PostgreSQL refuses NUL in text)
+    and bounded; anything else is treated as absent."""
+    return value[:limit] if value.isprintable() else ""
