@@ -134,6 +134,12 @@ def _text(text: str) -> str:
     return text
 
 
+def _postgres_dsn(text: str) -> str:
+    if urlsplit(text).scheme not in ("postgres", "postgresql"):
+        raise ValueError("expected a postgresql:// DSN")
+    return text
+
+
 def _modules(text: str) -> str:
     from shadow.rules.policy import parse_modules
 
@@ -193,7 +199,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("header_timeout", "--header-timeout", "SHADOW_HEADER_TIMEOUT", "time a client has to send a whole request head -> 408 and close (default 60)", "SECONDS", _seconds(0.0)),
     Option("keepalive_timeout", "--keepalive-timeout", "SHADOW_KEEPALIVE_TIMEOUT", "an idle keep-alive client connection is closed after this (default 75)", "SECONDS", _seconds(0.0)),
     Option("max_connections", "--max-connections", "SHADOW_MAX_CONNECTIONS", "client connections at once (lowered to fit the fd limit); beyond, the longest-waiting idle or slow one is closed, or 503 when all are busy (default 10000)", "N", _whole(1)),
-    Option("evidence", "--evidence", "SHADOW_EVIDENCE", "PostgreSQL DSN of the evidence store (findings, examples; may differ from --pg; default off)", "DSN", _text, secret=True),
+    Option("evidence", "--evidence", "SHADOW_EVIDENCE", "PostgreSQL DSN of the evidence store (findings, examples; may differ from --pg; default off)", "DSN", _postgres_dsn, secret=True),
     Option("evidence_retention", "--evidence-retention", "SHADOW_EVIDENCE_RETENTION", "days of findings and examples the evidence store keeps (default 14)", "DAYS", _seconds(0.0)),
     Option("evidence_pod", "--evidence-pod", "SHADOW_EVIDENCE_POD", "this sidecar's name in the evidence store (default $POD_NAME, else the host name)", "NAME", _text),
     Option("explain_concurrency", "--explain-concurrency", "SHADOW_EXPLAIN_CONCURRENCY", "explanations in flight at once (queued for a thread), beyond -> dropped{explain_budget} (default 16)", "N", _whole(1)),

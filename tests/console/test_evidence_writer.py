@@ -4,7 +4,9 @@ client or Prometheus sees, and its drops are counted."""
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
+from shadow.config import Config, ConfigError
 from shadow.publish import evidence_store
 
 
@@ -41,3 +43,16 @@ async def test_schema_is_created_idempotently(evidence_dsn) -> None:
         await connection.close()
     tables = await rows(evidence_dsn, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'shadow_evidence'")
     assert {r["table_name"] for r in tables} >= {"findings", "examples", "pods", "verify_runs", "gate_verdicts"}
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"evidence": "mysql://user:s3cret@db/x"}, "--evidence / SHADOW_EVIDENCE: expected a postgresql:// DSN, got (value not shown)"),
+    ({"evidence": "s3cret"}, "--evidence / SHADOW_EVIDENCE: expected a postgresql:// DSN, got (value not shown)"),
+    ({"evidence_retention": "-1"}, "--evidence-retention / SHADOW_EVIDENCE_RETENTION: expected a number > 0.0, got '-1'"),
+    ({"evidence_retention": "nan"}, "--evidence-retention / SHADOW_EVIDENCE_RETENTION: expected a finite number, got 'nan'"),
+    ({"evidence_pod": "  "}, "--evidence-pod / SHADOW_EVIDENCE_POD: expected a non-empty value, got '  '"),
+])
+def test_evidence_flags_are_checked_and_the_dsn_never_echoed(world, values, message) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Config(upstream=world.api_url, rules=world.rules, **values)
+    assert str(refused.value) == message and "s3cret" not in str(refused.value)
