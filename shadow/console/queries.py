@@ -9,6 +9,7 @@ filter value is a bind parameter.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
 import time
@@ -89,14 +90,19 @@ async def overview(pool: Any, filters: Filters, now: float | None = None, known:
     table, column = ("findings_hourly", "hour") if hourly else ("findings", "minute")
     if hourly:  # whole hours: the hour that holds `since` counts entirely
         since = since.replace(minute=0, second=0, microsecond=0)
-    async with pool.acquire() as connection:
-        routes = await _routes(connection, table, column, since, filters)
-        paths, has_next = await _paths(connection, table, column, since, filters, routes, now)
-        entities = await _entities(connection, routes, now, clean_window, known)
-        pods = await _pods(connection, now)
-        verify_runs = await _verify_runs(connection)
-        gate = await _gate(connection)
-        options = await _options(connection, since)
+    async def on_own_connection(query: Any, *args: Any) -> Any:
+        async with pool.acquire() as connection:
+            return await query(connection, *args)
+
+    # independent reads on their own connections, at once
+    routes, groups, pods, verify_runs, gate, options = await asyncio.gather(
+        on_own_connection(_routes, table, column, since, filters),
+        on_own_connection(_path_groups, table, column, since, filters),
+        on_own_connection(_pods, now), on_own_connection(_verify_runs), on_own_connection(_gate),
+        on_own_connection(_options, since))
+    (paths, has_next), entities = await asyncio.gather(
+        _paths(pool, table, column, since, filters, routes, groups, now),
+        on_own_connection(_entities, routes, now, clean_window, known))
     return Overview(where="store", generated_at=now, filters=filters, entities=entities, routes=routes,
                     paths=paths, has_next=has_next, pods=pods, verify_runs=verify_runs, gate=gate,
                     options=options)
@@ -129,55 +135,68 @@ async def _routes(connection: Any, table: str, column: str, since: dt.datetime,
     return tuple(rows)
 
 
-async def _paths(connection: Any, table: str, column: str, since: dt.datetime, filters: Filters,
-                 routes: Sequence[RouteRow], now: float) -> tuple[tuple[PathRow, ...], bool]:
-    where = _Where([since]).add(f"{column} >= $1").add("path <> ''")
+async def _path_groups(connection: Any, table: str, column: str, since: dt.datetime,
+                       filters: Filters) -> list[Any]:
+    """Counts per (entity, path, route, outcome) in the window: one plain hash aggregate
+    (the pivot, the filters on outcomes and the order are done on these few rows)."""
+    where = _Where([since]).add(f"{column} >= $1").add("path <> ''").add("outcome <> 'suppressed'")
     if filters.entity:
         where.add("entity = ?", filters.entity)
     if filters.route:
         where.add("route = ?", filters.route)
     if filters.path:
         where.add("strpos(path, ?) > 0", filters.path)
-    having = ["true"]
-    if filters.outcome:
-        outcome_column = {"mismatch": "mismatch", "missing": "missing", "extra": "extra", "transient": "transient",
-                          "unstable": "unstable", "noisy": "noisy"}.get(filters.outcome, "persistent")
-        having.append(f"{outcome_column} > 0")
-    if filters.exclude_noise:
-        having.append("persistent > 0")
-    offset = (filters.page - 1) * PAGE_SIZE
     first, last = ("min(first_minute)", "max(last_minute)") if column == "hour" else ("min(minute)", "max(minute)")
-    persistent = ", ".join(f"'{name}'" for name in PERSISTENT)
-    records = await connection.fetch(
-        f"""SELECT * FROM (
-              SELECT entity, path,
-                sum(count) FILTER (WHERE outcome IN ({persistent}))::bigint AS persistent,
-                sum(count) FILTER (WHERE outcome = 'mismatch')::bigint AS mismatch,
-                sum(count) FILTER (WHERE outcome = 'missing')::bigint AS missing,
-                sum(count) FILTER (WHERE outcome = 'extra')::bigint AS extra,
-                sum(count) FILTER (WHERE outcome = 'transient')::bigint AS transient,
-                sum(count) FILTER (WHERE outcome = 'unstable')::bigint AS unstable,
-                sum(count) FILTER (WHERE outcome = 'noisy')::bigint AS noisy,
-                array_agg(DISTINCT route) FILTER (WHERE outcome <> 'noisy') AS routes,
-                {first} AS first_seen, {last} AS last_seen
-              FROM {SCHEMA}.{table} WHERE {where.sql} AND outcome <> 'suppressed'
-              GROUP BY entity, path) grouped
-            WHERE {" AND ".join(having)}
-            ORDER BY persistent DESC NULLS LAST, transient DESC NULLS LAST, entity, path
-            LIMIT {PAGE_SIZE + 1} OFFSET {offset}""", *where.args)
-    has_next = len(records) > PAGE_SIZE
-    records = records[:PAGE_SIZE]
-    compared = {(row.entity, row.route): row.comparisons for row in routes}
-    trends = await _trends(connection, table, column, since, [(r["entity"], r["path"]) for r in records], now,
-                           filters)
-    rows = []
+    records: list[Any] = await connection.fetch(
+        f"""SELECT entity, path, route, outcome, sum(count)::bigint AS n, {first} AS first_seen, {last} AS last_seen
+            FROM {SCHEMA}.{table} WHERE {where.sql} GROUP BY entity, path, route, outcome""", *where.args)
+    return records
+
+
+def _pivot(records: Sequence[Any], filters: Filters) -> list[dict[str, Any]]:
+    """Per (entity, path): counts by outcome, routes, first and last seen; filtered and
+    ordered (most persistent first)."""
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
-        path_routes = tuple(sorted(r["routes"] or ()))
+        row = grouped.setdefault((r["entity"], r["path"]), {
+            "entity": r["entity"], "path": r["path"], "counts": collections.Counter(), "routes": set(),
+            "first": r["first_seen"], "last": r["last_seen"]})
+        row["counts"][r["outcome"]] += r["n"]
+        if r["outcome"] != "noisy":
+            row["routes"].add(r["route"])
+        row["first"] = min(row["first"], r["first_seen"])
+        row["last"] = max(row["last"], r["last_seen"])
+    rows = []
+    for row in grouped.values():
+        counts = row["counts"]
+        row["persistent"] = sum(counts[name] for name in PERSISTENT)
+        if filters.exclude_noise and not row["persistent"]:
+            continue
+        if filters.outcome and not counts[filters.outcome]:
+            continue
+        rows.append(row)
+    rows.sort(key=lambda row: (-row["persistent"], -row["counts"]["transient"], row["entity"], row["path"]))
+    return rows
+
+
+async def _paths(pool: Any, table: str, column: str, since: dt.datetime, filters: Filters,
+                 routes: Sequence[RouteRow], groups: Sequence[Any], now: float) -> tuple[tuple[PathRow, ...], bool]:
+    ordered = _pivot(groups, filters)
+    offset = (filters.page - 1) * PAGE_SIZE
+    page = ordered[offset:offset + PAGE_SIZE]
+    compared = {(row.entity, row.route): row.comparisons for row in routes}
+    async with pool.acquire() as connection:
+        trends = await _trends(connection, table, column, since, [(r["entity"], r["path"]) for r in page], now,
+                               filters)
+    rows = []
+    for r in page:
+        path_routes = tuple(sorted(r["routes"]))
+        counts = r["counts"]
         rows.append(PathRow(
-            r["entity"], r["path"], r["persistent"] or 0, r["transient"] or 0, r["unstable"] or 0, r["noisy"] or 0,
+            r["entity"], r["path"], r["persistent"], counts["transient"], counts["unstable"], counts["noisy"],
             path_routes, sum(compared.get((r["entity"], route), 0) for route in path_routes),
-            _stamp(r["first_seen"]), _stamp(r["last_seen"]), trends.get((r["entity"], r["path"]), ())))
-    return tuple(rows), has_next
+            _stamp(r["first"]), _stamp(r["last"]), trends.get((r["entity"], r["path"]), ())))
+    return tuple(rows), len(ordered) > offset + PAGE_SIZE
 
 
 async def _trends(connection: Any, table: str, column: str, since: dt.datetime, keys: list[tuple[str, str]],

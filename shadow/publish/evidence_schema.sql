@@ -16,7 +16,9 @@ CREATE TABLE IF NOT EXISTS shadow_evidence.findings (
     PRIMARY KEY (entity, route, path, outcome, minute)
 );
 CREATE INDEX IF NOT EXISTS findings_minute ON shadow_evidence.findings (minute);
-CREATE INDEX IF NOT EXISTS findings_path ON shadow_evidence.findings (entity, path, minute) WHERE path <> '';
+CREATE INDEX IF NOT EXISTS findings_route_minute ON shadow_evidence.findings (minute) WHERE path = '';
+-- (an index per path on the minute table cost more to write and store than it saved the 1 h page)
+DROP INDEX IF EXISTS shadow_evidence.findings_path;
 
 -- The same counts per hour (written in the same transaction): the console reads windows
 -- longer than a few hours from here, so a page stays fast over weeks of minutes.
@@ -32,6 +34,9 @@ CREATE TABLE IF NOT EXISTS shadow_evidence.findings_hourly (
     PRIMARY KEY (entity, route, path, outcome, hour)
 );
 CREATE INDEX IF NOT EXISTS findings_hourly_hour ON shadow_evidence.findings_hourly (hour);
+CREATE INDEX IF NOT EXISTS findings_hourly_route_hour ON shadow_evidence.findings_hourly (hour) WHERE path = '';
+CREATE INDEX IF NOT EXISTS findings_hourly_path ON shadow_evidence.findings_hourly (entity, path, hour)
+    WHERE path <> '';
 
 -- A bounded number of whole examples per path, redacted before they left the sidecar.
 CREATE TABLE IF NOT EXISTS shadow_evidence.examples (

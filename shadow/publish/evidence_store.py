@@ -37,7 +37,7 @@ async def connect(dsn: str) -> Any:
     return connection
 
 
-async def create_pool(dsn: str, max_size: int = 4) -> Any:
+async def create_pool(dsn: str, max_size: int = 6) -> Any:
     """A pool for the console (reads); the schema is created first, so an empty store
     shows an empty console rather than an error."""
     import asyncpg
