@@ -66,7 +66,7 @@ class EvidenceSettings:
     retention: dt.timedelta = dt.timedelta(days=14)
     flush_interval: float = 1.0
     max_examples: int = 200  # examples waiting to be written
-    examples_per_path: int = 5  # per (entity, route, path) and hour, per pod
+    examples_per_path: int = 5  # per (entity, route, path, outcome) and hour, per pod
     retention_interval: float = 600.0
 
     @property
@@ -138,7 +138,9 @@ class EvidenceWriter:
         self._clock = clock
         self._counts: collections.Counter[CountKey] = collections.Counter()
         self._examples: list[Example] = []
-        self._example_budget: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        #: examples kept this hour per (entity, route, first path, outcome): transients of a
+        #: path do not use up the budget of its mismatches
+        self._example_budget: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         self._budget_hour = 0
         self._connection: Any = None
         self._tasks = TaskSet("evidence")
@@ -190,7 +192,7 @@ class EvidenceWriter:
         if hour != self._budget_hour:
             self._budget_hour = hour
             self._example_budget.clear()
-        budget_key = (comparison.entity, comparison.route, paths[0])
+        budget_key = (comparison.entity, comparison.route, paths[0], comparison.outcome.value)
         if self._example_budget[budget_key] >= self.settings.examples_per_path:
             return
         if len(self._examples) >= self.settings.max_examples:

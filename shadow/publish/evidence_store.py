@@ -16,7 +16,7 @@ SCHEMA = "shadow_evidence"
 CONNECT_TIMEOUT = 5.0
 #: statements that take longer are abandoned (the writer counts the batch as dropped)
 COMMAND_TIMEOUT = 10.0
-#: whole examples kept per (entity, route, first differing path); older ones are deleted
+#: whole examples kept per (entity, route, first differing path, outcome); older ones are deleted
 EXAMPLES_KEPT_PER_PATH = 20
 
 
@@ -68,7 +68,7 @@ async def apply_retention(connection: Any, keep: dt.timedelta, now: dt.datetime 
     extra = await connection.execute(
         f"""DELETE FROM {SCHEMA}.examples WHERE id IN (
               SELECT id FROM (
-                SELECT id, row_number() OVER (PARTITION BY entity, route, paths[1] ORDER BY at DESC) AS n
+                SELECT id, row_number() OVER (PARTITION BY entity, route, paths[1], outcome ORDER BY at DESC) AS n
                 FROM {SCHEMA}.examples) ranked
               WHERE n > $1)""", examples_per_path)
     return _rows(findings), _rows(examples) + _rows(extra)

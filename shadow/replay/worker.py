@@ -127,7 +127,8 @@ class ShadowWorker(asyncio.Protocol):
             case Start(config=config, tracing=tracing, shards=shards):
                 self.sink.tracing = tracing
                 self.sink.every_outcome = config.report_every_outcome
-                self.sink.documents = TokenBucket(DOCUMENTS_PER_SECOND) if config.evidence else None
+                self.sink.documents = ((TokenBucket(DOCUMENTS_PER_SECOND), TokenBucket(DOCUMENTS_PER_SECOND))
+                                       if config.evidence else None)
                 self._start(config, shards)
             case Rules(version=version):
                 self._reload(version)  # at once: the reads behind this message may need new routes
