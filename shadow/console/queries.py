@@ -102,7 +102,7 @@ async def overview(pool: Any, filters: Filters, now: float | None = None, known:
         on_own_connection(_options, since))
     (paths, has_next), entities = await asyncio.gather(
         _paths(pool, table, column, since, filters, routes, groups, now),
-        on_own_connection(_entities, routes, now, clean_window, known))
+        on_own_connection(_entities, routes, now, clean_window, known, filters.entity))
     return Overview(where="store", generated_at=now, filters=filters, entities=entities, routes=routes,
                     paths=paths, has_next=has_next, pods=pods, verify_runs=verify_runs, gate=gate,
                     options=options)
@@ -225,8 +225,14 @@ async def _trends(connection: Any, table: str, column: str, since: dt.datetime, 
 
 
 async def _entities(connection: Any, routes: Sequence[RouteRow], now: float, clean_window: float,
-                    known: Known | None) -> tuple[EntityRow, ...]:
-    totals = entity_totals(routes)
+                    known: Known | None, wanted: str = "") -> tuple[EntityRow, ...]:
+    """Every entity with comparisons in the window, a verify run or a gate verdict."""
+    totals = dict(entity_totals(routes))
+    verdicts = await _latest_gate_per_entity(connection)
+    layers = await _latest_layers(connection)
+    for entity in (*verdicts, *layers):
+        if not wanted or entity == wanted:
+            totals.setdefault(entity, (0, 0, 0, 0))
     if not totals:
         return ()
     persistent = ", ".join(f"'{name}'" for name in PERSISTENT)
@@ -234,7 +240,6 @@ async def _entities(connection: Any, routes: Sequence[RouteRow], now: float, cle
         f"""SELECT entity, min(first_minute) AS first,
                    max(last_minute) FILTER (WHERE outcome IN ({persistent}) AND path <> '') AS last_failure
             FROM {SCHEMA}.findings_hourly WHERE entity = ANY($1::text[]) GROUP BY entity""", list(totals))}
-    verdicts = await _latest_gate_per_entity(connection)
     rows = []
     for entity, (comparisons, failing, transient, errors) in sorted(totals.items()):
         record = history.get(entity)
@@ -244,8 +249,22 @@ async def _entities(connection: Any, routes: Sequence[RouteRow], now: float, cle
             entity, comparisons, failing, transient, errors, last_failure=last_failure,
             clean_for=None if clean_since is None else min(now - clean_since, clean_window),
             clean_window=clean_window, gate=verdicts.get(entity),
-            divergences=known.divergences.get(entity, ()) if known is not None else ()))
+            divergences=known.divergences.get(entity, ()) if known is not None else (),
+            layers=tuple(layers.get(entity, ()))))
     return tuple(rows)
+
+
+async def _latest_layers(connection: Any) -> dict[str, list[tuple[str, str, float]]]:
+    """Per entity, what the newest verify run of each layer said about it."""
+    records = await connection.fetch(
+        f"""SELECT DISTINCT ON (layer) layer, at, summary FROM {SCHEMA}.verify_runs
+            ORDER BY layer, at DESC""")
+    out: dict[str, list[tuple[str, str, float]]] = collections.defaultdict(list)
+    for record in records:
+        summary = _json(record["summary"]) or {}
+        for entity, status in (summary.get("by_entity") or {}).items():
+            out[str(entity)].append((record["layer"], str(status), record["at"].timestamp()))
+    return out
 
 
 async def _latest_gate_per_entity(connection: Any) -> dict[str, str]:

@@ -26,8 +26,9 @@ def verify_rows(report: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any
     for entity, found in (report.get("entities") or {}).items():
         for layer, result in (found.get("layers") or {}).items():
             row = per_layer.setdefault(layer, {"entities": 0, "checked": 0, "differences": 0, "errors": 0,
-                                               "statuses": set(), "documents": []})
+                                               "statuses": set(), "documents": [], "by_entity": {}})
             row["entities"] += 1
+            row["by_entity"][entity] = result.get("status")
             row["checked"] += int(result.get("checked") or 0)
             differences = result.get("differences") or []
             row["differences"] += len(differences) + int(result.get("truncated") or 0)

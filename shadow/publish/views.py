@@ -88,6 +88,7 @@ class EntityRow:
     clean_window: float | None = None  # the gate's clean window, seconds
     gate: str | None = None  # the gate's last verdict on this entity and its reasons
     divergences: tuple[tuple[str, float], ...] = ()  # known divergences: (path, expires at)
+    layers: tuple[tuple[str, str, float], ...] = ()  # the last verify run per layer: (layer, status, at)
 
     @property
     def status(self) -> str:

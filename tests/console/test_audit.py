@@ -50,4 +50,6 @@ async def test_verify_and_gate_are_recorded_and_shown(marketplace, evidence_dsn)
     finally:
         await console.stop()
     assert 'id="verify"' in page and any(key in page for key in planted & named)
+    entities = page[page.index('id="entities"'):page.index("</table>", page.index('id="entities"'))]
+    assert "docs <span class=\"failing\">differences</span>" in entities  # each entity's last verify run, per layer
     assert 'id="gate"' in page and "CANNOT_EVALUATE" in page and "cannot reach Prometheus" in page
