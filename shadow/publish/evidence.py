@@ -146,7 +146,7 @@ class EvidenceWriter:
         self._tasks = TaskSet("evidence")
         self._started = clock()
         self._last_retention = 0.0
-        self._writing = False
+        self._write_lock = asyncio.Lock()
         self._closed = False
         self.metrics.pending.set_function(lambda: len(self._counts))
 
@@ -245,11 +245,10 @@ class EvidenceWriter:
             await self.flush()
 
     async def flush(self) -> bool:
-        """Write what is waiting (one write at a time). True when the store took it."""
-        if self._writing:
-            return False
-        self._writing = True
-        try:
+        """Write what is waiting; True when the store took it, so everything recorded
+        before the call is stored. One write at a time: a call during a write waits for
+        it, then writes what came since."""
+        async with self._write_lock:
             batch = self.take()
             try:
                 connection = await self._connected()
@@ -260,8 +259,6 @@ class EvidenceWriter:
             except Exception as problem:  # any driver or network failure: fail open
                 return self._failed(batch, DropReasons.STORE_DOWN, problem)
             return True
-        finally:
-            self._writing = False
 
     def _failed(self, batch: Batch | None, reason: str, problem: BaseException) -> bool:
         self.metrics.dropped.labels(reason).inc()
