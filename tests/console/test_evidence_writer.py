@@ -56,3 +56,25 @@ def test_evidence_flags_are_checked_and_the_dsn_never_echoed(world, values, mess
     with pytest.raises(ConfigError) as refused:
         Config(upstream=world.api_url, rules=world.rules, **values)
     assert str(refused.value) == message and "s3cret" not in str(refused.value)
+
+
+async def test_retention_deletes_old_minutes_and_examples_beyond_the_newest_per_path(evidence_dsn) -> None:
+    import datetime as dt
+
+    now = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    connection = await evidence_store.connect(evidence_dsn)
+    try:
+        await connection.executemany(
+            "INSERT INTO shadow_evidence.findings (minute, entity, route, path, outcome, count) VALUES ($1, 'e', 'r', 'p', 'mismatch', 1)",
+            [(now - dt.timedelta(days=days),) for days in (0, 1, 13, 15, 30)])
+        await connection.executemany(
+            "INSERT INTO shadow_evidence.examples (at, entity, route, outcome, paths, pod, diffs) "
+            "VALUES ($1, 'e', 'r', 'mismatch', ARRAY['p'], 'pod', '[]')",
+            [(now - dt.timedelta(minutes=n),) for n in range(25)] + [(now - dt.timedelta(days=20),)])
+        findings, examples = await evidence_store.apply_retention(connection, dt.timedelta(days=14), now,
+                                                                  examples_per_path=20)
+        assert (findings, examples) == (2, 6)  # 15 and 30 days old; 1 too old + 5 beyond the newest 20
+        left = await connection.fetchval("SELECT min(at) FROM shadow_evidence.examples")
+        assert left == now - dt.timedelta(minutes=19)
+    finally:
+        await connection.close()

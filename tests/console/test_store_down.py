@@ -71,3 +71,29 @@ async def test_a_stopped_store_changes_no_answer_and_loses_no_count(world, own_s
     await asyncio.to_thread(own_store.start)
     await written(sidecar)
     assert await stored_comparisons(own_store.dsn) == 30  # the counts waited for the store
+
+
+async def test_a_store_that_never_answers_changes_no_answer_and_its_timeouts_are_counted(world, start, probe) -> None:
+    """A 'slow' store: a server that accepts connections and never says a word."""
+    accepted = asyncio.Event()
+    held = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        accepted.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        sidecar = await start(evidence=f"postgresql://shadow@127.0.0.1:{port}/evidence", evidence_pod="pod-a")
+        paths = [f"/quick/w{n:04d}" for n in range(1, 21)]
+        assert await probe.get_all(sidecar.proxy_url, paths) == await probe.get_all(world.api_url, paths)
+        await probe.settle(sidecar)
+        assert comparisons(sidecar) == 20
+        await accepted.wait()
+        await probe.until(lambda: dropped(sidecar, "timeout") >= 1, "a write that timed out, counted")
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
