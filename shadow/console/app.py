@@ -32,6 +32,8 @@ log = logging.getLogger("shadow.console")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN = frozenset({"/healthz"})
+#: seconds Prometheus' answer about known divergences is reused (they change with rule reloads)
+KNOWN_TTL = 30.0
 EXPIRIES = "shadow_known_divergence_expiry_timestamp_seconds"
 #: text a trace id is linked with, e.g. a Jaeger or Tempo URL with `{trace_id}`
 TRACE_LINK_PLACEHOLDER = "{trace_id}"
@@ -47,6 +49,7 @@ class Console:
         self.prometheus = prometheus.rstrip("/") if prometheus else None
         self.trace_url = trace_url
         self.clean_window = clean_window
+        self._known: tuple[float, queries.Known | None] = (-KNOWN_TTL, None)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.guard])
@@ -74,7 +77,7 @@ class Console:
     async def index(self, request: web.Request) -> web.Response:
         filters = Filters.parse(request.query)
         started = time.perf_counter()
-        known = await self._known()
+        known = await self._known_divergences()
         view = await queries.overview(self.pool, filters, known=known, clean_window=self.clean_window)
 
         def link(**changes: Any) -> str:
@@ -113,11 +116,20 @@ class Console:
         return web.Response(text=render("example.html", view=view, trace_link=trace),
                             content_type="text/html", charset="utf-8")
 
-    async def _known(self) -> queries.Known | None:
+    async def _known_divergences(self) -> queries.Known | None:
         """Known divergences and their expiry, from Prometheus (None without it, or when
-        it does not answer: the page still shows the store)."""
+        it does not answer: the page still shows the store); asked at most every KNOWN_TTL."""
         if self.prometheus is None:
             return None
+        asked, known = self._known
+        if time.monotonic() - asked < KNOWN_TTL:
+            return known
+        known = await self._ask_prometheus()
+        self._known = (time.monotonic(), known)
+        return known
+
+    async def _ask_prometheus(self) -> queries.Known | None:
+        assert self.prometheus is not None
         try:
             timeout = aiohttp.ClientTimeout(total=3)
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(

@@ -395,15 +395,13 @@ def evidence_writer(config: Any, metrics: Any, rules: Any) -> EvidenceWriter:
     RulesHolder)."""
     settings = EvidenceSettings(dsn=config.evidence, pod=config.evidence_pod or "",
                                 retention=dt.timedelta(days=config.evidence_retention))
-    registry = metrics.registry
-
     def labelled(metric: Any, label: str) -> dict[str, float]:
         return {sample.labels[label]: sample.value for sample in next(iter(metric.collect())).samples
                 if sample.name.endswith("_total")}
 
     def health() -> tuple[str | None, int, Mapping[str, float], Mapping[str, float]]:
         current = rules.current
-        depth = registry.get_sample_value("shadow_queue_depth") or 0
+        depth = next(iter(metrics.queue_depth.collect())).samples[0].value  # not the whole registry
         return (getattr(current, "version", None), int(depth), labelled(metrics.dropped, "reason"),
                 labelled(metrics.errors, "stage"))
 
@@ -411,4 +409,4 @@ def evidence_writer(config: Any, metrics: Any, rules: Any) -> EvidenceWriter:
         route = rules.current.route_named(route_name) if rules.current is not None else None
         return tuple(route.recheck.after) if route is not None and route.recheck.enabled else ()
 
-    return EvidenceWriter(settings, registry, health, schedule)
+    return EvidenceWriter(settings, metrics.registry, health, schedule)
