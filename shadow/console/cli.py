@@ -16,10 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
+from shadow.config import check_token
 from shadow.console.app import Console
 from shadow.console.queries import DEFAULT_CLEAN_WINDOW
 from shadow.publish import evidence_store
-from shadow.publish.admin_auth import AdminAuth, check_token, is_loopback
+from shadow.publish.admin_auth import AdminAuth, is_loopback
 
 log = logging.getLogger("shadow.console")
 DEFAULT_LISTEN = "127.0.0.1:9191"

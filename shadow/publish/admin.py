@@ -2,7 +2,8 @@
 
   /metrics     Prometheus exposition of the sidecar's registry
   /healthz     the process is alive
-  /readyz      upstream reachable (TCP) and rules loaded; PostgreSQL is not required
+  /readyz      rules loaded and listening (the upstream and PostgreSQL are not checked);
+               the shadow workers' state and problems in the body
   /rules       version, files and routes of the rules in force
   /mismatches  recent mismatches, redacted: JSON, or an HTML page
                (?format=html or Accept: text/html)
@@ -15,7 +16,7 @@ or admin listens beyond loopback (shadow/publish/admin_auth.py).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from shadow.model import WorkerState
 from shadow.publish.admin_auth import AdminAuth
 from shadow.publish.render import SECURITY_HEADERS, render
 from shadow.publish.sink import Sink
@@ -48,6 +50,8 @@ class Admin:
         #: check of the upstream or the shadow sources, so an outage of the API (or of
         #: PostgreSQL) never takes every replica out of the Service at once.
         self.listening = False
+        #: the shadow worker processes (set by the sidecar in worker mode; none inline)
+        self.workers: Callable[[], Sequence[WorkerState]] = lambda: ()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth.middleware])
@@ -74,12 +78,14 @@ class Admin:
     async def readyz(self, request: web.Request) -> web.Response:
         problems = []
         if self.rules.current is None:
-            problems.append("rules: none loaded (" + "; ".join(self.rules.last_result.problems if self.rules.last_result else ()) + ")")
+            problems.append("rules: none loaded (" + "; ".join(self.rules.last_result.problems
+                                                               if self.rules.last_result else ()) + ")")
         if not self.listening:
             problems.append("proxy: not listening")
+        shadow = shadow_side(self.workers())
         if problems:
-            return web.json_response({"ready": False, "problems": problems}, status=503)
-        return web.json_response({"ready": True, "rules": self.rules.current.version})
+            return web.json_response({"ready": False, "problems": problems, **shadow}, status=503)
+        return web.json_response({"ready": True, "rules": self.rules.current.version, **shadow})
 
     async def rules_view(self, request: web.Request) -> web.Response:
         rules = self.rules.current
@@ -103,7 +109,8 @@ class Admin:
             if limit < 0:
                 raise ValueError
         except ValueError:
-            raise web.HTTPBadRequest(text=f"limit: expected a whole number >= 0, got {request.query['limit']!r}\n") from None
+            raise web.HTTPBadRequest(
+                text=f"limit: expected a whole number >= 0, got {request.query['limit']!r}\n") from None
         wanted = request.query.get("format")
         if wanted == "html" or (wanted is None and "text/html" in request.headers.get("Accept", "")):
             return web.Response(text=self._page(request), content_type="text/html", charset="utf-8",
@@ -140,7 +147,7 @@ class Admin:
             query = filters.query(**changes)
             return "/mismatches?format=html" + (f"&{query}" if query else "")
 
-        return render("admin.html", view=view, total=total, link=link)
+        return render("admin.html", view=view, total=total, link=link, workers=tuple(self.workers()))
 
 
 def _describe_route(route: Any) -> dict[str, Any]:
@@ -153,3 +160,17 @@ def _describe_route(route: Any) -> dict[str, Any]:
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS),
                         status=status, content_type="application/json")
+
+
+def shadow_side(workers: Sequence[WorkerState]) -> dict[str, Any]:
+    """The shadow side's part of /readyz: each worker process, and what is wrong with it.
+    Shown, never counted against readiness: the user path does not need the workers, and
+    a shadow-side fault must not take every replica out of the Service."""
+    if not workers:
+        return {}
+    problems = [f"worker {state.index}: " + ("starting" if state.restarts == 0 else
+                f"down or restarting, restarted {state.restarts} times; last error: {state.last_error}")
+                for state in workers if not state.ready]
+    return {"shadow_workers": [{"worker": state.index, "pid": state.pid, "ready": state.ready,
+                                "restarts": state.restarts, "last_error": state.last_error} for state in workers],
+            "shadow_problems": problems}

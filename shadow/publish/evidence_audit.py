@@ -36,7 +36,8 @@ def verify_rows(report: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any
             row["statuses"].add(result.get("status"))
             for difference in differences:
                 if len(row["documents"]) < MAX_DOCUMENTS:
-                    detail = " ".join(part for part in (difference.get("check", ""), difference.get("path", "")) if part)
+                    parts = (difference.get("check", ""), difference.get("path", ""))
+                    detail = " ".join(part for part in parts if part)
                     row["documents"].append((entity, str(difference.get("key", "")), str(difference.get("kind", "")),
                                              detail))
     rows = []

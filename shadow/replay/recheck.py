@@ -21,6 +21,7 @@ key's whole recheck life); convergence.py holds the pure verdict.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import heapq
 import itertools
@@ -31,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from shadow.model import DropReason, FieldDiff, Outcome, ShadowJob, Verdict
+from shadow.model import DropReason, Failure, FieldDiff, Outcome, ShadowJob, Stage, Verdict
 from shadow.replay.control import (
     ControlGone,
     Replay,
@@ -39,6 +40,8 @@ from shadow.replay.control import (
     read_upstream_once,
 )
 from shadow.replay.convergence import WHOLE_DOCUMENT, Trail, moved_paths
+from shadow.replay.messages import Sink
+from shadow.rules.spec import Entity
 
 Item = TypeVar("Item")
 
@@ -83,10 +86,8 @@ class RecheckHeap(Generic[Item]):
             if wait <= 0:
                 break
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
-            except TimeoutError:
-                pass
         now = time.monotonic()
         due: list[tuple[Item, float]] = []
         while self._heap and self._heap[0][0] <= now and len(due) < limit:
@@ -126,18 +127,18 @@ class ControlRead:
 class RecheckHost(Protocol):
     """What the rechecker needs from the pipeline."""
 
-    sink: Any
+    sink: Sink[Any]
     sources: dict[str, Any]
 
     def rules(self) -> Any: ...
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Any, dict[str, Any]] | str: ...
+                    reader: Any = None) -> tuple[Entity, dict[str, Any]] | Failure: ...
 
     def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
-               control: Any, candidate: Any, entity_spec: Any) -> None: ...
+               control: Any, candidate: Any, entity_spec: Entity) -> None: ...
 
-    def fail(self, item: PendingKey, reason: str) -> None: ...
+    def fail(self, item: PendingKey, failure: Failure, report: bool = True) -> None: ...
 
 
 class Rechecker:
@@ -183,7 +184,7 @@ class Rechecker:
             try:
                 await self.recheck([item for item, _ in due])
             except Exception as problem:  # a bug here must not stop the rechecks
-                self.host.sink.raised("recheck", problem)
+                self.host.sink.raised(Failure.of(Stage.RECHECK, problem))
             finally:
                 self.busy -= 1
 
@@ -202,26 +203,26 @@ class Rechecker:
             entity_spec = self.host.rules().entities.get(entity)
             if entity_spec is None:
                 for item in group:
-                    self.host.fail(item, f"recheck: entity {entity!r} is not in the loaded rules")
+                    self.host.fail(item, Failure(Stage.RECHECK, "LookupError",
+                                                 f"entity {entity!r} is not in the loaded rules"), report=False)
                 continue
             started = time.monotonic()
             controls = await self._read_controls(entity_spec, group)
             self.host.sink.observe_stage(entity, "recheck_control", time.monotonic() - started)
             keys = list(dict.fromkeys(item.key for item in group))
             fetched = await self.host.fetch(entity, source_name, keys, reader)
-            if isinstance(fetched, str):
+            if isinstance(fetched, Failure):  # reported once by fetch(); each key is an error outcome
                 for item in group:
-                    self.host.fail(item, fetched)
+                    self.host.fail(item, fetched, report=False)
                 continue
             entity_spec, found = fetched
             for item, control in zip(group, controls, strict=True):
                 try:
                     self._step(item, entity_spec, control, found.get(item.key), today)
                 except Exception as problem:
-                    self.host.sink.raised("compare", problem, entity)
-                    self.host.fail(item, f"compare: {type(problem).__name__}: {problem}")
+                    self.host.fail(item, Failure.of(Stage.COMPARE, problem))
 
-    def _step(self, item: PendingKey, entity_spec: Any, read: ControlRead, candidate: Any, today: dt.date) -> None:
+    def _step(self, item: PendingKey, entity_spec: Entity, read: ControlRead, candidate: Any, today: dt.date) -> None:
         trail = item.trail
         assert trail is not None
         route = self.host.rules().route_named(item.job.route)
@@ -259,20 +260,20 @@ class Rechecker:
         control = trail.control if trail.control is not None else item.job.controls[item.key]
         self.host.finish(item, outcome, diffs, last, control, trail.last_candidate, entity_spec)
 
-    def _converged(self, item: PendingKey, entity_spec: Any) -> None:
+    def _converged(self, item: PendingKey, entity_spec: Entity) -> None:
         trail = item.trail
         assert trail is not None
         self.host.finish(item, Outcome.TRANSIENT, trail.first.diffs, trail.first, item.job.controls[item.key],
                          trail.first_candidate, entity_spec)
 
-    def _moved(self, entity_spec: Any, before: Any, after: Any, today: dt.date) -> frozenset[str]:
+    def _moved(self, entity_spec: Entity, before: Any, after: Any, today: dt.date) -> frozenset[str]:
         if before is None or after is None:
             return frozenset() if before is after else frozenset({WHOLE_DOCUMENT})
         return moved_paths(self._compare(entity_spec, before, after, today))
 
     # ------------------------------------------------------------------ the control
 
-    async def _read_controls(self, entity_spec: Any, items: list[PendingKey]) -> list[ControlRead]:
+    async def _read_controls(self, entity_spec: Entity, items: list[PendingKey]) -> list[ControlRead]:
         rules = self.host.rules()
         modes = []
         for item in items:
@@ -299,12 +300,12 @@ class Rechecker:
         return [read if read is not None else ControlRead(_trail(item).control)
                 for item, read in zip(items, reads, strict=True)]
 
-    async def _read_mongo(self, entity_spec: Any, keys: list[str], items: list[PendingKey],
+    async def _read_mongo(self, entity_spec: Entity, keys: list[str], items: list[PendingKey],
                           modes: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         source = self.host.sources.get("mongo")
         if source is None:
-            self.host.sink.raised("recheck_control", "recheck control 'mongo' but no --mongo source configured",
-                                  entity_spec.name)
+            self.host.sink.raised(Failure(Stage.RECHECK_CONTROL, "LookupError",
+                                          "recheck control 'mongo' but no --mongo source configured"), entity_spec.name)
             return None, None
         keys = list(dict.fromkeys(keys))
         try:
@@ -313,7 +314,7 @@ class Rechecker:
                           if mode == "mongo" and not _trail(item).noise_checked]
             second = await asyncio.wait_for(source.fetch(entity_spec, noise_keys), self.timeout) if noise_keys else None
         except Exception as problem:
-            self.host.sink.raised("recheck_control", _describe(problem), entity_spec.name)
+            self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), entity_spec.name)
             return None, None
         return first, second
 
@@ -334,7 +335,7 @@ class Rechecker:
         except ControlGone:
             return ControlRead(None, gone=True, fresh=True)
         except Exception as problem:  # the upstream is down, slow, or answers oddly: keep the last control
-            self.host.sink.raised("recheck_control", _describe(problem), item.job.entity)
+            self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), item.job.entity)
             return None
         if item.key not in first:  # a list read that no longer shows this key (paging moved)
             return ControlRead(None, gone=True, fresh=True)
@@ -344,12 +345,6 @@ class Rechecker:
 def _trail(item: PendingKey) -> Trail:
     assert item.trail is not None, "a parked key always has its trail"
     return item.trail
-
-
-def _describe(problem: BaseException) -> str:
-    if isinstance(problem, (TimeoutError, asyncio.TimeoutError)):
-        return "timeout"
-    return f"{type(problem).__name__}: {problem}"
 
 
 def _size(control: Any, candidate: Any) -> int:

@@ -24,7 +24,8 @@ _ABSENT = {"description": "the value an absent field stands for (both sides)"}
 _AGGREGATE = {"fk": _NAME, "parent": _NAME, "of": _NAME, "as": _AS, "absent": _ABSENT,
               "where": {"type": "object", "description": "column: key | reader | constant | {in: [..]} | {value: v}"}}
 _QUERY_PARAM = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["query"], "additionalProperties": False,
-                                                "properties": {"query": {"type": "string"}, "default": {"type": "integer"}}}]}
+                                                "properties": {"query": {"type": "string"},
+                                                               "default": {"type": "integer"}}}]}
 
 
 def _kind(kind: str, required: dict[str, Any], optional: dict[str, Any], description: str) -> dict[str, Any]:
@@ -64,8 +65,10 @@ def rule_schema() -> dict[str, Any]:
             "list": {"type": "boolean"}, "complete": {"type": "boolean"},
             "at": {"type": "string", "description": "dotted path of the document/list in the body"},
             "key": {"oneOf": [{"const": "body"}, {"type": "object", "minProperties": 1, "maxProperties": 2,
-                                                  "properties": {"path": {"type": "string"}, "query": {"type": "string"},
-                                                                 "header": {"type": "string"}, "const": {"type": "string"},
+                                                  "properties": {"path": {"type": "string"},
+                                                                 "query": {"type": "string"},
+                                                                 "header": {"type": "string"},
+                                                                 "const": {"type": "string"},
                                                                  "normalize": {}},
                                                   "additionalProperties": False}]},
             "where": {"type": "object", "additionalProperties": {"oneOf": [

@@ -86,7 +86,8 @@ def parse_absent(spec: YMap) -> Any:
     return spec.get("absent", NO_ABSENT)
 
 
-def parse_json_paths(reader: Reader, spec: YMap, where: str, transforms: Any) -> tuple[tuple[str, tuple[Transform, ...]], ...]:
+def parse_json_paths(reader: Reader, spec: YMap, where: str,
+                     transforms: Any) -> tuple[tuple[str, tuple[Transform, ...]], ...]:
     """`paths: {a.b: timestamp, 'c[*].d': decimal}` inside a json column."""
     value = spec.get("paths")
     if value is None:
@@ -121,7 +122,8 @@ def parse_reader(reader: Reader, options: YMap, where: str) -> ReaderSpec | None
     if not isinstance(value, YMap) or not reader.keys(value, ("header", "jwt_claim", "to", "by"), f"{where} reader",
                                                        ("header", "jwt_claim", "to")):
         if not isinstance(value, YMap):
-            reader.error(options.line_of("reader"), f"{where}: 'reader' is {{header, jwt_claim, to}}, got {kind_of(value)}")
+            reader.error(options.line_of("reader"),
+                         f"{where}: 'reader' is {{header, jwt_claim, to}}, got {kind_of(value)}")
         return None
     header = reader.string(value, "header", f"{where} reader")
     claim = reader.string(value, "jwt_claim", f"{where} reader")
@@ -143,7 +145,8 @@ def parse_page(reader: Reader, options: YMap, where: str, is_list: bool) -> Page
     for item in reader.strings(options, "order_by", where):
         column, _, direction = item.strip().partition(" ")
         if not IDENTIFIER.match(column) or direction.strip().lower() not in ("", "asc", "desc"):
-            reader.error(options.line_of("order_by"), f"{where}: order_by entries are 'column [asc|desc]', got {show(item)}")
+            reader.error(options.line_of("order_by"),
+                         f"{where}: order_by entries are 'column [asc|desc]', got {show(item)}")
             continue
         order.append((column, direction.strip().lower() == "desc"))
     limit, limit_default = _query_param(reader, options, "limit", where)

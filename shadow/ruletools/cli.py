@@ -7,7 +7,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from shadow.rules.policy import RulesPolicy, add_policy_arguments, policy_from_args
+from shadow.policy import RulesPolicy, add_policy_arguments, policy_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

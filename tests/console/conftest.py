@@ -1,5 +1,5 @@
 """The console tests run sidecars over the widget world of the pipeline tests (its
-fixtures re-exported from tests/pipeline/conftest.py, as tests/admin does), writing into
+fixtures re-exported from tests/replay/conftest.py, as tests/publish does), writing into
 an evidence store in a database of its own."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from shadow.demo.embedded import PostgresServer
 
 _NAME = "shadow_tests_widget_world"
 if _NAME not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(_NAME, Path(__file__).parents[1] / "pipeline" / "conftest.py")
+    _spec = importlib.util.spec_from_file_location(_NAME, Path(__file__).parents[1] / "replay" / "conftest.py")
     assert _spec is not None and _spec.loader is not None
     sys.modules[_NAME] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules[_NAME])

@@ -67,10 +67,12 @@ def reader_of(request: web.Request) -> ObjectId | None:
 async def _views(db: Any, requests: list[dict[str, Any]], reader: ObjectId | None) -> list[dict[str, Any]]:
     """The view models of `requests`: two more queries for the whole list (buyers, the
     reader's offers), as a careful backend would batch them."""
-    buyers = {user["_id"]: user async for user in db["users"].find({"_id": {"$in": list({r["buyerId"] for r in requests})}})}
+    buyer_ids = list({r["buyerId"] for r in requests})
+    buyers = {user["_id"]: user async for user in db["users"].find({"_id": {"$in": buyer_ids}})}
     mine: set[ObjectId] = set()
     if reader is not None and requests:
-        cursor = db["selleroffers"].find({"sellerId": reader, "purchaseRequestId": {"$in": [r["_id"] for r in requests]}})
+        cursor = db["selleroffers"].find({"sellerId": reader,
+                                          "purchaseRequestId": {"$in": [r["_id"] for r in requests]}})
         mine = {offer["purchaseRequestId"] async for offer in cursor}
     views = []
     for request in requests:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from tests.compare.test_compare_cli import shadow_compare
+from tests.ruletools.test_compare_cli import shadow_compare
 
 
 async def test_version_key_and_absent_default_are_not_differences(marketplace: Any) -> None:

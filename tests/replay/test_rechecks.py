@@ -13,27 +13,15 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-RULES = """\
-entity: widgets
-collection: widgets
-table: widgets
-key_type: string
-fields:
-  _id: legacy_object_id
-  name: name
-  price: {{column: price, as: decimal}}
-  apiToken: api_token
-redact: [apiToken]
-routes:
-  - route: GET /widgets/{{id}}
-    recheck: {widgets}
-  - route: GET /stamped/{{id}}
-    recheck: {{after: [50ms], control: upstream}}
-"""
+from tests.widgets import FULL_FIELDS, widget_rules
 
 
 def use_rules(world: Any, widgets: str) -> None:
-    (world.rules / "widgets.yaml").write_text(RULES.format(widgets=widgets))
+    """The pipeline world's widgets, rechecked on `widgets`; /stamped/ after 50 ms."""
+    (world.rules / "widgets.yaml").write_text(widget_rules(
+        f"  - route: GET /widgets/{{id}}\n    recheck: {widgets}\n",
+        "  - route: GET /stamped/{id}\n    recheck: {after: [50ms], control: upstream}\n",
+        fields=FULL_FIELDS, extra="redact: [apiToken]\n"))
 
 
 async def test_a_dual_write_landing_3s_late_is_transient_under_a_1s_5s_schedule(world, start, probe) -> None:

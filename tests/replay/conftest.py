@@ -20,33 +20,15 @@ from aiohttp import web
 
 from shadow.config import Config
 from shadow.sidecar import Sidecar, start_sidecar
+from tests.widgets import FULL_FIELDS, widget_rules
 
-WIDGET_RULES = """\
-# widgets: a tiny entity for the pipeline tests
-entity: widgets
-collection: widgets
-table: widgets
-key_type: string
-fields:
-  _id: legacy_object_id
-  name: name
-  price: {column: price, as: decimal}
-  apiToken: api_token
-routes:
-  - route: GET /widgets/{id}
-    recheck: 300ms
-  - route: GET /widgets
-    list: true
-    complete: true
-    at: items
-    recheck: 0
-  - route: GET /quick/{id}
-    recheck: 0
-  - route: GET /hashed/{id}
-    sample: 0.5
-    sample_by: key
-    recheck: 0
-"""
+#: widgets: a tiny entity for the pipeline tests
+WIDGET_RULES = widget_rules(
+    "  - route: GET /widgets/{id}\n    recheck: 300ms\n",
+    "  - route: GET /widgets\n    list: true\n    complete: true\n    at: items\n    recheck: 0\n",
+    "  - route: GET /quick/{id}\n    recheck: 0\n",
+    "  - route: GET /hashed/{id}\n    sample: 0.5\n    sample_by: key\n    recheck: 0\n",
+    fields=FULL_FIELDS)
 
 SCHEMA = """
 CREATE TABLE widgets (

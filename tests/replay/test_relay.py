@@ -7,7 +7,7 @@ import io
 import pickle
 from typing import Any
 
-from shadow.model import Comparison, DropReason, FieldDiff, Outcome, SkipReason
+from shadow.model import Comparison, DropReason, Failure, FieldDiff, Outcome, SkipReason, Stage
 from shadow.publish.metrics import Metrics
 from shadow.publish.sink import Sink
 from shadow.replay.messages import (
@@ -32,13 +32,13 @@ def _report(sink: Any) -> None:
         sink.publish(Comparison("payments", "GET /p/{id}", f"k{n}", Outcome.MATCH, source="postgres", at=1.0))
     sink.publish(Comparison("payments", "GET /p/{id}", "k9", Outcome.MATCH, suppressed=(_suppressed("fee"),), at=1.0))
     sink.publish(Comparison("payments", "GET /p/{id}", "m1", Outcome.MISMATCH, diffs=(_suppressed("amount"),), at=1.0))
-    sink.publish(Comparison("users", "GET /u/{id}", "u1", Outcome.ERROR, reason="fetch: timeout", at=1.0))
+    sink.publish(Comparison("users", "GET /u/{id}", "u1", Outcome.ERROR, reason="fetch: TimeoutError: after 0.5s", at=1.0))
     sink.skipped("payments", "GET /p/{id}", SkipReason.NOT_JSON)
     sink.skipped("payments", "GET /p/{id}", SkipReason.NOT_JSON)
     sink.dropped(SkipReason.QUEUE_FULL, "users", "GET /u/{id}")
     sink.dropped(DropReason.EXPLAIN_BUDGET)
     sink.dropped(DropReason.RECHECK_FULL)
-    sink.raised("fetch", "timeout after 0.5s", "users")
+    sink.raised(Failure(Stage.FETCH, "TimeoutError", "after 0.5s"), "users")
     for seconds in (0.00001, 0.0003, 0.004, 0.004, 0.7, 99.0):
         sink.observe_stage("payments", "fetch", seconds)
 
@@ -72,8 +72,8 @@ def test_counted_in_the_worker_and_merged_equals_published_one_by_one() -> None:
                 merged.merge(message)
             case Published(comparison=comparison):
                 merged.publish(comparison, None)
-            case Raised(stage=stage, error=error, entity=entity):
-                merged.raised(stage, error, entity)
+            case Raised(failure=failure, entity=entity):
+                merged.raised(failure, entity)
             case _:
                 raise AssertionError(message)
 

@@ -2,7 +2,7 @@
 
 The expected mapping is written out here in SQL (one query per collection that rebuilds
 the document from the rows, resolving every reference through id_map) — on purpose
-independent of the rules engine and of shadow/marketplace/backfill.py.
+independent of the rules engine and of shadow/demo/marketplace/backfill.py.
 """
 from __future__ import annotations
 

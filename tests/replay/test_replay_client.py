@@ -14,19 +14,10 @@ import pytest
 from shadow.replay.control import ControlGone, Replay, UpstreamControl
 from shadow.rules import load_rules
 from shadow.rules.spec import Route
+from tests.widgets import widget_rules
 
-RULES = """\
-entity: widgets
-collection: widgets
-table: widgets
-key_type: string
-fields:
-  _id: legacy_object_id
-  name: string
-routes:
-  - route: GET /w/{id}
-    recheck: {after: [1s], control: upstream, headers: [Authorization]}
-"""
+RULES = widget_rules("  - route: GET /w/{id}\n    recheck: {after: [1s], control: upstream, headers: [Authorization]}\n",
+                     fields={"_id": "legacy_object_id", "name": "string"})
 DOC = b'{"_id": "w1", "name": "Ada"}'
 LIMIT = 4096
 

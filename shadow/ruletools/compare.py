@@ -33,9 +33,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", dest="ids", action="append", required=True,
                         help="legacy id (the API's _id); repeat for several")
     parser.add_argument("--json", action="store_true", help="print one JSON object per key")
-    parser.add_argument("--show-values", action="store_true", help="print secret values too (no redaction by name or by the rules' redact paths)")
+    parser.add_argument("--show-values", action="store_true",
+                        help="print secret values too (no redaction by name or by the rules' redact paths)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per server call (default 5)")
-    from shadow.rules.policy import add_policy_arguments
+    from shadow.policy import add_policy_arguments
 
     add_policy_arguments(parser)
 
@@ -46,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from shadow.compare.diff import compare
+    from shadow.policy import policy_from_args
     from shadow.publish.redaction import Redaction
     from shadow.replay.sources.mongo import MongoSource
     from shadow.replay.sources.postgres import PostgresSource
     from shadow.rules import InvalidKey, RulesError, load_rules
-    from shadow.rules.policy import policy_from_args
 
     try:
         rules = load_rules(args.rules, policy_from_args(args))
@@ -77,7 +78,7 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         pg = await PostgresSource.create(args.pg, statement_timeout=args.timeout, pool_size=1)
         if args.url:
-            from shadow.compare.urlcontrol import api_controls, parse_headers, pick_route
+            from shadow.ruletools.urlcontrol import api_controls, parse_headers, pick_route
 
             route = pick_route(rules, entity, args.route)
             controls, reader = await api_controls(args.url, route, keys, parse_headers(args.header), args.timeout)
@@ -121,7 +122,8 @@ def _report(args: argparse.Namespace, entity: str, key: str, outcome: str, diffs
     count = f" — {len(diffs)} difference(s)" if diffs else ""
     print(f"{entity} {key}: {label}{count}  (rules {version})")
     for diff in diffs:
-        print(f"  {diff.at}  [{diff.kind}]\n    {'API:        ' if args.url else 'mongo (API):'} {json.dumps(diff.control, default=str)}\n"
+        print(f"  {diff.at}  [{diff.kind}]\n    {'API:        ' if args.url else 'mongo (API):'} "
+              f"{json.dumps(diff.control, default=str)}\n"
               f"    postgres:    {json.dumps(diff.candidate, default=str)}")
     for diff in suppressed:
         print(f"  {diff.at}  [known divergence, suppressed]")

@@ -8,19 +8,12 @@ from pathlib import Path
 import pytest
 from multidict import CIMultiDict, MultiDict
 
-from shadow.proxy.capture import CapturedRead
 from shadow.replay.link import read_message
 from shadow.rules import RouteMatch, load_rules
+from shadow.shadowside import CapturedRead
+from tests.widgets import widget_rules
 
-HEAD = """\
-entity: widgets
-collection: widgets
-table: widgets
-key_type: string
-fields:
-  _id: legacy_object_id
-routes:
-"""
+HEAD = widget_rules()
 CLIENT_HEADERS = CIMultiDict([("Host", "api"), ("Cookie", "session=s3cret"), ("Authorization", "Bearer t0k"),
                               ("X-Widget", "w7"), ("User-Agent", "curl"), ("traceparent", "00-ab-cd-01")])
 

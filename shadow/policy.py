@@ -65,7 +65,8 @@ def policy_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
     size_text = getattr(args, "rules_max_bytes", None)
     size_origin = "--rules-max-bytes"
     if size_text is None:
-        size_text, size_origin = environ.get("SHADOW_RULES_MAX_BYTES", str(DEFAULT_MAX_FILE_BYTES)), "SHADOW_RULES_MAX_BYTES"
+        size_origin = "SHADOW_RULES_MAX_BYTES"
+        size_text = environ.get(size_origin, str(DEFAULT_MAX_FILE_BYTES))
     try:
         modules = parse_modules(modules_text)
     except ValueError as problem:

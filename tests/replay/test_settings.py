@@ -9,6 +9,7 @@ import pytest
 
 from shadow.config import Config
 from shadow.replay.settings import cpu_quota, pipeline_settings, shadow_workers
+from tests.widgets import widget_rules
 
 
 def _config(tmp_path: Path, **values: object) -> Config:
@@ -77,7 +78,6 @@ def test_a_worker_opens_only_the_sources_its_rules_read(tmp_path: Path) -> None:
 
     assert sources_in_use(load_rules(ROOT / "rules" / "marketplace")) == {"postgres"}
     (tmp_path / "w.yaml").write_text(
-        "entity: widgets\ncollection: widgets\ntable: widgets\nkey_type: string\nfields:\n  _id: legacy_object_id\n"
-        "routes:\n  - route: GET /w/{id}\n    recheck: {after: [1s], control: mongo}\n")
+        widget_rules("  - route: GET /w/{id}\n    recheck: {after: [1s], control: mongo}\n"))
     assert sources_in_use(load_rules(tmp_path)) == {"postgres", "mongo"}
     assert sources_in_use(None) == set()

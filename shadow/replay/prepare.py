@@ -1,7 +1,7 @@
-"""A matched read as the proxy captured it, and the pure stage that turns it into a
-ShadowJob: inflate the body copy, parse it, take the keys and control documents the
-route names, and apply per-key sampling. Runs in a shadow worker, never on the
-request path (there the proxy only copies bytes)."""
+"""The pure stage that turns a captured read (shadow/shadowside.py) into a ShadowJob:
+inflate the body copy, parse it, take the keys and control documents the route names,
+and apply per-key sampling. Runs in a shadow worker (or the inline pipeline), never on
+the request path (there the proxy only copies bytes)."""
 from __future__ import annotations
 
 import zlib
@@ -9,28 +9,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shadow.model import ShadowJob, SkipReason
-from shadow.publish.tracing import request_context
 from shadow.replay.sampling import sampled_by_key
 from shadow.replay.viewread import bound_reader, listing
-from shadow.rules import InvalidKey, RouteMatch
+from shadow.rules import InvalidKey
+from shadow.shadowside import CapturedRead
 
 MAX_INFLATED_BYTES = 16 * 1024 * 1024  # a gzip body may not inflate past this (zip bombs)
-
-
-@dataclass(frozen=True, slots=True)
-class CapturedRead:
-    """A matched 2xx read as the proxy hands it over: raw bytes, nothing parsed yet."""
-
-    match: RouteMatch
-    query: Mapping[str, str]
-    headers: Mapping[str, str]
-    body: bytes
-    content_type: str
-    content_encoding: str
-    trace_headers: tuple[tuple[str, str], ...]
-    enqueued_at: float
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +83,11 @@ def decoded_body(body: bytes, content_encoding: str, limit: int) -> bytes | None
         except zlib.error:
             return None
     return None if inflater.unconsumed_tail else plain
+
+
+def request_context(trace_headers: Mapping[str, str] | None) -> Context | None:
+    """The client's trace context from its `traceparent`/`tracestate`, or None (the
+    proxy only copies the header values; they are parsed here, off the request path)."""
+    if not trace_headers:
+        return None
+    return _PROPAGATOR.extract(carrier=dict(trace_headers))
