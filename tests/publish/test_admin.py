@@ -131,3 +131,11 @@ async def test_mismatch_page_aggregates_routes_and_paths_and_filters_in_the_url(
     assert 'data-path="price"' in filtered and 'data-path="name"' not in filtered
     assert 'data-key="w0011"' not in filtered  # the recent entries follow the filter too
     assert 'name="path" value="pri"' in filtered  # the filter stays in the form (and the links)
+
+
+async def test_mismatch_page_shows_the_shadow_workers_state(world, start) -> None:
+    sidecar = await start(shadow_workers=2)
+    _, _, page = await get(sidecar.admin_url + "/mismatches?format=html")
+    table = page[page.index('<table id="workers">'):]
+    table = table[:table.index("</table>")]
+    assert table.count('class="clean">ready</td>') == 2 and 'data-worker="1"' in table
