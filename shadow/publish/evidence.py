@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -371,8 +372,10 @@ def _query(listing: Any, redaction: Redaction) -> str | None:
     query = getattr(listing, "query", None)
     if not query:
         return None
-    if isinstance(query, Mapping):
-        return "&".join(f"{name}={redaction.value(value, str(name))}" for name, value in sorted(query.items()))
+    if isinstance(query, Mapping):  # name -> [values] (a name may repeat), each value redacted by its name
+        pairs = [(str(name), value) for name, values in sorted(query.items())
+                 for value in (values if isinstance(values, (list, tuple)) else [values])]
+        return urllib.parse.urlencode([(name, str(redaction.value(value, name))) for name, value in pairs])
     return str(query)
 
 

@@ -115,8 +115,10 @@ class Relay:
                  and self.documents[outcome is Outcome.TRANSIENT].take())
         slim = comparison if whole else replace(
             comparison, candidate=None, control=comparison.control if outcome is Outcome.MISSING else None)
-        info = None if job is None else JobInfo(job.entity, job.route, job.source, job.enqueued_at,
-                                                trace_headers(job.trace_context))
+        info = None if job is None else JobInfo(
+            job.entity, job.route, job.source, job.enqueued_at, trace_headers(job.trace_context),
+            *((tuple(job.params.items()), tuple((getattr(job.listing, "query", None) or {}).items()))
+              if whole else ()))
         handle = next(self._handles) if outcome in NOTEWORTHY else None
         self._send(Published(slim, info, handle))
         return RemoteEntry(handle, comparison.entity) if handle is not None else None

@@ -143,7 +143,7 @@ async def test_three_pods_one_console(world, evidence_dsn, start, probe, browser
         candidate = page.locator('#candidate span.differs[data-path="price"]')
         assert "9.5" in await control.inner_text() and "12.75" in await candidate.inner_text()
         assert await page.locator("#control span.differs").count() == 1
-        assert "GET /quick/{id}" in await page.inner_text("#request")
+        assert "GET /quick/{id} with id=w0009" in await page.inner_text("#request")
         assert "no recheck on this route" in await page.inner_text("#request")
 
         for html in pages_seen:

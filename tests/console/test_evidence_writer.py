@@ -31,6 +31,7 @@ async def test_findings_and_redacted_examples_reach_the_store(world, evidence_ds
     assert totals == {("", "match"): 2, ("", "mismatch"): 1, ("price", "mismatch"): 1}
     [example] = await rows(evidence_dsn, "SELECT * FROM shadow_evidence.examples")
     assert example["key"] == "w0009" and list(example["paths"]) == ["price"] and example["pod"] == "pod-a"
+    assert example["params"] == '{"id": "w0009"}'  # crossed from the worker process with the documents
     assert "tok-9" not in example["control"] + example["candidate"]  # apiToken is a secret by name
     assert "12.75" in example["candidate"] and "9.5" in example["control"]
     [pod] = await rows(evidence_dsn, "SELECT * FROM shadow_evidence.pods")
@@ -78,3 +79,15 @@ async def test_retention_deletes_old_minutes_and_examples_beyond_the_newest_per_
         assert left == now - dt.timedelta(minutes=19)
     finally:
         await connection.close()
+
+
+async def test_a_list_reads_example_keeps_its_query_with_secrets_redacted(world, evidence_dsn, start, probe) -> None:
+    await world.sql("INSERT INTO widgets (legacy_object_id, name, price, api_token) VALUES ('w9999', 'only in PG', 1, 't')")
+    sidecar = await start(evidence=evidence_dsn, evidence_pod="pod-a")
+    [(status, _)] = await probe.get_all(sidecar.proxy_url, ["/widgets?tag=blue&tag=red&token=hunter2"])
+    assert status == 200
+    await probe.settle(sidecar)
+    assert await sidecar.evidence.flush()
+    [example] = await rows(evidence_dsn, "SELECT * FROM shadow_evidence.examples WHERE outcome = 'extra'")
+    assert example["key"] == "w9999" and example["route"] == "GET /widgets"
+    assert example["query"] == "tag=blue&tag=red&token=%5Bredacted%5D"  # a secret by name stays out of the store
