@@ -209,7 +209,7 @@ class EvidenceWriter:
             source=comparison.source,
             params=dict(job.params) if job is not None and job.params else {},
             query=_query(listing, redaction),
-            rechecks=_rechecks(comparison.outcome, schedule),
+            rechecks=_rechecks(comparison, schedule),
             diffs=tuple({"path": diff.path, "at": diff.at, "kind": diff.kind,
                          "control": redaction.side(diff.control, diff.path),
                          "candidate": redaction.side(diff.candidate, diff.path)} for diff in comparison.diffs),
@@ -355,9 +355,10 @@ class EvidenceWriter:
             self._connection = None
 
 
-def _rechecks(outcome: Outcome, schedule: tuple[float, ...]) -> dict[str, Any]:
-    """What the recheck history says about this outcome (the pipeline publishes only the
-    end of it): the route's schedule and how the rechecks ended."""
+def _rechecks(comparison: Comparison, schedule: tuple[float, ...]) -> dict[str, Any]:
+    """The recheck history of this outcome: the route's schedule, how many rechecks ran
+    (both sides re-read each time) over how long, and how they ended."""
+    outcome = comparison.outcome
     ended = {
         Outcome.TRANSIENT: "converged on a recheck: both sides agreed",
         Outcome.MISMATCH: "the same difference on every recheck" if schedule else "no recheck configured",
@@ -365,7 +366,8 @@ def _rechecks(outcome: Outcome, schedule: tuple[float, ...]) -> dict[str, Any]:
         Outcome.UNSTABLE: "the API's own answer kept changing between reads",
         Outcome.EXTRA: "list read: not rechecked",
     }.get(outcome, "")
-    return {"schedule_seconds": list(schedule), "ended": ended}
+    return {"schedule_seconds": list(schedule), "done": comparison.rechecks,
+            "seconds": round(comparison.recheck_seconds, 3), "ended": ended}
 
 
 def _query(listing: Any, redaction: Redaction) -> str | None:

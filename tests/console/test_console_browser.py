@@ -115,7 +115,8 @@ async def test_three_pods_one_console(world, evidence_dsn, start, probe, browser
         for side in ("control", "candidate"):
             line = await page.locator(f'#{side} span.differs[data-path="apiToken"]').inner_text()
             assert line.strip().rstrip(",") == '"apiToken": "[redacted]"'
-        assert "converged on a recheck" in await page.inner_text("#request")
+        history = await page.inner_text("#request")
+        assert "1 recheck(s) over" in history and "converged on a recheck" in history
         await page.goto(console.url + "/")
 
         # filters live in the URL: "exclude noise" drops the transient-only path, the path
