@@ -86,7 +86,8 @@ async def store_cost(dsn: str, minutes: int, per_second: int) -> dict[str, Any]:
     total = sum(grown.values())
     aggregates = grown.get("findings", 0) + grown.get("findings_hourly", 0)
     example_bytes = grown.get("examples", 0) / max(counts["examples"], 1)
-    path_keys = len({(e, r, p) for e in ENTITIES for r in ROUTES for p in PATHS})
+    # examples are budgeted per (entity, route, path, outcome): two outcomes here
+    path_keys = len({(e, r, p, o) for e in ENTITIES for r in ROUTES for p in PATHS for o in ("mismatch", "transient")})
     return {
         "simulated_minutes": minutes, "findings_per_second": per_second, "findings": findings,
         "record_cpu_us_per_finding": round(record_cpu / findings * 1e6, 2),

@@ -48,6 +48,8 @@ WHOLE_DOCUMENT = "(document)"
 MAX_PENDING_KEYS = 50_000
 #: largest JSON document stored as an example (bigger ones are stored as a note)
 MAX_DOCUMENT_CHARS = 256_000
+#: outcomes whose example is worth keeping only with both documents
+_DOCUMENTED = frozenset({Outcome.MISMATCH, Outcome.TRANSIENT, Outcome.UNSTABLE})
 
 
 class DropReasons:
@@ -189,6 +191,8 @@ class EvidenceWriter:
 
     def _maybe_keep(self, comparison: Comparison, job: ShadowJob | None, trace_id: str | None,
                     redaction: Redaction, paths: tuple[str, ...], at: float) -> None:
+        if comparison.control is None and comparison.candidate is None and comparison.outcome in _DOCUMENTED:
+            return  # its documents stayed in the worker (beyond its budget): nothing whole to show
         hour = int(at // 3600)
         if hour != self._budget_hour:
             self._budget_hour = hour
