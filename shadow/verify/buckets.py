@@ -3,9 +3,10 @@ side's documents, and the `--resume` file that records buckets verified clean.
 
 A bucket digest is (count, sum of BLAKE2b-128 of key + document bytes mod 2^128): the
 same whatever order the documents came in, and two partitions' digests of one bucket add
-up. A rerun with `--resume FILE` skips every bucket the file records as clean under the
-same rules version (an interrupted or partitioned run continues where it stopped) and
-writes the file back after each entity."""
+up. With `--resume FILE` the file is rewritten atomically (temporary file, fsync, rename)
+each time a bucket is complete and clean, so an interrupted run loses at most the bucket
+it was in; a rerun skips every bucket the file records as clean under the same rules
+version and reports their counts and digests as if it had read them."""
 from __future__ import annotations
 
 import hashlib
@@ -93,18 +94,30 @@ class ResumeFile:
                              and isinstance(value, dict) and value.get("clean") is True}
         return cls(target, rules_version, clean)
 
-    def skips(self, entity: str, bucket: str) -> bool:
-        return bucket in self.clean.get(entity, {})
+    def recorded(self, entity: str, bucket: str) -> dict[str, Any] | None:
+        """The bucket's counts and digests when the file records it clean (skip it)."""
+        found = self.clean.get(entity, {}).get(bucket)
+        if not isinstance(found, dict) or not bucket_end(bucket):
+            return None
+        try:
+            return {"mongo": {"count": int(found["mongo"]["count"]), "digest": str(found["mongo"]["digest"])},
+                    "postgres": {"count": int(found["postgres"]["count"]), "digest": str(found["postgres"]["digest"])},
+                    "clean": True}
+        except (KeyError, TypeError, ValueError):
+            return None  # a hand-edited entry: verify the bucket again
 
-    def record(self, entity: str, buckets: dict[str, Bucket]) -> None:
+    def record_bucket(self, entity: str, name: str, bucket: Bucket) -> None:
+        """Checkpoint one complete bucket (only clean buckets are skipped later)."""
         if self.path is None:
             return
         kept = self.clean.setdefault(entity, {})
-        for name, bucket in buckets.items():
-            if bucket.differences == 0 and name.startswith("d"):
-                kept[name] = bucket.as_json()
-            else:
-                kept.pop(name, None)
+        if bucket.differences == 0 and name.startswith("d"):
+            kept[name] = bucket.as_json()
+        elif kept.pop(name, None) is None:
+            return  # nothing changes on disk
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps({"rules_version": self.rules_version, "entities": self.clean}))
+        with open(temporary, "w", encoding="utf-8") as stream:
+            json.dump({"rules_version": self.rules_version, "entities": self.clean}, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, self.path)
