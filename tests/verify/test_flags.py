@@ -8,10 +8,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp import web
+from pymongo import AsyncMongoClient
 
 from tests.verify.conftest import RULES, Domain, differences, shadow_verify
 
@@ -170,3 +172,16 @@ async def test_user_normalizer_modules_by_flag_or_env(domain: Domain, tmp_path: 
     code, _, err = await shadow_verify(domain, "--entity", "users", "--layer", "docs", rules=rules,
                                        env={**path, "SHADOW_NORMALIZER_MODULES": "user_normalizers_example"})
     assert code == 0, err
+
+
+async def test_a_database_or_collection_that_does_not_exist_is_exit_2(domain: Domain) -> None:
+    misspelled = Domain(domain.pg_dsn, domain.mongo_uri, domain.mongo_db + "x", domain.dataset)
+    code, out, _ = await shadow_verify(misspelled, "--entity", "users")
+    assert code == 2 and f"Mongo database {domain.mongo_db + 'x'!r} does not exist" in out
+    client: AsyncMongoClient[Any] = AsyncMongoClient(domain.mongo_uri)
+    try:
+        await client[domain.mongo_db].drop_collection("addresses")
+    finally:
+        await client.close()
+    code, out, _ = await shadow_verify(domain, "--entity", "addresses", "--layer", "counts")
+    assert code == 2 and "collection 'addresses' does not exist" in out
