@@ -99,7 +99,7 @@ def _difference_lines(entity: str, d: Difference) -> list[str]:
         found = "in PostgreSQL, not in Mongo"
     else:
         found = f"mongo={json.dumps(d.mongo, default=str)} postgres={json.dumps(d.postgres, default=str)}"
-    lines = [f"  {entity} {d.layer} {d.check} [{d.kind}] {where}{': ' if where else ''}{found}{note}"]
+    lines = [f"  {entity} {d.layer} {d.check} [{d.kind}]{' ' + where if where else ''}: {found}{note}"]
     if d.count is not None:
         lines.append(f"    {d.count} document(s){', e.g.:' if d.documents else ''}")
         for document in d.documents:

@@ -18,6 +18,18 @@ from shadow.demo.marketplace.cli import load_domain
 from shadow.demo.marketplace.generate import Dataset
 
 RULES = Path(__file__).resolve().parents[2] / "rules" / "marketplace"
+REPORT_SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "verify-report.schema.json"
+
+
+def valid_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The report, after checking it against the documented JSON Schema."""
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(REPORT_SCHEMA.read_text())
+    Draft202012Validator.check_schema(schema)
+    errors = sorted(Draft202012Validator(schema).iter_errors(report), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+    return report
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from pymongo import AsyncMongoClient
 
-from tests.verify.conftest import RULES, Domain, differences, shadow_verify
+from tests.verify.conftest import RULES, Domain, differences, shadow_verify, valid_report
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -178,6 +178,8 @@ async def test_a_database_or_collection_that_does_not_exist_is_exit_2(domain: Do
     misspelled = Domain(domain.pg_dsn, domain.mongo_uri, domain.mongo_db + "x", domain.dataset)
     code, out, _ = await shadow_verify(misspelled, "--entity", "users")
     assert code == 2 and f"Mongo database {domain.mongo_db + 'x'!r} does not exist" in out
+    code, report, _ = await shadow_verify(misspelled, "--entity", "users", "--json")
+    assert code == 2 and valid_report(report)["exit"] == 2 and "does not exist" in report["error"]
     client: AsyncMongoClient[Any] = AsyncMongoClient(domain.mongo_uri)
     try:
         await client[domain.mongo_db].drop_collection("addresses")

@@ -10,7 +10,7 @@ import asyncpg
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from tests.verify.conftest import Domain, differences, shadow_verify
+from tests.verify.conftest import Domain, differences, shadow_verify, valid_report
 
 
 async def plant(domain: Domain) -> dict[str, str]:
@@ -81,6 +81,7 @@ async def test_each_planted_kind_is_found_by_the_right_layer(domain: Domain) -> 
     planted = await plant(domain)
     code, report, err = await shadow_verify(domain, "--json")
     assert code == 1, err
+    valid_report(report)
     found = differences(report)
     # missing row / extra row: counts and docs
     ledger = [d for d in found if d["entity"] == "funds_ledger_entries"]
@@ -111,6 +112,9 @@ async def test_each_planted_kind_is_found_by_the_right_layer(domain: Domain) -> 
                                       "ref": planted["dangling_mongo_ref"]}]
     one(found, entity="disputes", layer="docs", key=planted["dangling_mongo"], path="openedBy")
     # sum off by 1e-18: the sums layer, in the entry's group, exactly
+    failed = {c["check"] for c in report["entities"]["funds_ledger_entries"]["layers"]["sums"]["checks"]
+              if not c["passed"]}
+    assert "sums.amount_by_type" in failed
     total = one(ledger, layer="sums", check="sums.amount_by_type", kind="sum",
                 group={"type": planted["sum_type"], "amount.currency": planted["sum_currency"]})
     from decimal import Decimal
@@ -127,3 +131,14 @@ async def test_each_planted_kind_is_found_by_the_right_layer(domain: Domain) -> 
     # nothing else: every difference belongs to a plant
     assert {d["entity"] for d in found} == {"funds_ledger_entries", "purchase_requests", "users", "payments",
                                              "addresses", "disputes"}
+
+
+async def test_text_report_names_what_each_side_holds(domain: Domain) -> None:
+    planted = await plant(domain)
+    code, text, err = await shadow_verify(domain, "--entity", "funds_ledger_entries", "--entity", "disputes")
+    assert code == 1, err
+    assert f"document [missing] {planted['missing']}: in Mongo, missing from PostgreSQL" in text
+    assert "mongo=null postgres=null" not in text
+    # a counts difference lists its documents under it
+    assert f"dangling.openedBy [dangling_in_mongo]: mongo=1 postgres=0\n    1 document(s), e.g.:\n" \
+           f"      {planted['dangling_mongo']} path=\"openedBy\" ref=\"{planted['dangling_mongo_ref']}\"" in text
