@@ -100,7 +100,7 @@ def parse_stored(reader: Reader, document: YMap, where: str, fields: Iterable[Fi
             version_key = raw
         else:
             reader.error(value.line_of("version_key"), f"{here}: 'version_key' must be a field name or null, got {show(raw)}")
-    defaults: dict[str, Any] = dict.fromkeys(array_paths(fields), []) if odm == "mongoose" else {}
+    defaults: dict[str, Any] = {path: [] for path in array_paths(fields)} if odm == "mongoose" else {}
     raw_defaults = value.get("defaults", YMap())
     if not isinstance(raw_defaults, YMap):
         reader.error(value.line_of("defaults"), f"{here}: 'defaults' must map field -> value, got {kind_of(raw_defaults)}")
