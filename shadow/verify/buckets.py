@@ -1,9 +1,10 @@
 """Per id-range bucket (one UTC day of ObjectIds) an order-independent digest of each
 side's documents, and the `--resume` file that records buckets verified clean.
 
-A bucket digest is (count, sum of BLAKE2b-128 of key + document bytes mod 2^128): the
-same whatever order the documents came in, and two partitions' digests of one bucket add
-up. With `--resume FILE` the file is rewritten atomically (temporary file, fsync, rename)
+A bucket digest is (count, sum of BLAKE2b-128 of key + canonical document mod 2^128):
+the same whatever order the documents came in, and two partitions' digests of one bucket
+add up. The document hashed is the CANONICAL form the comparison uses (both stores'
+digests of a clean bucket are equal; a matching document is hashed once). With `--resume FILE` the file is rewritten atomically (temporary file, fsync, rename)
 each time a bucket is complete and clean, so an interrupted run loses at most the bucket
 it was in; a rerun skips every bucket the file records as clean under the same rules
 version and reports their counts and digests as if it had read them."""
@@ -24,8 +25,14 @@ _MOD = 1 << 128
 MAX_RESUME_BYTES = 64 * 1024 * 1024
 
 
+def _plain(value: Any) -> Any:
+    """What orjson cannot write itself: a canonical boolean (Flag), a Decimal, …"""
+    inner = getattr(value, "value", None)
+    return inner if isinstance(inner, bool) else str(value)
+
+
 def document_hash(key: str, document: Any) -> int:
-    data = orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    data = orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_plain)
     return int.from_bytes(hashlib.blake2b(key.encode() + b"\0" + data, digest_size=16).digest(), "big")
 
 
@@ -40,6 +47,14 @@ class Bucket:
     def add_mongo(self, key: str, document: Any) -> None:
         self.mongo_count += 1
         self.mongo_digest = (self.mongo_digest + document_hash(key, document)) % _MOD
+
+    def add_both(self, key: str, document: Any) -> None:
+        """A document both stores hold alike: hashed once, counted on each side."""
+        hashed = document_hash(key, document)
+        self.mongo_count += 1
+        self.pg_count += 1
+        self.mongo_digest = (self.mongo_digest + hashed) % _MOD
+        self.pg_digest = (self.pg_digest + hashed) % _MOD
 
     def add_pg(self, key: str, document: Any) -> None:
         self.pg_count += 1

@@ -24,6 +24,7 @@ target collection's `_id`s in memory.
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import re
 import tempfile
@@ -147,10 +148,43 @@ def archive_documents(path: Path, database: str, collection: str) -> Iterator[by
 
 
 def directory_documents(path: Path) -> Iterator[bytes]:
+    for buffer, starts in directory_batches(path):
+        ends = [*starts[1:], len(buffer)]
+        for start, end in zip(starts, ends, strict=True):
+            yield buffer[start:end]
+
+
+def directory_batches(path: Path, chunk: int = 1 << 20) -> Iterator[tuple[bytes, list[int]]]:
+    """Runs of whole documents read a megabyte at a time: (buffer, where each document
+    starts). Each length is checked before anything more is read for it."""
     where = str(path)
     with _open(path) as stream:
-        while (raw := read_document(stream, where)) is not None:
-            yield raw
+        pending = b""
+        need = chunk
+        while True:
+            data = _read(stream, need, where)
+            buffer = pending + data if pending else data
+            size, position, starts, end = len(buffer), 0, [], len(buffer)
+            need = chunk
+            while end - position >= 4:
+                size = int.from_bytes(buffer[position:position + 4], "little", signed=True)
+                if size < 5 or size > MAX_DOCUMENT:
+                    raise DumpError(f"{where}: bad document length {size} "
+                                    f"(a BSON document is 5 to {MAX_DOCUMENT} bytes)")
+                if end - position < size:
+                    need = max(chunk, size - (end - position))
+                    break
+                if buffer[position + size - 1] != 0:
+                    raise DumpError(f"{where}: not a BSON document (no terminating NUL)")
+                starts.append(position)
+                position += size
+            if not data:
+                if position < end:
+                    raise DumpError(f"{where}: truncated ({end - position} bytes of a document at the end)")
+                return
+            if starts:
+                yield buffer[:position], starts
+            pending = buffer[position:]
 
 
 # --------------------------------------------------------------------------- order
@@ -160,7 +194,10 @@ _RANK = {type(None): 1, int: 3, float: 3, Decimal128: 3, str: 4, dict: 5, list: 
 
 
 def sort_key(value: Any) -> tuple[int, Any]:
-    """BSON's comparison order across types (numbers < strings < objects < … < ObjectId)."""
+    """BSON's comparison order across types (numbers < strings < objects < … < ObjectId);
+    an ObjectId by its 12 bytes (the index reads them in place)."""
+    if value.__class__ is ObjectId:
+        return 8, value.binary
     rank = _RANK.get(type(value), 20)
     if rank == 3:
         return rank, value.to_decimal() if isinstance(value, Decimal128) else Decimal(repr(value)) \
@@ -170,12 +207,20 @@ def sort_key(value: Any) -> tuple[int, Any]:
     return rank, value
 
 
-def first_id(raw: bytes, where: str) -> Any:
+def first_id(raw: bytes, where: str, start: int = 0) -> Any:
     """The `_id` of a raw document: read in place when it is the first field (mongodump
     writes it first), else by decoding the document."""
-    if raw[5:9] == b"_id\x00" and raw[4] == 0x07 and len(raw) >= 21:
-        return ObjectId(raw[9:21])
-    return decode(raw, where).get("_id")
+    if raw[start + 4] == 0x07 and raw[start + 5:start + 9] == b"_id\x00":
+        return ObjectId(raw[start + 9:start + 21])
+    size = int.from_bytes(raw[start:start + 4], "little")
+    return decode(raw[start:start + size], where).get("_id")
+
+
+def first_key(raw: bytes, where: str, start: int = 0) -> tuple[int, Any]:
+    """sort_key(first_id(...)) without making an ObjectId."""
+    if raw[start + 4] == 0x07 and raw[start + 5:start + 9] == b"_id\x00":
+        return 8, raw[start + 9:start + 21]
+    return sort_key(first_id(raw, where, start))
 
 
 @dataclass
@@ -353,12 +398,26 @@ class DumpMongo:
     # ----------------------------------------------------------------- reading
 
     def _raw(self, collection: str) -> Iterator[bytes]:
+        for buffer, starts in self._batches(collection):
+            for start, end in zip(starts, [*starts[1:], len(buffer)], strict=True):
+                yield buffer[start:end]
+
+    def _batches(self, collection: str) -> Iterator[tuple[bytes, list[int]]]:
+        """The collection's documents in dump order, in runs: (buffer, starts)."""
         if collection not in self.collections or not _NAME.match(collection):
-            return iter(())
+            return
         file = self.collections[collection]
-        if self.archive or file is None:
-            return archive_documents(self.path, self.database, collection)
-        return directory_documents(file)
+        if not self.archive and file is not None:
+            yield from directory_batches(file)
+            return
+        run: list[bytes] = []
+        for raw in archive_documents(self.path, self.database, collection):
+            run.append(raw)
+            if len(run) >= 1000:
+                yield _joined(run)
+                run = []
+        if run:
+            yield _joined(run)
 
     def _where(self, collection: str) -> str:
         return f"{self.path}: {self.database}.{collection}"
@@ -372,23 +431,24 @@ class DumpMongo:
         index = _Index()
         previous: tuple[int, Any] | None = None
         where = self._where(collection)
-        for raw in self._raw(collection):
-            key = sort_key(first_id(raw, where))
-            index.count += 1
-            if previous is not None and key <= previous:
-                index.ordered = False
-            if index.low is None or key < index.low:
-                index.low = key
-            if index.high is None or key > index.high:
-                index.high = key
-            previous = key
+        for buffer, starts in self._batches(collection):
+            for start in starts:
+                key = first_key(buffer, where, start)
+                if previous is not None and key <= previous:
+                    index.ordered = False
+                if index.low is None or key < index.low:
+                    index.low = key
+                if index.high is None or key > index.high:
+                    index.high = key
+                previous = key
+            index.count += len(starts)
         if not index.ordered:
             descriptor, name = tempfile.mkstemp(prefix="shadow-verify-", suffix=".bson")
             index.spill = Path(name)
             with os.fdopen(descriptor, "wb") as spill:
                 offset = 0
                 for raw in self._raw(collection):
-                    index.offsets.append((sort_key(first_id(raw, where)), offset, len(raw)))
+                    index.offsets.append((first_key(raw, where), offset, len(raw)))
                     spill.write(raw)
                     offset += len(raw)
             index.offsets.sort(key=lambda entry: entry[0])
@@ -396,21 +456,30 @@ class DumpMongo:
         return index
 
     def _ordered(self, collection: str) -> Iterator[bytes]:
+        """Runs of raw documents (concatenated) in `_id` order."""
         index = self._index(collection)
         if index.spill is None:
-            yield from self._raw(collection)
+            for buffer, _ in self._batches(collection):
+                yield buffer
             return
         with open(index.spill, "rb") as spill:
-            for _, offset, size in index.offsets:
-                spill.seek(offset)
-                yield spill.read(size)
+            for first in range(0, len(index.offsets), 1000):
+                run = []
+                for _, offset, size in index.offsets[first:first + 1000]:
+                    spill.seek(offset)
+                    run.append(spill.read(size))
+                yield b"".join(run)
 
     def _matching(self, collection: str, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
         where = self._where(collection)
-        for raw in self._ordered(collection):
-            document = decode(raw, where)
-            if not query or matches(document, query):
-                yield document
+        for buffer in self._ordered(collection):
+            try:
+                documents = bson.decode_all(buffer, OPTIONS)
+            except Exception as error:  # framing was checked: this is a bad document inside
+                raise DumpError(f"{where}: not a BSON document ({type(error).__name__}: {error})") from None
+            if query:
+                documents = [document for document in documents if matches(document, query)]
+            yield from documents
 
     def close(self) -> None:
         for index in self.indexes.values():
@@ -438,14 +507,18 @@ class DumpMongo:
             cursor = _Cursor(query, self._matching(collection, query))
             self.cursors[collection] = cursor
         found: list[dict[str, Any]] = []
-        for document in cursor.documents:
-            key = sort_key(document["_id"])
-            if bound is not None and (key < bound or (key == bound and not inclusive)):
-                continue
-            found.append(document)
-            cursor.last = key
-            if len(found) >= size:
-                break
+        if bound is not None and bound == cursor.last and not inclusive:  # the next page: no key to compare
+            found.extend(itertools.islice(cursor.documents, size))
+        else:
+            for document in cursor.documents:
+                key = sort_key(document["_id"])
+                if bound is not None and (key < bound or (key == bound and not inclusive)):
+                    continue
+                found.append(document)
+                if len(found) >= size:
+                    break
+        if found:
+            cursor.last = sort_key(found[-1]["_id"])
         return found
 
     async def sorted_by(self, collection: str, query: dict[str, Any],
@@ -467,7 +540,7 @@ class DumpMongo:
 
     async def key_bounds(self, collection: str) -> tuple[str | None, str | None]:
         index = self._index(collection)
-        return (None if index.low is None else str(index.low[1])), (None if index.high is None else str(index.high[1]))
+        return _shown_key(index.low), _shown_key(index.high)
 
     async def existing(self, collection: str, ids: list[Any]) -> set[Any]:
         known = self.ids.get(collection)
@@ -492,6 +565,20 @@ class DumpMongo:
     async def native_sums(self, collection: str, query: dict[str, Any], value_path: str,
                           by_paths: list[str]) -> None:
         return None  # no server: the streamed sum is the Mongo side
+
+
+def _shown_key(key: tuple[int, Any] | None) -> str | None:
+    if key is None:
+        return None
+    return str(ObjectId(key[1])) if key[0] == 8 else str(key[1])
+
+
+def _joined(run: list[bytes]) -> tuple[bytes, list[int]]:
+    starts, position = [], 0
+    for raw in run:
+        starts.append(position)
+        position += len(raw)
+    return b"".join(run), starts
 
 
 def _nest(member: dict[str, Any]) -> dict[str, Any]:

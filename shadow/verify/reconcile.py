@@ -13,6 +13,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from shadow.compare.canonical import canonical
 from shadow.compare.diff import compare
 from shadow.model import Outcome
 from shadow.replay.sources.apijson import api_document
@@ -160,26 +161,33 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
         bucket = buckets.setdefault(name, Bucket())
         if mongo_head is not None and mongo_head[0] == key:
             control = api_document(entity, mongo_head[1])
-            bucket.add_mongo(key, control)
+            control_c = canonical(entity, control)
             mongo.pop()
             if pg_head is not None and pg_head[0] == key:
                 candidate = pg_head[1]
-                bucket.add_pg(key, candidate)
                 pg.pop()
-                verdict = compare(entity, control, candidate, today)
-                if verdict.outcome is not Outcome.MATCH:
-                    bucket.differences += 1
-                    for diff in verdict.diffs:
-                        pending.append((key, Difference("docs", "document", "mismatch", key, diff.path,
-                                                        diff.control, diff.candidate)))
-                else:
+                candidate_c = canonical(entity, candidate) if candidate is not None else None
+                if control_c == candidate_c:  # the common case: one hash, no diff walk
+                    bucket.add_both(key, control_c)
                     matched += 1
+                else:
+                    bucket.add_mongo(key, control_c)
+                    bucket.add_pg(key, candidate_c)
+                    verdict = compare(entity, control, candidate, today)
+                    if verdict.outcome is not Outcome.MATCH:
+                        bucket.differences += 1
+                        for diff in verdict.diffs:
+                            pending.append((key, Difference("docs", "document", "mismatch", key, diff.path,
+                                                            diff.control, diff.candidate)))
+                    else:
+                        matched += 1
             else:
+                bucket.add_mongo(key, control_c)
                 bucket.differences += 1
                 pending.append((key, Difference("docs", "document", "missing", key, mongo="present")))
         else:
             assert pg_head is not None
-            bucket.add_pg(key, pg_head[1])
+            bucket.add_pg(key, canonical(entity, pg_head[1]) if pg_head[1] is not None else None)
             pg.pop()
             bucket.differences += 1
             pending.append((key, Difference("docs", "document", "extra", key, postgres="present")))
