@@ -99,7 +99,7 @@ async def measure(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
     source = PostgresSource(pool, statement_timeout=600)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    profiler = cProfile.Profile() if profile else None
+    profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waiting
     cpu, wall = time.process_time(), time.perf_counter()
     if profiler:
         profiler.enable()
@@ -107,14 +107,18 @@ async def measure(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
     if profiler:
         profiler.disable()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    rss_layer = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the in-memory stage timing
+    if not profile:
+        stage_costs = await isolated_stages(entity, mongo, source)
     await pool.close()
     mongo.close()
     figures: dict[str, Any] = {
         "documents": result.checked, "status": result.status, "differences": len(result.differences),
         "wall_s": round(wall, 1), "docs_per_s": round(result.checked / wall),
         "our_cpu_s": round(cpu, 1), "our_cpu_us_per_doc": round(cpu / result.checked * 1e6, 1),
-        "max_rss_mb_before": round(rss_before / 1024), "max_rss_mb": round(resource.getrusage(
-            resource.RUSAGE_SELF).ru_maxrss / 1024)}
+        "max_rss_mb_before": round(rss_before / 1024), "max_rss_mb": round(rss_layer / 1024)}
+    if not profile:
+        figures["isolated_us_per_doc"] = stage_costs
     if profiler:
         stats = pstats.Stats(profiler)
         figures["stages"] = stages(stats)
@@ -123,6 +127,32 @@ async def measure(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
         figures["top_functions"] = {f"{Path(f).name}:{line}:{name}": round(entry[2] / whole, 3)
                                     for (f, line, name), entry in own}
     return figures
+
+
+async def isolated_stages(entity: Any, mongo: Any, source: Any, sample: int = 20_000) -> dict[str, float]:
+    """The old bench's stages, each timed alone over `sample` documents held in memory:
+    stored -> API shape, and canonicalize + compare (the CPU that is ours alone)."""
+    from datetime import date
+
+    from shadow.compare.diff import compare
+    from shadow.replay.sources.apijson import api_document
+
+    stored = await mongo.page(entity.collection, {}, None, sample, False)
+    keys = [str(document["_id"]) for document in stored]
+    candidates: dict[str, Any] = {}
+    for first in range(0, len(keys), 1000):
+        candidates.update(await source.fetch(entity, keys[first:first + 1000]))
+    started = time.process_time()
+    controls = [api_document(entity, document) for document in stored]
+    shaped = time.process_time() - started
+    today = date.today()
+    started = time.process_time()
+    outcomes = {compare(entity, control, candidates[key], today).outcome.value
+                for key, control in zip(keys, controls, strict=True)}
+    compared = time.process_time() - started
+    assert outcomes == {"match"}, outcomes
+    return {"api_shape": round(shaped / len(keys) * 1e6, 1), "canonicalize_compare": round(compared / len(keys) * 1e6, 1),
+            "shape_plus_compare": round((shaped + compared) / len(keys) * 1e6, 1), "documents": len(keys)}
 
 
 STAGES = {  # where a function's own time goes, by the module it lives in
@@ -154,7 +184,9 @@ def stages(stats: Any) -> dict[str, float]:
 
 def child(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--measure", dsn, dump, *(["--with-profile"] if profile else [])],
-                         check=True, capture_output=True, text=True)
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

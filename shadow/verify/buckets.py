@@ -4,7 +4,8 @@ side's documents, and the `--resume` file that records buckets verified clean.
 A bucket digest is (count, sum of BLAKE2b-128 of key + canonical document mod 2^128):
 the same whatever order the documents came in, and two partitions' digests of one bucket
 add up. The document hashed is the CANONICAL form the comparison uses (both stores'
-digests of a clean bucket are equal; a matching document is hashed once). With `--resume FILE` the file is rewritten atomically (temporary file, fsync, rename)
+digests of a clean bucket are equal; a matching document is hashed once).
+With `--resume FILE` the file is rewritten atomically (temporary file, fsync, rename)
 each time a bucket is complete and clean, so an interrupted run loses at most the bucket
 it was in; a rerun skips every bucket the file records as clean under the same rules
 version and reports their counts and digests as if it had read them."""

@@ -63,6 +63,10 @@ class _Pages:
             self.inclusive = False
         return self.items[self.index]
 
+    def peek(self) -> tuple[str, Any] | None:
+        """The head when the current page holds it (no await); else None."""
+        return self.items[self.index] if self.index < len(self.items) else None
+
     def pop(self) -> None:
         self.index += 1
 
@@ -141,12 +145,21 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
         if on_bucket is not None:
             on_bucket(entity.name, name)
 
+    prefix = ""  # the key's first 8 hex digits (its second): the bucket changes only with them
+    name = ""
     while True:
-        mongo_head, pg_head = await mongo.head(), await pg.head()
-        if mongo_head is None and pg_head is None:
-            break
-        key = min(item[0] for item in (mongo_head, pg_head) if item is not None)
-        name = bucket_of(key)
+        mongo_head = mongo.peek() or await mongo.head()
+        pg_head = pg.peek() or await pg.head()
+        if mongo_head is None:
+            if pg_head is None:
+                break
+            key = pg_head[0]
+        elif pg_head is None or mongo_head[0] <= pg_head[0]:
+            key = mongo_head[0]
+        else:
+            key = pg_head[0]
+        if key[:8] != prefix or not objectid:
+            prefix, name = key[:8], bucket_of(key)
         if name != current:
             if current is not None and current in buckets:
                 await close(current)
