@@ -10,7 +10,10 @@ the docs layer's alone.
 
     python bench/verify.py [--documents 100000 1000000] [--profile 50000]
 
-`--profile N`: the docs layer under cProfile at N documents, time per stage (ratios).
+Each scale also runs the counts and sums layers of payments from the same dump, and
+times the stored -> API shape and canonicalize + compare stages alone (the old bench's
+"our CPU") over 20,000 documents held in memory.
+`--profile N`: the docs layer under cProfile at N documents, CPU per stage (ratios).
 Writes bench/results/verify.json."""
 from __future__ import annotations
 
@@ -108,7 +111,16 @@ async def measure(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
         profiler.disable()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     rss_layer = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the in-memory stage timing
+    other_layers: dict[str, Any] = {}
     if not profile:
+        from shadow.verify.counts import run_counts
+        from shadow.verify.sums import run_sums
+
+        for name, run in (("counts", run_counts), ("sums", run_sums)):
+            layer_cpu, layer_wall = time.process_time(), time.perf_counter()
+            layer = await run(entity, mongo, pool, KeyRange())
+            other_layers[name] = {"status": layer.status, "wall_s": round(time.perf_counter() - layer_wall, 1),
+                                  "our_cpu_s": round(time.process_time() - layer_cpu, 1)}
         stage_costs = await isolated_stages(entity, mongo, source)
     await pool.close()
     mongo.close()
@@ -119,6 +131,7 @@ async def measure(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
         "max_rss_mb_before": round(rss_before / 1024), "max_rss_mb": round(rss_layer / 1024)}
     if not profile:
         figures["isolated_us_per_doc"] = stage_costs
+        figures["other_layers"] = other_layers
     if profiler:
         stats = pstats.Stats(profiler)
         figures["stages"] = stages(stats)
