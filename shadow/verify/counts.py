@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,13 +80,6 @@ def sites(entity: Entity) -> list[Site]:
                 elif sub.kind in ("ref", "mixed"):
                     found.append(Site("ref", f"{path}{marker}.{sub_path}", stored, sub, spec, sub_path))
     return found
-
-
-def relationship_fields(entity: Entity) -> Iterator[tuple[str, str, Field]]:
-    """(API path, stored Mongo path, spec) of the top-level relationships (older callers)."""
-    for site in sites(entity):
-        if site.owner is None:
-            yield site.path, site.stored, site.spec
 
 
 def _dig(document: Any, path: str) -> Any:
