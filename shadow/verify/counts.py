@@ -386,7 +386,9 @@ async def _pg_parents(entity: Entity, connection: Any, key_range: KeyRange, rela
                            else f"(SELECT {reference} {child} LIMIT 1)")
     key = f"m.{quote(entity.key)}"
     select = ", ".join([f"{key}::text", *columns])
-    sql = f'SELECT {select} FROM {quote(entity.table)} m WHERE {where} ORDER BY {key} COLLATE "C"'
+    # the key's own order (its unique index serves it, as in the docs layer); the merge
+    # checks the order and refuses a collation that does not sort hex bytewise
+    sql = f"SELECT {select} FROM {quote(entity.table)} m WHERE {where} ORDER BY {key}"
     async for row in connection.cursor(sql, *args.values, prefetch=2000):
         values: list[Any] = []
         for index, site in enumerate(relationships, start=1):
