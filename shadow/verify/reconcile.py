@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
@@ -25,6 +25,7 @@ from shadow.verify.mongoside import MongoSide
 from shadow.verify.scope import KeyRange, bucket_of, mongo_filter, pg_condition
 
 Gaps = Callable[[Entity, list[str]], Any]  # async: keys -> the ones with an open dual-write gap
+pause: Callable[[float], Awaitable[None]] = asyncio.sleep  # --max-rate's wait (a test records it)
 
 
 class OrderError(RuntimeError):
@@ -208,7 +209,7 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
         if max_rate:  # paced per document: never more than max_rate documents in any second
             ahead = compared / max_rate - (time.monotonic() - paced_from)
             if ahead > 0:
-                await asyncio.sleep(ahead)
+                await pause(ahead)
         if compared % page == 0:
             await flush()
             if on_page is not None:

@@ -69,3 +69,38 @@ async def test_interrupted_run_resumes_mid_collection_with_the_same_report(domai
     assert resumed["entities"]["users"]["layers"]["docs"]["skipped_buckets"] == len(recorded)
     assert comparable(resumed) == comparable(whole)
     assert {d["key"] for d in differences(resumed)} == set(changed)
+
+
+async def test_max_rate_paces_every_document_even_in_a_small_run(domain: Domain,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """12 users at 2 documents/s are spread over ~6 s, though they fit in one page: the
+    pauses are recorded instead of slept (the test waits for nothing)."""
+    import asyncio
+
+    from pymongo import AsyncMongoClient
+
+    from shadow.replay.sources.postgres import PostgresSource
+    from shadow.verify import reconcile
+    from shadow.verify.mongoside import LiveMongo
+    from shadow.verify.scope import KeyRange
+
+    pauses: list[float] = []
+
+    async def record(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(reconcile, "pause", record)
+    entity = load_rules(RULES).entities["users"]
+    client: AsyncMongoClient[Any] = AsyncMongoClient(domain.mongo_uri, tz_aware=True)
+    pool = await asyncpg.create_pool(domain.pg_dsn, min_size=1, max_size=2)
+    try:
+        result = await reconcile.run_docs(entity, LiveMongo(client, domain.mongo_db), PostgresSource(pool),
+                                          KeyRange(), max_rate=2.0)
+    finally:
+        await pool.close()
+        await client.close()
+    users = len(domain.dataset.collections["users"])
+    assert result.checked == users and result.status == "clean"
+    assert len(pauses) >= users - 2  # a pause after (nearly) every document, not once per page
+    assert sum(pauses) >= (users - 1) / 2 - 1  # the run is spread over ~users / rate seconds
