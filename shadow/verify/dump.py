@@ -47,6 +47,7 @@ MAGIC = b"\x6d\xe2\x99\x81"  # 0x8199e26d, little-endian
 TERMINATOR = b"\xff\xff\xff\xff"
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_DOCUMENT = 16 * 1024 * 1024 + 16 * 1024  # BSON's 16 MiB and the server's headroom
+MAX_COLLECTIONS = 100_000  # collection-metadata documents an archive prelude may hold
 OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
 _NAME = re.compile(r"^[^/\\\x00$.][^/\\\x00]{0,254}$")  # a database or collection name, never a path
 
@@ -117,6 +118,8 @@ def archive_prelude(stream: BufferedIOBase, where: str) -> list[dict[str, Any]]:
             raise DumpError(f"{where}: truncated (no terminator after the collection metadata)")
         if raw == b"":
             return collections
+        if len(collections) >= MAX_COLLECTIONS:
+            raise DumpError(f"{where}: more than {MAX_COLLECTIONS} collections in the archive prelude")
         collections.append(decode(raw, where))
 
 

@@ -52,7 +52,7 @@ GOOD = bson.encode({"_id": ObjectId("65a1b2c3d4e5f60718293a4b"), "name": "x"})
 HEADER = bson.encode({"concurrent_collections": 1, "version": "0.1"})
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
+HOSTILE_FILES = [
     ("truncated document", GOOD[:-3], "truncated"),
     ("truncated length", GOOD + b"\x10\x00", "truncated"),
     ("length below 5", b"\x04\x00\x00\x00" + GOOD, "bad document length 4"),
@@ -64,7 +64,10 @@ HEADER = bson.encode({"concurrent_collections": 1, "version": "0.1"})
      "bad document length"),
     ("gzip of zeros", gzip.compress(b"\x00" * 1_000_000), "bad document length 0"),
     ("truncated gzip", gzip.compress(GOOD * 50)[:-20], "EOFError"),
-])
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), HOSTILE_FILES, ids=[case[0] for case in HOSTILE_FILES])
 async def test_hostile_dump_files_exit_2(domain: Domain, tmp_path: Path, name: str, content: bytes,
                                           message: str) -> None:
     folder = tmp_path / domain.mongo_db
@@ -78,7 +81,7 @@ async def test_hostile_dump_files_exit_2(domain: Domain, tmp_path: Path, name: s
 NAMESPACE = bson.encode({"db": "shop", "collection": "users", "EOF": False, "CRC": bson.Int64(0)})
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
+HOSTILE_ARCHIVES = [
     ("empty file", b"", "not a mongodump archive"),
     ("wrong magic", b"\x81\x99\xe2\x6d" + HEADER + TERMINATOR, "not a mongodump archive"),
     ("a .bson file, not an archive", GOOD, "not a mongodump archive"),
@@ -91,9 +94,14 @@ NAMESPACE = bson.encode({"db": "shop", "collection": "users", "EOF": False, "CRC
      + TERMINATOR + bson.encode({"EOF": False}) + GOOD + TERMINATOR, "without db and collection"),
     ("bad length in a segment", MAGIC + HEADER + bson.encode({"db": "shop", "collection": "users"}) + TERMINATOR
      + NAMESPACE + b"\x02\x00\x00\x00", "bad document length 2"),
+    ("a prelude of endless collections", MAGIC + HEADER + bson.encode({"db": "shop", "collection": "c"}) * 100_001
+     + TERMINATOR, "more than 100000 collections"),
     ("database not in the archive", MAGIC + HEADER + bson.encode({"db": "other", "collection": "users"})
      + TERMINATOR, "does not exist in the archive"),
-])
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), HOSTILE_ARCHIVES, ids=[case[0] for case in HOSTILE_ARCHIVES])
 async def test_hostile_archives_exit_2(domain: Domain, tmp_path: Path, name: str, content: bytes,
                                        message: str) -> None:
     archive = tmp_path / "dump.archive"
