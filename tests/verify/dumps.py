@@ -14,7 +14,7 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient
 
-from shadow.verify.dump import MAGIC, TERMINATOR
+from shadow.verify.dumpfile import MAGIC, TERMINATOR
 
 RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 

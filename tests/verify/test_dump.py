@@ -11,7 +11,9 @@ import bson
 import pytest
 from bson import ObjectId
 
-from shadow.verify.dump import MAGIC, MAX_DOCUMENT, TERMINATOR, DumpMongo, matches
+from shadow.verify.dump import DumpMongo
+from shadow.verify.dumpfile import MAGIC, MAX_DOCUMENT, TERMINATOR, DumpError
+from shadow.verify.dumpquery import matches
 from tests.verify.conftest import Domain, shadow_verify, valid_report
 from tests.verify.dumps import raw_collections, write_archive, write_directory
 from tests.verify.test_planted import plant
@@ -148,15 +150,11 @@ def test_dump_queries_match_as_mongo_does(query: dict[str, Any], document: dict[
 
 @pytest.mark.parametrize("query", [{"$where": "1"}, {"a": {"$regex": "x"}}, {"a": {"$type": "string"}}])
 def test_dump_refuses_operators_it_cannot_evaluate(query: dict[str, Any]) -> None:
-    from shadow.verify.dump import DumpError
-
     with pytest.raises(DumpError, match="not supported with --mongo-dump"):
         matches({"a": 1}, query)
 
 
 def test_open_refuses_what_is_not_a_dump(tmp_path: Path) -> None:
-    from shadow.verify.dump import DumpError
-
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.bson").write_bytes(GOOD)
     (tmp_path / "b").mkdir()
