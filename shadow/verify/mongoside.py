@@ -62,9 +62,11 @@ class LiveMongo:
         self.db = client[database]
 
     async def problems(self, collections: Iterable[str]) -> dict[str, str]:
-        if self.name not in await self.client.list_database_names():
-            return {"": f"Mongo database {self.name!r} does not exist on the server"}
+        # listCollections only (the `read` role has it; listDatabases needs more): Mongo
+        # keeps no empty database, so a database without collections does not exist
         present = set(await self.db.list_collection_names())
+        if not present:
+            return {"": f"Mongo database {self.name!r} does not exist on the server (no collections)"}
         return {name: f"collection {name!r} does not exist in Mongo database {self.name!r}"
                 for name in collections if name not in present}
 
