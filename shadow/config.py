@@ -195,6 +195,12 @@ def _text(text: str) -> str:
     return text
 
 
+def _postgres_dsn(text: str) -> str:
+    if urlsplit(text).scheme not in ("postgres", "postgresql"):
+        raise ValueError("expected a postgresql:// DSN")
+    return text
+
+
 def _modules(text: str) -> str:
     from shadow.policy import parse_modules
 
@@ -318,6 +324,13 @@ OPTIONS: tuple[Option, ...] = (
            "proxy saw (default); append = add the peer to the client's X-Forwarded-For and keep its "
            "X-Forwarded-Host/-Proto (behind a trusted proxy that sets them); pass = forward them as received, add none",
            "MODE", _choice(*get_args(ForwardedHeaders))),
+    Option("evidence", "--evidence", "SHADOW_EVIDENCE",
+           "PostgreSQL DSN of the evidence store (findings, examples; may differ from --pg; default off)",
+           "DSN", _postgres_dsn, secret=True),
+    Option("evidence_retention", "--evidence-retention", "SHADOW_EVIDENCE_RETENTION",
+           "days of findings and examples the evidence store keeps (default 14)", "DAYS", _seconds(0.0)),
+    Option("evidence_pod", "--evidence-pod", "SHADOW_EVIDENCE_POD",
+           "this sidecar's name in the evidence store (default $POD_NAME, else the host name)", "NAME", _text),
     Option("explain_concurrency", "--explain-concurrency", "SHADOW_EXPLAIN_CONCURRENCY",
            "explanations in flight at once (queued for a thread), beyond -> dropped{explain_budget} (default 16)", "N",
            _whole(1)),
@@ -362,6 +375,9 @@ class Config:
     admin_token_file: Path | None = None
     redaction_key: str | None = field(default=None, repr=False)
     shadow_workers: int = 0
+    evidence: str | None = field(default=None, repr=False)
+    evidence_retention: float = 14.0
+    evidence_pod: str | None = None
     # not a flag: every outcome crosses from the worker one by one (not only as counts), for
     # an in-process observer of each comparison (the demo's per-key findings); one message per read
     report_every_outcome: bool = False
@@ -421,9 +437,9 @@ class Config:
     @property
     def rules_policy(self) -> RulesPolicy:
         """What the rule files may do: their size cap and the normalizer modules."""
-        from shadow.policy import RulesPolicy, parse_modules
+        from shadow.policy import build_policy
 
-        return RulesPolicy(self.rules_max_bytes, parse_modules(self.normalizer_modules))
+        return build_policy(self.normalizer_modules, self.rules_max_bytes, environ={})  # env merged already
 
     @staticmethod
     def host_port(address: str) -> tuple[str, int]:
