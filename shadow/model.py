@@ -17,7 +17,7 @@ SourceKind = Literal["postgres", "mongo"]
 #: how a field differs: changed value, present on one side only, a different JSON type;
 #: in lists also out of order or a duplicate; on a recheck, a control that disappeared
 DiffKind = Literal["changed", "missing_in_candidate", "extra_in_candidate", "type", "order", "duplicate",
-                   "control_gone"]
+                   "control_gone", "unmodeled_query"]
 
 
 class Outcome(str, enum.Enum):
@@ -42,6 +42,7 @@ class SkipReason(str, enum.Enum):
     RATE_LIMITED = "rate_limited"
     INVALID_KEY = "invalid_key"
     NO_DOCUMENT = "no_document"  # the body had nothing where the route says the document is
+    UNMODELED_QUERY = "unmodeled_query"  # a list read with a query parameter its route does not model
     SHUTDOWN = "shutdown"
 
 
