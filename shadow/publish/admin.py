@@ -141,6 +141,7 @@ class Admin:
             total=total, counts=_counts_table(counts), entries=_entries(recent),
             errors=_errors(list(reversed(self.sink.recent_errors))[:10]),
             noisy=_noisy(self.sink.noisiest()),
+            unmodeled=_unmodeled(self.sink.unmodeled),
         )
 
 
@@ -164,6 +165,14 @@ def _noisy(noisy: list[dict[str, Any]]) -> str:
         f'<td class="n">{item["count"]}</td><td><code>{html.escape(item["suggest"])}</code></td></tr>'
         for item in noisy)
     return f'<table id="noisy"><tr><th>entity</th><th>path</th><th>times</th><th>suggested rule</th></tr>{rows}</table>'
+
+
+def _unmodeled(unmodeled: Any) -> str:
+    if not unmodeled:
+        return "<p>None.</p>"
+    rows = "".join(f"<tr><td>{html.escape(entity)}</td><td><code>{html.escape(route)}</code></td>"
+                   f'<td class="n">{count}</td></tr>' for (entity, route), count in sorted(unmodeled.items()))
+    return f'<table id="unmodeled"><tr><th>entity</th><th>route</th><th>list reads</th></tr>{rows}</table>'
 
 
 def _errors(errors: list[dict[str, Any]]) -> str:

@@ -101,6 +101,8 @@ class Sink:
         self._silenced_errors: collections.Counter[str] = collections.Counter()
         #: (entity, path) -> times the control differed from itself there (bounded like the field labels)
         self.noise: collections.Counter[tuple[str, str]] = collections.Counter()
+        #: list reads not list-checked per (entity, route): a query parameter the route does not model
+        self.unmodeled: collections.Counter[tuple[str, str]] = collections.Counter()
 
     # -- rules
 
@@ -156,6 +158,8 @@ class Sink:
     def skipped(self, entity: str, route: str, reason: SkipReason) -> None:
         self.counts[entity][Outcome.SKIPPED.value] += 1
         self.child(self.metrics.skipped, entity, route, reason.value).inc()
+        if reason is SkipReason.UNMODELED_QUERY:
+            self.unmodeled[(entity, route)] += 1
 
     def dropped(self, reason: DropReason, entity: str | None = None, route: str | None = None) -> None:
         """Shadow work given up to protect the user path (queue full, rate limit, ...)."""
@@ -214,6 +218,8 @@ class Sink:
         for entity, route, reason, n in counts.skipped:
             self.counts[entity][Outcome.SKIPPED.value] += n
             self.child(metrics.skipped, entity, route, reason).inc(n)
+            if reason == SkipReason.UNMODELED_QUERY.value:
+                self.unmodeled[(entity, route)] += n
         for reason, dropped_entity, dropped_route, n in counts.dropped:
             self.child(metrics.dropped, reason).inc(n)
             if dropped_entity is not None and dropped_route is not None and reason in _SKIP_REASONS:

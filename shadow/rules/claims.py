@@ -40,7 +40,7 @@ def jwt_claim(token: str | None, claim: str, schemes: tuple[str, ...] = DEFAULT_
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
         return None
     bare = bare_token(token, schemes)
-    if bare is None:
+    if bare is None or any(char.isspace() for char in bare):
         return None
     parts = bare.split(".")
     if len(parts) != 3 or not parts[1]:
