@@ -69,7 +69,7 @@ async def test_view_rules_are_checked_by_what_they_read(pg_dsn: str, tmp_path: P
     lists = LISTS.replace("entity: article\n", "entity: article_list\n").replace("entity: current_user", "entity: me")
     lists = lists.replace("GET /api/", "GET /v2/")  # beside the views' routes
     (folder / "lists.yaml").write_text(lists)
-    code, out, err = await check(str(folder), "--pg", pg_dsn)
+    code, _, err = await check(str(folder), "--pg", pg_dsn)
     assert code == 0, err
     broken = lists.replace("{query: tag, through: article_tags", "{query: tag, through: article_tag")
     broken = broken.replace("select: followee_id", "select: followed_id").replace("slug: slug}}", "slug: slugg}}")
