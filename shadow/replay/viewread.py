@@ -61,8 +61,16 @@ def listing(route: Route, body: Any, query: Mapping[str, Any]) -> Listing | None
     keys = tuple(route.entity_spec.validate_key(item.get(id_field)) for item in document if isinstance(item, dict))
     page = route.page
     return Listing(keys, _at(body, page.total) if page else None,
-                   {name: query.getall(name) if hasattr(query, "getall") else [query[name]] for name in query},
+                   {name: _values(query, name) for name in query},
                    _at(body, page.pages) if page else None)
+
+
+def _values(query: Mapping[str, Any], name: str) -> list[Any]:
+    """Every value of a query parameter (a multidict, or a mapping to one value or a list)."""
+    if hasattr(query, "getall"):
+        return list(query.getall(name))
+    value = query[name]
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _at(body: Any, path: tuple[str, ...]) -> Any:
