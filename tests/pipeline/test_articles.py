@@ -10,6 +10,8 @@ PostgreSQL-only article): each found at its path."""
 from __future__ import annotations
 
 import asyncio
+import random
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,10 +19,22 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 
-from tests.pipeline.articles_world import RULES, UNMODELED, ArticlesWorld, app, build, load, reads, token
+from tests.pipeline.articles_world import (
+    RULES,
+    UNMODELED,
+    USERS,
+    Article,
+    ArticlesWorld,
+    app,
+    build,
+    load,
+    reads,
+    token,
+)
 
 ENTITIES = ("article", "current_user", "profile")
 
@@ -142,3 +156,66 @@ async def test_each_plant_is_found_at_its_path(articles, start) -> None:
     # nothing about keys no plant touches (dave's own articles do not exist; carol's profile is untouched)
     assert not any(f[0] == "profile" and f[2] in ("bob", "carol", "dave") for f in found)
     assert not any(f[0] == "current_user" for f in found)
+
+
+@pytest.mark.parametrize("engine", ["raw"])
+async def test_a_write_loop_beside_the_reads_converges(articles, start) -> None:
+    """Favorites toggled and articles created while the reads run; PostgreSQL gets each
+    write 20-60 ms after the API (a dual-write lag). Documents and lists that differed
+    converge on their rechecks: transient (or unstable), never a finding."""
+    world, rules = articles
+    for name in ("articles.yaml",):
+        text = (rules / name).read_text()
+        (rules / name).write_text(text.replace("{after: [100ms, 200ms], headers: [authorization]}",
+                                               "{after: [200ms, 1s, 3s], headers: [authorization]}")
+                                  .replace("    key: {path: slug, normalize: lower}\n",
+                                           "    key: {path: slug, normalize: lower}\n"
+                                           "    recheck: {after: [200ms, 1s, 3s], headers: [authorization]}\n"))
+    rng = random.Random(20)
+    pool = await asyncpg.create_pool(world.pg_dsn, min_size=1, max_size=4)
+    lagging: list[asyncio.Task[None]] = []
+
+    async def later(statement: str, *args: Any) -> None:
+        await asyncio.sleep(rng.uniform(0.02, 0.06))  # the dual-write lag
+        await pool.execute(statement, *args)
+
+    async def writes() -> None:
+        for number in range(24):
+            if number % 6 == 5:
+                slug = f"post-{100 + number}"
+                created = datetime(2026, 9, 1, tzinfo=UTC).replace(minute=number)
+                world.articles[slug] = Article(slug, f"Title 1 {number}", "carol", {"tea"}, created)
+                world.ids[slug] = uuid.uuid4()
+                lagging.append(asyncio.create_task(later(
+                    "WITH a AS (INSERT INTO articles VALUES ($1, $2, $3, $4, $5)) "
+                    "INSERT INTO article_tags VALUES ($1, 'tea')",
+                    world.ids[slug], slug, f"Title 1 {number}", world.ids["carol"], created)))
+            else:
+                article = world.articles[f"post-{rng.randrange(14):02d}"]
+                user = rng.choice(USERS)
+                if user in article.favorited_by:
+                    article.favorited_by.discard(user)
+                    lagging.append(asyncio.create_task(later(
+                        "DELETE FROM favorites WHERE article_id = $1 AND user_id = $2",
+                        world.ids[article.slug], world.ids[user])))
+                else:
+                    article.favorited_by.add(user)
+                    lagging.append(asyncio.create_task(later(
+                        "INSERT INTO favorites VALUES ($1, $2)", world.ids[article.slug], world.ids[user])))
+            await asyncio.sleep(0.03)  # the write loop's pace
+
+    sidecar = await start(upstream=world.api_url, rules=rules, pg=world.pg_dsn, workers=2, source_timeout=5.0,
+                          recent_mismatches=10_000)
+    try:
+        statuses = await asyncio.gather(read_all(sidecar.proxy_url, reads()), writes())
+        await asyncio.gather(*lagging)
+    finally:
+        await pool.close()
+    assert {status for status, _ in statuses[0]} == {200}
+    assert await sidecar.pipeline.drain(120)
+    counted = totals(sidecar)
+    findings = [(e.outcome, e.route, e.key, e.reason, e.diffs) for e in sidecar.sink.recent(limit=100_000)
+                if e.outcome not in ("transient", "unstable")]
+    assert findings == [], findings[:5]
+    assert counted["mismatch"] == counted["missing"] == counted["extra"] == counted["error"] == 0, counted
+    assert counted["match"] > 0 and counted["transient"] > 0, counted  # the lag was seen, and closed
