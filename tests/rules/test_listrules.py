@@ -41,6 +41,15 @@ def test_the_list_keys_load_as_meant_and_agree_with_the_schema(tmp_path: Path) -
         assert not list(validator.iter_errors(json.loads(json.dumps(document)))), document["entity"]
 
 
+def test_the_shipped_example_loads_and_agrees_with_the_schema() -> None:
+    folder = Path(__file__).resolve().parents[2] / "rules" / "examples" / "articles"
+    rules = load_rules(folder)
+    assert set(rules.entities) == {"article", "current_user", "profile"}
+    validator = jsonschema.Draft202012Validator(rule_schema())
+    for document in yaml.safe_load_all((folder / "articles.yaml").read_text()):
+        assert not list(validator.iter_errors(json.loads(json.dumps(document)))), document["entity"]
+
+
 GONE = "    recheck: {after: [1s], gone: [401, 404, 410]}\n"
 BAD = {
     "on_miss without a lookup": ("{query: tag, through", "{query: tag, on_miss: drop, through", "'on_miss' is for lookups"),
