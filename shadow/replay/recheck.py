@@ -305,6 +305,9 @@ class Rechecker:
                 self.host.sink.raised("recheck_control", _describe(problem), item.job.entity)
         job = replace(item.job, listing=after)
         checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job), self.timeout)
+        if checked.unmodeled:  # the rules changed under the read (a reload): no verdict to give
+            self.host.fail(item, f"recheck: the route no longer models this read ({', '.join(checked.unmodeled)})")
+            return
         findings = checked.findings(route)
         if gone:  # the API no longer answers the list (or the reader): converged if PostgreSQL selects nothing
             if not checked.extra and set(after.keys) <= checked.unselected:
