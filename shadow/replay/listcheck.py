@@ -108,7 +108,7 @@ async def run_list_check(source: Any, entity: Any, route: Route, job: Any) -> Li
             try:
                 selection = await source.select(entity, route, dict(job.params), listing_.query, job.reader)
             except Unmodeled as why:
-                return ListCheck(unmodeled=(str(why),), context=context)
+                return ListCheck(unmodeled=(why.parameter,), context=f"{context}; {why}")
             if selection is not None:
                 checked = check_list(route, listing_, selection.keys, selection.total, selection.pages)
                 chosen = "; selected by " + ", ".join(selection.selected_by) if selection.selected_by else ""

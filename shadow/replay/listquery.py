@@ -33,7 +33,12 @@ class PagePlan:
 
 
 class Unmodeled(ValueError):
-    """The read asks something the route's rules do not model (named in the message)."""
+    """The read asks something the route's rules do not model: `parameter` names the
+    query parameter, the message says what about its value."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 def query_values(query: Mapping[str, Any], name: str) -> list[str]:
@@ -59,7 +64,7 @@ def _bounded(values: list[str], default: int | None, bound: Bound, name: str) ->
     if number is not None and number >= bound.low and (bound.high is None or number <= bound.high):
         return number
     if bound.out_of_range == "error":
-        raise Unmodeled(f"{name}={values[0][:20]!r} is out of range (the API answers an error)")
+        raise Unmodeled(name, f"{name}={values[0][:20]!r} is out of range (the API answers an error)")
     if bound.out_of_range == "default" or number is None:
         return default
     high = bound.high if bound.high is not None else number
@@ -76,11 +81,11 @@ def _sorted_by(sort: SortParam, values: list[str]) -> tuple[tuple[str, bool], ..
         else:
             field, _, direction = item.partition(":")
             if direction.lower() not in ("", "asc", "desc"):
-                raise Unmodeled(f"sort direction {direction[:20]!r} is not asc or desc")
+                raise Unmodeled(sort.query, f"sort direction {direction[:20]!r} is not asc or desc")
             descending = direction.lower() == "desc"
         column = sort.allow.get(field)
         if column is None:
-            raise Unmodeled(f"sort field {field[:40]!r} is not in the route's sort allow-list")
+            raise Unmodeled(sort.query, f"sort field {field[:40]!r} is not in the route's sort allow-list")
         order.append((column, descending))
     return tuple(order)
 

@@ -200,7 +200,8 @@ def _list_case(file: str, line: int, name: str, rules: RuleSet, entity: Entity, 
         return CaseResult(file, line, name, False, f"control has no list at {'.'.join(route.at) or 'the top'}")
     try:
         if unmodeled(route, query):
-            raise Unmodeled(", ".join(unmodeled(route, query)))
+            names = ", ".join(unmodeled(route, query))
+            raise Unmodeled(names, names)
         keys, total, pages = select_rows(entity, route, case["rows"], {str(k): str(v) for k, v in params.items()},
                                          query, case.get("reader"))
     except Unmodeled as why:

@@ -144,3 +144,19 @@ async def test_a_401_is_not_gone_by_default(world, start, probe) -> None:
     await probe.get_all(sidecar.proxy_url, ["/widgets/w0001"])
     await probe.settle(sidecar)
     assert probe.outcomes(sidecar) == {"missing": 1}
+
+
+@pytest.mark.parametrize("engine", ["raw"])
+async def test_a_sort_value_outside_the_allow_list_is_named_by_its_parameter(world, start, probe) -> None:
+    with_list_route(world, LIST_ROUTE + "    sort: {query: sortBy, allow: {name: name}}\n    order_by: [legacy_object_id]\n"
+                                        "    strict_query: true\n")
+    sidecar = await start()
+    await probe.get_all(sidecar.proxy_url, ["/widgets?sortBy=apiToken:asc", "/widgets?sortBy=name"])
+    await probe.settle(sidecar)
+    entry = next(entry for entry in sidecar.sink.recent() if entry.outcome == "mismatch"
+                 and entry.diffs[0]["kind"] == "unmodeled_query")
+    assert [diff["path"] for diff in entry.diffs] == ["?sortBy"]
+    assert entry.reason == "list read ?sortBy=apiToken%3Aasc; sort field 'apiToken' is not in the route's sort allow-list"
+    # ?sortBy=name is modeled: the API's order (by _id) is not PostgreSQL's order by name
+    orders = [entry for entry in sidecar.sink.recent() if any(diff["kind"] == "order" for diff in entry.diffs)]
+    assert len(orders) == 1 and orders[0].reason is not None and orders[0].reason.startswith("list read ?sortBy=name")
