@@ -160,3 +160,14 @@ async def test_a_sort_value_outside_the_allow_list_is_named_by_its_parameter(wor
     # ?sortBy=name is modeled: the API's order (by _id) is not PostgreSQL's order by name
     orders = [entry for entry in sidecar.sink.recent() if any(diff["kind"] == "order" for diff in entry.diffs)]
     assert len(orders) == 1 and orders[0].reason is not None and orders[0].reason.startswith("list read ?sortBy=name")
+
+
+@pytest.mark.parametrize("engine", ["raw"])
+async def test_a_list_finding_never_shows_a_secret_filter_value(world, start, probe) -> None:
+    with_list_route(world, LIST_ROUTE + "    where: {api_token: {query: apiToken}}\n")
+    sidecar = await start()
+    await probe.get_all(sidecar.proxy_url, ["/widgets?apiToken=tok-1"])  # the API ignores it: 39 rows too many
+    await probe.settle(sidecar)
+    entry = next(entry for entry in sidecar.sink.recent() if entry.key == "[list]")
+    assert entry.reason == "list read ?apiToken=%3Credacted%3E; selected by api_token eq <redacted>"
+    assert "tok-1" not in str(entry.as_json())

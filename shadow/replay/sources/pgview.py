@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from shadow.publish.redaction import is_sensitive
 from shadow.replay.listquery import page_count, plan_page, query_values
 from shadow.replay.viewread import BoundReader
 from shadow.rules.spec import Entity, Field, ListFilter, Lookup, Route
@@ -124,7 +125,8 @@ async def select_keys(source: PostgresSource, connection: asyncpg.Connection, en
         column = _column(condition)
         conditions.append(_through(condition, f"{column} = ANY(${len(args)})" if condition.op == "in"
                                    else f"{column} {_OPS[condition.op]} ${len(args)}"))
-        selected_by.append(f"{condition.column} {condition.op} {_shown(args[-1])}")
+        secret = is_sensitive(condition.column) or is_sensitive(condition.query or condition.param or "")
+        selected_by.append(f"{condition.column} {condition.op} {'<redacted>' if secret else _shown(args[-1])}")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     table, key = _quote(entity.table), f"t.{_quote(entity.key)}"
     order = limit = offset = ""
