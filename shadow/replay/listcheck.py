@@ -13,6 +13,7 @@ compared one by one (their own fields are not the difference).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,7 +51,7 @@ class ListCheck:
 
 
 def check_list(route: Route, listing: Listing, selected: tuple[str, ...], total: int | None,
-               pages: int | None = None) -> ListCheck:
+               pages: int | None = None, echo: Mapping[str, int | None] | None = None) -> ListCheck:
     path = list_path(route)
     at = path[:-3]
     diffs: list[FieldDiff] = []
@@ -81,6 +82,9 @@ def check_list(route: Route, listing: Listing, selected: tuple[str, ...], total:
         pages_path = ".".join(page.pages)
         if _number(listing.pages) != pages:
             diffs.append(FieldDiff(pages_path, pages_path, listing.pages, pages, "changed"))
+    for echo_path, applied in (echo or {}).items():  # the page / limit the body says it applied
+        if _number(listing.echoed.get(echo_path)) != applied:
+            diffs.append(FieldDiff(echo_path, echo_path, listing.echoed.get(echo_path), applied, "changed"))
     extra = tuple(key for key in selected if key not in seen) if route.complete else ()
     return ListCheck(extra, tuple(diffs), frozenset(unselected))
 
@@ -110,7 +114,8 @@ async def run_list_check(source: Any, entity: Any, route: Route, job: Any) -> Li
             except Unmodeled as why:
                 return ListCheck(unmodeled=(why.parameter,), context=f"{context}; {why}")
             if selection is not None:
-                checked = check_list(route, listing_, selection.keys, selection.total, selection.pages)
+                checked = check_list(route, listing_, selection.keys, selection.total, selection.pages,
+                                     getattr(selection, "echo", None))
                 chosen = "; selected by " + ", ".join(selection.selected_by) if selection.selected_by else ""
                 return replace(checked, context=context + chosen)
     listed = await source.list_keys(entity, route, dict(job.params))

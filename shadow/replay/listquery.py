@@ -30,6 +30,18 @@ class PagePlan:
     order_by: tuple[tuple[str, bool], ...] = ()
     limit: int | None = None
     offset: int = 0
+    page: int | None = None  # the page number applied (routes with `page:`)
+
+    def echoes(self, page: Page | None) -> dict[str, int | None]:
+        """body path -> the value the API must echo (`limit: {at: limit}`, `page: {at: page}`)."""
+        if page is None:
+            return {}
+        found: dict[str, int | None] = {}
+        if page.limit_at:
+            found[".".join(page.limit_at)] = self.limit
+        if page.page_at:
+            found[".".join(page.page_at)] = self.page
+        return found
 
 
 class Unmodeled(ValueError):
@@ -105,12 +117,14 @@ def plan_page(page: Page | None, query: Mapping[str, Any]) -> PagePlan:
         limit = _bounded(query_values(query, page.limit), page.limit_default, page.limit_bound, page.limit)
         limit = None if limit is None else max(0, min(MAX_LIMIT, limit))
     offset = 0
+    number = None
     if page.offset:
         offset = max(0, _bounded(query_values(query, page.offset), 0, Bound(0), page.offset) or 0)
-    elif page.page and limit is not None:
+    elif page.page:
         number = _bounded(query_values(query, page.page), page.first_page, page.page_bound, page.page)
-        offset = max(0, (number if number is not None else page.first_page) - page.first_page) * limit
-    return PagePlan(order, limit, offset)
+        number = number if number is not None else page.first_page
+        offset = max(0, number - page.first_page) * (limit or 0)
+    return PagePlan(order, limit, offset, number)
 
 
 def page_count(total: int | None, plan: PagePlan) -> int | None:

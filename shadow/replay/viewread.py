@@ -10,7 +10,7 @@ the shadow worker (never on the request path):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shadow.rules.claims import MAX_CLAIM_CHARS, MAX_TOKEN_CHARS, header_value, jwt_claim
@@ -41,6 +41,7 @@ class Listing:
     total: Any
     query: Mapping[str, Any]
     pages: Any = None  # the page count the body claims (route `pages:`), or None
+    echoed: Mapping[str, Any] = field(default_factory=dict)  # body path -> page / limit the body says it applied
 
 
 def bound_reader(spec: ReaderSpec | None, headers: Mapping[str, str]) -> BoundReader | None:
@@ -62,7 +63,8 @@ def listing(route: Route, body: Any, query: Mapping[str, Any]) -> Listing | None
     page = route.page
     return Listing(keys, _at(body, page.total) if page else None,
                    {name: _values(query, name) for name in query},
-                   _at(body, page.pages) if page else None)
+                   _at(body, page.pages) if page else None,
+                   {".".join(path): _at(body, path) for path in page.echoes()} if page else {})
 
 
 def _values(query: Mapping[str, Any], name: str) -> list[Any]:

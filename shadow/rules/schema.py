@@ -28,10 +28,13 @@ _STRINGS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "s
 _PAGE_OPTIONS = {"query": {"type": "string"}, "default": _WHOLE, "min": _WHOLE, "max": _WHOLE,
                  "out_of_range": {"enum": ["default", "clamp", "error"],
                                   "description": "what the API does with a value outside [min, max]"}}
+_ECHO = {**_PATH, "description": "body path echoing the value the API applied (checked)"}
 _QUERY_PARAM = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["query"], "additionalProperties": False,
                                                 "properties": _PAGE_OPTIONS}]}
+_LIMIT = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["query"], "additionalProperties": False,
+                                          "properties": {**_PAGE_OPTIONS, "at": _ECHO}}]}
 _PAGE_NUMBER = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["query"], "additionalProperties": False,
-                                                "properties": {**_PAGE_OPTIONS, "first": _WHOLE}}]}
+                                                "properties": {**_PAGE_OPTIONS, "first": _WHOLE, "at": _ECHO}}]}
 _NORMALIZE = {"description": "lower, trim, or normalizers of the `as:` library, applied to the parameter",
               "oneOf": [_TRANSFORM, {"type": "array", "items": _TRANSFORM}]}
 _WHERE = {"type": "object", "additionalProperties": False, "properties": {
@@ -91,7 +94,7 @@ def rule_schema() -> dict[str, Any]:
                                       "to": _TABLE, "by": _NAME,
                                       "scheme": {**_STRINGS, "description": "Bearer, Token, bare (default: all three)"}}},
             "order_by": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-            "limit": _QUERY_PARAM, "offset": _QUERY_PARAM, "page": _PAGE_NUMBER, "total": _PATH, "pages": _PATH,
+            "limit": _LIMIT, "offset": _QUERY_PARAM, "page": _PAGE_NUMBER, "total": _PATH, "pages": _PATH,
             "sort": {"type": "object", "required": ["query", "allow"], "additionalProperties": False,
                      "properties": {"query": {"type": "string"},
                                     "allow": {"type": "object", "additionalProperties": _NAME},

@@ -311,6 +311,12 @@ class Page:
     page_bound: Bound = Bound(1)
     pages: tuple[str, ...] = ()  # path of the page count in the body: ceil(total / limit)
     sort: SortParam | None = None
+    limit_at: tuple[str, ...] = ()  # body path echoing the page size the API applied
+    page_at: tuple[str, ...] = ()  # body path echoing the page number the API applied
+
+    def echoes(self) -> tuple[tuple[str, ...], ...]:
+        """The body paths of the page's echoed parameters (checked against the plan)."""
+        return tuple(path for path in (self.limit_at, self.page_at) if path)
 
     def parameters(self) -> tuple[str, ...]:
         """The query parameters this page reads."""

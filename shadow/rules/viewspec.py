@@ -170,9 +170,9 @@ def parse_page(reader: Reader, options: YMap, where: str, is_list: bool) -> Page
             reader.error(options.line_of("order_by"), f"{where}: order_by entries are 'column [asc|desc]', got {show(item)}")
             continue
         order.append((column, direction.strip().lower() == "desc"))
-    limit, limit_default, limit_bound, _ = _query_param(reader, options, "limit", where, 0)
-    offset, _, _, _ = _query_param(reader, options, "offset", where, 0)
-    page, _, page_bound, first = _query_param(reader, options, "page", where, 1)
+    limit, limit_default, limit_bound, _, limit_at = _query_param(reader, options, "limit", where, 0)
+    offset, _, _, _, _ = _query_param(reader, options, "offset", where, 0)
+    page, _, page_bound, first, page_at = _query_param(reader, options, "page", where, 1)
     sort = _sort(reader, options, where)
     if (limit or offset or page) and not order and sort is None:
         reader.error(options.line, f"{where}: a page (limit/offset/page) needs 'order_by' (which rows are on it)")
@@ -185,7 +185,7 @@ def parse_page(reader: Reader, options: YMap, where: str, is_list: bool) -> Page
     if pages and not limit:
         reader.error(options.line_of("pages"), f"{where}: 'pages' (the page count) needs 'limit'")
     return Page(tuple(order), limit, limit_default, offset, _steps(total), limit_bound, page, first, page_bound,
-                _steps(pages), sort)
+                _steps(pages), sort, limit_at, page_at)
 
 
 def _steps(path: str) -> tuple[str, ...]:
@@ -193,15 +193,17 @@ def _steps(path: str) -> tuple[str, ...]:
 
 
 def _query_param(reader: Reader, options: YMap, name: str, where: str,
-                 low: int) -> tuple[str | None, int | None, Bound, int]:
-    """(parameter, default, bound, first page) of `limit` / `offset` / `page`."""
+                 low: int) -> tuple[str | None, int | None, Bound, int, tuple[str, ...]]:
+    """(parameter, default, bound, first page, body path echoing the value applied) of
+    `limit` / `offset` / `page`."""
     value = options.get(name)
     bound = Bound(low)
     if value is None:
-        return None, None, bound, 1
+        return None, None, bound, 1, ()
     if isinstance(value, str):
-        return value, None, bound, 1
-    allowed = ("query", "default", "min", "max", "out_of_range") + (("first",) if name == "page" else ())
+        return value, None, bound, 1, ()
+    allowed = ("query", "default", "min", "max", "out_of_range") + (("first", "at") if name == "page" else ()) \
+        + (("at",) if name == "limit" else ())
     if isinstance(value, YMap) and reader.keys(value, allowed, f"{where} {name}", ("query",)):
         numbers = {}
         for option in ("default", "min", "max", "first"):
@@ -217,9 +219,10 @@ def _query_param(reader: Reader, options: YMap, name: str, where: str,
             reader.error(value.line_of("max"), f"{where}: {name} max is below its min ({low})")
             high = None
         out = reader.string(value, "out_of_range", f"{where} {name}", default="clamp", choices=OUT_OF_RANGE) or "clamp"
-        return str(value["query"]), numbers["default"], Bound(low, high, cast(OutOfRange, out)), first
+        at = reader.string(value, "at", f"{where} {name}", pattern=DOC_PATH) or ""
+        return str(value["query"]), numbers["default"], Bound(low, high, cast(OutOfRange, out)), first, _steps(at)
     reader.error(options.line_of(name), f"{where}: {name!r} is a query parameter name or {{query, default, min, max, out_of_range}}")
-    return None, None, bound, 1
+    return None, None, bound, 1, ()
 
 
 def _sort(reader: Reader, options: YMap, where: str) -> SortParam | None:

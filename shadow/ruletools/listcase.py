@@ -31,9 +31,9 @@ def resolve_in_rows(tables: Rows, lookup: Lookup, value: Any) -> Any:
 
 
 def select_rows(entity: Entity, route: Route, tables: Rows, params: Mapping[str, str], query: Mapping[str, Any],
-                reader: Any) -> tuple[tuple[str, ...], int | None, int | None]:
-    """(keys in the route's order and page, count of the filter, page count) of one list
-    read. Raises listquery.Unmodeled like the sidecar."""
+                reader: Any) -> tuple[tuple[str, ...], int | None, int | None, dict[str, int | None]]:
+    """(keys in the route's order and page, count of the filter, page count, echoed
+    page / limit by body path) of one list read. Raises listquery.Unmodeled like the sidecar."""
     plan = plan_page(route.page, query)
     counted = route.page is not None and bool(route.page.total or route.page.pages)
     rows = list(tables.get(entity.table, []))
@@ -46,7 +46,7 @@ def select_rows(entity: Entity, route: Route, tables: Rows, params: Mapping[str,
         rows.sort(key=_sort_key(column), reverse=descending)
     shown = rows[plan.offset:] if plan.limit is None else rows[plan.offset:plan.offset + plan.limit]
     total = len(rows) if counted else None
-    return tuple(str(row.get(entity.key)) for row in shown), total, page_count(total, plan)
+    return tuple(str(row.get(entity.key)) for row in shown), total, page_count(total, plan), plan.echoes(route.page)
 
 
 def _sort_key(column: str) -> Callable[[Mapping[str, Any]], tuple[bool, Any]]:

@@ -202,14 +202,14 @@ def _list_case(file: str, line: int, name: str, rules: RuleSet, entity: Entity, 
         if unmodeled(route, query):
             names = ", ".join(unmodeled(route, query))
             raise Unmodeled(names, names)
-        keys, total, pages = select_rows(entity, route, case["rows"], {str(k): str(v) for k, v in params.items()},
+        keys, total, pages, echo = select_rows(entity, route, case["rows"], {str(k): str(v) for k, v in params.items()},
                                          query, case.get("reader"))
     except Unmodeled as why:
         outcome = "skipped"
         detail = f"not list-checked: {why}"
         got: list[str] = []
     else:
-        checked = check_list(route, listed, keys, total, pages)
+        checked = check_list(route, listed, keys, total, pages, echo)
         got = sorted({diff.path for diff in checked.findings(route)})
         outcome, detail = ("mismatch" if got else "match"), ""
     problems = []

@@ -55,7 +55,16 @@ def test_page_values_from_the_query_string(page: Page, query: dict[str, list[str
         with pytest.raises(Unmodeled):
             plan_page(page, query)
     else:
-        assert plan_page(page, query) == expected
+        plan = plan_page(page, query)
+        assert (plan.order_by, plan.limit, plan.offset) == (expected.order_by, expected.limit, expected.offset)
+
+
+def test_the_page_number_and_size_applied_are_what_the_body_must_echo() -> None:
+    echoed = Page(ORDER, "limit", 10, None, (), Bound(1, 100, "clamp"), "page", 1, Bound(1, None, "clamp"),
+                  limit_at=("meta", "limit"), page_at=("page",))
+    assert plan_page(echoed, {"page": ["0"], "limit": ["500"]}).echoes(echoed) == {"meta.limit": 100, "page": 1}
+    assert plan_page(echoed, {"page": ["3"]}).echoes(echoed) == {"meta.limit": 10, "page": 3}
+    assert plan_page(CLAMP, {"page": ["3"]}).echoes(CLAMP) == {}
 
 
 def test_the_query_a_finding_carries_is_redacted_and_capped() -> None:

@@ -175,6 +175,9 @@ async def test_page_numbers_page_counts_and_sort_parameters(pg_dsn: str, rules: 
     listing = Listing(posts(3, 2), 6, q(page=2), pages=4)
     checked = check_list(route, listing, posts(3, 2), 6, 3)
     assert [(diff.path, diff.control, diff.candidate) for diff in checked.diffs] == [("totalPages", 4, 3)]
+    echoed = Listing(posts(3, 2), 6, q(page=0, limit=500), pages=3, echoed={"page": 0, "limit": 4})
+    wrong_echo = check_list(route, echoed, posts(3, 2), 6, 3, {"page": 1, "limit": 4})  # the API clamps page 0 to 1
+    assert [(diff.path, diff.control, diff.candidate) for diff in wrong_echo.diffs] == [("page", 0, 1)]
 
 
 def test_which_query_parameters_a_route_models(rules: RuleSet) -> None:

@@ -6,7 +6,7 @@ to the column's type (as PostgreSQL reports it) before they are sent."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ class Selection:
     total: int | None = None
     selected_by: tuple[str, ...] = ()  # the conditions and values that selected them (for findings)
     pages: int | None = None  # ceil(total / page size) when the route checks a page count
+    echo: Mapping[str, int | None] = field(default_factory=dict)  # body path -> the page / limit applied
 
 
 def aggregate_sql(spec: Field) -> tuple[str, tuple[Any, ...], bool]:
@@ -146,7 +147,8 @@ async def select_keys(source: PostgresSource, connection: asyncpg.Connection, en
     if counted:
         found_count = await _typed_fetch(source, connection, f"SELECT count(*) FROM {table} t{where}", args)
         total = found_count[0][0]
-    return Selection(tuple(row[0] for row in rows), total, tuple(selected_by), page_count(total, plan))
+    return Selection(tuple(row[0] for row in rows), total, tuple(selected_by), page_count(total, plan),
+                     plan.echoes(route.page))
 
 
 _UNRESOLVED: Any = object()
