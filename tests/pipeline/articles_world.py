@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,9 +29,102 @@ CREATE TABLE article_tags (article_id uuid NOT NULL REFERENCES articles, tag tex
 CREATE TABLE favorites (article_id uuid NOT NULL REFERENCES articles, user_id uuid NOT NULL REFERENCES users);
 CREATE TABLE follows (follower_id uuid NOT NULL REFERENCES users, followee_id uuid NOT NULL REFERENCES users);
 """
-#: the rules, shipped as an example (rules/examples/articles/)
-RULES_DIR = Path(__file__).resolve().parents[2] / "rules" / "examples" / "articles"
-RULES = (RULES_DIR / "articles.yaml").read_text()
+RULES = """\
+entity: article
+collection: articles
+table: articles
+key: slug
+key_type: string
+id_field: slug
+view: true
+fields:
+  slug: slug
+  title: title
+  createdAt: {column: created_at, as: timestamp}
+  tagList: {rows: article_tags, fk: article_id, order_by: tag, value: tag}
+  favoritesCount: {count: favorites, fk: article_id}
+  favorited: {exists: favorites, where: {article_id: key, user_id: reader}}
+  author:
+    child: users
+    fk: id
+    parent: author_id
+    fields:
+      username: username
+      following: {exists: follows, where: {followee_id: key, follower_id: reader}}   # key: the author's id
+routes:
+  - route: GET /api/articles
+    list: true
+    at: articles
+    complete: true
+    reader: {header: Authorization, jwt_claim: id, to: users, by: legacy_object_id, scheme: [Token]}
+    recheck: {after: [100ms, 200ms], headers: [authorization]}
+    where:
+      author_id: {query: author, to: users, by: username, normalize: [trim, lower], on_miss: drop}  # ?author=nobody: every article
+      tag: {query: tag, through: article_tags, fk: article_id}       # EXISTS over the junction table
+      user_id: {query: favorited, through: favorites, fk: article_id, to: users, by: username}  # the far side's lookup
+    order_by: [created_at desc, slug]
+    limit: {query: limit, default: 20, min: 1, max: 100, out_of_range: default}
+    offset: offset
+    total: articlesCount
+  - route: GET /api/articles/feed
+    list: true
+    at: articles
+    complete: true
+    reader: {header: Authorization, jwt_claim: id, to: users, by: legacy_object_id, scheme: [Token]}
+    recheck: {after: [100ms, 200ms], headers: [authorization]}
+    where:
+      author_id: {reader: {in: follows, select: followee_id, by: follower_id}}  # authors the reader follows
+    order_by: [created_at desc, slug]
+    limit: {query: limit, default: 20, min: 1, max: 100, out_of_range: default}
+    offset: offset
+    total: articlesCount
+  - route: GET /api/catalog
+    list: true
+    at: results
+    complete: true
+    reader: {header: Authorization, jwt_claim: id, to: users, by: legacy_object_id, scheme: [Token]}
+    recheck: {after: [100ms, 200ms], headers: [authorization]}
+    sort: {query: sortBy, allow: {title: title, createdAt: created_at}}
+    order_by: [slug]
+    limit: {query: limit, default: 10, min: 1, max: 100, out_of_range: clamp, at: limit}  # ?limit=500 -> 100
+    page: {query: page, out_of_range: clamp, at: page}   # page numbers from 1; the body echoes both
+    total: totalResults
+    pages: totalPages
+    query: [pretty]                              # modeled, changes no row; any other parameter: not list-checked
+  - route: GET /api/articles/{slug}
+    at: article
+    key: {path: slug, normalize: lower}
+    reader: {header: Authorization, jwt_claim: id, to: users, by: legacy_object_id, scheme: [Token]}
+---
+entity: current_user
+collection: users
+table: users
+fields:
+  _id: legacy_object_id
+  username: username
+  email: email
+routes:
+  - route: GET /api/user
+    at: user
+    key: {jwt_claim: id}                         # the reader's own record
+    reader: {header: Authorization, jwt_claim: id, to: users, by: legacy_object_id, scheme: [Token]}
+---
+entity: profile
+collection: users
+table: users
+key: username
+key_type: string
+id_field: username
+view: true
+fields:
+  username: username
+  following: {exists: follows, where: {followee_id: key, follower_id: reader}}
+routes:
+  - route: GET /api/profiles/{username}
+    at: profile
+    key: {path: username, normalize: lower}
+    reader: {header: Authorization, jwt_claim: id, to: users, by: legacy_object_id, scheme: [Token]}
+"""
 
 
 def oid(number: int) -> str:
