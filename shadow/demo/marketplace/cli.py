@@ -74,6 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="RNG seed (default: 1)")
     parser.add_argument("--drift", action="store_true", help="plant one divergence of each kind in PostgreSQL")
     parser.add_argument("--no-schema", action="store_true", help="the PG schema already exists")
+    parser.add_argument("--articles", action="store_true",
+                        help="also load the articles family (/api/articles...; rules/examples/articles)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,9 +83,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"shadow seed: --scale must be >= 1, got {args.scale}")
         return 2
     loaded = asyncio.run(load_domain(args.pg, args.mongo, args.db, scale=args.scale, seed=args.seed,
-                                     drift=args.drift, schema=not args.no_schema))
+                                     drift=args.drift, schema=not args.no_schema, articles=args.articles))
     for name, docs in loaded.dataset.collections.items():
         print(f"{name:20} {len(docs):>8} documents")
+    if loaded.articles is not None:
+        for name in ("writers", "articles", "follows"):
+            print(f"{name:20} {len(getattr(loaded.articles, name)):>8} documents")
     print("timings: " + ", ".join(f"{step} {seconds:.2f}s" for step, seconds in loaded.timings.items()))
     for planted in loaded.drifts:
         flag = "divergent" if planted.divergent else "NOT divergent"
