@@ -319,6 +319,3 @@ def reads() -> list[tuple[str, str | None]]:
               for reader in USERS]
     return found
 
-
-UNMODELED = [("/api/articles?search=dragons", "alice"), ("/api/articles?tag=go&page=2", None),
-             ("/api/catalog?sortBy=secret:asc", None), ("/api/catalog?sortBy=title:sideways", "bob")]
