@@ -52,7 +52,7 @@ PROXY_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # metric calls, which are prometheus_client frames too)
     ("publish", ("Link.received", "Handoff._received", "_Connection.data_received", "publish/sink.py")),
     ("hand-off", ("replay/handoff.py", "replay/messages.py", "pickle")),
-    ("copy", ("proxy/capture.py", "body_copy", "captured_read", "BodyCopy", "copy_body", "_hand_over")),
+    ("copy", ("body_copy", "captured_read", "BodyCopy", "copy_body", "_hand_over")),
     ("match", ("shadow/rules/",)),
 )
 WORKER_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -62,7 +62,7 @@ WORKER_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("explain", ("compare/explain.py", "deepdiff")),
     ("compare", ("compare/diff.py", "_judge")),
     ("fetch", ("replay/sources/", "asyncpg", "pymongo", "_fetch")),
-    ("parse", ("proxy/capture.py", "orjson", "prepare")),
+    ("parse", ("replay/prepare.py", "orjson", "prepare")),
     ("match", ("shadow/rules/",)),
     ("hand-off", ("replay/handoff.py", "replay/messages.py", "loads", "_offer", "data_received")),
     ("batch", ("replay/pipeline.py", "replay/recheck.py", "asyncio/queues")),

@@ -12,7 +12,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("shadow.serve", "run the sidecar proxy in front of the upstream API"),
     "rules": ("shadow.ruletools.cli", "check, test and describe rule files"),
-    "compare": ("shadow.compare.cli", "compare one key by hand: API document vs shadow source"),
+    "compare": ("shadow.ruletools.compare", "compare one key by hand: API document vs shadow source"),
     "gate": ("shadow.gate.cli", "cutover gate: GO / NO-GO from Prometheus"),
     "verify": ("shadow.verify.cli", "verify every key: counts, sums and sets, full reconciliation"),
     "demo": ("shadow.demo.run", "the whole thing on one machine with embedded servers"),
@@ -24,7 +24,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, the options of that one subcommand (the
     others keep their one-line help, their modules unimported: `shadow proxy` must not
     carry the demo's or verify's drivers in its resident memory)."""
-    parser = argparse.ArgumentParser(prog="shadow", description="Shadow-read verification sidecar for MongoDB -> PostgreSQL migrations.")
+    parser = argparse.ArgumentParser(prog="shadow",
+                                     description="Shadow-read verification sidecar for MongoDB -> PostgreSQL "
+                                                 "migrations.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)

@@ -9,20 +9,68 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from shadow.proxy.limits import DEFAULT_LIMITS
-
 if TYPE_CHECKING:
-    from shadow.rules.policy import RulesPolicy
+    from shadow.policy import RulesPolicy
 
 
 class ConfigError(ValueError):
     """A flag or env var with a bad value; the message names both and the value."""
+
+
+#: file descriptors kept back from the client-connection cap (listening sockets, the rules
+#: watcher, the worker's pipes, logs)
+RESERVED_FDS = 64
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The request-path limits (flags --max-request-line ... --max-connections), enforced
+    by shadow/proxy/limits.py; defined here so that the defaults are defined once."""
+
+    max_request_line: int = 8192
+    max_header_line: int = 8192
+    max_header_block: int = 32768
+    max_header_count: int = 100
+    header_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    max_connections: int = 10000
+
+    @property
+    def max_head_bytes(self) -> int:
+        """The most bytes a request head may take before it is refused."""
+        return self.max_request_line + self.max_header_block
+
+    def connection_cap(self) -> int:
+        """`max_connections`, lowered so that each client connection and its upstream
+        connection fit in the process's file-descriptor limit (EMFILE never happens)."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, (soft - RESERVED_FDS) // 2))
+
+
+DEFAULT_LIMITS = RequestLimits()
+
+#: the admin token (shadow/publish/admin_auth.py): long enough, printable ASCII only
+MIN_TOKEN_LENGTH = 16
+_TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + string.punctuation)
+
+
+def check_token(token: str) -> str:
+    """The token, or ValueError saying what is wrong (never echoing it)."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"the admin token must be at least {MIN_TOKEN_LENGTH} characters")
+    if not set(token) <= _TOKEN_CHARACTERS:
+        raise ValueError("the admin token may hold printable ASCII only (no spaces or control characters)")
+    return token
 
 
 @dataclass(frozen=True)
@@ -135,14 +183,12 @@ def _text(text: str) -> str:
 
 
 def _modules(text: str) -> str:
-    from shadow.rules.policy import parse_modules
+    from shadow.policy import parse_modules
 
     return ",".join(sorted(parse_modules(text)))
 
 
 def _admin_token(text: str) -> str:
-    from shadow.publish.admin_auth import check_token
-
     return check_token(text)
 
 
@@ -158,42 +204,86 @@ def _admin_token_file(text: str) -> Path:
 OPTIONS: tuple[Option, ...] = (
     Option("upstream", "--upstream", "SHADOW_UPSTREAM", "the API the proxy forwards to (required)", "URL", _url),
     Option("rules", "--rules", "SHADOW_RULES", "directory of rule YAML files (required)", "DIR", _directory),
-    Option("pg", "--pg", "SHADOW_PG", "PostgreSQL DSN of the shadow source (postgres routes count `error` without it)", "DSN", _text),
-    Option("mongo", "--mongo", "SHADOW_MONGO", "MongoDB URL of the shadow source for routes with `source: mongo`", "URL", _text),
+    Option("pg", "--pg", "SHADOW_PG", "PostgreSQL DSN of the shadow source (postgres routes count `error` without it)",
+           "DSN", _text),
+    Option("mongo", "--mongo", "SHADOW_MONGO", "MongoDB URL of the shadow source for routes with `source: mongo`",
+           "URL", _text),
     Option("mongo_db", "--mongo-db", "SHADOW_MONGO_DB", "MongoDB database name (required with --mongo)", "NAME", _text),
     Option("listen", "--listen", "SHADOW_LISTEN", "proxy address (default 0.0.0.0:8080)", "HOST:PORT", _address),
-    Option("admin_listen", "--admin-listen", "SHADOW_ADMIN_LISTEN", "admin address (default 127.0.0.1:9090)", "HOST:PORT", _address),
-    Option("queue_size", "--queue-size", "SHADOW_QUEUE_SIZE", "shadow queue capacity; full -> dropped (default 10000)", "N", _whole(1)),
+    Option("admin_listen", "--admin-listen", "SHADOW_ADMIN_LISTEN", "admin address (default 127.0.0.1:9090)",
+           "HOST:PORT", _address),
+    Option("queue_size", "--queue-size", "SHADOW_QUEUE_SIZE", "shadow queue capacity; full -> dropped (default 10000)",
+           "N", _whole(1)),
     Option("workers", "--workers", "SHADOW_WORKERS", "shadow workers (default 4)", "N", _whole(1)),
-    Option("batch_size", "--batch-size", "SHADOW_BATCH_SIZE", "reads a worker takes at once; keys per source call (default 50)", "N", _whole(1)),
-    Option("max_body_bytes", "--max-body-bytes", "SHADOW_MAX_BODY_BYTES", "largest response body copied for shadowing (default 1048576)", "N", _whole(0)),
-    Option("source_timeout", "--source-timeout", "SHADOW_SOURCE_TIMEOUT", "timeout of every shadow source call (default 2.0)", "SECONDS", _seconds(0.0)),
-    Option("rate_limit", "--rate-limit", "SHADOW_RATE_LIMIT", "shadowed reads per second, 0 = unlimited (default 0)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
-    Option("reload", "--reload", "SHADOW_RELOAD", "watch = file changes + SIGHUP + POST /reload; signal = SIGHUP + POST /reload", "MODE", _choice(*get_args(ReloadMode))),
-    Option("otlp_endpoint", "--otlp-endpoint", "SHADOW_OTLP_ENDPOINT", "OTLP/HTTP traces endpoint (default off)", "URL", _url),
-    Option("mismatch_log", "--mismatch-log", "SHADOW_MISMATCH_LOG", "JSON-lines mismatch log file, - = stderr (default -)", "PATH", _text),
-    Option("log_level", "--log-level", "SHADOW_LOG_LEVEL", "debug, info, warning or error (default info)", "LEVEL", _choice(*get_args(LogLevel))),
-    Option("upstream_timeout", "--upstream-timeout", "SHADOW_UPSTREAM_TIMEOUT", "upstream connect / read inactivity timeout -> 504 (default 30)", "SECONDS", _seconds(0.0)),
-    Option("drain_timeout", "--drain-timeout", "SHADOW_DRAIN_TIMEOUT", "on shutdown, how long in-flight requests may finish (default 15)", "SECONDS", _seconds(0.0, allow_zero=True)),
-    Option("recent_mismatches", "--recent-mismatches", "SHADOW_RECENT_MISMATCHES", "mismatches kept in memory for /mismatches (default 200)", "N", _whole(1)),
-    Option("gate_criteria", "--gate-criteria", "SHADOW_GATE_CRITERIA", "gate criteria YAML for the admin /gate verdict (default: /gate answers 501)", "FILE", _file),
-    Option("shadow_process", "--shadow-process", "SHADOW_SHADOW_PROCESS", "worker = shadow comparisons in a child process (default); inline = in the proxy's process", "MODE", _choice(*get_args(ShadowProcess))),
-    Option("shadow_nice", "--shadow-nice", "SHADOW_SHADOW_NICE", "niceness added to the shadow worker process, 0-19 (default 19: the proxy always goes first)", "N", _nice),
-    Option("shadow_workers", "--shadow-workers", "SHADOW_SHADOW_WORKERS", "shadow worker processes, reads sharded by key; 0 = from the CPU quota: one per CPU beyond the proxy's, at least 1 (default 0)", "N", _whole(0)),
-    Option("engine", "--engine", "SHADOW_ENGINE", "request path: raw = asyncio + httptools (default; about half the CPU per request); aiohttp = the aiohttp client and server", "ENGINE", _choice(*get_args(Engine))),
-    Option("rules_max_bytes", "--rules-max-bytes", "SHADOW_RULES_MAX_BYTES", "largest rule file read; larger ones are refused before parsing (default 1048576)", "N", _whole(1)),
-    Option("normalizer_modules", "--normalizer-modules", "SHADOW_NORMALIZER_MODULES", "Python modules rules may import normalizers from, comma-separated (default: none, built-ins only)", "MODULES", _modules),
-    Option("admin_token", "--admin-token", "SHADOW_ADMIN_TOKEN", "bearer token for /mismatches, /rules, POST /reload (prefer the env var or --admin-token-file: a flag shows in ps)", "TOKEN", _admin_token, secret=True),
-    Option("admin_token_file", "--admin-token-file", "SHADOW_ADMIN_TOKEN_FILE", "file holding the admin token (read at start), e.g. a mounted Secret", "FILE", _admin_token_file),
-    Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE", "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND", _seconds(0.0, allow_zero=True)),
-    Option("max_request_line", "--max-request-line", "SHADOW_MAX_REQUEST_LINE", "longest request line (method, target, version) in bytes; longer -> 414 (default 8192)", "BYTES", _whole(64)),
-    Option("max_header_line", "--max-header-line", "SHADOW_MAX_HEADER_LINE", "longest single request header (name + value) in bytes; longer -> 431 (default 8192)", "BYTES", _whole(64)),
-    Option("max_header_block", "--max-header-block", "SHADOW_MAX_HEADER_BLOCK", "most bytes of request headers in all; more -> 431 (default 32768)", "BYTES", _whole(64)),
-    Option("max_header_count", "--max-header-count", "SHADOW_MAX_HEADER_COUNT", "most request headers; more -> 431 (default 100)", "N", _whole(1)),
-    Option("header_timeout", "--header-timeout", "SHADOW_HEADER_TIMEOUT", "time a client has to send a whole request head -> 408 and close (default 60)", "SECONDS", _seconds(0.0)),
-    Option("keepalive_timeout", "--keepalive-timeout", "SHADOW_KEEPALIVE_TIMEOUT", "an idle keep-alive client connection is closed after this (default 75)", "SECONDS", _seconds(0.0)),
-    Option("max_connections", "--max-connections", "SHADOW_MAX_CONNECTIONS", "client connections at once (lowered to fit the fd limit); beyond, the longest-waiting idle or slow one is closed, or 503 when all are busy (default 10000)", "N", _whole(1)),
-    Option("explain_concurrency", "--explain-concurrency", "SHADOW_EXPLAIN_CONCURRENCY", "explanations in flight at once (queued for a thread), beyond -> dropped{explain_budget} (default 16)", "N", _whole(1)),
+    Option("batch_size", "--batch-size", "SHADOW_BATCH_SIZE",
+           "reads a worker takes at once; keys per source call (default 50)", "N", _whole(1)),
+    Option("max_body_bytes", "--max-body-bytes", "SHADOW_MAX_BODY_BYTES",
+           "largest response body copied for shadowing (default 1048576)", "N", _whole(0)),
+    Option("source_timeout", "--source-timeout", "SHADOW_SOURCE_TIMEOUT",
+           "timeout of every shadow source call (default 2.0)", "SECONDS", _seconds(0.0)),
+    Option("rate_limit", "--rate-limit", "SHADOW_RATE_LIMIT", "shadowed reads per second, 0 = unlimited (default 0)",
+           "PER_SECOND", _seconds(0.0, allow_zero=True)),
+    Option("reload", "--reload", "SHADOW_RELOAD",
+           "watch = file changes + SIGHUP + POST /reload; signal = SIGHUP + POST /reload", "MODE",
+           _choice(*get_args(ReloadMode))),
+    Option("otlp_endpoint", "--otlp-endpoint", "SHADOW_OTLP_ENDPOINT", "OTLP/HTTP traces endpoint (default off)", "URL",
+           _url),
+    Option("mismatch_log", "--mismatch-log", "SHADOW_MISMATCH_LOG",
+           "JSON-lines mismatch log file, - = stderr (default -)", "PATH", _text),
+    Option("log_level", "--log-level", "SHADOW_LOG_LEVEL", "debug, info, warning or error (default info)", "LEVEL",
+           _choice(*get_args(LogLevel))),
+    Option("upstream_timeout", "--upstream-timeout", "SHADOW_UPSTREAM_TIMEOUT",
+           "upstream connect / read inactivity timeout -> 504 (default 30)", "SECONDS", _seconds(0.0)),
+    Option("drain_timeout", "--drain-timeout", "SHADOW_DRAIN_TIMEOUT",
+           "on shutdown, how long in-flight requests may finish (default 15)", "SECONDS",
+           _seconds(0.0, allow_zero=True)),
+    Option("recent_mismatches", "--recent-mismatches", "SHADOW_RECENT_MISMATCHES",
+           "mismatches kept in memory for /mismatches (default 200)", "N", _whole(1)),
+    Option("gate_criteria", "--gate-criteria", "SHADOW_GATE_CRITERIA",
+           "gate criteria YAML for the admin /gate verdict (default: /gate answers 501)", "FILE", _file),
+    Option("shadow_process", "--shadow-process", "SHADOW_SHADOW_PROCESS",
+           "worker = shadow comparisons in a child process (default); inline = in the proxy's process", "MODE",
+           _choice(*get_args(ShadowProcess))),
+    Option("shadow_nice", "--shadow-nice", "SHADOW_SHADOW_NICE",
+           "niceness added to the shadow worker process, 0-19 (default 19: the proxy always goes first)", "N", _nice),
+    Option("shadow_workers", "--shadow-workers", "SHADOW_SHADOW_WORKERS",
+           "shadow worker processes, reads sharded by key; 0 = from the CPU quota: one per CPU beyond the proxy's, at "
+           "least 1 (default 0)", "N", _whole(0)),
+    Option("engine", "--engine", "SHADOW_ENGINE",
+           "request path: raw = asyncio + httptools (default; about half the CPU per request); aiohttp = the aiohttp "
+           "client and server", "ENGINE", _choice(*get_args(Engine))),
+    Option("rules_max_bytes", "--rules-max-bytes", "SHADOW_RULES_MAX_BYTES",
+           "largest rule file read; larger ones are refused before parsing (default 1048576)", "N", _whole(1)),
+    Option("normalizer_modules", "--normalizer-modules", "SHADOW_NORMALIZER_MODULES",
+           "Python modules rules may import normalizers from, comma-separated (default: none, built-ins only)",
+           "MODULES", _modules),
+    Option("admin_token", "--admin-token", "SHADOW_ADMIN_TOKEN",
+           "bearer token for /mismatches, /rules, POST /reload (prefer the env var or --admin-token-file: a flag shows "
+           "in ps)", "TOKEN", _admin_token, secret=True),
+    Option("admin_token_file", "--admin-token-file", "SHADOW_ADMIN_TOKEN_FILE",
+           "file holding the admin token (read at start), e.g. a mounted Secret", "FILE", _admin_token_file),
+    Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE",
+           "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND",
+           _seconds(0.0, allow_zero=True)),
+    Option("max_request_line", "--max-request-line", "SHADOW_MAX_REQUEST_LINE",
+           "longest request line (method, target, version) in bytes; longer -> 414 (default 8192)", "BYTES",
+           _whole(64)),
+    Option("max_header_line", "--max-header-line", "SHADOW_MAX_HEADER_LINE",
+           "longest single request header (name + value) in bytes; longer -> 431 (default 8192)", "BYTES", _whole(64)),
+    Option("max_header_block", "--max-header-block", "SHADOW_MAX_HEADER_BLOCK",
+           "most bytes of request headers in all; more -> 431 (default 32768)", "BYTES", _whole(64)),
+    Option("max_header_count", "--max-header-count", "SHADOW_MAX_HEADER_COUNT",
+           "most request headers; more -> 431 (default 100)", "N", _whole(1)),
+    Option("header_timeout", "--header-timeout", "SHADOW_HEADER_TIMEOUT",
+           "time a client has to send a whole request head -> 408 and close (default 60)", "SECONDS", _seconds(0.0)),
+    Option("keepalive_timeout", "--keepalive-timeout", "SHADOW_KEEPALIVE_TIMEOUT",
+           "an idle keep-alive client connection is closed after this (default 75)", "SECONDS", _seconds(0.0)),
+    Option("max_connections", "--max-connections", "SHADOW_MAX_CONNECTIONS",
+           "client connections at once (lowered to fit the fd limit); beyond, the longest-waiting idle or slow one is "
+           "closed, or 503 when all are busy (default 10000)", "N", _whole(1)),
+    Option("explain_concurrency", "--explain-concurrency", "SHADOW_EXPLAIN_CONCURRENCY",
+           "explanations in flight at once (queued for a thread), beyond -> dropped{explain_budget} (default 16)", "N",
+           _whole(1)),
 )
 OPTION_BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
 
@@ -237,7 +327,7 @@ class Config:
     # not a flag: every outcome crosses from the worker one by one (not only as counts), for
     # an in-process observer of each comparison (the demo's per-key findings); one message per read
     report_every_outcome: bool = False
-    # the request-path limits: defaults defined once, in shadow/proxy/limits.py
+    # the request-path limits: defaults defined once, in RequestLimits above
     max_request_line: int = DEFAULT_LIMITS.max_request_line
     max_header_line: int = DEFAULT_LIMITS.max_header_line
     max_header_block: int = DEFAULT_LIMITS.max_header_block
@@ -289,7 +379,7 @@ class Config:
     @property
     def rules_policy(self) -> RulesPolicy:
         """What the rule files may do: their size cap and the normalizer modules."""
-        from shadow.rules.policy import RulesPolicy, parse_modules
+        from shadow.policy import RulesPolicy, parse_modules
 
         return RulesPolicy(self.rules_max_bytes, parse_modules(self.normalizer_modules))
 

@@ -72,6 +72,43 @@ _SKIP_OF_DROP = {
 }
 
 
+class Stage(str, enum.Enum):
+    """Where on the shadow side something failed: the `stage` label of shadow_errors_total."""
+
+    PREPARE = "prepare"  # parsing a captured read, taking its keys
+    FETCH = "fetch"  # reading the candidate from the shadow source
+    LIST_KEYS = "list_keys"  # the keys a list read selects (extra / list checks)
+    COMPARE = "compare"
+    EXPLAIN = "explain"  # deepdiff's explanation of a mismatch
+    RECHECK = "recheck"  # the recheck loop itself
+    RECHECK_CONTROL = "recheck_control"  # re-reading the control (upstream replay or Mongo)
+    LOG = "log"  # writing the mismatch log
+    WORKER = "worker"  # a worker process went away, or a pipeline task failed
+    HANDOFF = "handoff"  # a message between the proxy process and a worker
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One shadow-side failure, reported once (`Sink.raised`): where, what kind, what it
+    said. `error`, the exception itself, is kept for the traceback in the log of the
+    process where it happened; it never crosses to another process."""
+
+    stage: Stage
+    kind: str  # the exception type's name, e.g. "TimeoutError"
+    message: str
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, stage: Stage, error: BaseException) -> Failure:
+        return cls(stage, type(error).__name__, str(error), error)
+
+    @property
+    def reason(self) -> str:
+        """The reason of the `error` outcomes it caused: `fetch: TimeoutError: after 2s`."""
+        head = f"{self.stage.value}: {self.kind}"
+        return f"{head}: {self.message}" if self.message else head
+
+
 @dataclass(frozen=True, slots=True)
 class FieldDiff:
     """One differing field. `path` has list indices collapsed (`offers[*].status`),
@@ -111,6 +148,18 @@ class ShadowJob:
 
 
 @dataclass(frozen=True, slots=True)
+class ListContext:
+    """Which list read a list-level outcome is about: the read's query parameters, the
+    conditions (column, op, value) that selected PostgreSQL's rows, and why it was not
+    checked. Values are raw here: the sink renders it as the outcome's reason, hiding
+    secret-named values (publish/listreason.py)."""
+
+    query: tuple[tuple[str, str], ...] = ()
+    selected_by: tuple[tuple[str, str, str], ...] = ()  # (column, op, value); op "" = a note
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
     """The published outcome for one key (or one skip/drop). The one thing the sink eats."""
 
@@ -126,6 +175,7 @@ class Comparison:
     candidate: Any = None
     at: float = 0.0  # wall-clock time.time()
     unverified: tuple[str, ...] = ()  # declared `unverifiable` paths the API showed in this document
+    listing: ListContext | None = None  # a list-level outcome: which read (rendered, redacted, as its reason)
 
 
 #: outcomes shown on /mismatches and written to the mismatch log
@@ -133,6 +183,18 @@ NOTEWORTHY = frozenset({Outcome.MISMATCH, Outcome.MISSING, Outcome.EXTRA, Outcom
 #: stage latencies range from µs (compare) to the source timeout and recheck delays (the
 #: worker aggregates its stage timings in these buckets; the proxy's histograms use them)
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """One shadow worker process as the main process sees it (on /readyz and /metrics):
+    a worker that keeps dying shows here with why, not only in stderr tracebacks."""
+
+    index: int
+    pid: int | None  # None while it is down
+    ready: bool  # said Ready (rules loaded, sources warmed) since it last started
+    restarts: int  # times it went away and was restarted
+    last_error: str | None  # why it last went away: its exit and last line on stderr
 
 
 @dataclass

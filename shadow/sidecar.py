@@ -6,7 +6,7 @@
     await sidecar.stop()                      # drains in-flight requests, then stops
 
 With `shadow_process="worker"` (the default) the pipeline runs in a child process
-(shadow/worker.py) and `sidecar.pipeline` is the Handoff to it; with "inline" the
+(shadow/replay/worker.py) and `sidecar.pipeline` is the Handoff to it; with "inline" the
 Pipeline runs in this loop. Used by `shadow proxy` (serve.py), `shadow demo`, the tests
 and the benchmarks. Every part can be injected (rules loader, sources, compare, span
 exporter) so tests can run the real proxy against real servers with a piece swapped;
@@ -29,11 +29,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shadow.config import Config
+from shadow.config import Config, RequestLimits
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy
 from shadow.proxy.aiohttp_guard import serve
-from shadow.proxy.limits import RequestLimits
 from shadow.publish.admin import Admin, GateHook
 from shadow.publish.admin_auth import AdminAuth, is_loopback
 from shadow.publish.metrics import Metrics
@@ -46,6 +45,7 @@ from shadow.replay.plans import load_compiled
 from shadow.replay.settings import pipeline_settings, recheck_upstream
 from shadow.replay.sources.lazy import LazySource, default_sources
 from shadow.rules.reload import RulesHolder, default_loader
+from shadow.shadowside import ShadowSide
 from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.sidecar")
@@ -70,8 +70,8 @@ def rules_facts(rules: Any) -> tuple[dict[str, Redaction], list[Divergence]]:
         for known in getattr(entity, "known", ()) or ():
             expires = getattr(known, "expires", None)
             # the end of the expiry day, UTC (compare() counts a divergence until that day ends)
-            stamp = (calendar.timegm(expires.timetuple()) + 86400.0 if expires is not None and hasattr(expires, "timetuple")
-                     else float("inf"))
+            stamp = (calendar.timegm(expires.timetuple()) + 86400.0
+                     if expires is not None and hasattr(expires, "timetuple") else float("inf"))
             divergences.append(Divergence(name, getattr(known, "path", "?"), stamp))
     return redact, divergences
 
@@ -85,7 +85,7 @@ class Sidecar:
     admin_url: str
     sink: Sink
     rules: RulesHolder
-    pipeline: Pipeline | Handoff  # what the proxy hands captured reads to
+    pipeline: ShadowSide  # what the proxy hands captured reads to: a Handoff, or the inline Pipeline
     proxy: Proxy | rawproxy.RawProxy  # per config.engine
     admin: Admin
     _runners: list[Any] = field(default_factory=list)  # the proxy's server (cleanup() drains), the admin's
@@ -167,7 +167,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     inline = (config.shadow_process == "inline" or rules_loader is not default_loader
               or sources is not None or compare is not None or explain is not None)
     opened_sources: dict[str, Any] = {}
-    pipeline: Pipeline | Handoff
+    pipeline: ShadowSide
     if inline:
         if compare is None or explain is None:
             from shadow.compare import diff as compare_diff
@@ -183,6 +183,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     else:
         pipeline = handoff = Handoff(config, sink)  # started once the proxy listens (below)
         metrics.worker_pid = lambda: handoff.worker_pid if handoff is not None else None
+        metrics.workers = handoff.worker_states
     engine, serve_engine = (rawproxy.RawProxy, rawproxy.serve) if config.engine == "raw" else (Proxy, serve)
     proxy = engine(config.upstream, lambda: holder.current, pipeline, metrics,
                    max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout,
@@ -193,6 +194,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     auth = AdminAuth(config.admin_token_value, exposed=not is_loopback(admin_host))
     auth.warn_if_refusing()
     admin = Admin(sink, holder, config.upstream, gate, auth)
+    admin.workers = metrics.workers
     started: list[Any] = []
     try:
         proxy_runner, bound = await serve_engine(proxy, host, port, config.drain_timeout)  # type: ignore[arg-type]

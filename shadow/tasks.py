@@ -1,4 +1,5 @@
-"""Named background tasks with references kept (no bare `asyncio.create_task`).
+"""Named background tasks with references kept (no bare `asyncio.create_task`: ruff's
+banned-api check, configured in pyproject.toml, refuses it in shadow/ and normalizers/).
 
 The event loop keeps only weak references to tasks, so a fire-and-forget task can be
 garbage-collected mid-flight; and an exception in one is silently lost until the task
@@ -36,6 +37,12 @@ class TaskSet:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    async def join(self) -> None:
+        """Wait until every task spawned so far has ended (none is cancelled)."""
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def close(self) -> None:
         """Cancel every task still running and wait until they have all ended."""

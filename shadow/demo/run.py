@@ -37,6 +37,7 @@ from shadow.demo.embedded import PostgresServer
 from shadow.demo.marketplace.drift import PlantedDrift
 from shadow.demo.marketplace.dualwrite import LagTail
 from shadow.demo.marketplace.viewdrift import shown_on_views
+from shadow.tasks import TaskSet
 
 REPO_RULES = Path(shadow.__file__).resolve().parents[1] / "rules"
 #: most PATCHes reach PostgreSQL within 0.4 s, one in six 1.5-3 s late: all within the PATCH
@@ -135,11 +136,13 @@ def render(findings: Findings, counts: dict[str, Counter[str]], traffic: Any, re
              f"{traffic.total} requests ({_counter_text(traffic.sent)})",
              "comparisons: " + (_counter_text(totals) or "none yet")]
     depth = registry.get_sample_value("shadow_queue_depth") or 0
-    dropped: Counter[str] = Counter({s.labels["reason"]: int(s.value) for m in registry.collect() if m.name == "shadow_dropped"
+    dropped: Counter[str] = Counter({s.labels["reason"]: int(s.value)
+                                     for m in registry.collect() if m.name == "shadow_dropped"
                                      for s in m.samples if s.name.endswith("_total") and s.value})
     lines.append(f"queue depth {depth:.0f}, dropped {sum(dropped.values())}"
                  + (f" ({_counter_text(dropped)})" if dropped else "")
-                 + (" - explain_budget: deepdiff detail rate-limited, counts stay exact" if dropped["explain_budget"] else ""))
+                 + (" - explain_budget: deepdiff detail rate-limited, counts stay exact"
+                    if dropped["explain_budget"] else ""))
     ok_all, found = True, 0
     divergent = sum(1 for d in findings.planted.values() if d.divergent)
     plant_lines = []
@@ -215,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
         postgres = start_postgres()
         mongo = start_mongo()
         print(f"  PostgreSQL pid {_postmaster_pid(postgres)}, Mongo wire server pid "
-              f"{mongo.process.pid if mongo.process else '-'} ({time.monotonic() - started:.1f}s)", file=out, flush=True)
+              f"{mongo.process.pid if mongo.process else '-'} ({time.monotonic() - started:.1f}s)", file=out,
+              flush=True)
         return asyncio.run(_demo(args, postgres, mongo, out))
     finally:
         if mongo is not None:
@@ -252,7 +256,8 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
     finally:
         await connection.close()
     print(f"  loaded {sum(len(d) for d in loaded.dataset.collections.values())} documents in 8 collections "
-          f"(scale {args.scale}, seed {args.seed}; " + ", ".join(f"{step} {s:.1f}s" for step, s in loaded.timings.items())
+          f"(scale {args.scale}, seed {args.seed}; " + ", ".join(f"{step} {s:.1f}s" for step,
+                                                                 s in loaded.timings.items())
           + f"), {len(loaded.drifts)} plants in PostgreSQL (+{len(cold.plants)} in documents no traffic reads)",
           file=out, flush=True)
 
@@ -287,7 +292,8 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         cold_reads = _count_reads(sidecar.sink, {(p.entity, p.legacy_id) for p in cold.plants})
         ports = "ports as given" if (args.listen, args.admin_listen) != ("127.0.0.1:0", "127.0.0.1:0") else \
             "free loopback ports; pin them with --listen / --admin-listen"
-        print(f"\n  sample API  {api_url}  (PATCH /api/payments dual-writes PostgreSQL late: {DUAL_WRITE_LAG.describe()})\n"
+        print(f"\n  sample API  {api_url}  (PATCH /api/payments dual-writes PostgreSQL late: "
+              f"{DUAL_WRITE_LAG.describe()})\n"
               f"  proxy       {sidecar.proxy_url}  (rules {args.rules}, 100% sampling)\n"
               f"  admin       {sidecar.admin_url}/mismatches  (HTML; also {sidecar.admin_url}/metrics and /gate)\n"
               f"  ({ports}; mismatch log {mismatch_log})\n"
@@ -305,7 +311,8 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         requests = plan_requests(loaded.dataset, [(d.collection, d.legacy_id) for d in loaded.drifts],
                                  cold=cold.skip_keys, cold_list_users=cold.skip_list_users)
         began = time.monotonic()
-        sender = loop.create_task(traffic.run(sidecar.proxy_url, requests, stop), name="demo traffic")
+        tasks = TaskSet("demo")
+        sender = tasks.spawn(traffic.run(sidecar.proxy_url, requests, stop), "traffic")
         redraw, drawn = out.isatty(), 0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -330,7 +337,8 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         print("\n" + text, file=out)
         exact = await _verify_cold(sidecar.rules.current, pg_dsn, mongo.uri, cold, cold_reads, out) and exact
         print("\nRESULT: " + ("exactly the planted divergences were found at their paths"
-                              if exact else "the findings differ from what was planted (see BAD lines)"), file=out, flush=True)
+                              if exact else "the findings differ from what was planted (see BAD lines)"), file=out,
+                              flush=True)
         return 0 if exact else 1
     finally:
         if sidecar is not None:

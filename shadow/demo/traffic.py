@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from shadow.demo.marketplace.generate import Dataset
+from shadow.tasks import TaskSet
 
 #: Mongo collection -> the sample API's single-document route
 SINGLE_ROUTES = {
@@ -61,7 +62,8 @@ def view_requests(dataset: Dataset, planted: set[tuple[str, str]],
     """The view model of every purchase request, read by its buyer (isMine true) and,
     when it has offers, by one of their sellers (offeredByMe true); never one that would
     show a cold document (the request itself, or its buyer embedded)."""
-    seller_of = {str(offer["purchaseRequestId"]): str(offer["sellerId"]) for offer in dataset.collections["selleroffers"]}
+    seller_of = {str(offer["purchaseRequestId"]): str(offer["sellerId"])
+                 for offer in dataset.collections["selleroffers"]}
     reads = []
     for request in dataset.collections["purchaserequests"]:
         key = str(request["_id"])
@@ -108,7 +110,8 @@ def plan_requests(dataset: Dataset, planted: Iterable[tuple[str, str]], cold: It
                                               headers=_as(user))
                                for user in users if user not in skip_lists and user not in cold_users
                                for query in VIEW_LIST_QUERIES])
-    writable = [str(doc["_id"]) for doc in dataset.collections["payments"] if ("payments", str(doc["_id"])) not in planted_set]
+    writable = [str(doc["_id"]) for doc in dataset.collections["payments"]
+                if ("payments", str(doc["_id"])) not in planted_set]
     writes = itertools.cycle([PlannedRequest("PATCH", f"/api/payments/{key}",
                                              {"status": PAYMENT_STATUSES[number % len(PAYMENT_STATUSES)]})
                               for number, key in enumerate(writable)] or [None])
@@ -137,7 +140,7 @@ class Traffic:
         """Until `stop` is set; requests in flight when it is set finish first."""
         interval = 1.0 / self.rate
         slots = asyncio.Semaphore(concurrency)
-        in_flight: set[asyncio.Task[None]] = set()
+        in_flight = TaskSet("traffic")
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             next_at = time.monotonic()
@@ -145,10 +148,7 @@ class Traffic:
                 if stop.is_set():
                     break
                 await slots.acquire()
-                task = asyncio.get_running_loop().create_task(self._send(session, base_url, request, slots),
-                                                              name=f"traffic {request.method} {request.path}")
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+                in_flight.spawn(self._send(session, base_url, request, slots), f"{request.method} {request.path}")
                 next_at += interval
                 delay = next_at - time.monotonic()
                 if delay > 0:
@@ -156,8 +156,7 @@ class Traffic:
                         await asyncio.wait_for(stop.wait(), delay)
                 else:
                     next_at = time.monotonic()  # behind: do not burst to catch up
-            if in_flight:
-                await asyncio.wait(in_flight)
+            await in_flight.join()
 
     async def _send(self, session: aiohttp.ClientSession, base_url: str, request: PlannedRequest,
                     slots: asyncio.Semaphore) -> None:

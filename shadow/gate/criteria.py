@@ -33,7 +33,8 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y":
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 _ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-TOP_KEYS = frozenset({"window", "block_on_alerts", "defaults", "entities", "dualwrite_gaps"})  # gaps: shadow verify reads them
+# gaps: shadow verify reads them
+TOP_KEYS = frozenset({"window", "block_on_alerts", "defaults", "entities", "dualwrite_gaps"})
 THRESHOLD_KEYS = frozenset({"min_comparisons", "max_mismatches", "max_error_ratio"})
 ENTITY_KEYS = THRESHOLD_KEYS | {"required_routes", "routes", "verify"}
 
@@ -139,7 +140,8 @@ class _Reader:
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             line = mark.line + 1 if mark else 0
-            raise CriteriaError([CriteriaIssue(self.source, line, f"not valid YAML: {getattr(error, 'problem', error)}")]) from None
+            raise CriteriaError([CriteriaIssue(self.source, line,
+                                               f"not valid YAML: {getattr(error, 'problem', error)}")]) from None
         if root is None:
             raise CriteriaError([CriteriaIssue(self.source, 1, "empty file: expected `window` and `entities`")])
         top = self._mapping(root, "the file", TOP_KEYS)
@@ -171,7 +173,8 @@ class _Reader:
             raise CriteriaError(self.issues)
         return GateCriteria(self.source, window, window_seconds, alerts, tuple(entities))
 
-    def _entity(self, name: str, key_node: yaml.Node, node: yaml.Node, defaults: dict[str, Any]) -> EntityCriteria | None:
+    def _entity(self, name: str, key_node: yaml.Node, node: yaml.Node,
+                defaults: dict[str, Any]) -> EntityCriteria | None:
         where = f"entities.{name}"
         fields = self._mapping(node, where, ENTITY_KEYS) if not _is_null(node) else {}
         thresholds = {**defaults, **self._thresholds(fields, where, least_comparisons=1)}
@@ -219,7 +222,8 @@ class _Reader:
         if "max_error_ratio" in fields:
             value = self._value(fields["max_error_ratio"][1])
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                self._issue(fields["max_error_ratio"][1], f"{where}.max_error_ratio: expected a ratio between 0 and 1, got {value!r}")
+                self._issue(fields["max_error_ratio"][1],
+                            f"{where}.max_error_ratio: expected a ratio between 0 and 1, got {value!r}")
             else:
                 out["max_error_ratio"] = float(value)
         return out
@@ -252,7 +256,8 @@ class _Reader:
             return False
         return True
 
-    def _mapping(self, node: yaml.Node, where: str, allowed: frozenset[str] | None) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    def _mapping(self, node: yaml.Node, where: str,
+                 allowed: frozenset[str] | None) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """Keys of a mapping node → (key node, value node); unknown keys are issues."""
         if not isinstance(node, yaml.MappingNode):
             self._issue(node, f"{where}: expected a mapping, got {self._value(node)!r}")

@@ -79,7 +79,8 @@ def layer_reasons(entity: str, criteria: VerifyCriteria | None, samples: Mapping
         age = now - sample.last_run
         if sample.differences > criteria.max_differences or (not sample.clean and criteria.max_differences == 0):
             cells[layer] = f"{sample.differences} diff"
-            reasons.append(f"{entity}: verify {layer}: {sample.differences} difference(s) > max {criteria.max_differences}")
+            reasons.append(f"{entity}: verify {layer}: {sample.differences} difference(s) > max "
+                           f"{criteria.max_differences}")
         elif age > criteria.max_age_seconds:
             cells[layer] = "stale"
             reasons.append(f"{entity}: verify {layer}: last run {age / 3600:.1f}h ago > max_age {criteria.max_age}")

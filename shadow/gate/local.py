@@ -58,7 +58,8 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
             elif sample.name == "process_start_time_seconds":
                 started = value
     if not declared:
-        raise GateUnavailable("shadow_comparisons_total is not in this process's registry: the shadow metrics are not registered")
+        raise GateUnavailable("shadow_comparisons_total is not in this process's registry: the shadow metrics are not "
+                              "registered")
     # process_start_time_seconds of the injected registry (Metrics puts a process collector
     # on it); never the global registry, which belongs to whoever else runs in this process
     started = started if started is not None else _LOADED_AT

@@ -112,7 +112,8 @@ def _fired_alerts(api: _Api, criteria: GateCriteria) -> tuple[FiredAlert, ...]:
         f'max by (alertname, entity, route, field, reason, instance) '
         f'(max_over_time(ALERTS{{alertstate="firing", alertname=~"{names}"}}[{criteria.window}]))'
     )
-    return tuple(FiredAlert(labels.pop("alertname", "?"), labels) for labels, _ in sorted(firing, key=lambda s: sorted(s[0].items())))
+    return tuple(FiredAlert(labels.pop("alertname", "?"), labels) for labels,
+                 _ in sorted(firing, key=lambda s: sorted(s[0].items())))
 
 
 def _by_entity_field(samples: list[tuple[dict[str, str], float]]) -> dict[str, dict[str, int]]:
@@ -139,7 +140,8 @@ class _Api:
         """Instant vector query at self.at → [(labels, value)]."""
         data = self.get("/api/v1/query", {"query": promql, "time": f"{self.at:.3f}"})
         if data.get("resultType") != "vector":
-            raise GateUnavailable(f"Prometheus at {self.base} answered {data.get('resultType')!r} for {promql!r}, expected a vector")
+            raise GateUnavailable(f"Prometheus at {self.base} answered {data.get('resultType')!r} for {promql!r}, "
+                                  "expected a vector")
         return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
 
     def get(self, path: str, params: dict[str, str]) -> Any:
@@ -155,7 +157,8 @@ class _Api:
             reason = getattr(error, "reason", error)
             raise GateUnavailable(f"cannot reach Prometheus at {self.base}: {reason}") from None
         if body.get("status") != "success":
-            raise GateUnavailable(f"Prometheus at {self.base} refused {params.get('query', path)!r}: {body.get('error')}")
+            raise GateUnavailable(f"Prometheus at {self.base} refused {params.get('query', path)!r}: "
+                                  f"{body.get('error')}")
         return body["data"]
 
 

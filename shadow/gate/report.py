@@ -40,13 +40,15 @@ def render_table(report: GateReport) -> str:
     if verified:  # shadow verify's layers (1, 2, 3b) beside the shadow reads (3)
         out.append(f"{'ENTITY':24} {'COUNTS':10} {'SUMS':10} {'DOCS':10} {'COVERAGE':10} DUAL-WRITE GAPS")
         out += [f"{entity.entity:24} {entity.layers.get('counts', '-'):10} {entity.layers.get('sums', '-'):10} "
-                f"{entity.layers.get('docs', '-'):10} {'full scan' if entity.layers.get('docs') == 'clean' else '-':10} "
+                f"{entity.layers.get('docs', '-'):10} "
+                f"{'full scan' if entity.layers.get('docs') == 'clean' else '-':10} "
                 f"{entity.layers.get('dualwrite_gaps', '-')}".rstrip() for entity in verified]
         out.append("")
     out += [f"note: {note}" for note in report.notes]
     noisy = noisy_lines(report)
     if noisy:
-        out.append("noisy fields (the API's answer changed between two reads back to back; never ignored automatically):")
+        out.append("noisy fields (the API's answer changed between two reads back to back; never ignored "
+                   "automatically):")
         out += [f"  - {line}" for line in noisy]
         out.append("")
     reasons = reason_lines(report)
@@ -56,7 +58,8 @@ def render_table(report: GateReport) -> str:
         out.append("")
         out.append(f"VERDICT: NO-GO ({len(reasons)} reason{'s' if len(reasons) != 1 else ''})")
     elif report.go:
-        out.append(f"VERDICT: GO ({len(report.entities)} entit{'ies' if len(report.entities) != 1 else 'y'} pass every criterion)")
+        out.append(f"VERDICT: GO ({len(report.entities)} entit{'ies' if len(report.entities) != 1 else 'y'} pass every "
+                   "criterion)")
     else:
         out.append("VERDICT: NO-GO (no entity to evaluate)")
     return "\n".join(out) + "\n"

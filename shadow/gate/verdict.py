@@ -131,8 +131,10 @@ class GateReport:
 def decide(samples: GateSamples, criteria: GateCriteria) -> GateReport:
     """GO / NO-GO for every entity of the criteria; never GO without samples."""
     entities = tuple(_entity_verdict(samples, c) for c in criteria.entities)
-    notes: tuple[str, ...] = () if samples.fired_alerts is not None else ("alerts not evaluated in this scope (no Prometheus)",)
-    notes += tuple(f"{entity}: not verified (declared unverifiable): " + ", ".join(f"{path} x{n}" for path, n in sorted(paths.items()))
+    notes: tuple[str, ...] = () if samples.fired_alerts is not None \
+        else ("alerts not evaluated in this scope (no Prometheus)",)
+    notes += tuple(f"{entity}: not verified (declared unverifiable): "
+                   + ", ".join(f"{path} x{n}" for path, n in sorted(paths.items()))
                    for entity, paths in sorted(samples.unverifiable.items()) if paths)
     notes += tuple(f"{entity} {route}: {count} list read(s) not list-checked (a query parameter the route "
                    "does not model; its members were compared)"
@@ -148,7 +150,8 @@ def _entity_verdict(samples: GateSamples, criteria: EntityCriteria) -> EntityVer
     rows = []
     for route in sorted(set(by_route) | set(route_criteria)):
         outcomes = by_route.get(route, {})
-        rows.append(_row(name, route, outcomes, fields, _route_reasons(samples.window, outcomes, fields, criteria, route_criteria.get(route))))
+        rows.append(_row(name, route, outcomes, fields,
+                         _route_reasons(samples.window, outcomes, fields, criteria, route_criteria.get(route))))
     totals: dict[str, int] = {}
     for outcomes in by_route.values():
         for outcome, count in outcomes.items():
@@ -198,13 +201,15 @@ def _entity_reasons(samples: GateSamples, criteria: EntityCriteria, totals: Mapp
         reasons.append(f"{_mismatches(persistent)} > max {criteria.max_mismatches}; fields: {_fields_text(fields)}")
     errors = totals.get("error", 0)
     if comparisons and errors / comparisons > criteria.max_error_ratio:
-        reasons.append(f"error ratio {errors / comparisons:.2%} ({errors}/{comparisons}) > max {criteria.max_error_ratio:.2%}")
+        reasons.append(f"error ratio {errors / comparisons:.2%} ({errors}/{comparisons}) > max "
+                       f"{criteria.max_error_ratio:.2%}")
     for (entity, field_path), expiry in sorted(samples.divergence_expiries.items()):
         if entity == criteria.entity and expiry < samples.evaluated_at:
             reasons.append(f"known divergence on field {field_path} expired {_iso(expiry)}")
     for alert in samples.fired_alerts or ():
         if alert.labels.get("entity", criteria.entity) == criteria.entity:
-            where = " ".join(f"{k}={alert.labels[k]}" for k in ("route", "field", "reason", "instance") if alert.labels.get(k))
+            where = " ".join(f"{k}={alert.labels[k]}" for k in ("route", "field", "reason",
+                                                                "instance") if alert.labels.get(k))
             reasons.append(f"alert {alert.alertname} fired in {samples.window}" + (f" ({where})" if where else ""))
     return reasons
 
@@ -213,7 +218,8 @@ def _row(entity: str, route: str, outcomes: Mapping[str, int], fields: tuple[tup
          reasons: tuple[str, ...]) -> RouteRow:
     return RouteRow(
         entity, route, sum(outcomes.values()), _persistent(outcomes), outcomes.get("transient", 0),
-        outcomes.get("error", 0), dict(outcomes), fields if _persistent(outcomes) or route == ALL_ROUTES else (), reasons,
+        outcomes.get("error", 0), dict(outcomes), fields if _persistent(outcomes) or route == ALL_ROUTES else (),
+        reasons,
         outcomes.get("unstable", 0),
     )
 

@@ -25,6 +25,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from shadow.config import DEFAULT_LIMITS, RequestLimits
 from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
     BodyCopy,
@@ -39,15 +40,14 @@ from shadow.proxy.forwarding import (
     unreachable_text,
 )
 from shadow.proxy.limits import (
-    DEFAULT_LIMITS,
     ConnectionSlots,
     Refused,
-    RequestLimits,
     check_head,
     origin_form,
     refusal,
 )
 from shadow.publish.metrics import Metrics
+from shadow.shadowside import ShadowSide
 
 log = logging.getLogger("shadow.proxy.aiohttp_engine")
 
@@ -77,7 +77,7 @@ class Proxy:
     captured reads (`sink`, `admit(match)`, `offer(read)`: a Handoff or a Pipeline), or
     None: proxy only."""
 
-    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
+    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: ShadowSide | None, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
                  limits: RequestLimits = DEFAULT_LIMITS) -> None:
         self.upstream = URL(upstream)
@@ -215,6 +215,7 @@ class Proxy:
 
     def _hand_over(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, match: Any, body: bytes) -> None:
         """After the client has the whole answer: queue the read for the shadow side."""
+        assert self.handoff is not None  # a body copy is kept only when there is a shadow side
         self.handoff.offer(captured_read(
             match, request.query, request.headers, body, upstream.headers.get(hdrs.CONTENT_TYPE, ""),
             upstream.headers.get(hdrs.CONTENT_ENCODING, "")))

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shadow.proxy.limits import LINGER_SECONDS, ConnectionSlots, Refused, RequestLimits, refusal
+from shadow.config import RequestLimits
+from shadow.proxy.limits import LINGER_SECONDS, ConnectionSlots, Refused, refusal
 
 if TYPE_CHECKING:
     from shadow.proxy.aiohttp_engine import Proxy

@@ -11,8 +11,9 @@ from typing import Any
 from multidict import CIMultiDict
 
 from shadow.model import SkipReason
-from shadow.proxy.capture import CapturedRead
 from shadow.publish.metrics import Metrics
+from shadow.rules.spec import RouteMatch
+from shadow.shadowside import CapturedRead, ShadowSide
 
 #: RFC 9110 §7.6.1 hop-by-hop fields (plus the headers `Connection` names, and Proxy-*)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
@@ -104,7 +105,7 @@ class BodyCopy:
 
     __slots__ = ("_handoff", "_limit", "_match", "_size", "chunks")
 
-    def __init__(self, handoff: Any, match: Any, limit: int) -> None:
+    def __init__(self, handoff: ShadowSide, match: RouteMatch, limit: int) -> None:
         self.chunks: list[bytes] | None = []
         self._size = 0
         self._limit = limit
@@ -127,7 +128,8 @@ class BodyCopy:
         return None if self.chunks is None else b"".join(self.chunks)
 
 
-def body_copy(handoff: Any, match: Any, status: int, content_length: int | None, limit: int) -> BodyCopy | None:
+def body_copy(handoff: ShadowSide | None, match: RouteMatch | None, status: int, content_length: int | None,
+              limit: int) -> BodyCopy | None:
     """Decide, from the response head only, whether to keep a copy of this body: a rule
     matched, the answer is 2xx, a declared length is within the limit and the shadow
     side admits it. Counts non_2xx / body_too_large skips."""
@@ -143,7 +145,7 @@ def body_copy(handoff: Any, match: Any, status: int, content_length: int | None,
     return BodyCopy(handoff, match, limit) if handoff.admit(match) else None
 
 
-def captured_read(match: Any, query: Any, headers: Any, body: bytes, content_type: str,
+def captured_read(match: RouteMatch, query: Any, headers: Any, body: bytes, content_type: str,
                   content_encoding: str) -> CapturedRead:
     """The CapturedRead handed to the shadow side after the client has its last byte."""
     trace = tuple((name, headers[name]) for name in TRACE_HEADERS if name in headers)

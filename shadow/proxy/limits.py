@@ -9,14 +9,8 @@ send a head, 75 s idle keep-alive).
 from __future__ import annotations
 
 import collections
-import resource
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Protocol
-
-#: file descriptors kept back from the client-connection cap (listening sockets, the rules
-#: watcher, the worker's pipes, logs)
-RESERVED_FDS = 64
 
 #: after refusing a request, the proxy reads (and drops) what the client still sends for
 #: up to this long before closing: closing with unread input makes the kernel send a
@@ -25,35 +19,6 @@ LINGER_SECONDS = 2.0
 
 REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
-
-
-@dataclass(frozen=True)
-class RequestLimits:
-    """The request-path limits (flags --max-request-line ... --max-connections)."""
-
-    max_request_line: int = 8192
-    max_header_line: int = 8192
-    max_header_block: int = 32768
-    max_header_count: int = 100
-    header_timeout: float = 60.0
-    keepalive_timeout: float = 75.0
-    max_connections: int = 10000
-
-    @property
-    def max_head_bytes(self) -> int:
-        """The most bytes a request head may take before it is refused."""
-        return self.max_request_line + self.max_header_block
-
-    def connection_cap(self) -> int:
-        """`max_connections`, lowered so that each client connection and its upstream
-        connection fit in the process's file-descriptor limit (EMFILE never happens)."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return self.max_connections
-        return max(1, min(self.max_connections, (soft - RESERVED_FDS) // 2))
-
-
-DEFAULT_LIMITS = RequestLimits()
 
 
 class Refused(Exception):

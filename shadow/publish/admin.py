@@ -2,7 +2,8 @@
 
   /metrics     Prometheus exposition of the sidecar's registry
   /healthz     the process is alive
-  /readyz      upstream reachable (TCP) and rules loaded; PostgreSQL is not required
+  /readyz      rules loaded and listening (the upstream and PostgreSQL are not checked);
+               the shadow workers' state and problems in the body
   /rules       version, files and routes of the rules in force
   /mismatches  recent mismatches, redacted: JSON, or an HTML page
                (?format=html or Accept: text/html)
@@ -18,7 +19,7 @@ import html
 import inspect
 import string
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -27,7 +28,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from shadow.model import RecentMismatch
+from shadow.model import RecentMismatch, WorkerState
 from shadow.publish.admin_auth import AdminAuth
 from shadow.publish.sink import Sink, to_json
 from shadow.rules.reload import RulesHolder, rule_files
@@ -52,6 +53,8 @@ class Admin:
         #: check of the upstream or the shadow sources, so an outage of the API (or of
         #: PostgreSQL) never takes every replica out of the Service at once.
         self.listening = False
+        #: the shadow worker processes (set by the sidecar in worker mode; none inline)
+        self.workers: Callable[[], Sequence[WorkerState]] = lambda: ()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth.middleware])
@@ -78,12 +81,14 @@ class Admin:
     async def readyz(self, request: web.Request) -> web.Response:
         problems = []
         if self.rules.current is None:
-            problems.append("rules: none loaded (" + "; ".join(self.rules.last_result.problems if self.rules.last_result else ()) + ")")
+            problems.append("rules: none loaded (" + "; ".join(self.rules.last_result.problems
+                                                               if self.rules.last_result else ()) + ")")
         if not self.listening:
             problems.append("proxy: not listening")
+        shadow = shadow_side(self.workers())
         if problems:
-            return web.json_response({"ready": False, "problems": problems}, status=503)
-        return web.json_response({"ready": True, "rules": self.rules.current.version})
+            return web.json_response({"ready": False, "problems": problems, **shadow}, status=503)
+        return web.json_response({"ready": True, "rules": self.rules.current.version, **shadow})
 
     async def rules_view(self, request: web.Request) -> web.Response:
         rules = self.rules.current
@@ -107,7 +112,8 @@ class Admin:
             if limit < 0:
                 raise ValueError
         except ValueError:
-            raise web.HTTPBadRequest(text=f"limit: expected a whole number >= 0, got {request.query['limit']!r}\n") from None
+            raise web.HTTPBadRequest(
+                text=f"limit: expected a whole number >= 0, got {request.query['limit']!r}\n") from None
         recent = self.sink.recent(entity, limit)
         wanted = request.query.get("format")
         if wanted == "html" or (wanted is None and "text/html" in request.headers.get("Accept", "")):
@@ -133,7 +139,8 @@ class Admin:
     # ------------------------------------------------------------------ the HTML page
 
     def _page(self, recent: list[RecentMismatch]) -> str:
-        template = string.Template(resources.files("shadow.publish").joinpath("templates/mismatches.html").read_text("utf-8"))
+        page = resources.files("shadow.publish").joinpath("templates/mismatches.html")
+        template = string.Template(page.read_text("utf-8"))
         counts = self.sink.counts
         total = sum(sum(counter.values()) for counter in counts.values())
         return template.substitute(
@@ -203,9 +210,11 @@ def _entries(recent: list[RecentMismatch]) -> str:
             f"<tr><td><code>{html.escape(diff['at'] or diff['path'] or '(document)')}</code></td>"
             f"<td>{html.escape(diff['kind'])}</td><td>{_value(diff['control'])}</td><td>{_value(diff['candidate'])}</td></tr>"
             for diff in diffs)
-        table = (f"<table><tr><th>path</th><th>kind</th><th>control (API)</th><th>candidate ({html.escape(entry.source)})</th></tr>{rows}</table>"
+        table = ("<table><tr><th>path</th><th>kind</th><th>control (API)</th><th>candidate "
+                 f"({html.escape(entry.source)})</th></tr>{rows}</table>"
                  if rows else "")
-        suppressed = (f"<p class=\"meta\">suppressed (known divergences): {html.escape(', '.join(entry.suppressed))}</p>"
+        suppressed = ("<p class=\"meta\">suppressed (known divergences): "
+                      f"{html.escape(', '.join(entry.suppressed))}</p>"
                       if entry.suppressed else "")
         reason = f" · {html.escape(entry.reason)}" if entry.reason else ""
         trace = f" · trace <code>{html.escape(entry.trace_id)}</code>" if entry.trace_id else ""
@@ -213,7 +222,8 @@ def _entries(recent: list[RecentMismatch]) -> str:
             f'<div class="entry" data-entity="{html.escape(entry.entity)}" data-key="{html.escape(str(entry.key))}">'
             f'<p><span class="{html.escape(entry.outcome)}">{html.escape(entry.outcome)}</span> · '
             f"<b>{html.escape(entry.entity)}</b> <code>{html.escape(str(entry.key))}</code> · "
-            f'<span class="meta">{html.escape(entry.route)} · {when}{reason}{trace}</span></p>{table}{suppressed}</div>')
+            f'<span class="meta">{html.escape(entry.route)} · {when}{reason}{trace}</span></p>'
+            f"{table}{suppressed}</div>")
     return "\n".join(blocks)
 
 
@@ -227,3 +237,17 @@ def _describe_route(route: Any) -> dict[str, Any]:
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS),
                         status=status, content_type="application/json")
+
+
+def shadow_side(workers: Sequence[WorkerState]) -> dict[str, Any]:
+    """The shadow side's part of /readyz: each worker process, and what is wrong with it.
+    Shown, never counted against readiness: the user path does not need the workers, and
+    a shadow-side fault must not take every replica out of the Service."""
+    if not workers:
+        return {}
+    problems = [f"worker {state.index}: " + ("starting" if state.restarts == 0 else
+                f"down or restarting, restarted {state.restarts} times; last error: {state.last_error}")
+                for state in workers if not state.ready]
+    return {"shadow_workers": [{"worker": state.index, "pid": state.pid, "ready": state.ready,
+                                "restarts": state.restarts, "last_error": state.last_error} for state in workers],
+            "shadow_problems": problems}

@@ -24,31 +24,21 @@ import binascii
 import hmac
 import ipaddress
 import logging
-import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from shadow.config import check_token
+
 log = logging.getLogger("shadow.publish.admin")
 
 PROTECTED = frozenset({"/mismatches", "/rules", "/reload", "/"})
 REALM = "shadow-admin"
-MIN_TOKEN_LENGTH = 16
-_TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + string.punctuation)
 #: what a cross-site <form> or a fetch() without preflight may send as Content-Type
 SIMPLE_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def check_token(token: str) -> str:
-    """The token, or ValueError saying what is wrong (never echoing it)."""
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"the admin token must be at least {MIN_TOKEN_LENGTH} characters")
-    if not set(token) <= _TOKEN_CHARACTERS:
-        raise ValueError("the admin token may hold printable ASCII only (no spaces or control characters)")
-    return token
 
 
 def is_loopback(host: str) -> bool:

@@ -3,7 +3,7 @@ into Prometheus samples, OpenTelemetry spans, JSON-lines mismatch log lines and 
 in-memory list of recent mismatches behind /mismatches.
 
 Runs on the main process's event loop, called by the pipeline (in-process, or relayed
-from the shadow worker process by shadow/handoff.py) and by the proxy for drops;
+from the shadow worker process by shadow/replay/link.py) and by the proxy for drops;
 everything it does is in-memory and O(differing fields), the log is written in batches
 by `flush()` so a mismatch storm costs no syscall per mismatch.
 """
@@ -24,12 +24,15 @@ from shadow.model import (
     NOTEWORTHY,
     Comparison,
     DropReason,
+    Failure,
     FieldDiff,
     Outcome,
     RecentMismatch,
     ShadowJob,
     SkipReason,
+    Stage,
 )
+from shadow.publish.listreason import render as render_list
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.tracing import Tracing
@@ -109,10 +112,13 @@ class Sink:
     def use_rules(self, redact: Mapping[str, Redaction | Iterable[str]], divergences: Iterable[Divergence]) -> None:
         """Take the redaction (or just the redact paths) per entity and the known
         divergences of newly loaded rules."""
-        self._redact = {entity: how if isinstance(how, Redaction) else Redaction.of(how) for entity, how in redact.items()}
+        self._redact = {entity: how if isinstance(how, Redaction) else Redaction.of(how) for entity,
+                        how in redact.items()}
         self.metrics.divergence_expiry.clear()
         for divergence in divergences:
-            self.metrics.divergence_expiry.labels(divergence.entity, self.field_label(divergence.entity, divergence.field)).set(divergence.expires_at)
+            self.metrics.divergence_expiry.labels(divergence.entity,
+                                                  self.field_label(divergence.entity,
+                                                                   divergence.field)).set(divergence.expires_at)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """The labelled child of `metric` (prometheus_client's labels() takes a lock
@@ -169,8 +175,9 @@ class Sink:
         if entity is not None and route is not None and skip is not None:
             self.skipped(entity, route, skip)
 
-    def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None:
-        """Every shadow-side failure comes here: counted by stage, logged (throttled)."""
+    def raised(self, failure: Failure, entity: str | None = None) -> None:
+        """Every shadow-side failure comes here, once: counted by stage, logged (throttled)."""
+        stage, error = failure.stage.value, failure.error
         self.child(self.metrics.errors, stage).inc()
         now = time.monotonic()
         if now - self._last_error_log.get(stage, -ERROR_LOG_INTERVAL) < ERROR_LOG_INTERVAL:
@@ -179,9 +186,9 @@ class Sink:
         self._last_error_log[stage] = now
         silenced = self._silenced_errors.pop(stage, 0)
         more = f" ({silenced} more since the last report)" if silenced else ""
-        detail = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+        detail = f"{failure.kind}: {failure.message}" if failure.message else failure.kind
         log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail,
-                    exc_info=isinstance(error, BaseException) and not isinstance(error, (TimeoutError, OSError)))
+                    exc_info=error if error is not None and not isinstance(error, (TimeoutError, OSError)) else None)
 
     def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None:
         """Paths where two reads of the control, back to back, differed: generated per
@@ -264,7 +271,8 @@ class Sink:
         redact = self._redact.get(comparison.entity, DEFAULT)
         entry = RecentMismatch(
             id=next(self._ids), at=comparison.at or time.time(), entity=comparison.entity, route=comparison.route,
-            key=comparison.key, outcome=comparison.outcome.value, source=comparison.source, reason=comparison.reason,
+            key=comparison.key, outcome=comparison.outcome.value, source=comparison.source,
+            reason=comparison.reason if comparison.listing is None else render_list(comparison.listing, redact.hides),
             diffs=[_diff_json(diff, redact) for diff in comparison.diffs],
             suppressed=sorted({diff.path for diff in comparison.suppressed}), trace_id=trace_id,
         )
@@ -298,7 +306,8 @@ class Sink:
             "shadow.compare", context=job.trace_context if job is not None else None, start_time=start_ns,
             attributes={"shadow.entity": comparison.entity, "shadow.route": comparison.route,
                         "shadow.outcome": comparison.outcome.value, "shadow.source": comparison.source,
-                        "shadow.key": comparison.key or "", "shadow.diff_paths": sorted({d.path for d in comparison.diffs})},
+                        "shadow.key": comparison.key or "",
+                        "shadow.diff_paths": sorted({d.path for d in comparison.diffs})},
         )
         if comparison.outcome is Outcome.ERROR:
             span.set_status(StatusCode.ERROR, comparison.reason or "error")
@@ -317,7 +326,7 @@ class Sink:
             out.write("\n".join(lines) + "\n")
             out.flush()
         except OSError as problem:
-            self.raised("log", problem)
+            self.raised(Failure.of(Stage.LOG, problem))
 
     def _open_log(self) -> IO[str]:
         if self._log_file is None:

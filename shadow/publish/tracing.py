@@ -3,20 +3,16 @@ of the client request that produced it (W3C `traceparent` taken from the request
 
 The proxy does not create a server span per request (that would put span work on the
 user path); it only keeps the `traceparent`/`tracestate` header values of matched reads
-and the pipeline parses them off the request path. Tracing is off (a no-op tracer)
-unless an OTLP endpoint or an exporter is given. The tracer provider is private to the
+and the pipeline parses them off the request path (replay/prepare.py `request_context`).
+Tracing is off (a no-op tracer) unless an OTLP endpoint or an exporter is given. The tracer provider is private to the
 sidecar, never the process-global one, so several sidecars (tests) do not interfere.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
@@ -38,7 +34,8 @@ class Tracing:
         if otlp_endpoint is not None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            endpoint = otlp_endpoint if otlp_endpoint.endswith("/v1/traces") else otlp_endpoint.rstrip("/") + "/v1/traces"
+            endpoint = otlp_endpoint if otlp_endpoint.endswith("/v1/traces") \
+                else otlp_endpoint.rstrip("/") + "/v1/traces"
             self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         self.tracer = self._provider.get_tracer("shadow")
 
@@ -49,10 +46,3 @@ class Tracing:
     def close(self) -> None:
         if self._provider is not None:
             self._provider.shutdown()
-
-
-def request_context(trace_headers: Mapping[str, str] | None) -> Context | None:
-    """The client's trace context from its `traceparent`/`tracestate`, or None."""
-    if not trace_headers:
-        return None
-    return _PROPAGATOR.extract(carrier=dict(trace_headers))

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import orjson
 from multidict import CIMultiDict, MultiDict
 
-from shadow.proxy.capture import MAX_INFLATED_BYTES, decoded_body
+from shadow.replay.prepare import MAX_INFLATED_BYTES, decoded_body
 from shadow.rules.spec import InvalidKey, Route, RouteMatch
 
 RECHECK_HEADER = "X-Shadow-Recheck"
@@ -194,6 +194,16 @@ async def read_upstream_once(reader: UpstreamControl, route: Route, params: Mapp
     one list read share its answer."""
     cache_key = (route.name, replay.target, replay.headers)
     pending = cache.get(cache_key)
-    if pending is None:
-        pending = cache[cache_key] = asyncio.ensure_future(reader.read(route, params, replay))
+    if pending is None:  # the first key reads; the others sharing it await its answer (no task of its own)
+        pending = cache[cache_key] = asyncio.get_running_loop().create_future()
+        try:
+            answer = await reader.read(route, params, replay)
+        except asyncio.CancelledError:
+            pending.cancel()  # the keys sharing it are not left waiting
+            raise
+        except Exception as problem:
+            pending.set_exception(problem)
+            pending.exception()  # marked retrieved: each key sharing it sees it through its own await
+        else:
+            pending.set_result(answer)
     return await asyncio.shield(pending)

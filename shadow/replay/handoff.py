@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 
 from shadow.config import Config
-from shadow.model import DropReason
-from shadow.proxy.capture import CapturedRead
-from shadow.publish.sink import Sink
+from shadow.model import DropReason, WorkerState
 from shadow.replay.link import FLUSH_SECONDS, READ_OVERHEAD, WORKER_DOWN, Link, read_message
-from shadow.replay.messages import Drain, Rules
+from shadow.replay.messages import Drain, MainSink, Rules
 from shadow.replay.pipeline import admit
 from shadow.replay.sampling import TokenBucket
 from shadow.replay.settings import shadow_workers
+from shadow.rules.load import RuleSet
+from shadow.rules.spec import RouteMatch
+from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
 
 #: unsent bytes the proxy keeps for all its workers together at most: the workers queue
@@ -53,7 +53,7 @@ class Handoff:
     """What the proxy hands captured reads to in worker mode (the same `admit`, `offer`,
     `drain`, `close`, `sink` surface as an in-process Pipeline)."""
 
-    def __init__(self, config: Config, sink: Sink, workers: int | None = None) -> None:
+    def __init__(self, config: Config, sink: MainSink, workers: int | None = None) -> None:
         self.config = config
         self.sink = sink
         self.buffer_limit = buffer_limit(config)
@@ -81,6 +81,10 @@ class Handoff:
         """Every worker's process id, in shard order (None while one is down)."""
         return [link.pid for link in self.links]
 
+    def worker_states(self) -> list[WorkerState]:
+        """Every worker's state, in shard order (for /readyz and /metrics)."""
+        return [link.state() for link in self.links]
+
     @property
     def unsent_bytes(self) -> int:
         """Bytes of reads and messages waiting to be written to the workers."""
@@ -88,7 +92,7 @@ class Handoff:
 
     # ------------------------------------------------------------------ request path
 
-    def admit(self, match: Any) -> bool:
+    def admit(self, match: RouteMatch) -> bool:
         """Copy this matched read's body? (sampling and rate limit, decided here)"""
         return admit(match, self._limit, self.sink)
 
@@ -114,11 +118,11 @@ class Handoff:
         in the background."""
         await asyncio.gather(*(link.start(wait_ready) for link in self.links))
 
-    def rules_changed(self, rules: Any) -> None:
+    def rules_changed(self, rules: RuleSet) -> None:
         """The main process loaded new rules: the workers load the same directory."""
         for link in self.links:
             if link.transport is not None:
-                link.send(Rules(getattr(rules, "version", None)))
+                link.send(Rules(rules.version))
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every worker has nothing queued, processed or waiting for a

@@ -13,17 +13,17 @@ import socket
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, assert_never
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Protocol, assert_never
 
-from shadow.model import DropReason, RecentMismatch, ShadowJob
-from shadow.proxy.capture import CapturedRead
-from shadow.publish.tracing import request_context
+from shadow.model import DropReason, Failure, RecentMismatch, ShadowJob, Stage, WorkerState
 from shadow.replay.messages import (
     Counts,
     Depth,
     Drained,
     Explained,
     FrameReader,
+    MainSink,
     Noisy,
     Published,
     Raised,
@@ -35,10 +35,13 @@ from shadow.replay.messages import (
     ToWorker,
     frame,
 )
+from shadow.replay.prepare import request_context
+from shadow.shadowside import CapturedRead
 
 if TYPE_CHECKING:
-    from shadow.replay.handoff import Handoff
+    from shadow.config import Config
     from shadow.rules.spec import Route
+    from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.replay.handoff")
 
@@ -58,6 +61,10 @@ READY_TIMEOUT_SECONDS = 30.0
 #: ring entries a worker may still attach a deepdiff explanation to
 MAX_EXPLAINABLE = 4096
 WORKER_DOWN = DropReason.WORKER_DOWN
+#: bytes of a worker's stderr kept to say why it went away (the end of a traceback)
+STDERR_TAIL_BYTES = 4096
+#: how long a restart waits for the dead worker's last stderr bytes
+STDERR_EOF_SECONDS = 1.0
 
 
 
@@ -108,10 +115,55 @@ class _Connection(asyncio.Protocol):
         self._link.lost(self._generation, exc)
 
 
+class _Stderr(asyncio.Protocol):
+    """A worker's stderr: passed on to ours as it comes (its logs), its end kept so that
+    a worker that dies (an import error, a crash) says why on /readyz and /metrics."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+        self.tail = b""
+        self.closed = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError):  # our own stderr closed: keep the tail anyway
+            binary: IO[bytes] | None = getattr(self._out, "buffer", None)  # None: a text-only stream (embedders)
+            if binary is not None:
+                binary.write(data)
+                binary.flush()
+            else:
+                self._out.write(data.decode("utf-8", "replace"))
+                self._out.flush()
+        self.tail = (self.tail + data)[-STDERR_TAIL_BYTES:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+
+    def last_line(self) -> str | None:
+        lines = [line.strip() for line in self.tail.decode("utf-8", "replace").splitlines() if line.strip()]
+        return lines[-1] if lines else None
+
+
+class Owner(Protocol):
+    """What a Link needs of the Handoff that owns it (handoff.py), named here so the two
+    modules do not import each other."""
+
+    config: Config
+    sink: MainSink
+    tasks: TaskSet
+    closed: bool
+
+    @property
+    def links(self) -> Sequence[Link]: ...
+
+    def drained(self, link: Link, token: int, idle: bool) -> None: ...
+
+    def link_lost(self, link: Link) -> None: ...
+
+
 class Link:
     """One shadow worker process: its socket, its unsent reads, its restarts."""
 
-    def __init__(self, handoff: Handoff, index: int, buffer_limit: int) -> None:
+    def __init__(self, handoff: Owner, index: int, buffer_limit: int) -> None:
         self.handoff = handoff
         self.index = index
         self.buffer_limit = buffer_limit
@@ -127,7 +179,15 @@ class Link:
         self._backoff = RESTART_MIN_SECONDS
         self._explainable: collections.OrderedDict[int, RecentMismatch] = collections.OrderedDict()
         self._ready: asyncio.Future[str | None] | None = None
+        self._stderr: _Stderr | None = None
+        self._stderr_pipe: asyncio.ReadTransport | None = None
         self.gone = asyncio.Event()
+        self.ready = False  # said Ready since it last started
+        self.restarts = 0
+        self.last_error: str | None = None
+
+    def state(self) -> WorkerState:
+        return WorkerState(self.index, self.pid, self.ready, self.restarts, self.last_error)
 
     @property
     def pid(self) -> int | None:
@@ -188,14 +248,19 @@ class Link:
         try:
             # no preexec_fn (unsafe after fork in a threaded process): the worker sets its own
             # parent-death signal and watches --parent. Popen on the loop's thread, since
-            # PDEATHSIG fires when the forking *thread* ends.
+            # PDEATHSIG fires when the forking *thread* ends. -P: the current directory is not
+            # put on sys.path, so a folder named `shadow` there cannot stand in for the package.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shadow.replay.worker", "--fd", str(theirs.fileno()),
+                [sys.executable, "-P", "-m", "shadow.replay.worker", "--fd", str(theirs.fileno()),
                  "--parent", str(os.getpid())],
-                pass_fds=(theirs.fileno(),))
+                pass_fds=(theirs.fileno(),), stderr=subprocess.PIPE)
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()
+        assert self.process.stderr is not None
+        stderr = self._stderr = _Stderr(sys.stderr)
+        self._stderr_pipe, _ = await loop.connect_read_pipe(lambda: stderr, self.process.stderr)
+        self.ready = False
         transport, _ = await loop.create_unix_connection(lambda: _Connection(self, generation), sock=ours)
         self.transport = transport
         self.gone.clear()
@@ -215,6 +280,8 @@ class Link:
             log.warning("shadow worker %d (pid %d) not ready after %gs; carrying on", self.index, process.pid,
                         READY_TIMEOUT_SECONDS)
             return
+        if ready.result() is None and not self.ready:  # it went away before it was ready
+            return
         log.info("shadow worker %d ready (pid %d, nice +%d, rules %s)", self.index, process.pid,
                  self.handoff.config.shadow_nice, version)
 
@@ -223,6 +290,7 @@ class Link:
             return
         self.transport = None
         self.depth = 0
+        self.ready = False
         self.gone.set()
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
@@ -232,24 +300,30 @@ class Link:
         if time.monotonic() - self._started_at > HEALTHY_UPTIME_SECONDS:
             self._backoff = RESTART_MIN_SECONDS
         pid = self.process.pid if self.process is not None else "?"
-        self.sink.raised("worker", f"shadow worker {self.index} (pid {pid}) went away "
-                                   f"({problem or 'connection closed'}); restarting in {self._backoff:g}s, "
-                                   "its reads are dropped until then")
+        self.restarts += 1
+        self.last_error = f"went away ({problem or 'connection closed'})"
+        self.sink.raised(Failure(Stage.WORKER, type(problem).__name__ if problem else "ConnectionClosed",
+                                 f"shadow worker {self.index} (pid {pid}) went away "
+                                 f"({problem or 'connection closed'}); restarting in {self._backoff:g}s, "
+                                 "its reads are dropped until then", problem))
         self.handoff.tasks.spawn(self._restart(self._backoff), f"restart-{self.index}")
         self._backoff = min(self._backoff * 2, RESTART_MAX_SECONDS)
 
     async def _restart(self, delay: float) -> None:
-        process = self.process
+        process, stderr = self.process, self._stderr
         if process is not None:
             code = await asyncio.to_thread(_reap, process, 1.0)
             log.warning("shadow worker %d (pid %d) exited with %s", self.index, process.pid, code)
+            await self._stderr_closed()
+            said = stderr.last_line() if stderr is not None else None
+            self.last_error = f"exited with {code}" + (f": {said}" if said else "")
         await asyncio.sleep(delay)
         if self.handoff.closed:
             return
         try:
             await self.start()
         except Exception as problem:  # e.g. out of processes: try again, later
-            self.sink.raised("worker", problem)
+            self.sink.raised(Failure.of(Stage.WORKER, problem))
             self.handoff.tasks.spawn(self._restart(self._backoff), f"restart-{self.index}")
             self._backoff = min(self._backoff * 2, RESTART_MAX_SECONDS)
 
@@ -263,6 +337,17 @@ class Link:
                 self.transport.abort()
         if process is not None:
             await asyncio.to_thread(_reap, process, 1.0)
+        await self._stderr_closed()
+
+    async def _stderr_closed(self) -> None:
+        """Wait for the dead worker's last stderr bytes (its pipe's end), briefly."""
+        stderr, pipe = self._stderr, self._stderr_pipe
+        if stderr is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stderr.closed.wait(), STDERR_EOF_SECONDS)
+        if pipe is not None and not pipe.is_closing():
+            pipe.close()
 
     # ------------------------------------------------------------------ reports
 
@@ -271,7 +356,7 @@ class Link:
             try:
                 self.apply(message)
             except Exception as problem:  # one bad report must not cut the worker off
-                self.sink.raised("handoff", problem)
+                self.sink.raised(Failure.of(Stage.HANDOFF, problem))
 
     def apply(self, message: ToProxy) -> None:
         """The one dispatch of what a worker reports, carried out on the real sink."""
@@ -289,8 +374,8 @@ class Link:
                     self._explainable[handle] = entry
                     if len(self._explainable) > MAX_EXPLAINABLE:
                         self._explainable.popitem(last=False)
-            case Raised(stage=stage, error=error, entity=entity):
-                sink.raised(stage, error, entity)
+            case Raised(failure=failure, entity=entity):
+                sink.raised(failure, entity)
             case Noisy(entity=entity, route=route, paths=paths):
                 sink.noisy(entity, route, paths)
             case Explained(handle=handle, diffs=diffs):
@@ -298,6 +383,7 @@ class Link:
                 if entry is not None:
                     sink.explained(entry, diffs)
             case Ready(version=version):
+                self.ready = True
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(version)
             case Depth(depth=depth):

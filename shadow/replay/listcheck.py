@@ -14,11 +14,11 @@ compared one by one (their own fields are not the difference).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shadow.model import FieldDiff
-from shadow.replay.listquery import Unmodeled, shown_query, unmodeled
+from shadow.model import FieldDiff, ListContext
+from shadow.replay.listquery import Unmodeled, query_values, unmodeled
 from shadow.replay.viewread import Listing, list_path
 from shadow.rules.spec import Route
 
@@ -41,7 +41,7 @@ class ListCheck:
     diffs: tuple[FieldDiff, ...] = ()
     unselected: frozenset[str] = frozenset()
     unmodeled: tuple[str, ...] = ()
-    context: str = ""
+    context: ListContext = field(default_factory=ListContext)
 
     def findings(self, route: Route) -> tuple[FieldDiff, ...]:
         """Every list-level difference, extras included (as `extra_in_candidate` at the
@@ -89,6 +89,10 @@ def check_list(route: Route, listing: Listing, selected: tuple[str, ...], total:
     return ListCheck(extra, tuple(diffs), frozenset(unselected))
 
 
+def _values(query: Mapping[str, Any], name: str) -> list[str]:
+    return query_values(query, name)
+
+
 def _number(value: Any) -> Any:
     if isinstance(value, bool):
         return value
@@ -105,19 +109,19 @@ async def run_list_check(source: Any, entity: Any, route: Route, job: Any) -> Li
     listing_ = job.listing
     if listing_ is not None:
         names = unmodeled(route, listing_.query)
-        context = f"list read ?{shown_query(listing_.query)}"
+        context = ListContext(tuple((name, str(value)) for name in sorted(listing_.query)
+                                    for value in _values(listing_.query, name)))
         if names:
             return ListCheck(unmodeled=names, context=context)
         if hasattr(source, "select"):
             try:
                 selection = await source.select(entity, route, dict(job.params), listing_.query, job.reader)
             except Unmodeled as why:
-                return ListCheck(unmodeled=(why.parameter,), context=f"{context}; {why}")
+                return ListCheck(unmodeled=(why.parameter,), context=replace(context, note=str(why)))
             if selection is not None:
                 checked = check_list(route, listing_, selection.keys, selection.total, selection.pages,
                                      getattr(selection, "echo", None))
-                chosen = "; selected by " + ", ".join(selection.selected_by) if selection.selected_by else ""
-                return replace(checked, context=context + chosen)
+                return replace(checked, context=replace(context, selected_by=tuple(selection.selected_by)))
     listed = await source.list_keys(entity, route, dict(job.params))
     return ListCheck(tuple(sorted(set(listed) - set(job.controls))))
 

@@ -14,13 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
-from shadow.publish.redaction import is_sensitive
 from shadow.rules.spec import Bound, Page, Route, SortParam
 
 MAX_LIMIT = 10_000  # a larger page size is never asked of PostgreSQL
-MAX_QUERY_CHARS = 300  # the query string a list finding carries
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +129,3 @@ def page_count(total: int | None, plan: PagePlan) -> int | None:
     if total is None or not plan.limit:
         return None
     return -(-total // plan.limit)
-
-
-def shown_query(query: Mapping[str, Any]) -> str:
-    """The read's query string as a finding shows it: secret-named values redacted, capped."""
-    items = [(name, "<redacted>" if is_sensitive(name) else value)
-             for name in sorted(query) for value in query_values(query, name)]
-    text = urlencode(items)
-    return text if len(text) <= MAX_QUERY_CHARS else text[:MAX_QUERY_CHARS - 3] + "..."

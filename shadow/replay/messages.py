@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from shadow.model import Comparison, DropReason, FieldDiff, SkipReason, SourceKind
+from shadow.model import Comparison, DropReason, Failure, FieldDiff, RecentMismatch, SkipReason, SourceKind
 
 if TYPE_CHECKING:
     from shadow.config import Config
@@ -38,7 +38,7 @@ class Sink(Protocol[Entry]):
 
     def dropped(self, reason: DropReason, entity: str | None = None, route: str | None = None) -> None: ...
 
-    def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None: ...
+    def raised(self, failure: Failure, entity: str | None = None) -> None: ...
 
     def explained(self, entry: Entry, diffs: Iterable[FieldDiff]) -> None: ...
 
@@ -47,6 +47,22 @@ class Sink(Protocol[Entry]):
     def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None: ...
 
     def watch_queue(self, capacity: int, depth: Callable[[], int]) -> None: ...
+
+
+class Traced(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+
+class MainSink(Sink[RecentMismatch], Protocol):
+    """The main process's sink (shadow/publish/sink.py) as the Handoff sees it: what the
+    pipeline reports to, plus a worker's counts merged and whether spans are exported.
+    A Protocol, so that the shadow side never imports the publishing layer above it."""
+
+    @property
+    def tracing(self) -> Traced: ...
+
+    def merge(self, counts: Counts) -> None: ...
 
 
 # ----------------------------------------------------------------------------- proxy -> worker
@@ -122,8 +138,9 @@ class Published(NamedTuple):
 
 
 class Raised(NamedTuple):
-    stage: str
-    error: str
+    """One failure in a worker (its `error` left behind: exceptions need not pickle)."""
+
+    failure: Failure
     entity: str | None
 
 
@@ -215,6 +232,7 @@ __all__ = [
     "Explained",
     "FrameReader",
     "JobInfo",
+    "MainSink",
     "Noisy",
     "Published",
     "Raised",

@@ -1,6 +1,6 @@
 """The shadow pipeline: everything that happens to a matched read after the client has
 its answer. Runs in N worker tasks on the event loop of the shadow worker process
-(shadow/worker.py; or of the proxy's own process with --shadow-process inline), never
+(shadow/replay/worker.py; or of the proxy's own process with --shadow-process inline), never
 on the request path. Everything it reports goes through the sink it is given: the
 real Sink inline, a Relay (shadow/replay/relay.py) to the main process's Sink in a worker:
 both implement the messages.Sink Protocol.
@@ -27,19 +27,23 @@ from typing import Any
 from shadow.model import (
     Comparison,
     DropReason,
+    Failure,
     FieldDiff,
     Outcome,
     RecentMismatch,
     ShadowJob,
     SkipReason,
+    Stage,
     Verdict,
 )
-from shadow.proxy.capture import CapturedRead, prepare
 from shadow.replay.control import Replay, UpstreamControl, replay_of, replays
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
 from shadow.replay.messages import Sink
+from shadow.replay.prepare import prepare
 from shadow.replay.recheck import PendingKey, Rechecker
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
+from shadow.rules.spec import Entity, Route, RouteMatch
+from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
 
 MAX_EXPLAINS_IN_FLIGHT = 16  # default of --explain-concurrency
@@ -61,7 +65,7 @@ class PipelineSettings:
     queue_bytes: int = 64 * 1024 * 1024  # body copies waiting in the queue; beyond -> queue_full
 
 
-def admit(match: Any, limit: TokenBucket, sink: Any) -> bool:
+def admit(match: RouteMatch, limit: TokenBucket, sink: Sink[Any]) -> bool:
     """Random sampling and the rate limit of one matched read (request path); counts
     the skip or drop when the answer is no."""
     route = match.route
@@ -102,7 +106,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ request path
 
-    def admit(self, match: Any) -> bool:
+    def admit(self, match: RouteMatch) -> bool:
         """On the request path, when a matched read's 2xx headers arrive: copy its body?
         Random sampling and the rate limit are decided here, so reads we will not
         compare cost nothing more. Counts the skip when the answer is no."""
@@ -163,7 +167,7 @@ class Pipeline:
             try:
                 await self._process(batch)
             except Exception as problem:  # a bug here must not stop the worker
-                self.sink.raised("worker", problem)
+                self.sink.raised(Failure.of(Stage.WORKER, problem))
             finally:
                 self._busy -= 1
 
@@ -175,8 +179,9 @@ class Pipeline:
             try:
                 prepared = prepare(read)
             except Exception as problem:  # a rule that cannot handle this body
-                self.sink.raised("prepare", problem, route.entity)
-                self._publish_error(route.entity, route.name, None, f"prepare: {type(problem).__name__}: {problem}")
+                failure = Failure.of(Stage.PREPARE, problem)
+                self.sink.raised(failure, route.entity)
+                self._publish_error(route.entity, route.name, None, failure)
                 continue
             for reason in prepared.skips:
                 self.sink.skipped(route.entity, route.name, reason)
@@ -196,24 +201,28 @@ class Pipeline:
         return self._rules()
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Any, dict[str, Any]] | str:
-        """One batched source call: (the entity's rules, documents by key), or an error reason."""
+                    reader: Any = None) -> tuple[Entity, dict[str, Any]] | Failure:
+        """One batched source call: (the entity's rules, documents by key), or the failure
+        (reported here, once; a missing source or entity is a setting, counted per key)."""
         source = self.sources.get(source_name)
         if source is None:
-            return f"fetch: no {source_name} source configured"
+            return Failure(Stage.FETCH, "LookupError", f"no {source_name} source configured")
         entity_spec = self._rules().entities.get(entity)
         if entity_spec is None:  # removed by a reload since the read was queued
-            return f"fetch: entity {entity!r} is not in the loaded rules"
+            return Failure(Stage.FETCH, "LookupError", f"entity {entity!r} is not in the loaded rules")
         started = time.monotonic()
         try:
             fetch = source.fetch(entity_spec, keys) if reader is None else source.fetch(entity_spec, keys, reader)
             found = await asyncio.wait_for(fetch, self.settings.source_timeout)
         except TimeoutError:
-            self.sink.raised("fetch", f"timeout after {self.settings.source_timeout}s ({len(keys)} keys)", entity)
-            return "fetch: timeout"
+            failure = Failure(Stage.FETCH, "TimeoutError",
+                              f"after {self.settings.source_timeout:g}s ({len(keys)} keys)")
+            self.sink.raised(failure, entity)
+            return failure
         except Exception as problem:
-            self.sink.raised("fetch", problem, entity)
-            return f"fetch: {type(problem).__name__}: {problem}"
+            failure = Failure.of(Stage.FETCH, problem)
+            self.sink.raised(failure, entity)
+            return failure
         finally:
             self._stage(entity, "fetch", time.monotonic() - started)
         return entity_spec, found
@@ -225,7 +234,7 @@ class Pipeline:
         today = dt.datetime.now(dt.UTC).date()
         for (entity, source_name, reader), items in groups.items():
             fetched = await self.fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)), reader)
-            if isinstance(fetched, str):
+            if isinstance(fetched, Failure):  # reported once by fetch(); each key is an error outcome
                 for item in items:
                     self._publish_error(entity, item.job.route, item.key, fetched, item.job)
                 continue
@@ -235,15 +244,15 @@ class Pipeline:
                 try:
                     self._judge(item, entity_spec, found.get(item.key), today)
                 except Exception as problem:
-                    self.sink.raised("compare", problem, entity)
-                    self._publish_error(entity, item.job.route, item.key, f"compare: {type(problem).__name__}: {problem}", item.job)
+                    self.fail(item, Failure.of(Stage.COMPARE, problem))
             self._stage(entity, "compare", time.monotonic() - started)
 
-    def _judge(self, item: PendingKey, entity_spec: Any, candidate: Any, today: dt.date) -> None:
+    def _judge(self, item: PendingKey, entity_spec: Entity, candidate: Any, today: dt.date) -> None:
         """Compare one key on its first read and publish, or start its rechecks."""
         job, key = item.job, item.key
         control = job.controls[key]
-        verdict = Verdict(Outcome.MISSING) if candidate is None else self._compare(entity_spec, control, candidate, today)
+        verdict = Verdict(Outcome.MISSING) if candidate is None \
+            else self._compare(entity_spec, control, candidate, today)
         if verdict.outcome is Outcome.MATCH:
             self._publish(job, key, Outcome.MATCH, verdict, control, candidate)
             return
@@ -254,7 +263,7 @@ class Pipeline:
         self.finish(item, verdict.outcome, verdict.diffs, verdict, control, candidate, entity_spec)
 
     def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
-               control: Any, candidate: Any, entity_spec: Any) -> None:
+               control: Any, candidate: Any, entity_spec: Entity) -> None:
         """Publish a key's outcome (first read, or the end of its rechecks)."""
         if item.list_read:
             self._finish_list(item, outcome, diffs)
@@ -262,12 +271,17 @@ class Pipeline:
         entry = self.sink.publish(Comparison(
             entity=item.job.entity, route=item.job.route, key=item.key, outcome=outcome, diffs=diffs,
             suppressed=verdict.suppressed, source=item.job.source, control=control, candidate=candidate,
-            at=time.time(), unverified=unverified_paths(self._rules().entities.get(item.job.entity), control)), item.job)
+            at=time.time(), unverified=unverified_paths(self._rules().entities.get(item.job.entity), control)),
+            item.job)
         if entry is not None and outcome is Outcome.MISMATCH:
             self._maybe_explain(entry, entity_spec, control, candidate)
 
-    def fail(self, item: PendingKey, reason: str) -> None:
-        self._publish_error(item.job.entity, item.job.route, item.key, reason, item.job)
+    def fail(self, item: PendingKey, failure: Failure, report: bool = True) -> None:
+        """A key left without a verdict: its failure reported (unless it already was, for
+        a whole batch), the key counted as an `error` outcome with the failure's reason."""
+        if report:
+            self.sink.raised(failure, item.job.entity)
+        self._publish_error(item.job.entity, item.job.route, item.key, failure, item.job)
 
     def _publish(self, job: ShadowJob, key: str, outcome: Outcome, verdict: Verdict, control: Any,
                  candidate: Any) -> RecentMismatch | None:
@@ -277,15 +291,16 @@ class Pipeline:
             unverified=unverified_paths(self._rules().entities.get(job.entity), control),
         ), job)
 
-    def _publish_error(self, entity: str, route: str, key: str | None, reason: str, job: ShadowJob | None = None) -> None:
+    def _publish_error(self, entity: str, route: str, key: str | None, failure: Failure,
+                       job: ShadowJob | None = None) -> None:
         source = job.source if job is not None else "postgres"
-        self.sink.publish(Comparison(entity=entity, route=route, key=key, outcome=Outcome.ERROR, reason=reason,
-                                     source=source, at=time.time()), job)
+        self.sink.publish(Comparison(entity=entity, route=route, key=key, outcome=Outcome.ERROR,
+                                     reason=failure.reason, source=source, at=time.time()), job)
 
     def _stage(self, entity: str, stage: str, seconds: float) -> None:
         self.sink.observe_stage(entity, stage, seconds)
 
-    async def _check_extras(self, job: ShadowJob, route: Any, replay: Replay | None = None) -> frozenset[str]:
+    async def _check_extras(self, job: ShadowJob, route: Route, replay: Replay | None = None) -> frozenset[str]:
         """List reads (listcheck.py): rows the source has that the API did not return
         (`extra`), and the list itself (members, order, duplicates, total) as one
         mismatch, rechecked on the route's schedule like a document. A read with a query
@@ -296,14 +311,12 @@ class Pipeline:
         if source is None or entity_spec is None:
             return frozenset()  # the fetch reports the missing source / entity for every key
         try:
-            checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job), self.settings.source_timeout)
-        except TimeoutError:
-            self.sink.raised("list_keys", "timeout", job.entity)
-            self._publish_error(job.entity, job.route, None, "list_keys: timeout", job)
-            return frozenset()
+            checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job),
+                                             self.settings.source_timeout)
         except Exception as problem:
-            self.sink.raised("list_keys", problem, job.entity)
-            self._publish_error(job.entity, job.route, None, f"list_keys: {type(problem).__name__}: {problem}", job)
+            failure = Failure.of(Stage.LIST_KEYS, problem)
+            self.sink.raised(failure, job.entity)
+            self._publish_error(job.entity, job.route, None, failure, job)
             return frozenset()
         key = list_key(dict(job.params))
         if checked.unmodeled:
@@ -311,7 +324,8 @@ class Pipeline:
                 diffs = tuple(FieldDiff(f"?{name}", f"?{name}", "(not modeled by the route)", None, "unmodeled_query")
                               for name in checked.unmodeled)
                 self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.MISMATCH,
-                                             diffs=diffs, reason=checked.context, source=job.source, at=time.time()), job)
+                                             diffs=diffs, listing=checked.context, source=job.source,
+                                             at=time.time()), job)
             else:
                 self.sink.skipped(job.entity, job.route, SkipReason.UNMODELED_QUERY)
             return frozenset()
@@ -319,7 +333,7 @@ class Pipeline:
         if not findings:
             if not job.controls:  # an empty answer PostgreSQL agrees with: a list read has an outcome too
                 self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.MATCH,
-                                             reason=checked.context, source=job.source, at=time.time()), job)
+                                             listing=checked.context, source=job.source, at=time.time()), job)
             return checked.unselected
         item = PendingKey(job, key, replay=replay, list_read=True, context=checked.context)
         if route.recheck.enabled and self._rechecks.park(item, Verdict(Outcome.MISMATCH, findings), None,
@@ -336,31 +350,33 @@ class Pipeline:
             extras = [diff.candidate for diff in diffs if diff.kind == "extra_in_candidate"]
             for key in extras:
                 self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.EXTRA,
-                                             reason=item.context, source=job.source, at=time.time()), job)
+                                             listing=item.context, source=job.source, at=time.time()), job)
             diffs = tuple(diff for diff in diffs if diff.kind != "extra_in_candidate")
             if not diffs:
                 return
         self.sink.publish(Comparison(entity=job.entity, route=job.route, key=item.key, outcome=outcome, diffs=diffs,
-                                     reason=item.context, source=job.source, at=time.time()), job)
+                                     listing=item.context, source=job.source, at=time.time()), job)
 
     # ------------------------------------------------------------------ explain
 
-    def _maybe_explain(self, entry: RecentMismatch, entity_spec: Any, control: Any, candidate: Any) -> None:
-        if self._explain is None:
+    def _maybe_explain(self, entry: RecentMismatch, entity_spec: Entity, control: Any, candidate: Any) -> None:
+        explain = self._explain
+        if explain is None:
             return
         if self._explaining >= self.settings.explain_concurrency or not self._explain_budget.take():
             self.sink.dropped(DropReason.EXPLAIN_BUDGET)
             return
         self._explaining += 1
-        self._tasks.spawn(self._run_explain(entry, entity_spec, control, candidate), f"explain-{entry.id}")
+        self._tasks.spawn(self._run_explain(explain, entry, entity_spec, control, candidate), f"explain-{entry.id}")
 
-    async def _run_explain(self, entry: RecentMismatch, entity_spec: Any, control: Any, candidate: Any) -> None:
+    async def _run_explain(self, explain: Callable[..., list[FieldDiff]], entry: RecentMismatch, entity_spec: Entity,
+                           control: Any, candidate: Any) -> None:
         started = time.monotonic()
         try:
-            diffs = await asyncio.to_thread(self._explain, entity_spec, control, candidate)
+            diffs = await asyncio.to_thread(explain, entity_spec, control, candidate)
             self.sink.explained(entry, diffs)
         except Exception as problem:
-            self.sink.raised("explain", problem, entry.entity)
+            self.sink.raised(Failure.of(Stage.EXPLAIN, problem), entry.entity)
         finally:
             self._explaining -= 1
             self._stage(entry.entity, "explain", time.monotonic() - started)

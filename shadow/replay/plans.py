@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from shadow.compare.canonical import canonical_plan
+from shadow.policy import RulesPolicy
 from shadow.replay.rebuild import rebuild_plan
 from shadow.rules.load import RuleSet
-from shadow.rules.policy import RulesPolicy
 from shadow.rules.reload import default_loader
 
 

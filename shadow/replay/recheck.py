@@ -21,6 +21,7 @@ key's whole recheck life); convergence.py holds the pure verdict.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import heapq
 import itertools
@@ -31,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from shadow.model import DropReason, FieldDiff, Outcome, ShadowJob, Verdict
+from shadow.model import DropReason, Failure, FieldDiff, ListContext, Outcome, ShadowJob, Stage, Verdict
 from shadow.replay.control import (
     ControlGone,
     Replay,
@@ -40,7 +41,9 @@ from shadow.replay.control import (
 )
 from shadow.replay.convergence import WHOLE_DOCUMENT, Trail, moved_paths
 from shadow.replay.listcheck import run_list_check
+from shadow.replay.messages import Sink
 from shadow.replay.viewread import Listing, list_path, listing
+from shadow.rules.spec import Entity, Route
 
 Item = TypeVar("Item")
 
@@ -85,10 +88,8 @@ class RecheckHeap(Generic[Item]):
             if wait <= 0:
                 break
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
-            except TimeoutError:
-                pass
         now = time.monotonic()
         due: list[tuple[Item, float]] = []
         while self._heap and self._heap[0][0] <= now and len(due) < limit:
@@ -114,7 +115,7 @@ class PendingKey:
     trail: Trail | None = None  # None on the first read
     replay: Replay | None = None  # how to read the control again (upstream control only)
     list_read: bool = False  # the list itself (members, order, total), keyed `[list ...]`
-    context: str = ""  # a list read: its redacted query string and what selected its rows
+    context: ListContext | None = None  # a list read: its query and what selected its rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,18 +131,18 @@ class ControlRead:
 class RecheckHost(Protocol):
     """What the rechecker needs from the pipeline."""
 
-    sink: Any
+    sink: Sink[Any]
     sources: dict[str, Any]
 
     def rules(self) -> Any: ...
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Any, dict[str, Any]] | str: ...
+                    reader: Any = None) -> tuple[Entity, dict[str, Any]] | Failure: ...
 
     def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
-               control: Any, candidate: Any, entity_spec: Any) -> None: ...
+               control: Any, candidate: Any, entity_spec: Entity) -> None: ...
 
-    def fail(self, item: PendingKey, reason: str) -> None: ...
+    def fail(self, item: PendingKey, failure: Failure, report: bool = True) -> None: ...
 
 
 class Rechecker:
@@ -191,7 +192,7 @@ class Rechecker:
             try:
                 await self.recheck([item for item, _ in due])
             except Exception as problem:  # a bug here must not stop the rechecks
-                self.host.sink.raised("recheck", problem)
+                self.host.sink.raised(Failure.of(Stage.RECHECK, problem))
             finally:
                 self.busy -= 1
 
@@ -207,8 +208,7 @@ class Rechecker:
                 try:
                     await self._recheck_list(item)
                 except Exception as problem:
-                    self.host.sink.raised("recheck", problem, item.job.entity)
-                    self.host.fail(item, f"recheck: {type(problem).__name__}: {problem}")
+                    self.host.fail(item, Failure.of(Stage.RECHECK, problem))
         groups: dict[tuple[str, str, Any], list[PendingKey]] = {}
         for item in (item for item in items if not item.list_read):  # one fetch per reader too
             groups.setdefault((item.job.entity, item.job.source, item.job.reader), []).append(item)
@@ -217,26 +217,26 @@ class Rechecker:
             entity_spec = self.host.rules().entities.get(entity)
             if entity_spec is None:
                 for item in group:
-                    self.host.fail(item, f"recheck: entity {entity!r} is not in the loaded rules")
+                    self.host.fail(item, Failure(Stage.RECHECK, "LookupError",
+                                                 f"entity {entity!r} is not in the loaded rules"), report=False)
                 continue
             started = time.monotonic()
             controls = await self._read_controls(entity_spec, group)
             self.host.sink.observe_stage(entity, "recheck_control", time.monotonic() - started)
             keys = list(dict.fromkeys(item.key for item in group))
             fetched = await self.host.fetch(entity, source_name, keys, reader)
-            if isinstance(fetched, str):
+            if isinstance(fetched, Failure):  # reported once by fetch(); each key is an error outcome
                 for item in group:
-                    self.host.fail(item, fetched)
+                    self.host.fail(item, fetched, report=False)
                 continue
             entity_spec, found = fetched
             for item, control in zip(group, controls, strict=True):
                 try:
                     self._step(item, entity_spec, control, found.get(item.key), today)
                 except Exception as problem:
-                    self.host.sink.raised("compare", problem, entity)
-                    self.host.fail(item, f"compare: {type(problem).__name__}: {problem}")
+                    self.host.fail(item, Failure.of(Stage.COMPARE, problem))
 
-    def _step(self, item: PendingKey, entity_spec: Any, read: ControlRead, candidate: Any, today: dt.date) -> None:
+    def _step(self, item: PendingKey, entity_spec: Entity, read: ControlRead, candidate: Any, today: dt.date) -> None:
         trail = item.trail
         assert trail is not None
         route = self.host.rules().route_named(item.job.route)
@@ -265,7 +265,7 @@ class Rechecker:
             trail = replace(trail, noise_checked=True)
         self._next(item, trail, route, entity_spec, _size(control, candidate))
 
-    def _next(self, item: PendingKey, trail: Trail, route: Any, entity_spec: Any, size: int) -> None:
+    def _next(self, item: PendingKey, trail: Trail, route: Route | None, entity_spec: Entity, size: int) -> None:
         """Wait for the next step of the schedule, or publish the outcome of the trail."""
         schedule = route.recheck.after if route is not None else ()
         if trail.step < len(schedule):
@@ -288,7 +288,8 @@ class Rechecker:
         entity_spec = rules.entities.get(item.job.entity)
         source = self.host.sources.get(item.job.source)
         if route is None or entity_spec is None or source is None:
-            self.host.fail(item, f"recheck: route {item.job.route!r} is not in the loaded rules")
+            self.host.fail(item, Failure(Stage.RECHECK, "LookupError",
+                                         f"route {item.job.route!r} is not in the loaded rules"), report=False)
             return
         before: Listing = trail.control
         after, fresh, gone = before, False, False
@@ -302,11 +303,12 @@ class Rechecker:
             except ControlGone:
                 gone = True
             except Exception as problem:  # the upstream is down or odd: keep the last list
-                self.host.sink.raised("recheck_control", _describe(problem), item.job.entity)
+                self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), item.job.entity)
         job = replace(item.job, listing=after)
         checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job), self.timeout)
         if checked.unmodeled:  # the rules changed under the read (a reload): no verdict to give
-            self.host.fail(item, f"recheck: the route no longer models this read ({', '.join(checked.unmodeled)})")
+            why = f"the route no longer models this read ({', '.join(checked.unmodeled)})"
+            self.host.fail(item, Failure(Stage.RECHECK, "LookupError", why), report=False)
             return
         findings = checked.findings(route)
         if gone:  # the API no longer answers the list (or the reader): converged if PostgreSQL selects nothing
@@ -325,20 +327,20 @@ class Rechecker:
         self._next(replace(item, context=checked.context or item.context), trail, route, entity_spec,
                    _size(after.keys, verdict.diffs))
 
-    def _converged(self, item: PendingKey, entity_spec: Any) -> None:
+    def _converged(self, item: PendingKey, entity_spec: Entity) -> None:
         trail = item.trail
         assert trail is not None
         self.host.finish(item, Outcome.TRANSIENT, trail.first.diffs, trail.first, item.job.controls[item.key],
                          trail.first_candidate, entity_spec)
 
-    def _moved(self, entity_spec: Any, before: Any, after: Any, today: dt.date) -> frozenset[str]:
+    def _moved(self, entity_spec: Entity, before: Any, after: Any, today: dt.date) -> frozenset[str]:
         if before is None or after is None:
             return frozenset() if before is after else frozenset({WHOLE_DOCUMENT})
         return moved_paths(self._compare(entity_spec, before, after, today))
 
     # ------------------------------------------------------------------ the control
 
-    async def _read_controls(self, entity_spec: Any, items: list[PendingKey]) -> list[ControlRead]:
+    async def _read_controls(self, entity_spec: Entity, items: list[PendingKey]) -> list[ControlRead]:
         rules = self.host.rules()
         modes = []
         for item in items:
@@ -365,12 +367,12 @@ class Rechecker:
         return [read if read is not None else ControlRead(_trail(item).control)
                 for item, read in zip(items, reads, strict=True)]
 
-    async def _read_mongo(self, entity_spec: Any, keys: list[str], items: list[PendingKey],
+    async def _read_mongo(self, entity_spec: Entity, keys: list[str], items: list[PendingKey],
                           modes: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         source = self.host.sources.get("mongo")
         if source is None:
-            self.host.sink.raised("recheck_control", "recheck control 'mongo' but no --mongo source configured",
-                                  entity_spec.name)
+            self.host.sink.raised(Failure(Stage.RECHECK_CONTROL, "LookupError",
+                                          "recheck control 'mongo' but no --mongo source configured"), entity_spec.name)
             return None, None
         keys = list(dict.fromkeys(keys))
         try:
@@ -379,7 +381,7 @@ class Rechecker:
                           if mode == "mongo" and not _trail(item).noise_checked]
             second = await asyncio.wait_for(source.fetch(entity_spec, noise_keys), self.timeout) if noise_keys else None
         except Exception as problem:
-            self.host.sink.raised("recheck_control", _describe(problem), entity_spec.name)
+            self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), entity_spec.name)
             return None, None
         return first, second
 
@@ -400,14 +402,14 @@ class Rechecker:
         except ControlGone:
             return ControlRead(None, gone=True, fresh=True)
         except Exception as problem:  # the upstream is down, slow, or answers oddly: keep the last control
-            self.host.sink.raised("recheck_control", _describe(problem), item.job.entity)
+            self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), item.job.entity)
             return None
         if item.key not in first:  # a list read that no longer shows this key (paging moved)
             return ControlRead(None, gone=True, fresh=True)
         return ControlRead(first[item.key], second=second, fresh=True)
 
 
-def _moved_in_list(route: Any, before: Listing, after: Listing) -> set[str]:
+def _moved_in_list(route: Route, before: Listing, after: Listing) -> set[str]:
     """Where the API's own list changed between two reads (members, total, page count)."""
     moved = set()
     if before.keys != after.keys:
@@ -423,12 +425,6 @@ def _moved_in_list(route: Any, before: Listing, after: Listing) -> set[str]:
 def _trail(item: PendingKey) -> Trail:
     assert item.trail is not None, "a parked key always has its trail"
     return item.trail
-
-
-def _describe(problem: BaseException) -> str:
-    if isinstance(problem, (TimeoutError, asyncio.TimeoutError)):
-        return "timeout"
-    return f"{type(problem).__name__}: {problem}"
 
 
 def _size(control: Any, candidate: Any) -> int:

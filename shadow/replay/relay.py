@@ -21,7 +21,17 @@ from typing import Any
 
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shadow.model import NOTEWORTHY, STAGE_BUCKETS, Comparison, DropReason, FieldDiff, Outcome, ShadowJob, SkipReason
+from shadow.model import (
+    NOTEWORTHY,
+    STAGE_BUCKETS,
+    Comparison,
+    DropReason,
+    Failure,
+    FieldDiff,
+    Outcome,
+    ShadowJob,
+    SkipReason,
+)
 from shadow.replay.messages import (
     Counts,
     Explained,
@@ -106,11 +116,11 @@ class Relay:
     def dropped(self, reason: DropReason, entity: str | None = None, route: str | None = None) -> None:
         self._dropped[DropReason(reason).value, entity, route] += 1
 
-    def raised(self, stage: str, error: BaseException | str, entity: str | None = None) -> None:
-        if isinstance(error, BaseException):  # exceptions need not pickle (asyncpg's do not)
-            log.debug("shadow %s failed", stage, exc_info=error)
-            error = f"{type(error).__name__}: {error}"
-        self._send(Raised(stage, error, entity))
+    def raised(self, failure: Failure, entity: str | None = None) -> None:
+        if failure.error is not None:  # exceptions need not pickle (asyncpg's do not)
+            log.debug("shadow %s failed", failure.stage.value, exc_info=failure.error)
+            failure = replace(failure, error=None)
+        self._send(Raised(failure, entity))
 
     def explained(self, entry: RemoteEntry, diffs: Iterable[FieldDiff]) -> None:
         self._send(Explained(entry.id, tuple(diffs)))

@@ -24,13 +24,12 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
 from typing import Any, assert_never
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from shadow.config import Config
-from shadow.proxy.capture import CapturedRead
+from shadow.model import Failure, Stage
 from shadow.replay.messages import (
     Depth,
     Drain,
@@ -48,7 +47,10 @@ from shadow.replay.messages import (
 from shadow.replay.pipeline import Pipeline
 from shadow.replay.relay import Relay
 from shadow.replay.settings import pipeline_settings, recheck_upstream
-from shadow.rules import RouteMatch
+from shadow.rules import RouteMatch, RuleSet
+from shadow.rules.spec import Route
+from shadow.shadowside import CapturedRead
+from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.replay.worker")
 
@@ -78,9 +80,9 @@ class ShadowWorker(asyncio.Protocol):
         self.pipeline: Pipeline | None = None
         self.sources: dict[str, Any] = {}
         self.sink = Relay(self.send)
-        self.rules: Any = None
-        self._routes: dict[str, Any] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self.rules: RuleSet | None = None
+        self._routes: dict[str, Route] = {}
+        self.tasks = TaskSet("worker")
         self.gone = asyncio.Event()  # the socket is closed
 
     # ------------------------------------------------------------------ socket
@@ -130,17 +132,12 @@ class ShadowWorker(asyncio.Protocol):
             case Rules(version=version):
                 self._reload(version)  # at once: the reads behind this message may need new routes
             case Drain(token=token, timeout=timeout):
-                self._spawn(self._drain(token, timeout))
+                self.tasks.spawn(self._drain(token, timeout), f"drain-{token}")
             case Stop(drain_seconds=seconds):
                 self.stop_drain = seconds
                 self.stopped.set()
             case _:
                 assert_never(message)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _start(self, config: Config, shards: int) -> None:
         from shadow.compare.diff import compare
@@ -155,8 +152,8 @@ class ShadowWorker(asyncio.Protocol):
         self.pipeline = Pipeline(pipeline_settings(config, rate_limited_before=True, shards=shards), self.sink,
                                  lambda: self.rules, self.sources, compare, explain, upstream=recheck_upstream(config))
         self.pipeline.start()
-        self._spawn(self._report())
-        self._spawn(self._warm_up())
+        self.tasks.spawn(self._report(), "report")
+        self.tasks.spawn(self._warm_up(), "warm-up")
 
     async def _warm_up(self) -> None:
         """Open the sources the rules read before saying ready, so the first reads do not
@@ -168,7 +165,7 @@ class ShadowWorker(asyncio.Protocol):
         settle_garbage_collector()
         self.send(Ready(getattr(self.rules, "version", None)))
 
-    def _use_rules(self, rules: Any) -> None:
+    def _use_rules(self, rules: RuleSet | None) -> None:
         if rules is not None:
             self.rules = rules
             self._routes = {route.name: route for route in rules.routes}
@@ -176,8 +173,8 @@ class ShadowWorker(asyncio.Protocol):
     def _offer(self, read: Read) -> None:
         route = self._routes.get(read.route)
         if route is None or self.pipeline is None:
-            self.sink.raised("handoff", f"route {read.route!r} is not in the worker's rules "
-                                        f"(version {getattr(self.rules, 'version', None)})")
+            self.sink.raised(Failure(Stage.HANDOFF, "LookupError", f"route {read.route!r} is not in the worker's "
+                                     f"rules (version {getattr(self.rules, 'version', None)})"))
             return
         self.pipeline.offer(CapturedRead(
             match=RouteMatch(route, dict(read.params)),
@@ -217,8 +214,7 @@ class ShadowWorker(asyncio.Protocol):
             if self.stop_drain > 0 and self._transport is not None:
                 await self.pipeline.drain(self.stop_drain)
             await self.pipeline.close()
-        for task in list(self._background):
-            task.cancel()
+        await self.tasks.close()
         for source in self.sources.values():
             try:
                 await source.close()
@@ -230,7 +226,7 @@ class ShadowWorker(asyncio.Protocol):
             self._transport.close()  # after the buffered reports are written
 
 
-def load(config: Config) -> Any:
+def load(config: Config) -> RuleSet | None:
     """The rules of `config.rules`, or None (logged) when they do not load."""
     from shadow.replay.plans import load_compiled
     from shadow.rules.reload import describe_problems
@@ -261,7 +257,7 @@ def with_nice(increment: int) -> None:
             log.warning("cannot lower the shadow worker's priority by %d: %s", increment, problem)
 
 
-def sources_in_use(rules: Any) -> set[str]:
+def sources_in_use(rules: RuleSet | None) -> set[str]:
     """The sources a rules set reads: each route's own, and mongo where a recheck
     re-reads its control there."""
     used: set[str] = set()
@@ -306,7 +302,8 @@ async def serve(fd: int, parent: int | None = None) -> int:
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     worker = ShadowWorker(stopped)
     await loop.create_unix_connection(lambda: worker, sock=socket.socket(fileno=fd))
-    watcher = asyncio.create_task(_watch_parent(parent, stopped)) if parent is not None else None
+    tasks = TaskSet("worker-main")
+    watcher = tasks.spawn(_watch_parent(parent, stopped), "watch-parent") if parent is not None else None
     await stopped.wait()
     if watcher is not None:
         await watcher

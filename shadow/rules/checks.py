@@ -67,7 +67,8 @@ def parse_checks(reader: Reader, document: YMap, fields: Mapping[str, Field], wh
     value = document["verify"]
     here = f"{where} verify"
     if not isinstance(value, YMap):
-        reader.error(document.line_of("verify"), f"{here}: must be a mapping with {', '.join(CHECK_KEYS)}; got {kind_of(value)}")
+        reader.error(document.line_of("verify"),
+                     f"{here}: must be a mapping with {', '.join(CHECK_KEYS)}; got {kind_of(value)}")
         return NO_CHECKS
     reader.keys(value, CHECK_KEYS, here)
     keep_mongo: dict[str, Any] = {}
@@ -76,22 +77,26 @@ def parse_checks(reader: Reader, document: YMap, fields: Mapping[str, Field], wh
     if keep is not None:
         if not isinstance(keep, YMap) or not reader.keys(keep, ("mongo", "postgres"), f"{here} keep"):
             if not isinstance(keep, YMap):
-                reader.error(value.line_of("keep"), f"{here}: 'keep' must be {{mongo: QUERY, postgres: {{column: value}}}}")
+                reader.error(value.line_of("keep"),
+                             f"{here}: 'keep' must be {{mongo: QUERY, postgres: {{column: value}}}}")
         else:
             mongo = keep.get("mongo", YMap())
             if isinstance(mongo, YMap):
                 keep_mongo = plain_yaml(mongo)
             else:
-                reader.error(keep.line_of("mongo"), f"{here}: keep.mongo must be a Mongo query (a mapping), got {kind_of(mongo)}")
+                reader.error(keep.line_of("mongo"),
+                             f"{here}: keep.mongo must be a Mongo query (a mapping), got {kind_of(mongo)}")
             postgres = keep.get("postgres", YMap())
             if isinstance(postgres, YMap):
                 for column, wanted in postgres.items():
                     if not isinstance(column, str) or not IDENTIFIER.match(column) or isinstance(wanted, YMap | YList):
-                        reader.error(postgres.line_of(column), f"{here}: keep.postgres takes column: scalar, got {show(column)}")
+                        reader.error(postgres.line_of(column),
+                                     f"{here}: keep.postgres takes column: scalar, got {show(column)}")
                     else:
                         keep_postgres[column] = wanted
             else:
-                reader.error(keep.line_of("postgres"), f"{here}: keep.postgres must map column -> value, got {kind_of(postgres)}")
+                reader.error(keep.line_of("postgres"),
+                             f"{here}: keep.postgres must map column -> value, got {kind_of(postgres)}")
     sums = []
     for item, line in _items(reader, value, "sums", here):
         if not reader.keys(item, ("sum", "by", "name"), f"{here} sum", required=("sum",)):
@@ -152,7 +157,9 @@ def _column(reader: Reader, fields: Mapping[str, Field], path: Any, line: int, w
             return None
         children = spec.children
     if spec is None or spec.kind != "column" or not spec.column:
-        reader.error(line, f"{where}: {path!r} must be a field rebuilt from a plain column (got {spec.kind if spec else 'none'})")
+        reader.error(line,
+                     f"{where}: {path!r} must be a field rebuilt from a plain column (got "
+                     f"{spec.kind if spec else 'none'})")
         return None
     return Column(path, spec.column)
 

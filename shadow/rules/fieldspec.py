@@ -120,7 +120,8 @@ def parse_field(reader: Reader, name: str, spec: Any, line: int, node: str) -> F
         if kind in ("ref", "mixed"):
             to = reader.string(spec, "to", where, pattern=TABLE)
             if to is None and "to" not in spec:
-                reader.error(spec.line, f"{where}: {kind} needs 'to: <collection>' (the id_map collection it points at)")
+                reader.error(spec.line,
+                             f"{where}: {kind} needs 'to: <collection>' (the id_map collection it points at)")
                 return None
         return Field(name, kind, line, column=argument, to=to, **common)
     if kind == "const":
@@ -172,7 +173,8 @@ def _parse_table_field(reader: Reader, name: str, kind: str, spec: YMap, line: i
                                     "'order_by: <column>' or 'order: unordered' (compared as a multiset)")
             return None
         if natural_key is not None and not unordered:
-            reader.error(spec.line_of("key"), f"{where}: 'key' (the natural key of a multiset) needs 'order: unordered'")
+            reader.error(spec.line_of("key"),
+                         f"{where}: 'key' (the natural key of a multiset) needs 'order: unordered'")
         return Field(name, kind, line, table=table, fk=fk, parent=parent, fields=fields, value=value,
                      order_by=order_by, unordered=unordered, natural_key=natural_key,
                      children=_index(fields), **common)

@@ -7,6 +7,7 @@ together as RulesError, each with file:line and the bad value.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,9 +17,9 @@ from types import MappingProxyType
 from typing import Any, cast, get_args
 
 from shadow.model import SourceKind
+from shadow.policy import RulesPolicy
 from shadow.rules.checks import parse_checks
 from shadow.rules.fieldspec import parse_fields, parse_transforms
-from shadow.rules.policy import RulesPolicy
 from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.recheck import parse_recheck
 from shadow.rules.routes import METHODS, Router, parse_template, shape
@@ -163,7 +164,8 @@ def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:
     if name is None:
         return None
     where = f"entity {name!r}"
-    reader.keys(document, ENTITY_KEYS, where, required=("collection", "table") + (() if "distinct" in document else ("fields",)))
+    reader.keys(document, ENTITY_KEYS, where,
+                required=("collection", "table") + (() if "distinct" in document else ("fields",)))
     fields = parse_fields(reader, document.get("fields", YMap()), document.line_of("fields"), where, "")
     key_type = reader.string(document, "key_type", where, default="objectid", choices=("objectid", "string"))
     entity = Entity(
@@ -213,18 +215,18 @@ def _known(reader: Reader, document: YMap, where: str) -> tuple[KnownDivergence,
         if not isinstance(item, YMap):
             reader.error(line, f"{where}: a known divergence is {{path, reason, expires}}, got {kind_of(item)}")
             continue
-        if not reader.keys(item, ("path", "reason", "expires"), f"{where} known divergence", ("path", "reason", "expires")):
+        if not reader.keys(item, ("path", "reason", "expires"), f"{where} known divergence",
+                           ("path", "reason", "expires")):
             continue
         path = reader.string(item, "path", f"{where} known", pattern=DOC_PATH)
         reason = reader.string(item, "reason", f"{where} known")
         expires = item["expires"]
         if isinstance(expires, str):
-            try:
+            with contextlib.suppress(ValueError):
                 expires = date.fromisoformat(expires)
-            except ValueError:
-                pass
         if not isinstance(expires, date):
-            reader.error(item.line_of("expires"), f"{where}: 'expires' must be a date like 2027-01-31, got {kind_of(expires)}")
+            reader.error(item.line_of("expires"),
+                         f"{where}: 'expires' must be a date like 2027-01-31, got {kind_of(expires)}")
             continue
         if path and reason:
             known.append(KnownDivergence(path, reason, expires, reader.file, line))
@@ -309,7 +311,9 @@ def _key_source(reader: Reader, options: YMap, where: str, params: tuple[str, ..
             if is_list:
                 reader.error(line, f"{where}: a list route takes its keys from the body (each item's _id)")
             return KeySource(kind, name)
-    reader.error(line, f"{where}: 'key' must be body, {{path: NAME}}, {{query: NAME}} or {{header: NAME}}, got {kind_of(value)}")
+    reader.error(line,
+                 f"{where}: 'key' must be body, {{path: NAME}}, {{query: NAME}} or {{header: NAME}}, got "
+                 f"{kind_of(value)}")
     return KeySource("body")
 
 
@@ -318,7 +322,8 @@ def _where(reader: Reader, options: YMap, where: str, params: tuple[str, ...]) -
     if value is None:
         return ()
     if not isinstance(value, YMap):
-        reader.error(options.line_of("where"), f"{where}: 'where' must map column -> path parameter, got {kind_of(value)}")
+        reader.error(options.line_of("where"),
+                     f"{where}: 'where' must map column -> path parameter, got {kind_of(value)}")
         return ()
     filters = []
     for column, spec in value.items():
@@ -331,7 +336,8 @@ def _where(reader: Reader, options: YMap, where: str, params: tuple[str, ...]) -
             spec_map.line, spec_map.lines = line, {}
             spec = spec_map
         if not isinstance(spec, YMap):
-            reader.error(line, f"{where}: where {column!r} must be a parameter name, {{param, to}}, {{query}} or {{value}}")
+            reader.error(line,
+                         f"{where}: where {column!r} must be a parameter name, {{param, to}}, {{query}} or {{value}}")
             continue
         parsed = parse_list_filter(reader, column, spec, line, where, params, parse_transforms)
         if parsed is not None:

@@ -91,7 +91,8 @@ class Reader:
             return default
         value = mapping[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            self.error(mapping.line_of(key), f"{where}: {key!r} must be a number from {low:g} to {high:g}, got {kind_of(value)}")
+            self.error(mapping.line_of(key),
+                       f"{where}: {key!r} must be a number from {low:g} to {high:g}, got {kind_of(value)}")
             return default
         return float(value)
 
@@ -104,7 +105,8 @@ class Reader:
             return float(value)
         match = re.match(r"^(\d+(?:\.\d+)?)\s*(ms|s|m)$", value) if isinstance(value, str) else None
         if match is None:
-            self.error(mapping.line_of(key), f"{where}: {key!r} must be a duration like 2s, 500ms or 0, got {kind_of(value)}")
+            self.error(mapping.line_of(key),
+                       f"{where}: {key!r} must be a duration like 2s, 500ms or 0, got {kind_of(value)}")
             return default
         return float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2)]
 

@@ -69,7 +69,8 @@ def _gone(reader: Reader, value: YMap, where: str) -> tuple[int, ...]:
     statuses = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int) or not 300 <= item <= 599:
-            reader.error(value.line_of("gone"), f"{where}: recheck 'gone' lists HTTP statuses 300-599, got {kind_of(item)}")
+            reader.error(value.line_of("gone"),
+                         f"{where}: recheck 'gone' lists HTTP statuses 300-599, got {kind_of(item)}")
             continue
         statuses.append(item)
     if "gone" in value and value.get("control", "upstream") != "upstream":

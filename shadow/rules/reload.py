@@ -8,6 +8,7 @@ atomically, so a request sees either the old or the new rules, never a mix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -115,7 +116,8 @@ class RulesHolder:
         except Exception as problem:
             return fingerprint, None, problem
 
-    def _apply(self, fingerprint: tuple[tuple[str, int, int], ...], rules: Any, problem: BaseException | None) -> ReloadResult:
+    def _apply(self, fingerprint: tuple[tuple[str, int, int], ...], rules: Any,
+               problem: BaseException | None) -> ReloadResult:
         self._fingerprint = fingerprint  # a bad edit is not retried until the files change again
         if problem is not None:
             problems = describe_problems(problem)
@@ -162,8 +164,6 @@ class RulesHolder:
                 log.warning("watching %s failed: %s", self.directory, problem)
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
         await self._tasks.close()

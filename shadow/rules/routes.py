@@ -99,8 +99,9 @@ class Router:
                 return None
         if not values:
             return RouteMatch(route, {})
+        # as many values as names (the trie matched them); strict=False: no check on the request path
         return RouteMatch(route, {name: unquote(value, errors="surrogateescape") if "%" in value else value
-                                  for name, value in zip(route.param_names, values)})
+                                  for name, value in zip(route.param_names, values, strict=False)})
 
 
 def _walk(node: _Node, segments: list[str], index: int, values: list[str]) -> Route | None:

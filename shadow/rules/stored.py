@@ -68,25 +68,30 @@ def parse_stored(reader: Reader, document: YMap, where: str) -> StoredView:
         elif isinstance(raw, str) and raw:
             version_key = raw
         else:
-            reader.error(value.line_of("version_key"), f"{here}: 'version_key' must be a field name or null, got {show(raw)}")
+            reader.error(value.line_of("version_key"),
+                         f"{here}: 'version_key' must be a field name or null, got {show(raw)}")
     defaults: dict[str, Any] = {}
     raw_defaults = value.get("defaults", YMap())
     if not isinstance(raw_defaults, YMap):
-        reader.error(value.line_of("defaults"), f"{here}: 'defaults' must map field -> value, got {kind_of(raw_defaults)}")
+        reader.error(value.line_of("defaults"),
+                     f"{here}: 'defaults' must map field -> value, got {kind_of(raw_defaults)}")
     else:
         for name, default in raw_defaults.items():
             if not isinstance(name, str) or not name or name.startswith("$"):
-                reader.error(raw_defaults.line_of(name), f"{here}: default field name must be a plain string, got {show(name)}")
+                reader.error(raw_defaults.line_of(name),
+                             f"{here}: default field name must be a plain string, got {show(name)}")
                 continue
             defaults[name] = plain_yaml(default)
     rename: dict[str, str] = {}
     raw_rename = value.get("rename", YMap())
     if not isinstance(raw_rename, YMap):
-        reader.error(value.line_of("rename"), f"{here}: 'rename' must map stored name -> API name, got {kind_of(raw_rename)}")
+        reader.error(value.line_of("rename"),
+                     f"{here}: 'rename' must map stored name -> API name, got {kind_of(raw_rename)}")
     else:
         for stored, api in raw_rename.items():
             if not isinstance(stored, str) or not isinstance(api, str) or not stored or not api:
-                reader.error(raw_rename.line_of(stored), f"{here}: rename {show(stored)}: {show(api)} must be two field names")
+                reader.error(raw_rename.line_of(stored),
+                             f"{here}: rename {show(stored)}: {show(api)} must be two field names")
                 continue
             if api in rename.values():
                 reader.error(raw_rename.line_of(stored), f"{here}: two fields renamed to {api!r}")

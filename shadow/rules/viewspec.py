@@ -98,7 +98,8 @@ def parse_absent(spec: YMap) -> Any:
     return spec.get("absent", NO_ABSENT)
 
 
-def parse_json_paths(reader: Reader, spec: YMap, where: str, transforms: Any) -> tuple[tuple[str, tuple[Transform, ...]], ...]:
+def parse_json_paths(reader: Reader, spec: YMap, where: str,
+                     transforms: Any) -> tuple[tuple[str, tuple[Transform, ...]], ...]:
     """`paths: {a.b: timestamp, 'c[*].d': decimal}` inside a json column."""
     value = spec.get("paths")
     if value is None:
@@ -133,7 +134,8 @@ def parse_reader(reader: Reader, options: YMap, where: str) -> ReaderSpec | None
     if not isinstance(value, YMap) or not reader.keys(value, ("header", "jwt_claim", "to", "by", "scheme"),
                                                        f"{where} reader", ("header", "jwt_claim", "to")):
         if not isinstance(value, YMap):
-            reader.error(options.line_of("reader"), f"{where}: 'reader' is {{header, jwt_claim, to}}, got {kind_of(value)}")
+            reader.error(options.line_of("reader"),
+                         f"{where}: 'reader' is {{header, jwt_claim, to}}, got {kind_of(value)}")
         return None
     header = reader.string(value, "header", f"{where} reader")
     claim = reader.string(value, "jwt_claim", f"{where} reader")
@@ -146,7 +148,8 @@ def parse_reader(reader: Reader, options: YMap, where: str) -> ReaderSpec | None
         elif word and all(char.isalnum() or char in "-._~+/" for char in word):
             schemes.append(word)
         else:
-            reader.error(value.line_of("scheme"), f"{where}: reader scheme is a word (Bearer, Token) or bare, got {show(scheme)}")
+            reader.error(value.line_of("scheme"),
+                         f"{where}: reader scheme is a word (Bearer, Token) or bare, got {show(scheme)}")
     if not header or not claim or lookup is None:
         return None
     if "scheme" in value:
@@ -167,7 +170,8 @@ def parse_page(reader: Reader, options: YMap, where: str, is_list: bool) -> Page
     for item in reader.strings(options, "order_by", where):
         column, _, direction = item.strip().partition(" ")
         if not IDENTIFIER.match(column) or direction.strip().lower() not in ("", "asc", "desc"):
-            reader.error(options.line_of("order_by"), f"{where}: order_by entries are 'column [asc|desc]', got {show(item)}")
+            reader.error(options.line_of("order_by"),
+                         f"{where}: order_by entries are 'column [asc|desc]', got {show(item)}")
             continue
         order.append((column, direction.strip().lower() == "desc"))
     limit, limit_default, limit_bound, _, limit_at = _query_param(reader, options, "limit", where, 0)
@@ -221,7 +225,8 @@ def _query_param(reader: Reader, options: YMap, name: str, where: str,
         out = reader.string(value, "out_of_range", f"{where} {name}", default="clamp", choices=OUT_OF_RANGE) or "clamp"
         at = reader.string(value, "at", f"{where} {name}", pattern=DOC_PATH) or ""
         return str(value["query"]), numbers["default"], Bound(low, high, cast(OutOfRange, out)), first, _steps(at)
-    reader.error(options.line_of(name), f"{where}: {name!r} is a query parameter name or {{query, default, min, max, out_of_range}}")
+    reader.error(options.line_of(name),
+                 f"{where}: {name!r} is a query parameter name or {{query, default, min, max, out_of_range}}")
     return None, None, bound, 1, ()
 
 
@@ -242,7 +247,8 @@ def _sort(reader: Reader, options: YMap, where: str) -> SortParam | None:
     columns = {}
     for name, column in allow.items():
         if not isinstance(name, str) or not isinstance(column, str) or not IDENTIFIER.match(column):
-            reader.error(allow.line_of(name), f"{where}: sort allow {show(name)} must name a column, got {show(column)}")
+            reader.error(allow.line_of(name),
+                         f"{where}: sort allow {show(name)} must name a column, got {show(column)}")
             continue
         columns[name] = column
     style = reader.string(value, "style", f"{where} sort", default="field:dir", choices=SORT_STYLES) or "field:dir"
@@ -370,7 +376,8 @@ def _reader_source(reader: Reader, spec: YMap, where: str) -> tuple[bool, Reader
     value = spec["reader"]
     if value is True:
         return True, None
-    if isinstance(value, YMap) and reader.keys(value, ("in", "select", "by"), f"{where} reader", ("in", "select", "by")):
+    parts = ("in", "select", "by")
+    if isinstance(value, YMap) and reader.keys(value, parts, f"{where} reader", parts):
         table = reader.string(value, "in", f"{where} reader", pattern=TABLE)
         select = reader.string(value, "select", f"{where} reader", pattern=IDENTIFIER)
         by = reader.string(value, "by", f"{where} reader", pattern=IDENTIFIER)

@@ -48,7 +48,8 @@ class YamlProblem(ValueError):
         self.message = message
 
 
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader) if yaml.__with_libyaml__ else yaml.SafeLoader
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader",
+                                         yaml.SafeLoader) if yaml.__with_libyaml__ else yaml.SafeLoader
 
 
 class _Budget:
@@ -123,7 +124,8 @@ def _convert(node: yaml.Node, loader: yaml.SafeLoader, budget: _Budget, used_at:
             for source in sources:
                 converted = _convert(source, loader, budget, key_node.start_mark.line + 1)
                 if not isinstance(converted, YMap):
-                    raise YamlProblem(source.start_mark.line + 1, "a merge key (<<) takes a mapping or a list of mappings")
+                    raise YamlProblem(source.start_mark.line + 1,
+                                      "a merge key (<<) takes a mapping or a list of mappings")
                 merged.append(converted)
         for source_map in reversed(merged):
             for key, value in source_map.items():

@@ -7,7 +7,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from shadow.rules.policy import RulesPolicy, add_policy_arguments, policy_from_args
+from shadow.policy import RulesPolicy, add_policy_arguments, policy_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     test.add_argument("files", nargs="+", help="test files, e.g. rules/marketplace/tests/*.yaml")
     add_policy_arguments(test)
     actions.add_parser("schema", help="print the JSON Schema of rule files (for editors)")
+    from shadow.ruletools.draft import run as draft
+
+    draft.configure(actions.add_parser("draft", help="draft rules from the PostgreSQL catalog and sampled documents"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
         if args.rules_action == "check":
             return check(Path(args.directory), args.pg, policy)
         return test([Path(name) for name in args.files], policy)
+    if args.rules_action == "draft":
+        from shadow.ruletools.draft import run as draft
+
+        return draft.run(args)
     from shadow.rules.schema import rule_schema
 
     print(json.dumps(rule_schema(), indent=2))

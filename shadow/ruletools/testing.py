@@ -34,12 +34,12 @@ from typing import Any
 from normalizers.rows import group_rows
 from shadow.compare.diff import compare
 from shadow.model import Verdict
+from shadow.policy import RulesPolicy
 from shadow.replay.listcheck import check_list
 from shadow.replay.listquery import Unmodeled, unmodeled
 from shadow.replay.rebuild import Fetched, rebuild
 from shadow.replay.viewread import listing
 from shadow.rules.load import RuleSet, load_rules, read_capped
-from shadow.rules.policy import RulesPolicy
 from shadow.rules.reader import Reader, kind_of
 from shadow.rules.spec import AGGREGATES, Condition, Entity, Field, InvalidKey, RulesError
 from shadow.rules.walk import item_fields, table_fields

@@ -11,7 +11,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from shadow.publish.admin_auth import check_token
+from shadow.config import check_token
 
 STANDALONE = {"demo": True, "upstream": {"url": "http://orders-api.shop.svc:80"}}
 SIDECAR = {"demo": True, "mode": "sidecar", "upstream": {"url": "http://127.0.0.1:3000"}, "sidecar": {"podSelector": {"app": "orders-api"}}}

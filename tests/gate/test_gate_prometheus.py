@@ -51,6 +51,27 @@ async def gate(prometheus_url: str, criteria: Path, *extra: str) -> tuple[int, s
     return code, out.getvalue(), err.getvalue()
 
 
+async def gate_process(prometheus_url: str, criteria: Path) -> tuple[int, bytes, bytes]:
+    """Run `shadow gate` as CI calls it (the real entry point, a process); (exit, out, err)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "gate", "--prometheus", prometheus_url, "--criteria", str(criteria),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout, stderr
+
+
+async def scraping_healthy_traffic(start_exporter, start_prometheus, with_alerts: bool = True):
+    """Healthy traffic on an exporter that a real Prometheus has scraped; (metrics, exporter, prometheus)."""
+    metrics = Metrics()
+    healthy_traffic(metrics)
+    exporter = await start_exporter(metrics.registry)
+    prometheus = start_prometheus([exporter.target], with_alerts=with_alerts)
+    await prometheus.wait_for("shadow_comparisons_total", lambda result: len(result) == 3)
+    return metrics, exporter, prometheus
+
+
 def healthy_traffic(metrics: Metrics) -> None:
     metrics.comparisons.labels("payments", PAY, "match").inc(40)
     metrics.comparisons.labels("payments", PAY, "transient").inc(3)  # converged dual-write lag: never blocks
@@ -121,20 +142,11 @@ async def test_required_route_without_traffic_is_no_go_for_lack_of_samples(start
 
 
 async def test_stopped_prometheus_cannot_evaluate_exit_2(start_exporter, start_prometheus, criteria: Path) -> None:
-    metrics = Metrics()
-    healthy_traffic(metrics)
-    exporter = await start_exporter(metrics.registry)
-    prometheus = start_prometheus([exporter.target])
-    await prometheus.wait_for("shadow_comparisons_total", lambda result: len(result) == 3)
+    _, _, prometheus = await scraping_healthy_traffic(start_exporter, start_prometheus)
     prometheus.stop()
 
-    # the real entry point, as CI would call it
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadow", "gate", "--prometheus", prometheus.url, "--criteria", str(criteria),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2, stdout + stderr
+    code, stdout, stderr = await gate_process(prometheus.url, criteria)
+    assert code == 2, stdout + stderr
     assert b"CANNOT EVALUATE" in stderr and b"cannot reach Prometheus" in stderr
     assert b"GO" not in stdout
 
@@ -152,11 +164,7 @@ async def test_absent_metric_cannot_evaluate(start_exporter, start_prometheus, c
 
 
 async def test_alert_rules_not_loaded_cannot_evaluate(start_exporter, start_prometheus, criteria: Path) -> None:
-    metrics = Metrics()
-    healthy_traffic(metrics)
-    exporter = await start_exporter(metrics.registry)
-    prometheus = start_prometheus([exporter.target], with_alerts=False)
-    await prometheus.wait_for("shadow_comparisons_total", lambda result: len(result) == 3)
+    _, _, prometheus = await scraping_healthy_traffic(start_exporter, start_prometheus, with_alerts=False)
 
     code, _, err = await gate(prometheus.url, criteria)
     assert code == 2
@@ -164,11 +172,7 @@ async def test_alert_rules_not_loaded_cannot_evaluate(start_exporter, start_prom
 
 
 async def test_an_alert_that_fired_in_the_window_is_no_go(start_exporter, start_prometheus, criteria: Path) -> None:
-    metrics = Metrics()
-    healthy_traffic(metrics)
-    exporter = await start_exporter(metrics.registry)
-    prometheus = start_prometheus([exporter.target])
-    await prometheus.wait_for("shadow_comparisons_total", lambda result: len(result) == 3)
+    metrics, exporter, prometheus = await scraping_healthy_traffic(start_exporter, start_prometheus)
 
     metrics.reloads.labels("error").inc()  # a bad rules edit; ShadowRulesReloadFailing has no `for`
     await prometheus.wait_for('ALERTS{alertname="ShadowRulesReloadFailing", alertstate="firing"}', lambda result: len(result) == 1)

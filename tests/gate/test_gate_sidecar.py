@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from shadow.gate.local import gate_hook
 from shadow.sidecar import start_sidecar
 
 from .conftest import needs_prometheus  # noqa: TID252
-from .test_gate_prometheus import gate  # noqa: TID252
+from .test_gate_prometheus import gate, gate_process  # noqa: TID252
 
 pytestmark = [needs_prometheus, pytest.mark.slow]
 
@@ -139,12 +138,8 @@ async def test_gate_against_prometheus_scraping_the_running_sidecar(
 
             # --- Prometheus stopped → cannot evaluate, exit 2 (the real entry point) -----
             prometheus.stop()
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shadow", "gate", "--prometheus", prometheus.url, "--criteria", str(criteria),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )
-            stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-            assert process.returncode == 2, stdout + stderr
+            code, stdout, stderr = await gate_process(prometheus.url, criteria)
+            assert code == 2, stdout + stderr
             assert b"cannot reach Prometheus" in stderr and b"GO" not in stdout
     finally:
         await sidecar.stop()

@@ -18,18 +18,9 @@ from aiohttp import web
 from shadow.config import Config
 from shadow.sidecar import Sidecar, start_sidecar
 from tests.proxy.wire_upstream import RecordingUpstream
+from tests.widgets import widget_rules
 
-WIDGET_RULES = """\
-entity: widgets
-collection: widgets
-table: widgets
-key_type: string
-fields:
-  name: name
-routes:
-  - route: GET /widgets/{id}
-    recheck: 0
-"""
+WIDGET_RULES = widget_rules("  - route: GET /widgets/{id}\n    recheck: 0\n", fields={"name": "name"})
 
 LARGE = os.urandom(3 * 1024 * 1024 + 17)
 

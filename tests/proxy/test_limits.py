@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shadow.config import Config
-from shadow.proxy.limits import RESERVED_FDS, RequestLimits
+from shadow.config import RESERVED_FDS, Config, RequestLimits
 from shadow.sidecar import Sidecar, start_sidecar
 from tests.proxy.conftest import canned_upstream
 from tests.proxy.test_hostile import connect, read_answer, until_closed
@@ -135,7 +134,7 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_a_503(proxy_
 def test_the_connection_cap_fits_the_file_descriptor_limit() -> None:
     """Each client connection may hold an upstream one: the cap leaves room for both, so
     the process never runs out of descriptors (EMFILE) under a connection flood."""
-    script = ("import resource; from shadow.proxy.limits import RequestLimits; "
+    script = ("import resource; from shadow.config import RequestLimits; "
               "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
               "resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard)); print(RequestLimits().connection_cap())")
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout

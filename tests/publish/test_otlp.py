@@ -15,18 +15,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from shadow.config import Config
 from shadow.sidecar import start_sidecar
+from tests.widgets import widget_rules
 
-RULES = """\
-entity: widgets
-collection: widgets
-table: widgets
-key_type: string
-fields:
-  _id: legacy_object_id
-routes:
-  - route: GET /widgets/{id}
-    recheck: 0
-"""
+RULES = widget_rules("  - route: GET /widgets/{id}\n    recheck: 0\n")
 
 
 class _Collector(http.server.BaseHTTPRequestHandler):

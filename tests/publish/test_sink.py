@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import json
 
-from shadow.model import Comparison, DropReason, FieldDiff, Outcome, SkipReason
+from shadow.model import Comparison, DropReason, Failure, FieldDiff, Outcome, SkipReason, Stage
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import REDACTED, redact_value
 from shadow.publish.sink import MAX_FIELDS_PER_ENTITY, Sink
@@ -52,8 +52,8 @@ def test_skips_drops_and_failures_are_counted_by_reason_and_stage() -> None:
     sink = Sink(Metrics(), mismatch_log=io.StringIO())
     sink.dropped(DropReason.QUEUE_FULL, "users", "GET /api/users/{id}")
     sink.skipped("users", "GET /api/users/{id}", SkipReason.NOT_JSON)
-    sink.raised("fetch", TimeoutError("slow"), "users")
-    sink.raised("fetch", TimeoutError("slow"), "users")
+    sink.raised(Failure.of(Stage.FETCH, TimeoutError("slow")), "users")
+    sink.raised(Failure.of(Stage.FETCH, TimeoutError("slow")), "users")
     registry = sink.metrics.registry
     assert registry.get_sample_value("shadow_dropped_total", {"reason": "queue_full"}) == 1
     assert registry.get_sample_value("shadow_skipped_total", {"entity": "users", "route": "GET /api/users/{id}", "reason": "queue_full"}) == 1

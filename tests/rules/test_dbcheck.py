@@ -53,9 +53,9 @@ async def test_unreachable_database_is_exit_2(tmp_path: Path) -> None:
 async def test_view_rules_are_checked_by_what_they_read(pg_dsn: str, tmp_path: Path) -> None:
     """A `distinct:` entity reads one column (not legacy_object_id / id); aggregates and
     list routes (through tables, lookups, reader sets, sort columns) are checked too."""
-    from tests.sources.test_listfilters import RULES as LISTS
-    from tests.sources.test_viewmodel import RULES as VIEWS
-    from tests.sources.test_viewmodel import seed
+    from tests.replay.sources.test_listfilters import RULES as LISTS
+    from tests.replay.sources.test_viewmodel import RULES as VIEWS
+    from tests.replay.sources.test_viewmodel import seed
 
     await seed(pg_dsn)
     connection = await asyncpg.connect(pg_dsn)

@@ -1,5 +1,5 @@
 """The list-route keys of issue 20 in the rule format: the sample of
-tests/sources/test_listfilters.py loads as meant and validates against the JSON Schema;
+tests/replay/sources/test_listfilters.py loads as meant and validates against the JSON Schema;
 every bad spelling is refused with file:line and what is wrong."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import yaml
 from shadow.rules import RulesError, load_rules
 from shadow.rules.schema import rule_schema
 from shadow.rules.spec import Bound, ReaderSet, SortParam, Through
-from tests.sources.test_listfilters import RULES
+from tests.replay.sources.test_listfilters import RULES
 
 
 def test_the_list_keys_load_as_meant_and_agree_with_the_schema(tmp_path: Path) -> None:

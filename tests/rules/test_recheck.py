@@ -8,16 +8,9 @@ import pytest
 
 from shadow.rules import RulesError, load_rules
 from shadow.rules.spec import RecheckPolicy
+from tests.widgets import widget_rules
 
-HEAD = """\
-entity: widgets
-collection: widgets
-table: widgets
-key_type: string
-fields:
-  _id: legacy_object_id
-routes:
-"""
+HEAD = widget_rules()
 
 
 def load_route(tmp_path: Path, route: str) -> RecheckPolicy:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from shadow.cli import main
+from shadow.policy import RulesPolicy, parse_modules, policy_from_args
 from shadow.publish.metrics import Metrics
 from shadow.rules import RulesError, load_rules
-from shadow.rules.policy import RulesPolicy, parse_modules, policy_from_args
 from shadow.rules.reload import RulesHolder, default_loader
 from shadow.rules.yamltree import YamlProblem, load_documents
 

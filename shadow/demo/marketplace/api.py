@@ -309,7 +309,7 @@ def create_app(mongo_uri: str, db_name: str, dual_write_dsn: str | None = None,
     app.router.add_get("/api/slow", slow)
     app.router.add_get("/healthz", healthz)
     add_view_routes(app)  # view models: views.py
-    add_article_routes(app)  # the articles family (issue 20): articles.py, articledata.py
+    add_article_routes(app, lambda request: request.app[BACKENDS].db)  # the articles family (issue 20)
     return app
 
 

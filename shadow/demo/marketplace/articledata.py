@@ -79,7 +79,8 @@ def generate_articles(dataset: Dataset, per_user: int = 2) -> Articles:
     for user in users:
         for followee in rng.sample(users, rng.randrange(0, 4)):
             if followee["_id"] != user["_id"]:
-                follows.append({"_id": ObjectId(rng.randbytes(12)), "follower": user["_id"], "followee": followee["_id"]})
+                follows.append({"_id": ObjectId(rng.randbytes(12)), "follower": user["_id"],
+                                "followee": followee["_id"]})
     ids = {article["slug"]: uuid.UUID(int=rng.getrandbits(128), version=4) for article in articles}
     return Articles(writers, articles, follows, ids)
 
@@ -125,8 +126,8 @@ async def plant_articles(conn: Any, data: Articles, seed: int) -> tuple[ArticleP
     async with conn.transaction():
         tagged = rng.choice([a for a in data.articles if a["tagList"]])
         tag = tagged["tagList"][0]
-        await conn.execute("DELETE FROM article_tags WHERE article_id = $1 AND tag = $2", data.article_ids[tagged["slug"]],
-                           tag)
+        await conn.execute("DELETE FROM article_tags WHERE article_id = $1 AND tag = $2",
+                           data.article_ids[tagged["slug"]], tag)
         plants.append(ArticlePlant("tag_row", (("article", one, tagged["slug"], None, "tagList[*]"),
                                                ("article", lists, "[list]", f"tag={tag}", "articles[*]"),
                                                ("article", lists, "[list]", f"tag={tag}", "articlesCount"))))
@@ -149,10 +150,10 @@ async def plant_articles(conn: Any, data: Articles, seed: int) -> tuple[ArticleP
             ("profile", "GET /api/profiles/{username}", data.username(followee), None, "following"),
             ("article", feed, "[list]", None, "articlesCount"), ("article", feed, "<extra>", None, "<extra>"))))
         newest = max(a["createdAt"] for a in data.articles) + timedelta(days=1)
-        await conn.execute("INSERT INTO articles SELECT gen_random_uuid(), $1, 'post-999', 'amber amber 999', new_id, $2, $2 "
-                           "FROM id_map WHERE collection = 'users' AND legacy_object_id = $3",
+        await conn.execute("INSERT INTO articles SELECT gen_random_uuid(), $1, 'post-999', 'amber amber 999', "
+                           "new_id, $2, $2 FROM id_map WHERE collection = 'users' AND legacy_object_id = $3",
                            str(ObjectId(rng.randbytes(12))), newest, str(data.articles[0]["author"]))
-        plants.append(ArticlePlant("pg_only_article", (("article", lists, "post-999", "", "<extra>"),
-                                                       ("article", lists, "[list]", "", "articlesCount"),
-                                                       ("article", "GET /api/catalog", "[list]", None, "totalResults"))))
+        plants.append(ArticlePlant("pg_only_article", (
+            ("article", lists, "post-999", "", "<extra>"), ("article", lists, "[list]", "", "articlesCount"),
+            ("article", "GET /api/catalog", "[list]", None, "totalResults"))))
     return tuple(plants)

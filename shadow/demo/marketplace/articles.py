@@ -16,34 +16,25 @@
     view: {"slug", "title", "tagList", "createdAt", "favorited", "favoritesCount",
            "author": {"username", "following"}}
 
-The reader comes from `Authorization: Token <JWT>` (or `Bearer`), verified as views.py
-does; no token reads anonymously (flags false), except the feed and /api/user (401).
+The reader comes from `Authorization: Token <JWT>` (or `Bearer`), verified by
+tokens.py; no token reads anonymously (flags false), except the feed and /api/user (401).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from bson import ObjectId
 
 from shadow.demo.marketplace.tojson import iso_ms
-from shadow.demo.marketplace.views import reader_of
+from shadow.demo.marketplace.tokens import reader_of
 
 DEFAULT_LIMIT = 20
 CATALOG_LIMIT = 10
 MAX_LIMIT = 100
 SORTABLE = {"title": "title", "createdAt": "createdAt"}
-
-
-def _reader(request: web.Request) -> ObjectId | None:
-    """The verified reader: RealWorld's `Token <jwt>` or `Bearer <jwt>`."""
-    header = request.headers.get("Authorization")
-    if header is not None and header.startswith("Token "):
-        headers = request.headers.copy()
-        headers["Authorization"] = "Bearer " + header.removeprefix("Token ")
-        return reader_of(request.clone(headers=headers))
-    return reader_of(request)
 
 
 def _number(raw: str | None) -> int | None:
@@ -53,10 +44,12 @@ def _number(raw: str | None) -> int | None:
         return None
 
 
-def _db(request: web.Request) -> Any:
-    from shadow.demo.marketplace.api import BACKENDS
+#: how a handler reaches the MongoDB database (set by the app: api.py owns the backends)
+DATABASE: web.AppKey[Callable[[web.Request], Any]] = web.AppKey("articles_database")
 
-    return request.app[BACKENDS].db
+
+def _db(request: web.Request) -> Any:
+    return request.app[DATABASE](request)
 
 
 async def _views(db: Any, articles: list[dict[str, Any]], reader: ObjectId | None) -> list[dict[str, Any]]:
@@ -65,8 +58,9 @@ async def _views(db: Any, articles: list[dict[str, Any]], reader: ObjectId | Non
     followed: set[ObjectId] = set()
     if reader is not None and authors:
         followed = {f["followee"] async for f in db["follows"].find({"follower": reader, "followee": {"$in": authors}})}
-    return [{"slug": a["slug"], "title": a["title"], "tagList": sorted(a["tagList"]), "createdAt": iso_ms(a["createdAt"]),
-             "favorited": reader in a["favoritedBy"], "favoritesCount": len(a["favoritedBy"]),
+    return [{"slug": a["slug"], "title": a["title"], "tagList": sorted(a["tagList"]),
+             "createdAt": iso_ms(a["createdAt"]), "favorited": reader in a["favoritedBy"],
+             "favoritesCount": len(a["favoritedBy"]),
              "author": {"username": names.get(a["author"]), "following": a["author"] in followed}} for a in articles]
 
 
@@ -87,7 +81,7 @@ async def _writer(db: Any, username: str) -> ObjectId | None:
 
 
 async def articles(request: web.Request) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     db = _db(request)
     query: dict[str, Any] = {}
     author = await _writer(db, request.query.get("author", "").strip().lower())
@@ -101,7 +95,7 @@ async def articles(request: web.Request) -> web.Response:
 
 
 async def feed(request: web.Request) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     if reader is None:
         raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
     followees = [f["followee"] async for f in _db(request)["follows"].find({"follower": reader})]
@@ -109,7 +103,7 @@ async def feed(request: web.Request) -> web.Response:
 
 
 async def catalog(request: web.Request) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     db = _db(request)
     limit = _number(request.query.get("limit"))
     limit = CATALOG_LIMIT if limit is None else max(1, min(MAX_LIMIT, limit))
@@ -131,11 +125,11 @@ async def article(request: web.Request) -> web.Response:
     found = await db["articles"].find_one({"slug": request.match_info["slug"].lower()})
     if found is None:
         return web.json_response({"error": "not found"}, status=404)
-    return web.json_response({"article": (await _views(db, [found], _reader(request)))[0]})
+    return web.json_response({"article": (await _views(db, [found], reader_of(request)))[0]})
 
 
 async def current_user(request: web.Request) -> web.Response:
-    reader = _reader(request)
+    reader = reader_of(request)
     if reader is None:
         raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
     user = await _db(request)["users"].find_one({"_id": reader})
@@ -153,12 +147,15 @@ async def profile(request: web.Request) -> web.Response:
     writer = await _writer(db, name)
     if writer is None:
         return web.json_response({"error": "not found"}, status=404)
-    reader = _reader(request)
-    following = reader is not None and await db["follows"].find_one({"follower": reader, "followee": writer}) is not None
+    reader = reader_of(request)
+    edge = None if reader is None else await db["follows"].find_one({"follower": reader, "followee": writer})
+    following = edge is not None
     return web.json_response({"profile": {"username": name, "following": following}})
 
 
-def add_article_routes(app: web.Application) -> None:
+def add_article_routes(app: web.Application, database: Callable[[web.Request], Any]) -> None:
+    """The routes, reading MongoDB through `database(request)`."""
+    app[DATABASE] = database
     app.router.add_get("/api/articles", articles)
     app.router.add_get("/api/articles/feed", feed)
     app.router.add_get("/api/articles/{slug}", article)

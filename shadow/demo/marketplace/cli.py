@@ -92,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
     print("timings: " + ", ".join(f"{step} {seconds:.2f}s" for step, seconds in loaded.timings.items()))
     for planted in loaded.drifts:
         flag = "divergent" if planted.divergent else "NOT divergent"
-        print(f"drift {planted.kind:24} {planted.collection}/{planted.legacy_id} {planted.path or '(document)'} [{flag}]")
+        print(f"drift {planted.kind:24} {planted.collection}/{planted.legacy_id} {planted.path or '(document)'} "
+              f"[{flag}]")
     return 0

@@ -45,7 +45,8 @@ class _Picker:
     def pick(self, collection: str, kind: str, fits: Any = lambda doc: True) -> Document:
         candidates = [d for d in self.dataset.collections[collection] if str(d["_id"]) not in self.used and fits(d)]
         if not candidates:
-            raise DriftError(f"no {collection} document left for a {kind} plant (scale {self.dataset.scale} too small?)")
+            raise DriftError(f"no {collection} document left for a {kind} plant "
+                             f"(scale {self.dataset.scale} too small?)")
         doc = candidates[self.rng.randrange(len(candidates))]
         self.used.add(str(doc["_id"]))
         return doc

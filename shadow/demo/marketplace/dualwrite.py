@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadow.tasks import TaskSet
+
 log = logging.getLogger(__name__)
 
 
@@ -52,12 +54,10 @@ class DualWrite:
     def __init__(self, pool: Any, lag: float | Callable[[], float]) -> None:
         self.pool = pool
         self.lag: Callable[[], float] = lag if callable(lag) else (lambda: float(lag))
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks = TaskSet("dual-write")
 
     def schedule(self, legacy_id: str, changes: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self._write(legacy_id, changes), name=f"dual-write {legacy_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.spawn(self._write(legacy_id, changes), legacy_id)
 
     async def _write(self, legacy_id: str, changes: dict[str, Any]) -> None:
         await asyncio.sleep(self.lag())
@@ -71,6 +71,4 @@ class DualWrite:
             log.exception("dual write to PostgreSQL failed for payment %s", legacy_id)
 
     async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.close()

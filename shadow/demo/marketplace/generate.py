@@ -359,7 +359,8 @@ def _disputes(make: _Maker, n: int, payments: list[Document]) -> list[Document]:
         timeline = []
         at = created
         for action in _TIMELINE_ACTIONS[: rng.randrange(2, 6)]:
-            step: Document = {"action": action, "actorId": buyer if action == "opened" else make.pick([buyer, counterpart])}
+            step: Document = {"action": action,
+                              "actorId": buyer if action == "opened" else make.pick([buyer, counterpart])}
             if rng.random() < 0.5:
                 step["note"] = f"{action.replace('_', ' ')} ({make.token(2)})"
             step["at"] = at

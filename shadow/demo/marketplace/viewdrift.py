@@ -84,7 +84,8 @@ async def plant_views(conn: Any, dataset: Dataset, seed: int, avoid: set[str]) -
         # list_order: buyer 1's newest request becomes its oldest in PG
         newest = max(by_buyer[buyers[1]], key=lambda r: (r["createdAt"], str(r["_id"])))
         oldest = min(r["createdAt"] for r in by_buyer[buyers[1]])
-        await conn.execute("UPDATE purchase_requests SET created_at = $2::timestamptz - interval '1 day' WHERE legacy_object_id = $1",
+        await conn.execute("UPDATE purchase_requests SET created_at = $2::timestamptz - interval '1 day' WHERE "
+                           "legacy_object_id = $1",
                            str(newest["_id"]), oldest)
         plants.append(ViewPlant("list_order", None, (
             (VIEWS, list_key(buyers[1]), "data[*]"),

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
+from shadow.config import DEFAULT_LIMITS, RequestLimits
 from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
     RequestCounter,
@@ -23,10 +24,11 @@ from shadow.proxy.forwarding import (
     timeout_text,
     unreachable_text,
 )
-from shadow.proxy.limits import DEFAULT_LIMITS, ConnectionSlots, RequestLimits, origin_form
+from shadow.proxy.limits import ConnectionSlots, origin_form
 from shadow.proxy.raw.exchange import Answer, BodyMode, Exchange, request_head, request_path, response_head
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
 from shadow.publish.metrics import Metrics
+from shadow.shadowside import ShadowSide
 
 if TYPE_CHECKING:
     from shadow.proxy.raw.client import ClientConnection
@@ -45,7 +47,7 @@ class RawProxy:
     """The raw engine: the same constructor and surface as shadow.proxy.aiohttp_engine.Proxy (open,
     close, in_flight) plus the connection bookkeeping its server needs."""
 
-    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: Any, metrics: Metrics,
+    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: ShadowSide | None, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
                  limits: RequestLimits = DEFAULT_LIMITS) -> None:
         parts = urlsplit(upstream)
@@ -174,6 +176,7 @@ class RawProxy:
                 content_encoding = value.decode("latin-1")
         target = origin_form(exchange.target)
         query = URL(target.decode("latin-1"), encoded=True).query if b"?" in target else NO_QUERY
+        assert self.handoff is not None  # a body copy is kept only when there is a shadow side
         self.handoff.offer(captured_read(exchange.match, query, headers, body, content_type or "",
                                          content_encoding or ""))
 

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shadow.config import Config
+from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.replay.sources")
 
@@ -27,7 +28,8 @@ class LazySource:
         self._failed_at = -SOURCE_RETRY_SECONDS
         self._last_error: BaseException | None = None
         self._lock = asyncio.Lock()
-        self._opening: asyncio.Future[Any] | None = None
+        self._opening: asyncio.Task[BaseException | None] | None = None
+        self._tasks = TaskSet(f"{name}-source")
 
     async def _get(self) -> Any:
         if self._source is not None:
@@ -47,14 +49,24 @@ class LazySource:
         """Open now rather than on the first read (the shadow worker, at start). False
         when it failed (retried on use) or is still opening after `timeout` (it goes
         on opening: the first reads then wait for it)."""
+        self._opening = self._tasks.spawn(self._open(), "open")  # it may outlive the wait
         try:
-            self._opening = asyncio.ensure_future(self._get())  # a reference: it may outlive the wait
-            await asyncio.wait_for(asyncio.shield(self._opening), timeout)
-        except Exception as problem:
+            problem = await asyncio.wait_for(asyncio.shield(self._opening), timeout)
+        except TimeoutError as timed_out:
+            problem = timed_out
+        if problem is not None:
             log.warning("%s source not open at start (retried on use): %s", self.name,
                         problem or type(problem).__name__)
             return False
         return True
+
+    async def _open(self) -> BaseException | None:
+        """Open the source; what went wrong, or None (an expected failure, not a crash)."""
+        try:
+            await self._get()
+        except Exception as problem:
+            return problem
+        return None
 
     async def fetch(self, entity: Any, keys: Any, reader: Any = None) -> Any:
         source = await self._get()
@@ -69,6 +81,7 @@ class LazySource:
         return await (await self._get()).list_keys(entity, route, params)
 
     async def close(self) -> None:
+        await self._tasks.close()  # an opening still under way
         if self._source is not None:
             with contextlib.suppress(Exception):
                 await self._source.close()

@@ -21,7 +21,8 @@ class MongoSource:
     def __init__(self, client_or_uri: AsyncMongoClient[Document] | str, database: str, *, timeout: float = 2.0) -> None:
         if isinstance(client_or_uri, str):
             self.client: AsyncMongoClient[Document] = AsyncMongoClient(
-                client_or_uri, tz_aware=True, serverSelectionTimeoutMS=int(timeout * 1000), timeoutMS=int(timeout * 1000))
+                client_or_uri, tz_aware=True, serverSelectionTimeoutMS=int(timeout * 1000),
+                timeoutMS=int(timeout * 1000))
             self._own_client = True
         else:
             self.client, self._own_client = client_or_uri, False
@@ -60,7 +61,8 @@ class MongoSource:
                                   f"filters only (where {condition.column!r})")
             spec = by_column.get(condition.column)
             if spec is None:
-                raise LookupError(f"{route.name}: no field of {entity.name!r} is rebuilt from column {condition.column!r}")
+                raise LookupError(f"{route.name}: no field of {entity.name!r} is rebuilt from column "
+                                  f"{condition.column!r}")
             value: Any = params.get(condition.param) if condition.param is not None else condition.value
             if spec.kind == "ref" and value is not None:
                 value = ObjectId(str(value))

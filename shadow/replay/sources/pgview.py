@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from shadow.publish.redaction import is_sensitive
 from shadow.replay.listquery import page_count, plan_page, query_values
 from shadow.replay.viewread import BoundReader
 from shadow.rules.spec import Entity, Field, ListFilter, Lookup, Route
@@ -37,7 +36,7 @@ class Selection:
 
     keys: tuple[str, ...]
     total: int | None = None
-    selected_by: tuple[str, ...] = ()  # the conditions and values that selected them (for findings)
+    selected_by: tuple[tuple[str, str, str], ...] = ()  # (column, op, value) that selected them, for findings
     pages: int | None = None  # ceil(total / page size) when the route checks a page count
     echo: Mapping[str, int | None] = field(default_factory=dict)  # body path -> the page / limit applied
 
@@ -97,23 +96,23 @@ async def select_keys(source: PostgresSource, connection: asyncpg.Connection, en
     counted = route.page is not None and bool(route.page.total or route.page.pages)
     conditions: list[str] = []
     args: list[Any] = []
-    selected_by: list[str] = []
+    selected_by: list[tuple[str, str, str]] = []
     reader_id: Any = _UNRESOLVED
     for condition in route.where:
         if condition.reader or condition.reader_set:
             if reader_id is _UNRESOLVED:
                 reader_id = None if reader is None else await resolve(source, connection, reader.lookup, reader.value)
             if reader_id is None:
-                return Selection((), 0 if counted else None, (*selected_by, f"{condition.column}: no reader"))
+                return Selection((), 0 if counted else None, (*selected_by, (condition.column, "", "no reader")))
             args.append(reader_id)
             value_sql = f"${len(args)}"
             if condition.reader_set is not None:
                 found = condition.reader_set
                 value_sql = f"ANY(SELECT {_quote(found.select)} FROM {_quote(found.table)} " \
                             f"WHERE {_quote(found.by)} = ${len(args)})"
-                selected_by.append(f"{condition.column} in the reader's {found.table}")
+                selected_by.append((condition.column, "in", f"the reader's {found.table}"))
             else:
-                selected_by.append(f"{condition.column} = the reader")
+                selected_by.append((condition.column, "eq", "the reader"))
             conditions.append(_through(condition, f"{_column(condition)} = {value_sql}"))
             continue
         values = await _filter_values(source, connection, condition, params, query)
@@ -121,13 +120,12 @@ async def select_keys(source: PostgresSource, connection: asyncpg.Connection, en
             continue  # a query parameter the read did not use, or a lookup miss with on_miss: drop
         if not values:
             return Selection((), 0 if counted else None,  # no row can match
-                             (*selected_by, f"{condition.column}: no row found for the value"))
+                             (*selected_by, (condition.column, "", "no row found for the value")))
         args.append(values if condition.op == "in" else values[0])
         column = _column(condition)
         conditions.append(_through(condition, f"{column} = ANY(${len(args)})" if condition.op == "in"
                                    else f"{column} {_OPS[condition.op]} ${len(args)}"))
-        secret = is_sensitive(condition.column) or is_sensitive(condition.query or condition.param or "")
-        selected_by.append(f"{condition.column} {condition.op} {'<redacted>' if secret else _shown(args[-1])}")
+        selected_by.append((condition.column, condition.op, _shown(args[-1])))
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     table, key = _quote(entity.table), f"t.{_quote(entity.key)}"
     order = limit = offset = ""
