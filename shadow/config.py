@@ -192,6 +192,12 @@ def _admin_token(text: str) -> str:
     return check_token(text)
 
 
+def _redaction_key(text: str) -> str:
+    if len(text) < 16:
+        raise ValueError(f"expected at least 16 characters, got {len(text)}")
+    return text
+
+
 def _admin_token_file(text: str) -> Path:
     path = _file(text)
     try:
@@ -262,6 +268,10 @@ OPTIONS: tuple[Option, ...] = (
            "in ps)", "TOKEN", _admin_token, secret=True),
     Option("admin_token_file", "--admin-token-file", "SHADOW_ADMIN_TOKEN_FILE",
            "file holding the admin token (read at start), e.g. a mounted Secret", "FILE", _admin_token_file),
+    Option("redaction_key", "--redaction-key", "SHADOW_REDACTION_KEY",
+           "key of the hashes in masked values (at least 16 characters); the same on every pod makes their "
+           "masks comparable (default: random per process; prefer the env var)", "KEY", _redaction_key,
+           secret=True),
     Option("explain_rate", "--explain-rate", "SHADOW_EXPLAIN_RATE",
            "deepdiff explanations per second, beyond -> dropped (default 20)", "PER_SECOND",
            _seconds(0.0, allow_zero=True)),
@@ -323,6 +333,7 @@ class Config:
     normalizer_modules: str = ""  # comma-separated; see rules_policy
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
+    redaction_key: str | None = field(default=None, repr=False)
     shadow_workers: int = 0
     # not a flag: every outcome crosses from the worker one by one (not only as counts), for
     # an in-process observer of each comparison (the demo's per-key findings); one message per read

@@ -37,6 +37,7 @@ from shadow.publish.admin import Admin, GateHook
 from shadow.publish.admin_auth import AdminAuth, is_loopback
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import Redaction
+from shadow.publish.secretvalues import set_key as set_redaction_key
 from shadow.publish.sink import Divergence, Sink
 from shadow.publish.tracing import Tracing
 from shadow.replay.handoff import Handoff
@@ -66,7 +67,7 @@ def rules_facts(rules: Any) -> tuple[dict[str, Redaction], list[Divergence]]:
     redact: dict[str, Redaction] = {}
     divergences: list[Divergence] = []
     for name, entity in getattr(rules, "entities", {}).items():
-        redact[name] = Redaction.of(getattr(entity, "redact", ()) or (), getattr(entity, "redact_names", ()) or ())
+        redact[name] = Redaction.for_entity(entity) if hasattr(entity, "redact") else Redaction()
         for known in getattr(entity, "known", ()) or ():
             expires = getattr(known, "expires", None)
             # the end of the expiry day, UTC (compare() counts a divergence until that day ends)
@@ -147,6 +148,8 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     last good rules instead). The proxy listens before the shadow worker starts; with
     warm_in_background the worker's warm-up (rules, database connections) is not awaited
     either, and /readyz answers ready as soon as this returns."""
+    if config.redaction_key is not None:
+        set_redaction_key(config.redaction_key)
     metrics = Metrics(registry)
     sink = Sink(metrics, Tracing(config.otlp_endpoint, span_exporter), config.mismatch_log, config.recent_mismatches)
     handoff: Handoff | None = None

@@ -14,6 +14,7 @@ import itertools
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -34,7 +35,7 @@ from shadow.model import (
 )
 from shadow.publish.listreason import render as render_list
 from shadow.publish.metrics import Metrics
-from shadow.publish.redaction import DEFAULT, Redaction
+from shadow.publish.redaction import DEFAULT, Redaction, redact_text
 from shadow.publish.tracing import Tracing
 from shadow.replay.messages import Counts
 
@@ -60,10 +61,16 @@ class Divergence:
 
 def _diff_json(diff: FieldDiff, redaction: Redaction) -> dict[str, Any]:
     return {
-        "path": diff.path, "at": diff.at, "kind": diff.kind,
+        "path": redaction.shown_name(diff.path), "at": redaction.shown_name(diff.at), "kind": diff.kind,
         "control": redaction.side(diff.control, diff.path),
         "candidate": redaction.side(diff.candidate, diff.path),
     }
+
+
+def _text(redaction: Redaction, text: str | None) -> str | None:
+    """A key or a reason as it may leave the process (a key can be an e-mail, an error
+    message can quote a value)."""
+    return None if text is None else redaction.text(text)
 
 
 def _json_default(value: Any) -> Any:
@@ -153,8 +160,10 @@ class Sink:
             self.child(metrics.suppressed, entity, self.field_label(entity, path)).inc()
         trace_id = self._span(comparison, job)
         if outcome is Outcome.ERROR:
+            redact = self._redact.get(entity, DEFAULT)
             self.recent_errors.append({"at": comparison.at or time.time(), "entity": entity, "route": route,
-                                       "key": comparison.key, "reason": comparison.reason})
+                                       "key": _text(redact, comparison.key),
+                                       "reason": _text(redact, comparison.reason)})
         if outcome not in NOTEWORTHY:
             return None
         entry = self._remember(comparison, trace_id)
@@ -186,9 +195,12 @@ class Sink:
         self._last_error_log[stage] = now
         silenced = self._silenced_errors.pop(stage, 0)
         more = f" ({silenced} more since the last report)" if silenced else ""
-        detail = f"{failure.kind}: {failure.message}" if failure.message else failure.kind
-        log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail,
-                    exc_info=error if error is not None and not isinstance(error, (TimeoutError, OSError)) else None)
+        detail = redact_text(f"{failure.kind}: {failure.message}" if failure.message else failure.kind)
+        if error is not None and not isinstance(error, (TimeoutError, OSError)):
+            # the traceback as text, through redaction: its last line repeats the message,
+            # which may quote a value (a driver's "invalid input: ..." error)
+            detail += "\n" + redact_text("".join(traceback.format_exception(error)).rstrip())
+        log.warning("shadow %s failed%s%s: %s", stage, f" for {entity}" if entity else "", more, detail)
 
     def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None:
         """Paths where two reads of the control, back to back, differed: generated per
@@ -260,7 +272,7 @@ class Sink:
         known = self._fields[entity]
         label = known.get(path)
         if label is None:
-            label = path[:MAX_LABEL_LENGTH] if len(known) < MAX_FIELDS_PER_ENTITY else "other"
+            label = redact_text(path)[:MAX_LABEL_LENGTH] if len(known) < MAX_FIELDS_PER_ENTITY else "other"
             if len(known) < MAX_FIELDS_PER_ENTITY * 4:  # remember `other` paths too, boundedly
                 known[path] = label
         return label
@@ -271,8 +283,9 @@ class Sink:
         redact = self._redact.get(comparison.entity, DEFAULT)
         entry = RecentMismatch(
             id=next(self._ids), at=comparison.at or time.time(), entity=comparison.entity, route=comparison.route,
-            key=comparison.key, outcome=comparison.outcome.value, source=comparison.source,
-            reason=comparison.reason if comparison.listing is None else render_list(comparison.listing, redact.hides),
+            key=_text(redact, comparison.key), outcome=comparison.outcome.value, source=comparison.source,
+            reason=(_text(redact, comparison.reason) if comparison.listing is None
+                    else render_list(comparison.listing, redact)),  # each value redacted by its name
             diffs=[_diff_json(diff, redact) for diff in comparison.diffs],
             suppressed=sorted({diff.path for diff in comparison.suppressed}), trace_id=trace_id,
         )
@@ -302,15 +315,16 @@ class Sink:
         start_ns = None
         if job is not None and job.enqueued_at:
             start_ns = time.time_ns() - int((time.monotonic() - job.enqueued_at) * 1e9)
+        redact = self._redact.get(comparison.entity, DEFAULT)
         span = self.tracing.tracer.start_span(
             "shadow.compare", context=job.trace_context if job is not None else None, start_time=start_ns,
             attributes={"shadow.entity": comparison.entity, "shadow.route": comparison.route,
                         "shadow.outcome": comparison.outcome.value, "shadow.source": comparison.source,
-                        "shadow.key": comparison.key or "",
-                        "shadow.diff_paths": sorted({d.path for d in comparison.diffs})},
+                        "shadow.key": redact.text(comparison.key or ""),
+                        "shadow.diff_paths": sorted({redact.shown_name(d.path) for d in comparison.diffs})},
         )
         if comparison.outcome is Outcome.ERROR:
-            span.set_status(StatusCode.ERROR, comparison.reason or "error")
+            span.set_status(StatusCode.ERROR, redact.text(comparison.reason or "error"))
         span.end()
         return format(span.get_span_context().trace_id, "032x")
 

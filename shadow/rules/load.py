@@ -22,6 +22,7 @@ from shadow.rules.checks import parse_checks
 from shadow.rules.fieldspec import parse_fields, parse_transforms
 from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.recheck import parse_recheck
+from shadow.rules.redaction import parse_redaction
 from shadow.rules.routes import METHODS, Router, parse_template, shape
 from shadow.rules.spec import (
     Entity,
@@ -47,7 +48,7 @@ from shadow.rules.viewspec import (
 from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
 
 ENTITY_KEYS = ("entity", "collection", "table", "key", "id", "key_type", "id_field", "fields",
-               "routes", "ignore", "redact", "hidden", "known", "null_is_missing", "redact_names",
+               "routes", "ignore", "redact", "hidden", "known", "null_is_missing", "redact_names", "redaction",
                "stored", "verify", "unverifiable", "distinct", "view")
 ROUTE_KEYS = ("route", "list", "complete", "at", "key", "where", "sample", "sample_by", "recheck", "source",
               *ROUTE_VIEW_KEYS)
@@ -180,6 +181,7 @@ def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:
         ignore=reader.strings(document, "ignore", where, pattern=DOC_PATH),
         redact=reader.strings(document, "redact", where, pattern=DOC_PATH),
         redact_names=reader.strings(document, "redact_names", where, pattern=REDACT_NAME),
+        redaction=parse_redaction(reader, document, where),
         hidden=reader.strings(document, "hidden", where),
         known=_known(reader, document, where),
         unverifiable=reader.strings(document, "unverifiable", where, pattern=DOC_PATH),

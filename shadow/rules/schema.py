@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from shadow.rules.reader import REDACT_NAME
+from shadow.rules.redaction import BUILTIN_PATTERNS, MAX_PATTERN_CHARS, MAX_PATTERNS
 from shadow.rules.spec import AGGREGATES, FIELD_KINDS
 
 _NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
@@ -129,6 +130,14 @@ def rule_schema() -> dict[str, Any]:
             "routes": {"type": "array", "items": route},
             "ignore": {"type": "array", "items": _PATH}, "redact": {"type": "array", "items": _PATH},
             "redact_names": {"type": "array", "items": {"type": "string", "pattern": REDACT_NAME.pattern}},
+            "redaction": {"type": "object", "additionalProperties": False, "properties": {
+                "names": {"type": "array", "items": {"type": "string", "pattern": REDACT_NAME.pattern}},
+                "pii": {"type": "array", "items": {"type": "string", "pattern": REDACT_NAME.pattern}},
+                "show": {"type": "array", "items": {"type": "string", "pattern": REDACT_NAME.pattern}},
+                "patterns": {"type": "array", "maxItems": MAX_PATTERNS,
+                             "items": {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN_CHARS}},
+                "show_patterns": {"type": "array", "items": {"enum": list(BUILTIN_PATTERNS)}},
+                "show_pii": {"type": "boolean"}}},
             "hidden": {"type": "array", "items": {"type": "string"}},
             "known": {"type": "array", "items": {
                 "type": "object", "required": ["path", "reason", "expires"], "additionalProperties": False,

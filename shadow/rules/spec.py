@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from shadow.model import SourceKind
 from shadow.rules.claims import header_value, jwt_claim
+from shadow.rules.redaction import NO_REDACTION_RULES, RedactionRules
 from shadow.rules.stored import DEFAULT_VIEW, StoredView
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ class Entity:
     ignore: tuple[str, ...] = ()
     redact: tuple[str, ...] = ()
     redact_names: tuple[str, ...] = ()  # secret field names, beyond the defaults (publish/redaction.py)
+    redaction: RedactionRules = NO_REDACTION_RULES  # the `redaction:` section (rules/redaction.py)
     hidden: tuple[str, ...] = ()  # fields the API never shows (the mongo source drops them)
     known: tuple[KnownDivergence, ...] = ()
     unverifiable: tuple[str, ...] = ()  # not compared (like ignore) but counted per path

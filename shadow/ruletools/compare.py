@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="legacy id (the API's _id); repeat for several")
     parser.add_argument("--json", action="store_true", help="print one JSON object per key")
     parser.add_argument("--show-values", action="store_true",
-                        help="print secret values too (no redaction by name or by the rules' redact paths)")
+                        help="print secret and personal values too (no redaction at all)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per server call (default 5)")
     from shadow.policy import add_policy_arguments
 

@@ -15,6 +15,7 @@ from bson import ObjectId
 
 from shadow.compare.diff import compare
 from shadow.model import Outcome
+from shadow.publish.redaction import Redaction
 from shadow.replay.sources.apijson import api_document
 from shadow.replay.sources.postgres import PostgresSource, quote
 from shadow.rules.spec import Entity
@@ -82,6 +83,7 @@ async def run_docs(entity: Entity, mongo_db: Any, source: PostgresSource, key_ra
     query = mongo_filter(entity, key_range)
     where, args = pg_condition(entity, key_range)
     objectid = entity.key_type == "objectid"
+    redaction = Redaction.for_entity(entity)
 
     async def mongo_page(after: str | None, size: int, inclusive: bool) -> list[tuple[str, Any]]:
         bound: dict[str, Any] = {}
@@ -156,7 +158,7 @@ async def run_docs(entity: Entity, mongo_db: Any, source: PostgresSource, key_ra
                 verdict = compare(entity, control, candidate, today)
                 if verdict.outcome is not Outcome.MATCH:
                     bucket.differences += 1
-                    for diff in verdict.diffs:
+                    for diff in redaction.diffs(verdict.diffs):  # the report leaves the process
                         pending.append((key, Difference("docs", "document", "mismatch", key, diff.path,
                                                         diff.control, diff.candidate)))
             else:

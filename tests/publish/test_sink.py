@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+
+import pytest
 
 from shadow.model import Comparison, DropReason, Failure, FieldDiff, Outcome, SkipReason, Stage
 from shadow.publish.metrics import Metrics
-from shadow.publish.redaction import REDACTED, redact_value
+from shadow.publish.redaction import is_mask, redact_value
 from shadow.publish.sink import MAX_FIELDS_PER_ENTITY, Sink
 
 
@@ -18,8 +21,11 @@ def test_sensitive_fields_and_rule_paths_are_redacted_everywhere() -> None:
     document = {"email": "a@b.c", "passwordHash": "x", "profile": {"ssn": "123", "name": "Ann"},
                 "refreshTokens": [{"value": "t"}], "passkeys": [{"publicKey": "pk", "salt": "s"}]}
     redacted = redact_value(document, "", frozenset({"profile.ssn", "email"}))
-    assert redacted == {"email": REDACTED, "passwordHash": REDACTED, "profile": {"ssn": REDACTED, "name": "Ann"},
-                        "refreshTokens": REDACTED, "passkeys": [{"publicKey": "pk", "salt": REDACTED}]}
+    assert redacted["profile"]["name"] == "Ann" and redacted["passkeys"][0]["publicKey"] == "pk"
+    hidden = [redacted["email"], redacted["passwordHash"], redacted["profile"]["ssn"], redacted["refreshTokens"],
+              redacted["passkeys"][0]["salt"]]
+    assert all(is_mask(value) for value in hidden), hidden
+    assert redacted["refreshTokens"].startswith("[secret list n=1 ")  # a list under a secret name: one mask
 
 
 def test_the_log_and_the_recent_view_carry_redacted_values_only() -> None:
@@ -31,8 +37,11 @@ def test_the_log_and_the_recent_view_carry_redacted_values_only() -> None:
     sink.flush()
     [line] = [json.loads(text) for text in out.getvalue().splitlines()]
     assert line["key"] == "u1" and line["outcome"] == "mismatch"
-    assert {d["path"]: (d["control"], d["candidate"]) for d in line["diffs"]} == {
-        "profile.ssn": (REDACTED, REDACTED), "apiSecret": (REDACTED, REDACTED), "name": ("Ann", "Anne")}
+    shown = {d["path"]: (d["control"], d["candidate"]) for d in line["diffs"]}
+    assert shown["name"] == ("Ann", "Anne")
+    for path in ("profile.ssn", "apiSecret"):  # masked, and the masks differ as the values do
+        control, candidate = shown[path]
+        assert is_mask(control) and is_mask(candidate) and control != candidate
     assert "123-45" not in out.getvalue() and "s1" not in out.getvalue()
     assert sink.recent()[0].diffs == line["diffs"]
 
@@ -108,3 +117,17 @@ def test_no_secret_value_leaves_through_log_page_or_span() -> None:
     for where in (out.getvalue(), page, spans):
         assert not [value for value in secrets.values() if value in where], where
     assert "Anne" in out.getvalue() and "apiKey" in spans  # paths are shown, values are not
+
+
+def test_a_failure_is_logged_with_its_traceback_and_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink(Metrics(), mismatch_log=io.StringIO())
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlMTIz"
+    try:
+        raise ValueError(f"invalid input for query argument $1: 'Bearer {token}'")
+    except ValueError as error:
+        with caplog.at_level(logging.WARNING, logger="shadow.publish.sink"):
+            sink.raised(Failure.of(Stage.FETCH, error), "users")
+    [record] = caplog.records
+    text = record.getMessage() + (record.exc_text or "")
+    assert "Traceback (most recent call last)" in text and "test_a_failure_is_logged" in text
+    assert token not in text and "Bearer [secret len=" in text

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import aiohttp
 
+from shadow.publish.redaction import is_mask
+
 
 async def test_consistent_keys_match_and_planted_divergences_mismatch_with_their_paths(world, start, probe, tmp_path: Path) -> None:
     await world.sql("UPDATE widgets SET price = 99 WHERE legacy_object_id = 'w0003'")
@@ -25,7 +27,8 @@ async def test_consistent_keys_match_and_planted_divergences_mismatch_with_their
     assert next((d["path"], d["control"], d["candidate"]) for d in recent["w0003"].diffs)[0] == "price"
     # the token is redacted by name, on the page and in the log
     token_diff = next(d for d in recent["w0007"].diffs if d["path"] == "apiToken")
-    assert token_diff["control"] == token_diff["candidate"] == "[redacted]"
+    assert is_mask(token_diff["control"]) and is_mask(token_diff["candidate"])
+    assert token_diff["control"] != token_diff["candidate"]  # ... and the masks still show that they differ
     sidecar.sink.flush()
     lines = [json.loads(line) for line in (tmp_path / "mismatches.jsonl").read_text().splitlines()]
     assert {line["key"] for line in lines} == {"w0003", "w0007"}

@@ -3,6 +3,7 @@ row, dropped child row, dangling ref, sum off by 1e-18, changed field in a cold 
 broken idempotency set. Planted in PostgreSQL (or Mongo) of a consistent copy."""
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -10,6 +11,7 @@ import asyncpg
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
+from shadow.publish.redaction import is_mask
 from tests.verify.conftest import Domain, differences, shadow_verify
 
 
@@ -52,6 +54,9 @@ async def plant(domain: Domain) -> dict[str, str]:
         cold = pick("users")
         await conn.execute("UPDATE users SET name = name || ' (edited)' WHERE legacy_object_id = $1", str(cold["_id"]))
         planted["cold"] = str(cold["_id"])
+        shown = pick("users", lambda d: d.get("email"))  # a changed e-mail: the report masks both sides
+        await conn.execute("UPDATE users SET email = 'changed.' || email WHERE legacy_object_id = $1", str(shown["_id"]))
+        planted["email"], planted["email_value"] = str(shown["_id"]), shown["email"]
         pending = pick("payments", lambda d: d["status"] == "pending")
         await conn.execute("UPDATE payments SET idempotency_key = idempotency_key || '-x' WHERE legacy_object_id = $1",
                            str(pending["_id"]))
@@ -107,6 +112,9 @@ async def test_each_planted_kind_is_found_by_the_right_layer(domain: Domain) -> 
     one(ledger, layer="docs", key=planted["sum"], path="amount.value")
     # changed field in a cold document (no traffic ever reads it)
     one(found, entity="users", layer="docs", kind="mismatch", key=planted["cold"], path="name")
+    email = one(found, entity="users", layer="docs", kind="mismatch", key=planted["email"], path="email")
+    assert is_mask(email["mongo"]) and is_mask(email["postgres"]) and email["mongo"] != email["postgres"]
+    assert planted["email_value"] not in json.dumps(report)  # the report leaves the process: redacted
     # broken idempotency set
     payments = [d for d in found if d["entity"] == "payments"]
     one(payments, layer="sums", check="sets.pending_idempotency", kind="missing_in_postgres", key=planted["idempotency"])
