@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("shadow.ruletools.compare", "compare one key by hand: API document vs shadow source"),
     "gate": ("shadow.gate.cli", "cutover gate: GO / NO-GO from Prometheus"),
     "verify": ("shadow.verify.cli", "verify every key: counts, sums and sets, full reconciliation"),
+    "console": ("shadow.console.cli", "the cutover console: every pod's evidence in one web page"),
     "demo": ("shadow.demo.run", "the whole thing on one machine with embedded servers"),
     "seed": ("shadow.demo.marketplace.cli", "load the marketplace reference domain into Mongo and PostgreSQL"),
 }

@@ -182,6 +182,12 @@ def _text(text: str) -> str:
     return text
 
 
+def _postgres_dsn(text: str) -> str:
+    if urlsplit(text).scheme not in ("postgres", "postgresql"):
+        raise ValueError("expected a postgresql:// DSN")
+    return text
+
+
 def _modules(text: str) -> str:
     from shadow.policy import parse_modules
 
@@ -291,6 +297,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_connections", "--max-connections", "SHADOW_MAX_CONNECTIONS",
            "client connections at once (lowered to fit the fd limit); beyond, the longest-waiting idle or slow one is "
            "closed, or 503 when all are busy (default 10000)", "N", _whole(1)),
+    Option("evidence", "--evidence", "SHADOW_EVIDENCE",
+           "PostgreSQL DSN of the evidence store (findings, examples; may differ from --pg; default off)",
+           "DSN", _postgres_dsn, secret=True),
+    Option("evidence_retention", "--evidence-retention", "SHADOW_EVIDENCE_RETENTION",
+           "days of findings and examples the evidence store keeps (default 14)", "DAYS", _seconds(0.0)),
+    Option("evidence_pod", "--evidence-pod", "SHADOW_EVIDENCE_POD",
+           "this sidecar's name in the evidence store (default $POD_NAME, else the host name)", "NAME", _text),
     Option("explain_concurrency", "--explain-concurrency", "SHADOW_EXPLAIN_CONCURRENCY",
            "explanations in flight at once (queued for a thread), beyond -> dropped{explain_budget} (default 16)", "N",
            _whole(1)),
@@ -335,6 +348,9 @@ class Config:
     admin_token_file: Path | None = None
     redaction_key: str | None = field(default=None, repr=False)
     shadow_workers: int = 0
+    evidence: str | None = field(default=None, repr=False)
+    evidence_retention: float = 14.0
+    evidence_pod: str | None = None
     # not a flag: every outcome crosses from the worker one by one (not only as counts), for
     # an in-process observer of each comparison (the demo's per-key findings); one message per read
     report_every_outcome: bool = False

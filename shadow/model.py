@@ -175,6 +175,8 @@ class Comparison:
     candidate: Any = None
     at: float = 0.0  # wall-clock time.time()
     unverified: tuple[str, ...] = ()  # declared `unverifiable` paths the API showed in this document
+    rechecks: int = 0  # rechecks (both sides re-read) before this verdict
+    recheck_seconds: float = 0.0  # from the first read to this verdict, when there were rechecks
     listing: ListContext | None = None  # a list-level outcome: which read (rendered, redacted, as its reason)
 
 

@@ -35,6 +35,7 @@ from shadow.proxy.aiohttp_engine import Proxy
 from shadow.proxy.aiohttp_guard import serve
 from shadow.publish.admin import Admin, GateHook
 from shadow.publish.admin_auth import AdminAuth, is_loopback
+from shadow.publish.evidence import EvidenceWriter, evidence_writer
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import Redaction
 from shadow.publish.secretvalues import set_key as set_redaction_key
@@ -89,6 +90,7 @@ class Sidecar:
     pipeline: ShadowSide  # what the proxy hands captured reads to: a Handoff, or the inline Pipeline
     proxy: Proxy | rawproxy.RawProxy  # per config.engine
     admin: Admin
+    evidence: EvidenceWriter | None = None  # --evidence: findings to the evidence store
     _runners: list[Any] = field(default_factory=list)  # the proxy's server (cleanup() drains), the admin's
     _sources: Mapping[str, Any] = field(default_factory=dict)
     _tasks: TaskSet = field(default_factory=lambda: TaskSet("sidecar"))
@@ -117,6 +119,8 @@ class Sidecar:
             with contextlib.suppress(Exception):
                 await source.close()
         await self.proxy.close()
+        if self.evidence is not None:
+            await self.evidence.close()  # one last bounded write
         # flushing spans to an OTLP collector is blocking HTTP: not on the loop
         await asyncio.to_thread(self.sink.close)
 
@@ -224,6 +228,9 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
                       admin_url=f"http://{_url_host(admin_host)}:{admin_bound}", sink=sink, rules=holder,
                       pipeline=pipeline, proxy=proxy, admin=admin, _runners=[proxy_runner, admin_runner],
                       _sources=opened_sources)
+    if config.evidence is not None:
+        sidecar.evidence = sink.recorder = evidence_writer(config, metrics, holder)
+        sidecar.evidence.start()
     sidecar._tasks.spawn(_sample_loop_lag(metrics), "loop-lag")
     sidecar._tasks.spawn(_flush_every_second(sink), "flush-log")
     if config.reload == "watch":

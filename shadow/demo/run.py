@@ -185,6 +185,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=40.0, help="client requests per second (default: 40)")
     parser.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
                         help="proxy address (default: a free loopback port)")
+    parser.add_argument("--console-listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                        help="address of `shadow console` over the demo's evidence store "
+                             "(default: a free loopback port)")
     parser.add_argument("--admin-listen", default="127.0.0.1:0", metavar="HOST:PORT",
                         help="admin address (default: a free loopback port)")
     parser.add_argument("--rules", type=Path, default=REPO_RULES / "marketplace", metavar="DIR",
@@ -244,9 +247,11 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
     connection = await asyncpg.connect(postgres.dsn)
     try:
         await connection.execute("CREATE DATABASE marketplace")
+        await connection.execute("CREATE DATABASE evidence")  # the evidence store: a database of its own
     finally:
         await connection.close()
     pg_dsn = postgres.dsn_for("marketplace")
+    evidence_dsn = postgres.dsn_for("evidence")
     loaded = await load_domain(pg_dsn, mongo.uri, MONGO_DB, scale=args.scale, seed=args.seed, drift=True)
     from shadow.demo.cold import plant_cold
 
@@ -271,13 +276,17 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         default_log = Path(tempfile.gettempdir()) / "shadow-demo-mismatches.jsonl"
         default_log.unlink(missing_ok=True)
         mismatch_log = str(default_log)
-    sidecar = None
+    sidecar = console = None
     try:
         sidecar = await start_sidecar(Config(upstream=api_url, rules=args.rules, pg=pg_dsn, mongo=mongo.uri,
                                              mongo_db=MONGO_DB, listen=args.listen, admin_listen=args.admin_listen,
                                              reload="signal", workers=2, source_timeout=5.0,
                                              mismatch_log=mismatch_log, shadow_nice=DEMO_SHADOW_NICE,
+                                             evidence=evidence_dsn, evidence_pod="demo",
                                              report_every_outcome=True))  # Findings sees each key
+        from shadow.console.cli import start_console
+
+        console = await start_console(evidence_dsn, args.console_listen)
         gate_file = args.rules.parent / "gate.yaml"
         if gate_file.is_file():
             sidecar.set_gate(gate_hook(sidecar.registry, load_criteria(gate_file)))
@@ -296,6 +305,7 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
               f"{DUAL_WRITE_LAG.describe()})\n"
               f"  proxy       {sidecar.proxy_url}  (rules {args.rules}, 100% sampling)\n"
               f"  admin       {sidecar.admin_url}/mismatches  (HTML; also {sidecar.admin_url}/metrics and /gate)\n"
+              f"  console     {console.url}/  (every pod's evidence: shadow console over the evidence store)\n"
               f"  ({ports}; mismatch log {mismatch_log})\n"
               f"  traffic     {args.rate:g} req/s through the proxy; "
               + (f"stopping after {args.duration:g}s" if args.duration else "Ctrl-C to stop") + "\n",
@@ -335,12 +345,15 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         text, _, exact = render(findings, sidecar.sink.counts, traffic, sidecar.registry, entity_of,
                              time.monotonic() - began, final=True)
         print("\n" + text, file=out)
-        exact = await _verify_cold(sidecar.rules.current, pg_dsn, mongo.uri, cold, cold_reads, out) and exact
+        exact = await _verify_cold(sidecar.rules.current, pg_dsn, mongo.uri, cold, cold_reads, out,
+                                   evidence_dsn) and exact
         print("\nRESULT: " + ("exactly the planted divergences were found at their paths"
                               if exact else "the findings differ from what was planted (see BAD lines)"), file=out,
                               flush=True)
         return 0 if exact else 1
     finally:
+        if console is not None:
+            await console.stop()
         if sidecar is not None:
             await sidecar.stop()
         await api.cleanup()
@@ -362,7 +375,7 @@ def _count_reads(sink: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str],
 
 
 async def _verify_cold(rules: Any, pg_dsn: str, mongo_uri: str, cold: Any, reads: dict[tuple[str, str], int],
-                       out: TextIO) -> bool:
+                       out: TextIO, evidence_dsn: str | None = None) -> bool:
     """`shadow verify` over the cold plants' entities; prints what it found (True = all)."""
     from shadow.demo.cold import cold_lines
     from shadow.verify.cli import verify_run
@@ -373,6 +386,9 @@ async def _verify_cold(rules: Any, pg_dsn: str, mongo_uri: str, cold: Any, reads
     started = time.monotonic()
     report = await verify_run(rules, pg_dsn, mongo_uri, MONGO_DB, entities=entities,
                               progress=Progress(io.StringIO()))  # the summary is the output
+    if evidence_dsn is not None:  # the console lists the run and the documents it names
+        from shadow.publish.evidence_audit import record_verify_or_warn
+        await record_verify_or_warn(evidence_dsn, report.as_json(set()))
     lines, found_all = cold_lines(cold, report, reads)
     total = sum(len(r.differences) + r.truncated for e in report.entities for r in e.layers.values())
     print(f"verify: {total} difference(s) in {time.monotonic() - started:.1f}s"

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from shadow.gate.criteria import CriteriaError, load_criteria
 from shadow.gate.prometheus import collect
-from shadow.gate.report import render_json, render_table
+from shadow.gate.report import render_json, render_table, to_json
 from shadow.gate.verdict import GateUnavailable, decide
 
 CANNOT_EVALUATE = 2
@@ -28,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", metavar="DURATION", help="override the criteria's window, e.g. 24h, 7d")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0, help="per-query timeout (default 10)")
+    parser.add_argument("--evidence", metavar="DSN", default=os.environ.get("SHADOW_EVIDENCE"),
+                        help="evidence store DSN: record the verdict and its reasons (env SHADOW_EVIDENCE)")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -38,6 +40,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(f"shadow gate: CANNOT EVALUATE (exit 2): {message}", file=err)
         if args.json:
             out.write(json.dumps({"verdict": "CANNOT_EVALUATE", "error": message}, indent=2) + "\n")
+        if getattr(args, "evidence", None):
+            from shadow.publish.evidence_audit import record_gate_or_warn
+            record_gate_or_warn(args.evidence, {"verdict": "CANNOT_EVALUATE", "reasons": [message]}, err)
         return CANNOT_EVALUATE
 
     if not args.prometheus:
@@ -60,4 +65,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return _cannot(str(error))
     report = decide(samples, criteria)
     out.write(render_json(report) if args.json else render_table(report))
+    if args.evidence:
+        from shadow.publish.evidence_audit import record_gate_or_warn
+        if not record_gate_or_warn(args.evidence, to_json(report), err):
+            return CANNOT_EVALUATE  # an audit trail that silently misses a verdict is worse than none
     return report.exit_code

@@ -15,12 +15,8 @@ or admin listens beyond loopback (shadow/publish/admin_auth.py).
 """
 from __future__ import annotations
 
-import html
 import inspect
-import string
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -28,14 +24,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from shadow.model import RecentMismatch, WorkerState
+from shadow.model import WorkerState
 from shadow.publish.admin_auth import AdminAuth
-from shadow.publish.sink import Sink, to_json
+from shadow.publish.render import SECURITY_HEADERS, render
+from shadow.publish.sink import Sink
+from shadow.publish.views import Filters, from_memory
 from shadow.rules.reload import RulesHolder, rule_files
 
 #: /gate's hook: returns a JSON-able verdict (sync or async); set by the lead's wiring
 GateHook = Callable[[], "Awaitable[dict[str, Any]] | dict[str, Any]"]
-OUTCOME_COLUMNS = ("match", "mismatch", "transient", "unstable", "missing", "extra", "error", "skipped")
 
 
 class Admin:
@@ -114,10 +111,11 @@ class Admin:
         except ValueError:
             raise web.HTTPBadRequest(
                 text=f"limit: expected a whole number >= 0, got {request.query['limit']!r}\n") from None
-        recent = self.sink.recent(entity, limit)
         wanted = request.query.get("format")
         if wanted == "html" or (wanted is None and "text/html" in request.headers.get("Accept", "")):
-            return web.Response(text=self._page(recent), content_type="text/html", charset="utf-8")
+            return web.Response(text=self._page(request), content_type="text/html", charset="utf-8",
+                                headers=SECURITY_HEADERS)
+        recent = self.sink.recent(entity, limit)
         counts = {name: dict(counter) for name, counter in sorted(self.sink.counts.items())}
         return _json({"version": getattr(self.rules.current, "version", None), "counts": counts,
                       "recent": [entry.as_json() for entry in recent],
@@ -138,93 +136,18 @@ class Admin:
 
     # ------------------------------------------------------------------ the HTML page
 
-    def _page(self, recent: list[RecentMismatch]) -> str:
-        page = resources.files("shadow.publish").joinpath("templates/mismatches.html")
-        template = string.Template(page.read_text("utf-8"))
-        counts = self.sink.counts
-        total = sum(sum(counter.values()) for counter in counts.values())
-        return template.substitute(
-            version=html.escape(str(getattr(self.rules.current, "version", "none"))),
-            total=total, counts=_counts_table(counts), entries=_entries(recent),
-            errors=_errors(list(reversed(self.sink.recent_errors))[:10]),
-            noisy=_noisy(self.sink.noisiest()),
-            unmodeled=_unmodeled(self.sink.unmodeled),
-        )
+    def _page(self, request: web.Request) -> str:
+        """The pod's evidence page: the typed aggregate (shadow/publish/views.py) from this
+        sink's memory, through the templates `shadow console` uses."""
+        filters = Filters.parse(request.query)
+        view = from_memory(self.sink, getattr(self.rules.current, "version", None), filters)
+        total = sum(sum(counter.values()) for counter in self.sink.counts.values())
 
+        def link(**changes: Any) -> str:
+            query = filters.query(**changes)
+            return "/mismatches?format=html" + (f"&{query}" if query else "")
 
-def _counts_table(counts: dict[str, Any]) -> str:
-    if not counts:
-        return "<p>No comparisons yet.</p>"
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in OUTCOME_COLUMNS)
-    rows = []
-    for entity, counter in sorted(counts.items()):
-        cells = "".join(f'<td class="n{" " + name if counter.get(name, 0) else ""}">{counter.get(name, 0)}</td>'
-                        for name in OUTCOME_COLUMNS)
-        rows.append(f"<tr><th>{html.escape(entity)}</th>{cells}</tr>")
-    return f'<table id="counts"><tr><th>entity</th>{head}</tr>{"".join(rows)}</table>'
-
-
-def _noisy(noisy: list[dict[str, Any]]) -> str:
-    if not noisy:
-        return "<p>None seen.</p>"
-    rows = "".join(
-        f"<tr><td>{html.escape(item['entity'])}</td><td><code>{html.escape(item['path'])}</code></td>"
-        f'<td class="n">{item["count"]}</td><td><code>{html.escape(item["suggest"])}</code></td></tr>'
-        for item in noisy)
-    return f'<table id="noisy"><tr><th>entity</th><th>path</th><th>times</th><th>suggested rule</th></tr>{rows}</table>'
-
-
-def _unmodeled(unmodeled: Any) -> str:
-    if not unmodeled:
-        return "<p>None.</p>"
-    rows = "".join(f"<tr><td>{html.escape(entity)}</td><td><code>{html.escape(route)}</code></td>"
-                   f'<td class="n">{count}</td></tr>' for (entity, route), count in sorted(unmodeled.items()))
-    return f'<table id="unmodeled"><tr><th>entity</th><th>route</th><th>list reads</th></tr>{rows}</table>'
-
-
-def _errors(errors: list[dict[str, Any]]) -> str:
-    if not errors:
-        return "<p>None.</p>"
-    rows = "".join(
-        f"<tr><td>{time.strftime('%H:%M:%S', time.gmtime(error['at']))}</td><td>{html.escape(error['entity'])}</td>"
-        f"<td><code>{html.escape(str(error['key']))}</code></td><td>{html.escape(str(error['reason']))}</td></tr>"
-        for error in errors)
-    return f'<table id="errors"><tr><th>UTC</th><th>entity</th><th>key</th><th>reason</th></tr>{rows}</table>'
-
-
-def _value(value: Any) -> str:
-    text = to_json(value).decode() if value is not None else "(absent)"
-    if len(text) > 2000:
-        text = text[:2000] + " …"
-    return f"<pre>{html.escape(text)}</pre>"
-
-
-def _entries(recent: list[RecentMismatch]) -> str:
-    if not recent:
-        return "<p>No mismatches recorded.</p>"
-    blocks = []
-    for entry in recent:
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.at))
-        diffs = entry.explained if entry.explained else entry.diffs
-        rows = "".join(
-            f"<tr><td><code>{html.escape(diff['at'] or diff['path'] or '(document)')}</code></td>"
-            f"<td>{html.escape(diff['kind'])}</td><td>{_value(diff['control'])}</td><td>{_value(diff['candidate'])}</td></tr>"
-            for diff in diffs)
-        table = ("<table><tr><th>path</th><th>kind</th><th>control (API)</th><th>candidate "
-                 f"({html.escape(entry.source)})</th></tr>{rows}</table>"
-                 if rows else "")
-        suppressed = ("<p class=\"meta\">suppressed (known divergences): "
-                      f"{html.escape(', '.join(entry.suppressed))}</p>"
-                      if entry.suppressed else "")
-        reason = f" · {html.escape(entry.reason)}" if entry.reason else ""
-        trace = f" · trace <code>{html.escape(entry.trace_id)}</code>" if entry.trace_id else ""
-        blocks.append(
-            f'<div class="entry" data-entity="{html.escape(entry.entity)}" data-key="{html.escape(str(entry.key))}">'
-            f'<p><span class="{html.escape(entry.outcome)}">{html.escape(entry.outcome)}</span> · '
-            f"<b>{html.escape(entry.entity)}</b> <code>{html.escape(str(entry.key))}</code> · "
-            f'<span class="meta">{html.escape(entry.route)} · {when}{reason}{trace}</span></p>'
-            f"{table}{suppressed}</div>")
-    return "\n".join(blocks)
+        return render("admin.html", view=view, total=total, link=link, workers=tuple(self.workers()))
 
 
 def _describe_route(route: Any) -> dict[str, Any]:

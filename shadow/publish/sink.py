@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -85,6 +85,19 @@ def to_json(value: Any) -> bytes:
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
+class Recorder(Protocol):
+    """Where the sink also reports outcomes when an evidence store is configured
+    (shadow/publish/evidence.py EvidenceWriter): in-memory, never waits, never raises."""
+
+    def comparison(self, comparison: Comparison, job: ShadowJob | None, trace_id: str | None,
+                   redaction: Redaction = ...) -> None: ...
+
+    def count(self, entity: str, route: str, outcome: str, n: int, path: str = ...,
+              at: float | None = ...) -> None: ...
+
+    def noisy(self, entity: str, route: str, paths: Iterable[str]) -> None: ...
+
+
 # ----------------------------------------------------------------------------- the sink
 
 
@@ -111,8 +124,8 @@ class Sink:
         self._silenced_errors: collections.Counter[str] = collections.Counter()
         #: (entity, path) -> times the control differed from itself there (bounded like the field labels)
         self.noise: collections.Counter[tuple[str, str]] = collections.Counter()
-        #: list reads not list-checked per (entity, route): a query parameter the route does not model
-        self.unmodeled: collections.Counter[tuple[str, str]] = collections.Counter()
+        #: the evidence writer (--evidence), or None
+        self.recorder: Recorder | None = None
 
     # -- rules
 
@@ -148,6 +161,8 @@ class Sink:
             self.unverified[entity][path] += 1
         if outcome is Outcome.SKIPPED:
             self.child(metrics.skipped, entity, route, comparison.reason or "unknown").inc()
+            if self.recorder is not None:
+                self.recorder.comparison(comparison, job, None)
             return None
         self.child(metrics.comparisons, entity, route, outcome.value).inc()
         if outcome is Outcome.MISMATCH:
@@ -159,6 +174,8 @@ class Sink:
         for path in {diff.path for diff in comparison.suppressed}:
             self.child(metrics.suppressed, entity, self.field_label(entity, path)).inc()
         trace_id = self._span(comparison, job)
+        if self.recorder is not None:
+            self.recorder.comparison(comparison, job, trace_id, self._redact.get(entity, DEFAULT))
         if outcome is Outcome.ERROR:
             redact = self._redact.get(entity, DEFAULT)
             self.recent_errors.append({"at": comparison.at or time.time(), "entity": entity, "route": route,
@@ -173,8 +190,8 @@ class Sink:
     def skipped(self, entity: str, route: str, reason: SkipReason) -> None:
         self.counts[entity][Outcome.SKIPPED.value] += 1
         self.child(self.metrics.skipped, entity, route, reason.value).inc()
-        if reason is SkipReason.UNMODELED_QUERY:
-            self.unmodeled[(entity, route)] += 1
+        if self.recorder is not None:
+            self.recorder.count(entity, route, f"skipped:{reason.value}", 1)
 
     def dropped(self, reason: DropReason, entity: str | None = None, route: str | None = None) -> None:
         """Shadow work given up to protect the user path (queue full, rate limit, ...)."""
@@ -210,6 +227,8 @@ class Sink:
             label = self.field_label(entity, path)
             self.child(self.metrics.noisy_fields, entity, label).inc()
             self.noise[(entity, label)] += 1
+        if self.recorder is not None:
+            self.recorder.noisy(entity, route, paths)
 
     def noisiest(self, limit: int = 10) -> list[dict[str, Any]]:
         """The noisiest paths, most first, each with the rule line that would ignore it."""
@@ -229,21 +248,26 @@ class Sink:
         """Add what a shadow worker counted since its last report (shadow/replay/relay.py):
         the same metrics as one publish/skipped/dropped/observe_stage call per event."""
         metrics = self.metrics
+        recorder = self.recorder
         for entity, route, outcome, n in counts.comparisons:
             self.counts[entity][outcome] += n
             self.child(metrics.comparisons, entity, route, outcome).inc(n)
+            if recorder is not None:
+                recorder.count(entity, route, outcome, n)
         for entity, path, n in counts.suppressed:
             self.child(metrics.suppressed, entity, self.field_label(entity, path)).inc(n)
         for entity, route, reason, n in counts.skipped:
             self.counts[entity][Outcome.SKIPPED.value] += n
             self.child(metrics.skipped, entity, route, reason).inc(n)
-            if reason == SkipReason.UNMODELED_QUERY.value:
-                self.unmodeled[(entity, route)] += n
+            if recorder is not None:
+                recorder.count(entity, route, f"skipped:{reason}", n)
         for reason, dropped_entity, dropped_route, n in counts.dropped:
             self.child(metrics.dropped, reason).inc(n)
             if dropped_entity is not None and dropped_route is not None and reason in _SKIP_REASONS:
                 self.counts[dropped_entity][Outcome.SKIPPED.value] += n
                 self.child(metrics.skipped, dropped_entity, dropped_route, reason).inc(n)
+                if recorder is not None:
+                    recorder.count(dropped_entity, dropped_route, f"skipped:{reason}", n)
         for entity, stage, buckets, total in counts.stages:
             # prometheus_client has no bulk observe: add to the child's bucket values
             # (non-cumulative per bucket, as observe() keeps them) and its sum

@@ -36,6 +36,7 @@ from shadow.replay.messages import (
     frame,
 )
 from shadow.replay.prepare import request_context
+from shadow.replay.viewread import Listing
 from shadow.shadowside import CapturedRead
 
 if TYPE_CHECKING:
@@ -367,8 +368,10 @@ class Link:
             case Published(comparison=comparison, job=info, handle=handle):
                 job = None
                 if info is not None:
-                    job = ShadowJob(info.entity, info.route, info.source, {}, enqueued_at=info.enqueued_at,
-                                    trace_context=request_context(dict(info.trace)) if info.trace else None)
+                    job = ShadowJob(info.entity, info.route, info.source, {}, params=dict(info.params),
+                                    enqueued_at=info.enqueued_at,
+                                    trace_context=request_context(dict(info.trace)) if info.trace else None,
+                                    listing=Listing((), None, dict(info.query)) if info.query else None)
                 entry = sink.publish(comparison, job)
                 if handle is not None and entry is not None:
                     self._explainable[handle] = entry

@@ -125,6 +125,10 @@ class JobInfo(NamedTuple):
     source: SourceKind
     enqueued_at: float
     trace: tuple[tuple[str, str], ...]
+    #: the route parameters and a list read's query, for an outcome that crosses with its
+    #: documents (the evidence store's example of the request); empty otherwise
+    params: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, Any], ...] = ()
 
 
 class Published(NamedTuple):

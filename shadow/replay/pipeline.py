@@ -264,14 +264,18 @@ class Pipeline:
 
     def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
                control: Any, candidate: Any, entity_spec: Entity) -> None:
-        """Publish a key's outcome (first read, or the end of its rechecks)."""
+        """Publish a key's outcome (first read, or the end of its rechecks: the recheck that
+        ends them is one more than the trail it carries counts)."""
         if item.list_read:
             self._finish_list(item, outcome, diffs)
             return
+        trail = item.trail
         entry = self.sink.publish(Comparison(
             entity=item.job.entity, route=item.job.route, key=item.key, outcome=outcome, diffs=diffs,
             suppressed=verdict.suppressed, source=item.job.source, control=control, candidate=candidate,
-            at=time.time(), unverified=unverified_paths(self._rules().entities.get(item.job.entity), control)),
+            at=time.time(), unverified=unverified_paths(self._rules().entities.get(item.job.entity), control),
+            rechecks=0 if trail is None else trail.step + 1,
+            recheck_seconds=0.0 if trail is None else time.monotonic() - trail.started),
             item.job)
         if entry is not None and outcome is Outcome.MISMATCH:
             self._maybe_explain(entry, entity_spec, control, candidate)

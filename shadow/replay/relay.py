@@ -41,6 +41,7 @@ from shadow.replay.messages import (
     Raised,
     ToProxy,
 )
+from shadow.replay.sampling import TokenBucket
 
 log = logging.getLogger("shadow.replay.relay")
 
@@ -48,6 +49,10 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _BOUNDS = (*STAGE_BUCKETS, float("inf"))
 #: outcomes that always travel one by one
 ONE_BY_ONE = NOTEWORTHY | {Outcome.ERROR, Outcome.SKIPPED}
+#: with an evidence store, noteworthy outcomes per second that cross with both whole
+#: documents (the store keeps a few examples per path; the rest travel slim), for
+#: transients and for the rest each, so a storm of transients never starves the mismatches
+DOCUMENTS_PER_SECOND = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,9 @@ class Relay:
         self._send = send
         self.tracing = tracing
         self.every_outcome = False  # Config.report_every_outcome
+        #: set when the proxy keeps evidence: the budgets of outcomes sent with documents
+        #: (persistent and unstable outcomes; transients)
+        self.documents: tuple[TokenBucket, TokenBucket] | None = None
         self._handles = itertools.count(1)
         self.depth: Callable[[], int] = lambda: 0
         self._comparisons: collections.Counter[tuple[str, str, str]] = collections.Counter()
@@ -103,9 +111,14 @@ class Relay:
             for path in {diff.path for diff in comparison.suppressed}:
                 self._suppressed[comparison.entity, path] += 1
             return None
-        slim = replace(comparison, candidate=None, control=comparison.control if outcome is Outcome.MISSING else None)
-        info = None if job is None else JobInfo(job.entity, job.route, job.source, job.enqueued_at,
-                                                trace_headers(job.trace_context))
+        whole = (self.documents is not None and outcome in NOTEWORTHY
+                 and self.documents[outcome is Outcome.TRANSIENT].take())
+        slim = comparison if whole else replace(
+            comparison, candidate=None, control=comparison.control if outcome is Outcome.MISSING else None)
+        info = None if job is None else JobInfo(
+            job.entity, job.route, job.source, job.enqueued_at, trace_headers(job.trace_context),
+            *((tuple(job.params.items()), tuple((getattr(job.listing, "query", None) or {}).items()))
+              if whole else ()))
         handle = next(self._handles) if outcome in NOTEWORTHY else None
         self._send(Published(slim, info, handle))
         return RemoteEntry(handle, comparison.entity) if handle is not None else None

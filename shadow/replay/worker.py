@@ -45,7 +45,8 @@ from shadow.replay.messages import (
     frame,
 )
 from shadow.replay.pipeline import Pipeline
-from shadow.replay.relay import Relay
+from shadow.replay.relay import DOCUMENTS_PER_SECOND, Relay
+from shadow.replay.sampling import TokenBucket
 from shadow.replay.settings import pipeline_settings, recheck_upstream
 from shadow.rules import RouteMatch, RuleSet
 from shadow.rules.spec import Route
@@ -128,6 +129,8 @@ class ShadowWorker(asyncio.Protocol):
             case Start(config=config, tracing=tracing, shards=shards):
                 self.sink.tracing = tracing
                 self.sink.every_outcome = config.report_every_outcome
+                self.sink.documents = ((TokenBucket(DOCUMENTS_PER_SECOND), TokenBucket(DOCUMENTS_PER_SECOND))
+                                       if config.evidence else None)
                 self._start(config, shards)
             case Rules(version=version):
                 self._reload(version)  # at once: the reads behind this message may need new routes

@@ -36,6 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
     parser.add_argument("--push", default=env("SHADOW_VERIFY_PUSH"), help="Prometheus Pushgateway URL")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per store query (default 60)")
+    parser.add_argument("--evidence", default=env("SHADOW_EVIDENCE"), help="evidence store DSN: record this run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,6 +100,10 @@ async def _run(args: argparse.Namespace, partition: Any, layers: tuple[str, ...]
         print(json.dumps(report.as_json(named), default=str))
     else:
         print(report.text())
+    if getattr(args, "evidence", None):
+        from shadow.publish.evidence_audit import record_verify_or_warn
+        if not await record_verify_or_warn(args.evidence, report.as_json(named)):
+            return 2
     if args.push:
         try:
             push(report, args.push)

@@ -84,6 +84,7 @@ def test_demo_finds_exactly_the_planted_divergences_and_stops_cleanly(tmp_path: 
     assert any("cold_dropped_child_row" in line and "counts rows.offers" in line
                and "docs mismatch at offers[*]" in line for line in cold), summary
     assert "/mismatches" in out and "/gate" in out and "/metrics" in out
+    assert re.search(r"^  console     http://127\.0\.0\.1:\d+/ ", out, re.M), out  # the console's URL
     assert "Traceback" not in result.stderr, result.stderr
     assert_gone(out)
 

@@ -99,7 +99,7 @@ async def test_mismatch_page_renders_in_a_headless_browser(world, start, probe) 
     assert 'data-key="w0009"' in dom, result.stderr[-2000:]
     assert "<code>price</code>" in dom
     assert "9.5" in dom and "12.75" in dom  # control and candidate side by side
-    assert 'id="counts"' in dom
+    assert 'id="routes"' in dom and 'id="paths"' in dom  # the per-route and per-path aggregate
 
 
 async def test_gate_answers_from_the_hook_set_at_startup(world, start) -> None:
@@ -112,3 +112,30 @@ async def test_gate_answers_from_the_hook_set_at_startup(world, start) -> None:
     sidecar.set_gate(verdict)
     status, _, body = await get(sidecar.admin_url + "/gate")
     assert status == 200 and json.loads(body)["decision"] == "GO"
+
+
+async def test_mismatch_page_aggregates_routes_and_paths_and_filters_in_the_url(world, start, probe) -> None:
+    await world.sql("UPDATE widgets SET price = 12.75 WHERE legacy_object_id IN ('w0009', 'w0010')")
+    await world.sql("UPDATE widgets SET name = 'renamed' WHERE legacy_object_id = 'w0011'")
+    sidecar = await start()
+    await probe.get_all(sidecar.proxy_url, ["/quick/w0009", "/quick/w0010", "/quick/w0011", "/quick/w0012"])
+    await probe.settle(sidecar)
+    _, _, page = await get(sidecar.admin_url + "/mismatches?format=html")
+    route = page[page.index('<tr data-route="GET /quick/{id}">'):]
+    route = route[:route.index("</tr>")]
+    assert '<td class="n">4</td>' in route and "75.00%" in route  # 3 of 4 comparisons persistent
+    price = page[page.index('data-path="price"'):]
+    assert '<td class="n persistent">2</td>' in price[:price.index("</tr>")]
+    assert 'data-path="name"' in page
+    _, _, filtered = await get(sidecar.admin_url + "/mismatches?format=html&path=pri")
+    assert 'data-path="price"' in filtered and 'data-path="name"' not in filtered
+    assert 'data-key="w0011"' not in filtered  # the recent entries follow the filter too
+    assert 'name="path" value="pri"' in filtered  # the filter stays in the form (and the links)
+
+
+async def test_mismatch_page_shows_the_shadow_workers_state(world, start) -> None:
+    sidecar = await start(shadow_workers=2)
+    _, _, page = await get(sidecar.admin_url + "/mismatches?format=html")
+    table = page[page.index('<table id="workers">'):]
+    table = table[:table.index("</table>")]
+    assert table.count('class="clean">ready</td>') == 2 and 'data-worker="1"' in table

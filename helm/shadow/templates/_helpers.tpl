@@ -152,6 +152,15 @@ checksum/shadow-gate: {{ include "shadow.gateData" . | sha256sum }}
 - name: SHADOW_MONGO_DB
   value: {{ . | quote }}
 {{- end }}
+{{- include "shadow.evidenceEnv" . }}
+{{- if .Values.evidence.existingSecret.name }}
+- name: SHADOW_EVIDENCE_RETENTION
+  value: {{ .Values.evidence.retentionDays | toString | quote }}
+- name: SHADOW_EVIDENCE_POD
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
 {{- with .Values.config }}
 - name: SHADOW_QUEUE_SIZE
   value: {{ .queueSize | int | quote }}
@@ -285,4 +294,22 @@ checksum/shadow-gate: {{ include "shadow.gateData" . | sha256sum }}
 - name: shadow-tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- end }}
+
+{{/* SHADOW_EVIDENCE from the evidence store's Secret (nothing when it is off). */}}
+{{- define "shadow.evidenceEnv" -}}
+{{- with .Values.evidence.existingSecret }}
+{{- if .name }}
+- name: SHADOW_EVIDENCE
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name | quote }}
+      key: {{ .key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "shadow.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "shadow.name" . }}-console
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
