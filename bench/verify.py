@@ -1,108 +1,245 @@
-"""`shadow verify` scan-path cost per document, per stage, on the marketplace payments
-(embedded PostgreSQL + SecantusDB): Mongo page read, stored -> API shape, PostgreSQL
-fetch + rebuild (store read included), canonicalize + compare; then the whole docs
-layer, counts and sums of one entity. Usage: python bench/verify.py [SCALE...] (default 1000 4000:
-the docs layer's traced memory peak at two sizes shows whether it is flat)"""
+"""`shadow verify` docs layer from a mongodump snapshot: our CPU per document, wall time
+and memory at up to 1M payments-like documents (issue 21).
+
+The world: the marketplace generated at a small scale and backfilled into an embedded
+PostgreSQL, then N more payments (clones of the generated ones with fresh ObjectIds one
+second apart, so ~86k per day bucket) streamed to PostgreSQL by COPY and to a dump
+directory (`<db>/<collection>.bson`, our own writer) in chunks — no Mongo server, memory
+flat while building. Each measurement runs in a fresh child process so its peak RSS is
+the docs layer's alone.
+
+    python bench/verify.py [--documents 100000 1000000] [--profile 50000]
+
+Each scale also runs the counts and sums layers of payments from the same dump, and
+times the stored -> API shape and canonicalize + compare stages alone (the old bench's
+"our CPU") over 20,000 documents held in memory.
+`--profile N`: the docs layer under cProfile at N documents, CPU per stage (ratios).
+Writes bench/results/verify.json."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import resource
+import subprocess
 import sys
+import tempfile
 import time
-import tracemalloc
-from datetime import date
+import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
-from pymongo import AsyncMongoClient
-
-from shadow.compare.diff import compare
-from shadow.demo.embedded import start_mongo, start_postgres
-from shadow.demo.marketplace.cli import load_domain
-from shadow.replay.sources.apijson import api_document
-from shadow.replay.sources.postgres import PostgresSource
-from shadow.rules import load_rules
-from shadow.verify.counts import run_counts
-from shadow.verify.reconcile import run_docs
-from shadow.verify.scope import KeyRange
-from shadow.verify.sums import run_sums
+import bson
+from bson import ObjectId
 
 ROOT = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
+    sys.path.pop(0)  # bench/profile.py would shadow the standard library's `profile` (cProfile needs it)
+sys.path.insert(0, str(ROOT))
+
+DATABASE = "bench"
+BASE_SCALE = 300
+CHUNK = 10_000
 
 
-async def main(scales: list[int]) -> dict[str, object]:
-    pg_server, mongo_server = start_postgres(), start_mongo("secantus")
+async def build_world(dsn: str, folder: Path, documents: int) -> int:
+    """PostgreSQL at `dsn` (empty) and a dump under `folder`: the same payments."""
+    from shadow.demo.marketplace import apply_schema
+    from shadow.demo.marketplace.backfill import TABLE_COLUMNS, _Rows, backfill
+    from shadow.demo.marketplace.generate import generate
+
+    dataset = generate(3, BASE_SCALE)
+    conn = await asyncpg.connect(dsn)
     try:
-        runs = [await one_scale(pg_server, mongo_server, scale) for scale in scales]
+        await apply_schema(conn)
+        ids = await backfill(conn, dataset, 3)
+        target = folder / DATABASE
+        target.mkdir(parents=True)
+        for name, docs in dataset.collections.items():  # in _id order, as mongodump of an ObjectId collection
+            ordered = sorted(docs, key=lambda doc: doc["_id"])
+            (target / f"{name}.bson").write_bytes(b"".join(bson.encode(doc) for doc in ordered))
+
+        class Rows(_Rows):
+            def ref(self, collection: str, value: ObjectId | None) -> uuid.UUID | None:
+                return uuid.uuid4() if collection == "payments" else super().ref(collection, value)
+
+        rows = Rows(ids)
+        templates = dataset.collections["payments"]
+        start = max(doc["_id"].generation_time.timestamp() for doc in templates) + 1  # after the generated ones
+        written = 0
+        with open(target / "payments.bson", "ab") as dump:
+            while written < documents:
+                chunk, raw = [], []
+                for index in range(written, min(written + CHUNK, documents)):
+                    template = templates[index % len(templates)]
+                    legacy = ObjectId(int(start + index).to_bytes(4, "big") + index.to_bytes(8, "big"))
+                    doc = dict(template, _id=legacy, idempotencyKey=f"bench-{index}")
+                    chunk.append(rows.payment(doc))
+                    raw.append(bson.encode(doc))
+                await conn.copy_records_to_table("payments", records=chunk, columns=TABLE_COLUMNS["payments"])
+                dump.write(b"".join(raw))
+                written += len(chunk)
+        await conn.execute("ANALYZE")
+        return documents + len(templates)
     finally:
-        mongo_server.stop()
-        pg_server.cleanup()
-    return {"entity": "payments", "runs": runs}
+        await conn.close()
 
 
-async def one_scale(pg_server: object, mongo_server: object, scale: int) -> dict[str, object]:
-    if True:
-        admin = await asyncpg.connect(pg_server.dsn)  # type: ignore[attr-defined]
-        await admin.execute(f'CREATE DATABASE "bench_verify_{scale}"')
-        await admin.close()
-        dsn = pg_server.dsn_for(f"bench_verify_{scale}")  # type: ignore[attr-defined]
-        uri = mongo_server.uri  # type: ignore[attr-defined]
-        await load_domain(dsn, uri, f"bench{scale}", scale=scale, seed=3, drift=False)
-        entity = load_rules(ROOT / "rules" / "marketplace").entities["payments"]
-        client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True)
-        db = client[f"bench{scale}"]
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
-        source = PostgresSource(pool, statement_timeout=60)
-        stages = dict.fromkeys(("mongo_read", "api_shape", "pg_fetch_rebuild", "canonical_compare"), 0.0)
-        started = time.perf_counter()
-        stored = [doc async for doc in db[entity.collection].find({}).sort("_id", 1)]
-        stages["mongo_read"] = time.perf_counter() - started
-        started = time.perf_counter()
-        controls = {str(doc["_id"]): api_document(entity, doc) for doc in stored}
-        stages["api_shape"] = time.perf_counter() - started
-        keys = list(controls)
-        started = time.perf_counter()
-        candidates: dict[str, object] = {}
-        for index in range(0, len(keys), 500):
-            candidates.update(await source.fetch(entity, keys[index:index + 500]))
-        stages["pg_fetch_rebuild"] = time.perf_counter() - started
-        started = time.perf_counter()
-        today = date.today()
-        outcomes = [compare(entity, controls[key], candidates[key], today).outcome.value for key in keys]
-        stages["canonical_compare"] = time.perf_counter() - started
-        count = len(keys)
-        cpu_before = time.process_time()
-        started = time.perf_counter()
-        docs = await run_docs(entity, db, source, KeyRange())
-        docs_seconds, docs_cpu = time.perf_counter() - started, time.process_time() - cpu_before
-        del stored, controls, candidates  # memory of the docs layer alone, below
-        tracemalloc.start()
-        await run_docs(entity, db, source, KeyRange())
-        docs_peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        started = time.perf_counter()
-        counts = await run_counts(entity, db, pool, KeyRange())
-        counts_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        sums = await run_sums(entity, db, pool, KeyRange())
-        sums_seconds = time.perf_counter() - started
-        await pool.close()
-        await client.close()
-        return {
-            "scale": scale, "documents": count, "all_match": set(outcomes) == {"match"},
-            "us_per_doc": {stage: round(seconds / count * 1e6, 1) for stage, seconds in stages.items()},
-            "our_cpu_us_per_doc": round((stages["api_shape"] + stages["canonical_compare"]) / count * 1e6, 1),
-            "docs_layer": {"seconds": round(docs_seconds, 2), "docs_per_s": round(count / docs_seconds),
-                           "process_cpu_s": round(docs_cpu, 2), "process_cpu_us_per_doc": round(docs_cpu / count * 1e6, 1),
-                           "status": docs.status, "traced_peak_mb": round(docs_peak / 2**20, 2)},
-            "counts_seconds": round(counts_seconds, 2), "counts_status": counts.status,
-            "sums_seconds": round(sums_seconds, 2), "sums_status": sums.status,
-            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        }
+async def measure(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
+    """The docs layer of payments from the dump, in this (fresh) process."""
+    import cProfile
+    import pstats
+
+    from shadow.replay.sources.postgres import PostgresSource
+    from shadow.rules import load_rules
+    from shadow.verify.dump import DumpMongo
+    from shadow.verify.reconcile import run_docs
+    from shadow.verify.scope import KeyRange
+
+    entity = load_rules(ROOT / "rules" / "marketplace").entities["payments"]
+    mongo = DumpMongo.open(dump, DATABASE)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
+    source = PostgresSource(pool, statement_timeout=600)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waiting
+    cpu, wall = time.process_time(), time.perf_counter()
+    if profiler:
+        profiler.enable()
+    result = await run_docs(entity, mongo, source, KeyRange(), page=1000)
+    if profiler:
+        profiler.disable()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    rss_layer = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the in-memory stage timing
+    other_layers: dict[str, Any] = {}
+    if not profile:
+        from shadow.verify.counts import run_counts
+        from shadow.verify.sums import run_sums
+
+        for name, run in (("counts", run_counts), ("sums", run_sums)):
+            layer_cpu, layer_wall = time.process_time(), time.perf_counter()
+            layer = await run(entity, mongo, pool, KeyRange())
+            other_layers[name] = {"status": layer.status, "wall_s": round(time.perf_counter() - layer_wall, 1),
+                                  "our_cpu_s": round(time.process_time() - layer_cpu, 1)}
+        stage_costs = await isolated_stages(entity, mongo, source)
+    await pool.close()
+    mongo.close()
+    figures: dict[str, Any] = {
+        "documents": result.checked, "status": result.status, "differences": len(result.differences),
+        "wall_s": round(wall, 1), "docs_per_s": round(result.checked / wall),
+        "our_cpu_s": round(cpu, 1), "our_cpu_us_per_doc": round(cpu / result.checked * 1e6, 1),
+        "max_rss_mb_before": round(rss_before / 1024), "max_rss_mb": round(rss_layer / 1024)}
+    if not profile:
+        figures["isolated_us_per_doc"] = stage_costs
+        figures["other_layers"] = other_layers
+    if profiler:
+        stats = pstats.Stats(profiler)
+        figures["stages"] = stages(stats)
+        own = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:45]  # type: ignore[attr-defined]
+        whole = sum(entry[2] for entry in stats.stats.values()) or 1.0  # type: ignore[attr-defined]
+        figures["top_functions"] = {f"{Path(f).name}:{line}:{name}": round(entry[2] / whole, 3)
+                                    for (f, line, name), entry in own}
+    return figures
+
+
+async def isolated_stages(entity: Any, mongo: Any, source: Any, sample: int = 20_000) -> dict[str, float]:
+    """The old bench's stages, each timed alone over `sample` documents held in memory:
+    stored -> API shape, and canonicalize + compare (the CPU that is ours alone)."""
+    from datetime import date
+
+    from shadow.compare.diff import compare
+    from shadow.replay.sources.apijson import api_document
+
+    stored = await mongo.page(entity.collection, {}, None, sample, False)
+    keys = [str(document["_id"]) for document in stored]
+    candidates: dict[str, Any] = {}
+    for first in range(0, len(keys), 1000):
+        candidates.update(await source.fetch(entity, keys[first:first + 1000]))
+    started = time.process_time()
+    controls = [api_document(entity, document) for document in stored]
+    shaped = time.process_time() - started
+    today = date.today()
+    started = time.process_time()
+    outcomes = {compare(entity, control, candidates[key], today).outcome.value
+                for key, control in zip(keys, controls, strict=True)}
+    compared = time.process_time() - started
+    assert outcomes == {"match"}, outcomes
+    return {"api_shape": round(shaped / len(keys) * 1e6, 1), "canonicalize_compare": round(compared / len(keys) * 1e6, 1),
+            "shape_plus_compare": round((shaped + compared) / len(keys) * 1e6, 1), "documents": len(keys)}
+
+
+STAGES = {  # where a function's own time goes, by the module it lives in
+    "dump read + BSON decode": ("shadow/verify/dump.py", "bson/", "gzip.py"),
+    "stored -> API shape": ("shadow/replay/sources/apijson.py", "normalizers/values.py"),
+    "bucket digests": ("shadow/verify/buckets.py", "orjson", "_blake2"),
+    "PostgreSQL fetch (asyncpg, id_map)": ("asyncpg", "shadow/replay/sources/postgres.py", "asyncio"),
+    "rebuild from rows": ("shadow/replay/rebuild.py", "shadow/replay/plan"),
+    "canonicalize + compare": ("shadow/compare/", "shadow/canonical", "normalizers/", "decimal"),
+    "merge loop": ("shadow/verify/reconcile.py",),
+}
+
+
+def stages(stats: Any) -> dict[str, float]:
+    """Share of profiled time per stage (own time of each function, by its file)."""
+    totals: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+    totals["other"] = 0.0
+    for (filename, _, name), (_, _, own, _, _) in stats.stats.items():
+        where = f"{filename}:{name}"
+        for stage, markers in STAGES.items():
+            if any(marker in where for marker in markers):
+                totals[stage] += own
+                break
+        else:
+            totals["other"] += own
+    whole = sum(totals.values()) or 1.0
+    return {stage: round(seconds / whole, 3) for stage, seconds in sorted(totals.items(), key=lambda i: -i[1])}
+
+
+def child(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--measure", dsn, dump, *(["--with-profile"] if profile else [])],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+async def main(scales: list[int], profile: int | None) -> dict[str, Any]:
+    from shadow.demo.embedded import start_postgres
+
+    server = start_postgres()
+    runs = []
+    try:
+        wanted = [(scale, False) for scale in scales] + ([(profile, True)] if profile else [])
+        for scale, profiled in wanted:
+            name = f"bench_verify_{scale}{'_p' if profiled else ''}"
+            admin = await asyncpg.connect(server.dsn)
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            await admin.close()
+            dsn = server.dsn_for(name)
+            with tempfile.TemporaryDirectory(prefix="shadow-bench-dump-") as folder:
+                started = time.perf_counter()
+                total = await build_world(dsn, Path(folder), scale)
+                built = time.perf_counter() - started
+                figures = child(dsn, folder, profiled)
+            runs.append({"extra_payments": scale, "payments": total, "profiled": profiled,
+                         "build_s": round(built, 1), **figures})
+            print(json.dumps(runs[-1]), file=sys.stderr)
+    finally:
+        server.cleanup()
+    return {"entity": "payments", "source": "mongodump directory", "runs": runs}
 
 
 if __name__ == "__main__":
-    result = asyncio.run(main([int(arg) for arg in sys.argv[1:]] or [1000, 4000]))
-    print(json.dumps(result, indent=2))
-    (ROOT / "bench" / "results" / "verify.json").write_text(json.dumps(result, indent=2) + "\n")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--documents", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--profile", type=int, default=None)
+    parser.add_argument("--measure", nargs=2, metavar=("DSN", "DUMP"))
+    parser.add_argument("--with-profile", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "verify.json"))
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(asyncio.run(measure(args.measure[0], args.measure[1], args.with_profile))))
+    else:
+        result = asyncio.run(main(args.documents, args.profile))
+        print(json.dumps(result, indent=2))
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -406,9 +406,9 @@ class Config:
     @property
     def rules_policy(self) -> RulesPolicy:
         """What the rule files may do: their size cap and the normalizer modules."""
-        from shadow.policy import RulesPolicy, parse_modules
+        from shadow.policy import build_policy
 
-        return RulesPolicy(self.rules_max_bytes, parse_modules(self.normalizer_modules))
+        return build_policy(self.normalizer_modules, self.rules_max_bytes, environ={})  # env merged already
 
     @staticmethod
     def host_port(address: str) -> tuple[str, int]:

@@ -5,7 +5,8 @@ an import runs code: by default only the built-in normalizers are allowed).
     RulesPolicy()                                            # 1 MiB files, built-ins only
     RulesPolicy(normalizer_modules=frozenset({"mycompany.norms"}))
 
-Flags and env vars (`shadow proxy`, `shadow rules check|test`, `shadow compare`):
+Flags and env vars (`shadow proxy`, `shadow rules check|test`, `shadow compare`, `shadow verify`),
+all resolved by `build_policy`:
 ``--rules-max-bytes / SHADOW_RULES_MAX_BYTES`` and
 ``--normalizer-modules / SHADOW_NORMALIZER_MODULES`` (comma-separated module names).
 """
@@ -56,13 +57,20 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def policy_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RulesPolicy:
-    """Flag over env over default; raises ValueError naming the flag / env var."""
+    """The policy of an offline command (flags from `add_policy_arguments`)."""
+    return build_policy(getattr(args, "normalizer_modules", None), getattr(args, "rules_max_bytes", None), environ)
+
+
+def build_policy(modules_text: str | None, size_text: str | int | None,
+                 environ: Mapping[str, str] | None = None) -> RulesPolicy:
+    """THE rule-policy builder, shared by every command that loads rules (`shadow proxy`
+    through its config, `shadow rules check|test`, `shadow compare`, `shadow verify`):
+    flag value over env var over default; raises ValueError naming the flag / env var.
+    Pass `environ={}` when the values were already merged with the environment."""
     environ = os.environ if environ is None else environ
-    modules_text = getattr(args, "normalizer_modules", None)
     modules_origin = "--normalizer-modules"
     if modules_text is None:
         modules_text, modules_origin = environ.get("SHADOW_NORMALIZER_MODULES", ""), "SHADOW_NORMALIZER_MODULES"
-    size_text = getattr(args, "rules_max_bytes", None)
     size_origin = "--rules-max-bytes"
     if size_text is None:
         size_origin = "SHADOW_RULES_MAX_BYTES"
@@ -72,7 +80,7 @@ def policy_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
     except ValueError as problem:
         raise ValueError(f"{modules_origin}: {problem}") from None
     try:
-        size = parse_max_bytes(size_text)
+        size = parse_max_bytes(str(size_text))
     except ValueError as problem:
         raise ValueError(f"{size_origin}: {problem}, got {size_text!r}") from None
     return RulesPolicy(size, modules)

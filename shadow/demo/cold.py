@@ -60,9 +60,10 @@ def cold_lines(cold: Cold, report: Any, shadow_reads: dict[tuple[str, str], int]
                     if difference.key == plant.legacy_id and (difference.path == plant.path
                                                               or difference.path.startswith(plant.path + ".")):
                         found.append(f"docs {difference.kind} at {difference.path}")
-                    elif plant.count_check and difference.check == plant.count_check:
-                        found.append(f"counts {difference.check} mongo {difference.mongo} vs postgres "
-                                     f"{difference.postgres}")
+                    elif plant.count_check and difference.check == plant.count_check and any(
+                            named.get("key") == plant.legacy_id for named in difference.documents):
+                        found.append(f"counts {difference.check} names it: mongo {difference.mongo} "
+                                     f"vs postgres {difference.postgres}")
         ok = any(item.startswith("docs") for item in found)
         found_all = found_all and ok
         lines.append(f"  {'ok ' if ok else 'BAD'} {plant.entity:20} {plant.legacy_id} {plant.kind:24} {plant.path:10} "

@@ -11,6 +11,8 @@
 
 `sum`, `by`, `of` and `where` name API fields rebuilt from a plain column (`column`,
 inside `object`s too): the column is the PostgreSQL side, the field path the Mongo side.
+`of` also takes references (`ref:`), e.g. the idempotency tuple `of: [buyerId, key]`: the
+Mongo value whatever its stored type, the PostgreSQL FK resolved through `id_map`.
 Parsed once at load into a frozen `Checks`.
 """
 from __future__ import annotations
@@ -30,10 +32,12 @@ CHECK_KEYS = ("keep", "sums", "sets")
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """An API field (dotted path) and the PostgreSQL column of the main row it comes from."""
+    """An API field (dotted path) and the PostgreSQL column of the main row it comes from;
+    `to` for a reference (`ref:`): the column is a uuid FK shown as the legacy id of `to`."""
 
     path: str
     column: str
+    to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +117,7 @@ def parse_checks(reader: Reader, document: YMap, fields: Mapping[str, Field], wh
         if not reader.keys(item, ("name", "of", "where"), f"{here} set", required=("name", "of")):
             continue
         set_name = reader.string(item, "name", here, pattern=IDENTIFIER)
-        of = tuple(c for c in (_column(reader, fields, path, line, here)
+        of = tuple(c for c in (_column(reader, fields, path, line, here, references=True)
                                for path in reader.strings(item, "of", f"{here} set")) if c is not None)
         conditions = []
         raw_where = item.get("where", YMap())
@@ -143,8 +147,10 @@ def _items(reader: Reader, value: YMap, key: str, where: str) -> list[tuple[YMap
     return found
 
 
-def _column(reader: Reader, fields: Mapping[str, Field], path: Any, line: int, where: str) -> Column | None:
-    """The column an API field path is rebuilt from (plain columns only)."""
+def _column(reader: Reader, fields: Mapping[str, Field], path: Any, line: int, where: str,
+            references: bool = False) -> Column | None:
+    """The column an API field path is rebuilt from (plain columns; references too when
+    `references`)."""
     if not isinstance(path, str) or not path:
         reader.error(line, f"{where}: expected an API field path, got {show(path)}")
         return None
@@ -156,10 +162,12 @@ def _column(reader: Reader, fields: Mapping[str, Field], path: Any, line: int, w
             reader.error(line, f"{where}: {path!r} is not a field of the entity")
             return None
         children = spec.children
+    if references and spec is not None and spec.kind == "ref" and spec.column and spec.to:
+        return Column(path, spec.column, spec.to)
     if spec is None or spec.kind != "column" or not spec.column:
-        reader.error(line,
-                     f"{where}: {path!r} must be a field rebuilt from a plain column (got "
-                     f"{spec.kind if spec else 'none'})")
+        wanted = "a plain column or a reference (ref:)" if references else "a plain column"
+        reader.error(line, f"{where}: {path!r} must be a field rebuilt from {wanted} "
+                           f"(got {spec.kind if spec else 'none'})")
         return None
     return Column(path, spec.column)
 

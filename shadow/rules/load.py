@@ -188,7 +188,7 @@ def _entity(reader: Reader, document: Any) -> tuple[Entity, list[Route]] | None:
         distinct=reader.string(document, "distinct", where, pattern=IDENTIFIER),
         view=reader.boolean(document, "view", where, False),
         null_is_missing=reader.boolean(document, "null_is_missing", where, True),
-        stored=parse_stored(reader, document, where),
+        stored=parse_stored(reader, document, where, fields),
         checks=parse_checks(reader, document, {field.name: field for field in fields}, where),
         file=reader.file,
         line=document.line,

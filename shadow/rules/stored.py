@@ -3,12 +3,20 @@ document read straight from MongoDB (`shadow verify`, `shadow compare`, the mong
 source) becomes the API's shape without the API:
 
     stored:
+      odm: mongoose                  # a preset: what the ODM's toJSON does (see below)
       version_key: __v               # dropped by toJSON (default __v; null keeps it)
       hidden: [password]             # fields toJSON deletes (added to the entity's `hidden`)
       defaults: {isEmailVerified: false, role: buyer}   # filled when absent (Mongoose defaults)
       rename: {_id: id}              # stored name -> API name
       unverifiable: "shows per-reader fields"            # the stored document cannot produce
                                                           # this view: verify reports it, not diffs
+
+`odm: mongoose` is Mongoose's `toJSON()` without options: the version key `__v` is KEPT
+(`version_key: null`), and every array field (`rows:`, at the top level or inside objects)
+defaults to `[]` when absent (Mongoose gives array paths an empty array). Keys written
+next to `odm` win over the preset (`version_key: __v` with `odm: mongoose` drops `__v`, a
+`defaults:` entry replaces the array default). `odm: none` (the default) is the plain
+behaviour above.
 
 Parsed once at load into a frozen `StoredView`; applying it is `shadow.replay.sources.apijson`.
 """
@@ -22,9 +30,13 @@ from typing import TYPE_CHECKING, Any
 from shadow.rules.yamltree import YList, YMap
 
 if TYPE_CHECKING:  # reader -> spec -> this module: the parser imports reader when it runs
-    from shadow.rules.reader import Reader
+    from collections.abc import Iterable
 
-STORED_KEYS = ("version_key", "hidden", "defaults", "rename", "unverifiable")
+    from shadow.rules.reader import Reader
+    from shadow.rules.spec import Field
+
+STORED_KEYS = ("odm", "version_key", "hidden", "defaults", "rename", "unverifiable")
+ODMS = ("none", "mongoose")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,7 @@ class StoredView:
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     rename: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     unverifiable: str | None = None
+    odm: str = "none"
 
     def stored_name(self, api_name: str) -> str:
         """The stored field an API top-level field comes from (renames undone)."""
@@ -48,7 +61,18 @@ class StoredView:
 DEFAULT_VIEW = StoredView()
 
 
-def parse_stored(reader: Reader, document: YMap, where: str) -> StoredView:
+def array_paths(fields: Iterable[Field], prefix: str = "") -> list[str]:
+    """API paths of the array fields (`rows:`), through objects: Mongoose's `[]` defaults."""
+    found = []
+    for spec in fields:
+        if spec.kind == "rows":
+            found.append(prefix + spec.name)
+        elif spec.kind == "object":
+            found.extend(array_paths(spec.fields, f"{prefix}{spec.name}."))
+    return found
+
+
+def parse_stored(reader: Reader, document: YMap, where: str, fields: Iterable[Field] = ()) -> StoredView:
     """The entity's `stored:` section (absent: drop `__v`, nothing else)."""
     from shadow.rules.reader import kind_of, show
 
@@ -60,7 +84,14 @@ def parse_stored(reader: Reader, document: YMap, where: str) -> StoredView:
         return DEFAULT_VIEW
     here = f"{where} stored"
     reader.keys(value, STORED_KEYS, here)
-    version_key: str | None = "__v"
+    odm = "none"
+    if "odm" in value:
+        raw_odm = value["odm"]
+        if raw_odm in ODMS:
+            odm = str(raw_odm)
+        else:
+            reader.error(value.line_of("odm"), f"{here}: 'odm' must be one of {', '.join(ODMS)}, got {show(raw_odm)}")
+    version_key: str | None = None if odm == "mongoose" else "__v"
     if "version_key" in value:
         raw = value["version_key"]
         if raw is None or raw is False:
@@ -70,7 +101,7 @@ def parse_stored(reader: Reader, document: YMap, where: str) -> StoredView:
         else:
             reader.error(value.line_of("version_key"),
                          f"{here}: 'version_key' must be a field name or null, got {show(raw)}")
-    defaults: dict[str, Any] = {}
+    defaults: dict[str, Any] = {path: [] for path in array_paths(fields)} if odm == "mongoose" else {}
     raw_defaults = value.get("defaults", YMap())
     if not isinstance(raw_defaults, YMap):
         reader.error(value.line_of("defaults"),
@@ -101,7 +132,7 @@ def parse_stored(reader: Reader, document: YMap, where: str) -> StoredView:
     if "unverifiable" in value:
         unverifiable = reader.string(value, "unverifiable", here)
     return StoredView(version_key, reader.strings(value, "hidden", here), MappingProxyType(defaults),
-                      MappingProxyType(rename), unverifiable)
+                      MappingProxyType(rename), unverifiable, odm)
 
 
 def plain_yaml(value: Any) -> Any:

@@ -1,11 +1,14 @@
 """Per id-range bucket (one UTC day of ObjectIds) an order-independent digest of each
 side's documents, and the `--resume` file that records buckets verified clean.
 
-A bucket digest is (count, sum of BLAKE2b-128 of key + document bytes mod 2^128): the
-same whatever order the documents came in, and two partitions' digests of one bucket add
-up. A rerun with `--resume FILE` skips every bucket the file records as clean under the
-same rules version (an interrupted or partitioned run continues where it stopped) and
-writes the file back after each entity."""
+A bucket digest is (count, sum of BLAKE2b-128 of key + canonical document mod 2^128):
+the same whatever order the documents came in, and two partitions' digests of one bucket
+add up. The document hashed is the CANONICAL form the comparison uses (both stores'
+digests of a clean bucket are equal; a matching document is hashed once).
+With `--resume FILE` the file is rewritten atomically (temporary file, fsync, rename)
+each time a bucket is complete and clean, so an interrupted run loses at most the bucket
+it was in; a rerun skips every bucket the file records as clean under the same rules
+version and reports their counts and digests as if it had read them."""
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +26,14 @@ _MOD = 1 << 128
 MAX_RESUME_BYTES = 64 * 1024 * 1024
 
 
+def _plain(value: Any) -> Any:
+    """What orjson cannot write itself: a canonical boolean (Flag), a Decimal, …"""
+    inner = getattr(value, "value", None)
+    return inner if isinstance(inner, bool) else str(value)
+
+
 def document_hash(key: str, document: Any) -> int:
-    data = orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    data = orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_plain)
     return int.from_bytes(hashlib.blake2b(key.encode() + b"\0" + data, digest_size=16).digest(), "big")
 
 
@@ -39,6 +48,14 @@ class Bucket:
     def add_mongo(self, key: str, document: Any) -> None:
         self.mongo_count += 1
         self.mongo_digest = (self.mongo_digest + document_hash(key, document)) % _MOD
+
+    def add_both(self, key: str, document: Any) -> None:
+        """A document both stores hold alike: hashed once, counted on each side."""
+        hashed = document_hash(key, document)
+        self.mongo_count += 1
+        self.pg_count += 1
+        self.mongo_digest = (self.mongo_digest + hashed) % _MOD
+        self.pg_digest = (self.pg_digest + hashed) % _MOD
 
     def add_pg(self, key: str, document: Any) -> None:
         self.pg_count += 1
@@ -93,18 +110,30 @@ class ResumeFile:
                              and isinstance(value, dict) and value.get("clean") is True}
         return cls(target, rules_version, clean)
 
-    def skips(self, entity: str, bucket: str) -> bool:
-        return bucket in self.clean.get(entity, {})
+    def recorded(self, entity: str, bucket: str) -> dict[str, Any] | None:
+        """The bucket's counts and digests when the file records it clean (skip it)."""
+        found = self.clean.get(entity, {}).get(bucket)
+        if not isinstance(found, dict) or not bucket_end(bucket):
+            return None
+        try:
+            return {"mongo": {"count": int(found["mongo"]["count"]), "digest": str(found["mongo"]["digest"])},
+                    "postgres": {"count": int(found["postgres"]["count"]), "digest": str(found["postgres"]["digest"])},
+                    "clean": True}
+        except (KeyError, TypeError, ValueError):
+            return None  # a hand-edited entry: verify the bucket again
 
-    def record(self, entity: str, buckets: dict[str, Bucket]) -> None:
+    def record_bucket(self, entity: str, name: str, bucket: Bucket) -> None:
+        """Checkpoint one complete bucket (only clean buckets are skipped later)."""
         if self.path is None:
             return
         kept = self.clean.setdefault(entity, {})
-        for name, bucket in buckets.items():
-            if bucket.differences == 0 and name.startswith("d"):
-                kept[name] = bucket.as_json()
-            else:
-                kept.pop(name, None)
+        if bucket.differences == 0 and name.startswith("d"):
+            kept[name] = bucket.as_json()
+        elif kept.pop(name, None) is None:
+            return  # nothing changes on disk
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps({"rules_version": self.rules_version, "entities": self.clean}))
+        with open(temporary, "w", encoding="utf-8") as stream:
+            json.dump({"rules_version": self.rules_version, "entities": self.clean}, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, self.path)

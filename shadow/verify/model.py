@@ -1,6 +1,7 @@
 """What a verify run finds: frozen differences and per-layer results (pure data)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,8 +19,11 @@ class Difference:
             `sets.pending_idempotency`, or `document`
     kind    count | dangling_in_mongo | dangling_in_postgres | sum | cross_check |
             missing_in_postgres | extra_in_postgres | missing | extra | mismatch
-    key     the legacy id (docs layer), or the group / set member
+    key     the legacy id (docs layer; "" elsewhere)
+    group   sums: the group, API path -> value (null is null, not "None"); sets: the member
     path    the API field path, exactly as the proxy reports it (docs mismatches)
+    count   counts: the exact number of documents concerned (`documents` is a sample)
+    documents  counts: up to SAMPLE named documents, {key, path?, mongo?, postgres?, ref?}
     """
 
     layer: Layer
@@ -30,12 +34,20 @@ class Difference:
     mongo: Any = None
     postgres: Any = None
     explained: str = ""
+    group: Mapping[str, Any] | None = None
+    count: int | None = None
+    documents: tuple[Mapping[str, Any], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         found = {"layer": self.layer, "check": self.check, "kind": self.kind, "key": self.key,
                  "path": self.path, "mongo": self.mongo, "postgres": self.postgres}
         if self.explained:
             found["explained"] = self.explained
+        if self.group is not None:
+            found["group"] = dict(self.group)
+        if self.count is not None:
+            found["count"] = self.count
+            found["documents"] = [dict(document) for document in self.documents]
         return found
 
 

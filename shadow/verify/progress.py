@@ -40,6 +40,9 @@ class Progress:
                               f"{rate:.0f} docs/s, ETA {eta}\n")
         self.stream.flush()
 
+    def bucket_done(self, entity: str, bucket: str) -> None:
+        """A bucket of the docs scan is complete (and checkpointed with --resume)."""
+
     def end(self) -> None:
         if self.tty:
             self.stream.write("\n")

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
 from bson import ObjectId
 
+from shadow.compare.canonical import canonical
 from shadow.compare.diff import compare
 from shadow.model import Outcome
 from shadow.publish.redaction import Redaction
@@ -21,9 +22,11 @@ from shadow.replay.sources.postgres import PostgresSource, quote
 from shadow.rules.spec import Entity
 from shadow.verify.buckets import Bucket, ResumeFile, bucket_end
 from shadow.verify.model import MAX_REPORTED, Difference, LayerResult, layer_result
+from shadow.verify.mongoside import MongoSide
 from shadow.verify.scope import KeyRange, bucket_of, mongo_filter, pg_condition
 
 Gaps = Callable[[Entity, list[str]], Any]  # async: keys -> the ones with an open dual-write gap
+pause: Callable[[float], Awaitable[None]] = asyncio.sleep  # --max-rate's wait (a test records it)
 
 
 class OrderError(RuntimeError):
@@ -62,6 +65,10 @@ class _Pages:
             self.inclusive = False
         return self.items[self.index]
 
+    def peek(self) -> tuple[str, Any] | None:
+        """The head when the current page holds it (no await); else None."""
+        return self.items[self.index] if self.index < len(self.items) else None
+
     def pop(self) -> None:
         self.index += 1
 
@@ -73,26 +80,24 @@ class _Pages:
             self.bound, self.inclusive = boundary, True
 
 
-async def run_docs(entity: Entity, mongo_db: Any, source: PostgresSource, key_range: KeyRange, *,
+async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource, key_range: KeyRange, *,
                    page: int = 500, max_rate: float | None = None, resume: ResumeFile | None = None,
                    gaps: Gaps | None = None, on_page: Callable[[int], None] | None = None,
+                   on_bucket: Callable[[str, str], None] | None = None,
                    today: date | None = None) -> LayerResult:
+    """`on_bucket(entity, bucket)` is called once each bucket is complete (and, with
+    `--resume`, checkpointed)."""
     started = time.perf_counter()
     today = today or date.today()
-    collection = mongo_db[entity.collection]
     query = mongo_filter(entity, key_range)
     where, args = pg_condition(entity, key_range)
     objectid = entity.key_type == "objectid"
     redaction = Redaction.for_entity(entity)
 
     async def mongo_page(after: str | None, size: int, inclusive: bool) -> list[tuple[str, Any]]:
-        bound: dict[str, Any] = {}
-        if after is not None:
-            bound = {"_id": {"$gte" if inclusive else "$gt": ObjectId(after) if objectid else after}}
-        wanted = {"$and": [query, bound]} if bound and query else (bound or query)
-        cursor = collection.find(wanted).sort("_id", 1).limit(size)
+        bound = None if after is None else ObjectId(after) if objectid else after
         found = []
-        async for document in cursor:
+        for document in await mongo_side.page(entity.collection, query, bound, size, inclusive):
             key = str(document["_id"])
             found.append((key.lower() if objectid else key, document))
         return found
@@ -114,10 +119,12 @@ async def run_docs(entity: Entity, mongo_db: Any, source: PostgresSource, key_ra
 
     mongo, pg = _Pages(mongo_page, page), _Pages(pg_page, page)
     buckets: dict[str, Bucket] = {}
+    carried: dict[str, dict[str, Any]] = {}  # buckets a resume file records clean: their digests
     differences: list[Difference] = []
-    dropped = compared = skipped = 0
-    pending: list[tuple[str, Difference]] = []  # differences of this page, before gap labels
-    paced_from, paced = time.monotonic(), 0
+    dropped = compared = matched = 0
+    pending: list[tuple[str, Difference]] = []  # differences not yet labelled by the gap lookup
+    paced_from = time.monotonic()
+    current: str | None = None  # the bucket being verified
 
     async def flush() -> None:
         nonlocal dropped
@@ -133,58 +140,94 @@ async def run_docs(entity: Entity, mongo_db: Any, source: PostgresSource, key_ra
             differences.append(difference)
         pending.clear()
 
+    async def close(name: str) -> None:
+        """A bucket is complete: checkpoint it (its differences reported first)."""
+        await flush()
+        if resume is not None:
+            resume.record_bucket(entity.name, name, buckets[name])
+        if on_bucket is not None:
+            on_bucket(entity.name, name)
+
+    prefix = ""  # the key's first 8 hex digits (its second): the bucket changes only with them
+    name = ""
     while True:
-        mongo_head, pg_head = await mongo.head(), await pg.head()
-        if mongo_head is None and pg_head is None:
-            break
-        key = min(item[0] for item in (mongo_head, pg_head) if item is not None)
-        name = bucket_of(key)
-        if resume is not None and resume.skips(entity.name, name):
+        mongo_head = mongo.peek() or await mongo.head()
+        pg_head = pg.peek() or await pg.head()
+        if mongo_head is None:
+            if pg_head is None:
+                break
+            key = pg_head[0]
+        elif pg_head is None or mongo_head[0] <= pg_head[0]:
+            key = mongo_head[0]
+        else:
+            key = pg_head[0]
+        if key[:8] != prefix or not objectid:
+            prefix, name = key[:8], bucket_of(key)
+        if name != current:
+            if current is not None and current in buckets:
+                await close(current)
+            current = name
+            recorded = resume.recorded(entity.name, name) if resume is not None else None
             end = bucket_end(name)
-            if end is not None:
-                skipped += 1
+            if recorded is not None and end is not None:
+                carried[name] = recorded
                 mongo.skip_to(end)
                 pg.skip_to(end)
                 continue
         bucket = buckets.setdefault(name, Bucket())
         if mongo_head is not None and mongo_head[0] == key:
             control = api_document(entity, mongo_head[1])
-            bucket.add_mongo(key, control)
+            control_c = canonical(entity, control)
             mongo.pop()
             if pg_head is not None and pg_head[0] == key:
                 candidate = pg_head[1]
-                bucket.add_pg(key, candidate)
                 pg.pop()
-                verdict = compare(entity, control, candidate, today)
-                if verdict.outcome is not Outcome.MATCH:
-                    bucket.differences += 1
-                    for diff in redaction.diffs(verdict.diffs):  # the report leaves the process
-                        pending.append((key, Difference("docs", "document", "mismatch", key, diff.path,
-                                                        diff.control, diff.candidate)))
+                candidate_c = canonical(entity, candidate) if candidate is not None else None
+                if control_c == candidate_c:  # the common case: one hash, no diff walk
+                    bucket.add_both(key, control_c)
+                    matched += 1
+                else:
+                    bucket.add_mongo(key, control_c)
+                    bucket.add_pg(key, candidate_c)
+                    verdict = compare(entity, control, candidate, today)
+                    if verdict.outcome is not Outcome.MATCH:
+                        bucket.differences += 1
+                        for diff in redaction.diffs(verdict.diffs):  # the report leaves the process
+                            pending.append((key, Difference("docs", "document", "mismatch", key, diff.path,
+                                                            diff.control, diff.candidate)))
+                    else:
+                        matched += 1
             else:
+                bucket.add_mongo(key, control_c)
                 bucket.differences += 1
-                pending.append((key, Difference("docs", "document", "missing", key)))
+                pending.append((key, Difference("docs", "document", "missing", key, mongo="present")))
         else:
             assert pg_head is not None
-            bucket.add_pg(key, pg_head[1])
+            bucket.add_pg(key, canonical(entity, pg_head[1]) if pg_head[1] is not None else None)
             pg.pop()
             bucket.differences += 1
-            pending.append((key, Difference("docs", "document", "extra", key)))
+            pending.append((key, Difference("docs", "document", "extra", key, postgres="present")))
         compared += 1
-        paced += 1
+        if max_rate:  # paced per document: never more than max_rate documents in any second
+            ahead = compared / max_rate - (time.monotonic() - paced_from)
+            if ahead > 0:
+                await pause(ahead)
         if compared % page == 0:
             await flush()
             if on_page is not None:
                 on_page(page)
-            if max_rate:
-                ahead = paced / max_rate - (time.monotonic() - paced_from)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+    if current is not None and current in buckets:
+        await close(current)
     await flush()
     if on_page is not None:
         on_page(compared % page)
-    if resume is not None:
-        resume.record(entity.name, buckets)
-    return layer_result("docs", differences, compared, time.perf_counter() - started, dropped,
-                        buckets={name: bucket.as_json() for name, bucket in sorted(buckets.items())},
-                        skipped_buckets=skipped, mongo_read=mongo.read, pg_read=pg.read)
+    # a resumed run reports what an uninterrupted one does: carried buckets count as checked
+    carried_documents = sum(int(entry["mongo"]["count"]) for entry in carried.values())
+    reported = {name: bucket.as_json() for name, bucket in buckets.items()}
+    reported.update(carried)
+    mongo_count = sum(int(entry["mongo"]["count"]) for entry in reported.values())
+    pg_count = sum(int(entry["postgres"]["count"]) for entry in reported.values())
+    checks = [{"check": "documents", "passed": not differences and not dropped, "mongo": mongo_count,
+               "postgres": pg_count, "matched": matched + carried_documents}]
+    return layer_result("docs", differences, compared + carried_documents, time.perf_counter() - started, dropped,
+                        buckets=dict(sorted(reported.items())), skipped_buckets=len(carried), checks=checks)

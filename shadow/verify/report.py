@@ -1,5 +1,8 @@
 """A verify run's results: the text table, the JSON document, and the Pushgateway push
-(`--push`, Prometheus text format; the convention for batch jobs)."""
+(`--push`, Prometheus text format; the convention for batch jobs).
+
+The JSON document is versioned (`format`, `version`) and described by the JSON Schema
+docs/verify-report.schema.json; a change that could break a reader bumps `version`."""
 from __future__ import annotations
 
 import json
@@ -7,7 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from shadow.verify.model import LAYERS, LayerResult
+from shadow.verify.model import LAYERS, Difference, LayerResult
+
+REPORT_FORMAT = "shadow-verify-report"
+REPORT_VERSION = 2
 
 
 @dataclass
@@ -27,6 +33,7 @@ class RunReport:
     entities: list[EntityReport] = field(default_factory=list)
     finished: float = 0.0
     error: str = ""
+    source: str = "mongo"  # what the Mongo side was read from: the live server or a mongodump
 
     def exit_code(self, named: set[str]) -> int:
         if self.error:
@@ -41,6 +48,7 @@ class RunReport:
 
     def as_json(self, named: set[str]) -> dict[str, Any]:
         return {
+            "format": REPORT_FORMAT, "version": REPORT_VERSION, "source": self.source,
             "rules_version": self.rules_version, "partition": self.partition,
             "started": self.started, "finished": self.finished, "exit": self.exit_code(named),
             "error": self.error or None,
@@ -48,7 +56,9 @@ class RunReport:
                 "verifiable": e.verifiable, "reason": e.reason or None, "open_dualwrite_gaps": e.open_gaps,
                 "layers": {name: {"status": r.status, "checked": r.checked, "seconds": round(r.seconds, 3),
                                   "error": r.error or None, "truncated": r.truncated,
-                                  "differences": [d.as_json() for d in r.differences], **r.extra}
+                                  "checks": r.extra.get("checks", []),
+                                  "differences": [d.as_json() for d in r.differences],
+                                  **{k: v for k, v in r.extra.items() if k != "checks"}}
                            for name, r in e.layers.items()}} for e in self.entities}}
 
     def text(self) -> str:
@@ -72,16 +82,30 @@ class RunReport:
                 if result.error:
                     lines.append(f"  {e.entity} {result.layer}: cannot evaluate: {result.error}")
                 for d in result.differences:
-                    where = " ".join(part for part in (d.key, d.path) if part)
-                    note = f"  (explained: {d.explained}; still blocking)" if d.explained else ""
-                    lines.append(f"  {e.entity} {d.layer} {d.check} [{d.kind}] {where}: "
-                                 f"mongo={json.dumps(d.mongo, default=str)} "
-                                 f"postgres={json.dumps(d.postgres, default=str)}{note}")
+                    lines.extend(_difference_lines(e.entity, d))
                 if result.truncated:
                     lines.append(f"  {e.entity} {result.layer}: {result.truncated} more difference(s) not shown")
         if self.error:
             lines.append(f"cannot evaluate: {self.error}")
         return "\n".join(lines)
+
+
+def _difference_lines(entity: str, d: Difference) -> list[str]:
+    where = " ".join(part for part in (d.key, d.path, json.dumps(d.group, default=str) if d.group else "") if part)
+    note = f"  (explained: {d.explained}; still blocking)" if d.explained else ""
+    if d.kind == "missing":
+        found = "in Mongo, missing from PostgreSQL"
+    elif d.kind == "extra":
+        found = "in PostgreSQL, not in Mongo"
+    else:
+        found = f"mongo={json.dumps(d.mongo, default=str)} postgres={json.dumps(d.postgres, default=str)}"
+    lines = [f"  {entity} {d.layer} {d.check} [{d.kind}]{' ' + where if where else ''}: {found}{note}"]
+    if d.count is not None:
+        lines.append(f"    {d.count} document(s){', e.g.:' if d.documents else ''}")
+        for document in d.documents:
+            lines.append("      " + " ".join(f"{name}={json.dumps(value, default=str)}" if name != "key" else str(value)
+                                             for name, value in document.items()))
+    return lines
 
 
 def push(report: RunReport, url: str, timeout: float = 10.0) -> None:

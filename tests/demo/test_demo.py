@@ -81,7 +81,7 @@ def test_demo_finds_exactly_the_planted_divergences_and_stops_cleanly(tmp_path: 
     cold = [line for line in summary.splitlines() if "shadow reads: " in line]
     assert len(cold) == 2 and all(line.startswith("  ok ") and "0 comparisons -> missed" in line for line in cold), summary
     assert any("cold_changed_field" in line and "verify: docs mismatch at name" in line for line in cold), summary
-    assert any("cold_dropped_child_row" in line and "counts rows.offers" in line
+    assert any("cold_dropped_child_row" in line and "counts rows.offers names it" in line
                and "docs mismatch at offers[*]" in line for line in cold), summary
     assert "/mismatches" in out and "/gate" in out and "/metrics" in out
     assert re.search(r"^  console     http://127\.0\.0\.1:\d+/ ", out, re.M), out  # the console's URL

@@ -72,6 +72,8 @@ def test_stored_view_makes_the_api_shape() -> None:
 @pytest.mark.parametrize(("extra", "message"), [
     ("stored: [1]\n", "'stored' must be a mapping"),
     ("stored: {bogus: 1}\n", "bogus"),
+    ("stored: {odm: mongodb}\n", "'odm' must be one of none, mongoose"),
+    ("stored: {odm: [mongoose]}\n", "'odm' must be one of none, mongoose"),
     ("stored: {version_key: 5}\n", "'version_key' must be a field name or null"),
     ("stored: {defaults: [a]}\n", "'defaults' must map field"),
     ("stored: {defaults: {$where: 1}}\n", "default field name must be a plain string"),
@@ -93,3 +95,30 @@ def test_hostile_sections_are_refused_with_file_and_line(tmp_path: Path, extra: 
         load(tmp_path, extra)
     text = str(raised.value)
     assert message in text and "p.yaml:" in text, text
+
+
+ARRAYS = """\
+  tags: {rows: payment_tags, fk: payment_id, order_by: position, value: tag}
+  extra: {object: {notes: {rows: payment_notes, fk: payment_id, order_by: position, value: note}}}
+"""
+
+
+def test_odm_mongoose_keeps_the_version_key_and_defaults_arrays(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(BASE.replace("  isActive: is_active\n", "  isActive: is_active\n" + ARRAYS)
+                                     + "stored: {odm: mongoose}\n")
+    entity = load_rules(tmp_path).entities["payment"]
+    assert entity.stored.odm == "mongoose" and entity.stored.version_key is None
+    oid = ObjectId()
+    shown = api_document(entity, {"_id": oid, "__v": 2, "extra": {}})
+    assert shown == {"_id": str(oid), "__v": 2, "tags": [], "extra": {"notes": []}}
+    assert api_document(entity, {"_id": oid, "tags": ["a"]})["tags"] == ["a"]  # present: kept
+    # a key written next to the preset wins over it
+    (tmp_path / "p.yaml").write_text(BASE.replace("  isActive: is_active\n", "  isActive: is_active\n" + ARRAYS)
+                                     + "stored: {odm: mongoose, version_key: __v, defaults: {tags: [x]}}\n")
+    entity = load_rules(tmp_path).entities["payment"]
+    assert api_document(entity, {"_id": oid, "__v": 2}) == {"_id": str(oid), "tags": ["x"]}
+
+
+def test_without_a_preset_the_version_key_is_dropped(tmp_path: Path) -> None:
+    entity = load(tmp_path, "")
+    assert entity.stored.odm == "none" and entity.stored.version_key == "__v"  # type: ignore[attr-defined]

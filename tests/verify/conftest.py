@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,18 @@ from shadow.demo.marketplace.cli import load_domain
 from shadow.demo.marketplace.generate import Dataset
 
 RULES = Path(__file__).resolve().parents[2] / "rules" / "marketplace"
+REPORT_SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "verify-report.schema.json"
+
+
+def valid_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The report, after checking it against the documented JSON Schema."""
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(REPORT_SCHEMA.read_text())
+    Draft202012Validator.check_schema(schema)
+    errors = sorted(Draft202012Validator(schema).iter_errors(report), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+    return report
 
 
 @dataclass(frozen=True)
@@ -33,12 +46,16 @@ async def domain(pg_dsn: str, mongo_server: MongoServer, mongo_db_name: str) -> 
     yield Domain(pg_dsn, mongo_server.uri, mongo_db_name, loaded.dataset)
 
 
-async def shadow_verify(domain: Domain, *args: str, rules: Path = RULES) -> tuple[int, Any, str]:
-    """Exit code, the JSON report (or the text when --json is not given), stderr."""
+async def shadow_verify(domain: Domain, *args: str, rules: Path = RULES,
+                        env: dict[str, str] | None = None, mongo: tuple[str, ...] | None = None) -> tuple[int, Any, str]:
+    """Exit code, the JSON report (or the text when --json is not given), stderr.
+    `env` is added to this process's environment; `mongo` replaces the Mongo flags
+    (e.g. `("--mongo-dump", PATH)`)."""
+    where = ("--mongo", domain.mongo_uri, "--mongo-db", domain.mongo_db) if mongo is None else mongo
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadow", "verify", "--rules", str(rules), "--pg", domain.pg_dsn,
-        "--mongo", domain.mongo_uri, "--mongo-db", domain.mongo_db, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "shadow", "verify", "--rules", str(rules), "--pg", domain.pg_dsn, *where, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})})
     out, err = await asyncio.wait_for(process.communicate(), 240)
     text = out.decode()
     report: Any = json.loads(text) if "--json" in args and text.strip() else text

@@ -4,13 +4,18 @@ and --push to a real HTTP server standing in for the Pushgateway."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp import web
+from pymongo import AsyncMongoClient
 
-from tests.verify.conftest import RULES, Domain, differences, shadow_verify
+from tests.verify.conftest import RULES, Domain, differences, shadow_verify, valid_report
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -74,7 +79,10 @@ async def test_partitions_add_up_and_resume_skips_clean_buckets(domain: Domain, 
     buckets = len(first["entities"]["users"]["layers"]["docs"]["buckets"])
     code, again, _ = await shadow_verify(domain, "--json", "--entity", "users", "--layer", "docs", "--resume", str(resume))
     docs = again["entities"]["users"]["layers"]["docs"]
-    assert code == 0 and docs["skipped_buckets"] == buckets and docs["checked"] == 0
+    # nothing read again, and the report says what the first run said (carried buckets count)
+    assert code == 0 and docs["skipped_buckets"] == buckets
+    assert docs["checked"] == first["entities"]["users"]["layers"]["docs"]["checked"]
+    assert docs["buckets"] == first["entities"]["users"]["layers"]["docs"]["buckets"]
 
 
 async def test_unverifiable_entity_is_reported_and_exit_2_only_by_name(domain: Domain, tmp_path: Path) -> None:
@@ -144,3 +152,38 @@ async def test_unreachable_store_exit_2(domain: Domain) -> None:
     unreachable = Domain("postgresql://nobody@127.0.0.1:1/x", domain.mongo_uri, domain.mongo_db, domain.dataset)
     code, out, _ = await shadow_verify(unreachable, "--entity", "users", "--timeout", "2")
     assert code == 2 and "store unreachable" in out
+
+
+USER_NORMALIZERS = Path(__file__).resolve().parents[1] / "normalizers"
+
+
+async def test_user_normalizer_modules_by_flag_or_env(domain: Domain, tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("tests"))
+    users = rules / "users.yaml"
+    users.write_text(users.read_text().replace("  name: name\n",
+                                               '  name: {column: name, as: "user_normalizers_example:strip_sku_prefix"}\n'))
+    path = {"PYTHONPATH": os.pathsep.join([str(USER_NORMALIZERS), *sys.path])}
+    code, _, err = await shadow_verify(domain, "--entity", "users", "--layer", "docs", rules=rules, env=path)
+    assert code == 2 and "is not allowed" in err
+    code, _, err = await shadow_verify(domain, "--entity", "users", "--layer", "docs", "--normalizer-modules",
+                                       "user_normalizers_example", rules=rules, env=path)
+    assert code == 0, err
+    code, _, err = await shadow_verify(domain, "--entity", "users", "--layer", "docs", rules=rules,
+                                       env={**path, "SHADOW_NORMALIZER_MODULES": "user_normalizers_example"})
+    assert code == 0, err
+
+
+async def test_a_database_or_collection_that_does_not_exist_is_exit_2(domain: Domain) -> None:
+    misspelled = Domain(domain.pg_dsn, domain.mongo_uri, domain.mongo_db + "x", domain.dataset)
+    code, out, _ = await shadow_verify(misspelled, "--entity", "users")
+    assert code == 2 and f"Mongo database {domain.mongo_db + 'x'!r} does not exist" in out
+    code, report, _ = await shadow_verify(misspelled, "--entity", "users", "--json")
+    assert code == 2 and valid_report(report)["exit"] == 2 and "does not exist" in report["error"]
+    client: AsyncMongoClient[Any] = AsyncMongoClient(domain.mongo_uri)
+    try:
+        await client[domain.mongo_db].drop_collection("addresses")
+    finally:
+        await client.close()
+    code, out, _ = await shadow_verify(domain, "--entity", "addresses", "--layer", "counts")
+    assert code == 2 and "collection 'addresses' does not exist" in out

@@ -7,7 +7,9 @@ by `shadow verify` on every scanned document."""
 from __future__ import annotations
 
 import copy
+import struct
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from bson import Decimal128, ObjectId
@@ -16,6 +18,7 @@ from normalizers.values import iso_ms
 from shadow.rules.spec import Entity
 
 _PLAIN = frozenset({str, int, bool, float, type(None)})
+_TWO_WORDS = struct.Struct("<QQ")
 
 
 def to_api_json(value: Any) -> Any:
@@ -33,12 +36,23 @@ def to_api_json(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso_ms(value)
     if isinstance(value, Decimal128):
-        return {"$numberDecimal": str(value)}
+        return {"$numberDecimal": decimal128_text(value)}
     if isinstance(value, dict):
         return {key: to_api_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [to_api_json(item) for item in value]
     return value
+
+
+def decimal128_text(value: Decimal128) -> str:
+    """`str(value)` without bson's pure-Python `to_decimal()` (the bit fields read here,
+    then C `Decimal`); NaN, infinities and the rare large-coefficient form go the slow way."""
+    low, high = _TWO_WORDS.unpack(value.bid)
+    if (high >> 61) & 3 == 3:  # 0b11 combination field: NaN, Infinity or the 2nd encoding
+        return str(value)
+    exponent = ((high >> 49) & 0x3FFF) - 6176
+    coefficient = ((high & 0x1FFFFFFFFFFFF) << 64) | low
+    return str(Decimal(f"{'-' if high >> 63 else ''}{coefficient}E{exponent}"))
 
 
 def api_document(entity: Entity, document: dict[str, Any]) -> dict[str, Any]:
