@@ -122,8 +122,9 @@ async def _routes(connection: Any, table: str, column: str, since: dt.datetime,
     for record in records:
         counts[record["entity"], record["route"]][record["outcome"]] += record["n"]
     findings_only = where.sql.replace("path = ''", "path <> ''")
+    latest = "max(last_minute)" if column == "hour" else "max(minute)"  # the minute, also from the roll-up
     last = await connection.fetch(
-        f"SELECT entity, route, max({column}) AS last FROM {SCHEMA}.{table} WHERE {findings_only} "
+        f"SELECT entity, route, {latest} AS last FROM {SCHEMA}.{table} WHERE {findings_only} "
         "GROUP BY entity, route", *where.args)
     last_finding = {(r["entity"], r["route"]): _stamp(r["last"]) for r in last}
     rows = []

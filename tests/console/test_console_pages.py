@@ -48,6 +48,10 @@ async def test_pages_order_and_first_last_seen(evidence_dsn) -> None:
         assert time.strftime("%Y-%m-%d %H:%M:00", time.gmtime(now - 3 * 3600)) in row  # first seen, to the minute
         assert time.strftime("%Y-%m-%d %H:%M:00", time.gmtime(now - 80 * 60)) in row  # last seen
         assert "<svg" in row and "<polyline" in row
+        routes = first[first.index('<table id="routes">'):]
+        routes = routes[:routes.index("</table>")]
+        # the route's last finding is the minute too, not the hour the roll-up keeps it under
+        assert time.strftime("%Y-%m-%d %H:%M:00", time.gmtime(now - 80 * 60)) in routes
         assert paths_on(await page(console.url + "/?range=1h")) == []  # nothing in the last hour
         only = await page(console.url + "/?range=24h&path=p11")
         assert sorted(paths_on(only)) == [f"p11{n}" for n in range(10)]
