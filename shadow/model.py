@@ -152,29 +152,14 @@ class JobInfo(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class ShadowJob:
     """One matched read, taken off the request path: the control documents by key, and
-    what the sink is told of it (`info`, built once per read and published as is)."""
+    what the sink is told of it (`info`: its entity, route, source, ...; built once per
+    read and published as is)."""
 
     info: JobInfo
     controls: Mapping[str, Any]  # key (legacy id) -> the API's document (parsed JSON)
     attempt: int = 0  # 0 = first read, n = the n-th recheck
     reader: Any = None  # viewread.BoundReader: who read (fields bound to the reader); never logged
     listing: Any = None  # viewread.Listing of a list answer (order, duplicates, total, query)
-
-    @property
-    def entity(self) -> str:
-        return self.info.entity
-
-    @property
-    def route(self) -> str:
-        return self.info.route
-
-    @property
-    def source(self) -> SourceKind:
-        return self.info.source
-
-    @property
-    def enqueued_at(self) -> float:
-        return self.info.enqueued_at
 
     @property
     def params(self) -> Mapping[str, str]:

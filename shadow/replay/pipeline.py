@@ -31,7 +31,6 @@ from shadow.model import (
     DropReason,
     Failure,
     FieldDiff,
-    JobInfo,
     Outcome,
     RecentMismatch,
     ShadowJob,
@@ -41,7 +40,7 @@ from shadow.model import (
 )
 from shadow.replay.control import UpstreamControl
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
-from shadow.replay.messages import Read, Sink, read_message
+from shadow.replay.messages import JobInfo, Read, Sink, read_message
 from shadow.replay.prepare import prepare
 from shadow.replay.recheck import PendingKey, Rechecker
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
@@ -147,7 +146,7 @@ class Pipeline:
             route, _ = self.queue.get_nowait()
             self.sink.dropped(DropReason.SHUTDOWN, route.entity, route.name)
         for pending in self._rechecks.clear():
-            self.sink.dropped(DropReason.SHUTDOWN, pending.job.entity, pending.job.route)
+            self.sink.dropped(DropReason.SHUTDOWN, pending.job.info.entity, pending.job.info.route)
         self._queued_bytes = 0
         await self._rechecks.close()
 
@@ -197,7 +196,7 @@ class Pipeline:
             job = prepared.job
             if job is None:
                 continue
-            self._stage(job.entity, "queue", now - read.enqueued_at)
+            self._stage(job.info.entity, "queue", now - read.enqueued_at)
             unselected = await self._check_extras(job, route) if route.complete or route.page else frozenset()
             replay = prepared.replay
             pending.extend(PendingKey(job, key, replay=replay) for key in job.controls if key not in unselected)
@@ -237,7 +236,7 @@ class Pipeline:
     async def _fetch_and_compare(self, pending: list[PendingKey]) -> None:
         groups: dict[tuple[str, str, Any], list[PendingKey]] = {}
         for item in pending:  # one fetch per reader too: fields bound to the reader differ
-            groups.setdefault((item.job.entity, item.job.source, item.job.reader), []).append(item)
+            groups.setdefault((item.job.info.entity, item.job.info.source, item.job.reader), []).append(item)
         today = dt.datetime.now(dt.UTC).date()
         for (entity, source_name, reader), items in groups.items():
             fetched = await self.fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)), reader)
@@ -263,7 +262,7 @@ class Pipeline:
         if verdict.outcome is Outcome.MATCH:
             self.finish(item, Outcome.MATCH, verdict.diffs, verdict, control, candidate, entity_spec)
             return
-        route = self._rules().route_named(job.route)
+        route = self._rules().route_named(job.info.route)
         if route is not None and route.recheck.enabled \
                 and self._rechecks.park(item, verdict, candidate, route.recheck.after):
             return
@@ -273,14 +272,14 @@ class Pipeline:
                control: Any, candidate: Any, entity_spec: Entity) -> None:
         """Publish a key's outcome (first read, or the end of its rechecks: the recheck that
         ends them is one more than the trail it carries counts)."""
-        trail = item.trail
+        trail, info = item.trail, item.job.info
         entry = self.sink.publish(Comparison(
-            entity=item.job.entity, route=item.job.route, key=item.key, outcome=outcome, diffs=diffs,
-            suppressed=verdict.suppressed, source=item.job.source, control=control, candidate=candidate,
-            at=time.time(), unverified=unverified_paths(self._rules().entities.get(item.job.entity), control),
+            entity=info.entity, route=info.route, key=item.key, outcome=outcome, diffs=diffs,
+            suppressed=verdict.suppressed, source=info.source, control=control, candidate=candidate,
+            at=time.time(), unverified=unverified_paths(self._rules().entities.get(info.entity), control),
             rechecks=0 if trail is None else trail.step + 1,
             recheck_seconds=0.0 if trail is None else time.monotonic() - trail.started),
-            item.job.info)
+            info)
         if entry is not None and outcome is Outcome.MISMATCH:
             self._maybe_explain(entry, entity_spec, control, candidate)
 
@@ -288,7 +287,7 @@ class Pipeline:
         """A key left without a verdict: its failure reported (unless it already was, for
         a whole batch), the key counted as an `error` outcome with the failure's reason."""
         if report:
-            self.sink.raised(failure, item.job.entity)
+            self.sink.raised(failure, item.job.info.entity)
         self._publish_error(item.job.info, item.key, failure)
 
     def _publish_error(self, job: JobInfo, key: str | None, failure: Failure) -> None:
@@ -302,8 +301,9 @@ class Pipeline:
         """List reads (listcheck.py): rows the source has that the API did not return
         (`extra`), and the list itself (members, order, duplicates, total) as one
         mismatch. Returns the members not to compare one by one."""
-        source = self.sources.get(job.source)
-        entity_spec = self._rules().entities.get(job.entity)
+        info = job.info
+        source = self.sources.get(info.source)
+        entity_spec = self._rules().entities.get(info.entity)
         if source is None or entity_spec is None:
             return frozenset()  # the fetch reports the missing source / entity for every key
         try:
@@ -311,16 +311,16 @@ class Pipeline:
                                              self.settings.source_timeout)
         except Exception as problem:
             failure = Failure.of(Stage.LIST_KEYS, problem)
-            self.sink.raised(failure, job.entity)
-            self._publish_error(job.info, None, failure)
+            self.sink.raised(failure, info.entity)
+            self._publish_error(info, None, failure)
             return frozenset()
         for key in checked.extra:
-            self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.EXTRA,
-                                         source=job.source, at=time.time()), job.info)
+            self.sink.publish(Comparison(entity=info.entity, route=info.route, key=key, outcome=Outcome.EXTRA,
+                                         source=info.source, at=time.time()), info)
         if checked.diffs:
-            self.sink.publish(Comparison(entity=job.entity, route=job.route, key=list_key(dict(job.params)),
+            self.sink.publish(Comparison(entity=info.entity, route=info.route, key=list_key(dict(job.params)),
                                          outcome=Outcome.MISMATCH,
-                                         diffs=checked.diffs, source=job.source, at=time.time()), job.info)
+                                         diffs=checked.diffs, source=info.source, at=time.time()), info)
         return checked.unselected
 
     # ------------------------------------------------------------------ explain

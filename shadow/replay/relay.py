@@ -25,13 +25,13 @@ from shadow.model import (
     DropReason,
     Failure,
     FieldDiff,
-    JobInfo,
     Outcome,
     SkipReason,
 )
 from shadow.replay.messages import (
     Counts,
     Explained,
+    JobInfo,
     Noisy,
     Published,
     Raised,
