@@ -11,11 +11,11 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
 from pymongo import AsyncMongoClient
 
 from shadow.demo.embedded import MongoServer, PostgresServer, start_mongo, start_postgres
+from tests.fixtures import create_database, drop_database
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -53,18 +53,9 @@ def mongo_server() -> Iterator[MongoServer]:
 @pytest.fixture
 async def pg_dsn(pg_server: PostgresServer) -> AsyncIterator[str]:
     """A fresh, empty database for one test; its DSN."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield pg_server.dsn_for(name)
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    dsn = await create_database(pg_server)
+    yield dsn
+    await drop_database(pg_server, dsn)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp import ClientSession, web
 from pymongo import AsyncMongoClient
@@ -25,6 +24,7 @@ from shadow.demo.marketplace.api import create_app
 from shadow.demo.marketplace.cli import load_domain
 from shadow.demo.marketplace.drift import PlantedDrift
 from shadow.demo.marketplace.generate import Dataset
+from tests.fixtures import create_database, drop_database
 
 SEED = 7
 SCALE = 20
@@ -57,22 +57,8 @@ class Drafted:
         return (self.out / f"{entity}.yaml").read_text()
 
 
-async def _fresh(pg_server: PostgresServer) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return pg_server.dsn_for(name)
-
-
 async def _drop(pg_server: PostgresServer, stores: Stores) -> None:
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{stores.pg_dsn.split("/")[-1].split("?")[0]}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(pg_server, stores.pg_dsn)
     client: AsyncMongoClient[Any] = AsyncMongoClient(stores.mongo_uri)
     try:
         await client.drop_database(stores.mongo_db)
@@ -83,7 +69,7 @@ async def _drop(pg_server: PostgresServer, stores: Stores) -> None:
 @pytest.fixture(scope="module")
 def fresh_stores(pg_server: PostgresServer, mongo_server: MongoServer) -> Iterator[Stores]:
     """Empty PG and Mongo databases for one module."""
-    stores = Stores(asyncio.run(_fresh(pg_server)), mongo_server.uri, f"t_{uuid.uuid4().hex[:12]}")
+    stores = Stores(asyncio.run(create_database(pg_server)), mongo_server.uri, f"t_{uuid.uuid4().hex[:12]}")
     yield stores
     asyncio.run(_drop(pg_server, stores))
 
