@@ -15,7 +15,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from shadow.demo.embedded import MongoServer, PostgresServer, start_mongo, start_postgres
-from tests.fixtures import create_database, drop_database
+from tests.fixtures import create_database, drop_database, serving
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -75,8 +75,6 @@ async def mongo_db_name(mongo_server: MongoServer) -> AsyncIterator[str]:
 
 from dataclasses import dataclass as _dataclass  # noqa: E402
 
-from aiohttp import web as _web  # noqa: E402
-
 from shadow.demo.marketplace.api import create_app as _create_app  # noqa: E402
 from shadow.demo.marketplace.cli import load_domain as _load_domain  # noqa: E402
 from shadow.demo.marketplace.drift import PlantedDrift as _PlantedDrift  # noqa: E402
@@ -108,12 +106,5 @@ async def marketplace(pg_dsn: str, mongo_server: MongoServer, mongo_db_name: str
 @pytest.fixture
 async def sample_api(marketplace: Marketplace) -> AsyncIterator[str]:
     """The sample Mongo-backed API over `marketplace`, on a real loopback port; its base URL."""
-    runner = _web.AppRunner(_create_app(marketplace.mongo_uri, marketplace.mongo_db))
-    await runner.setup()
-    try:
-        site = _web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(_create_app(marketplace.mongo_uri, marketplace.mongo_db)) as url:
+        yield url

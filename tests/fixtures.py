@@ -1,14 +1,18 @@
-"""Helpers the conftest modules of several folders share: a fresh PostgreSQL database
-per test (or module), and another folder's conftest loaded as a module."""
+"""Helpers the tests of several folders share: a fresh PostgreSQL database per test (or
+module), an aiohttp app served on a loopback port, and another folder's conftest loaded
+as a module."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 
 import asyncpg
+from aiohttp import web
 
 from shadow.demo.embedded import PostgresServer
 
@@ -25,6 +29,20 @@ def load_conftest(folder: str) -> ModuleType:
         sys.modules[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[name])
     return sys.modules[name]
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """`app` served on a free loopback port for the block; its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
 
 
 async def create_database(pg_server: PostgresServer, prefix: str = "t") -> str:

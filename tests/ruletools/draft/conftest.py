@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 from pymongo import AsyncMongoClient
 
 from shadow.demo.embedded import MongoServer, PostgresServer
@@ -24,7 +24,7 @@ from shadow.demo.marketplace.api import create_app
 from shadow.demo.marketplace.cli import load_domain
 from shadow.demo.marketplace.drift import PlantedDrift
 from shadow.demo.marketplace.generate import Dataset
-from tests.fixtures import create_database, drop_database
+from tests.fixtures import create_database, drop_database, serving
 
 SEED = 7
 SCALE = 20
@@ -77,12 +77,7 @@ def fresh_stores(pg_server: PostgresServer, mongo_server: MongoServer) -> Iterat
 async def record_answers(stores: Stores, dataset: Dataset, directory: Path) -> None:
     """What a recording proxy would have kept: a few GET answers of the sample API."""
     directory.mkdir()
-    runner = web.AppRunner(create_app(stores.mongo_uri, stores.mongo_db))
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
+    async with serving(create_app(stores.mongo_uri, stores.mongo_db)) as api:
         paths = [f"/api/users/{u['_id']}" for u in dataset.collections["users"][:4]]
         owners = list(dict.fromkeys(str(a["userId"]) for a in dataset.collections["addresses"]))[:3]
         paths += [f"/api/users/{owner}/addresses" for owner in owners]
@@ -93,12 +88,10 @@ async def record_answers(stores: Stores, dataset: Dataset, directory: Path) -> N
         paths += [f"/api/views/users/{r['buyerId']}/purchase-requests" for r in requests[:2]]
         async with ClientSession() as session:
             for index, path in enumerate(paths):
-                async with session.get(f"http://{host}:{port}{path}") as response:
+                async with session.get(f"{api}{path}") as response:
                     body = await response.json()
                     record = {"method": "GET", "path": path, "status": response.status, "body": body}
                 (directory / f"{index:03d}.json").write_text(json.dumps(record))
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(scope="module")
