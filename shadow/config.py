@@ -30,6 +30,12 @@ class ConfigError(ValueError):
 RESERVED_FDS = 64
 
 
+#: --trace-method / --dot-segments: refuse as nginx does, or forward as sent
+Refusable = Literal["refuse", "forward"]
+#: --forwarded-headers: what the upstream gets in X-Forwarded-* (docs/operations.md, "Forwarded headers")
+ForwardedHeaders = Literal["overwrite", "append", "pass"]
+
+
 @dataclass(frozen=True)
 class RequestLimits:
     """The request-path limits (flags --max-request-line ... --max-connections), enforced
@@ -42,6 +48,12 @@ class RequestLimits:
     header_timeout: float = 60.0
     keepalive_timeout: float = 75.0
     max_connections: int = 10000
+    #: the admin server's own connection cap, kept out of the proxy's descriptor budget
+    admin_max_connections: int = 16
+    #: what the request path refuses or rewrites beyond framing (flags of the same names)
+    trace_method: Refusable = "refuse"
+    dot_segments: Refusable = "refuse"
+    forwarded_headers: ForwardedHeaders = "overwrite"
 
     @property
     def max_head_bytes(self) -> int:
@@ -50,11 +62,12 @@ class RequestLimits:
 
     def connection_cap(self) -> int:
         """`max_connections`, lowered so that each client connection and its upstream
-        connection fit in the process's file-descriptor limit (EMFILE never happens)."""
+        connection fit in the process's file-descriptor limit next to the admin
+        server's connections (EMFILE never happens)."""
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             return self.max_connections
-        return max(1, min(self.max_connections, (soft - RESERVED_FDS) // 2))
+        return max(1, min(self.max_connections, (soft - RESERVED_FDS - self.admin_max_connections) // 2))
 
 
 DEFAULT_LIMITS = RequestLimits()
@@ -297,6 +310,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_connections", "--max-connections", "SHADOW_MAX_CONNECTIONS",
            "client connections at once (lowered to fit the fd limit); beyond, the longest-waiting idle or slow one is "
            "closed, or 503 when all are busy (default 10000)", "N", _whole(1)),
+    Option("admin_max_connections", "--admin-max-connections", "SHADOW_ADMIN_MAX_CONNECTIONS",
+           "admin server connections at once, outside the proxy's; beyond, the longest-idle one is closed, or 503 when "
+           "all are busy (default 16)", "N", _whole(1)),
+    Option("trace_method", "--trace-method", "SHADOW_TRACE_METHOD",
+           "refuse = TRACE gets a 405 as with nginx (default: it echoes the request, cookies included); forward = sent "
+           "upstream", "MODE", _choice(*get_args(Refusable))),
+    Option("dot_segments", "--dot-segments", "SHADOW_DOT_SEGMENTS",
+           "refuse = 400 for a path whose dot segments (percent-decoded) climb above the root, as nginx does "
+           "(default); forward = sent as received", "MODE", _choice(*get_args(Refusable))),
+    Option("forwarded_headers", "--forwarded-headers", "SHADOW_FORWARDED_HEADERS",
+           "overwrite = drop the client's X-Forwarded-* and Forwarded, set X-Forwarded-For/-Host/-Proto from what the "
+           "proxy saw (default); append = add the peer to the client's X-Forwarded-For and keep its "
+           "X-Forwarded-Host/-Proto (behind a trusted proxy that sets them); pass = forward them as received, add none",
+           "MODE", _choice(*get_args(ForwardedHeaders))),
     Option("evidence", "--evidence", "SHADOW_EVIDENCE",
            "PostgreSQL DSN of the evidence store (findings, examples; may differ from --pg; default off)",
            "DSN", _postgres_dsn, secret=True),
@@ -362,6 +389,10 @@ class Config:
     header_timeout: float = DEFAULT_LIMITS.header_timeout
     keepalive_timeout: float = DEFAULT_LIMITS.keepalive_timeout
     max_connections: int = DEFAULT_LIMITS.max_connections
+    admin_max_connections: int = DEFAULT_LIMITS.admin_max_connections
+    trace_method: Refusable = DEFAULT_LIMITS.trace_method
+    dot_segments: Refusable = DEFAULT_LIMITS.dot_segments
+    forwarded_headers: ForwardedHeaders = DEFAULT_LIMITS.forwarded_headers
 
     def __post_init__(self) -> None:
         # Values built in Python go through the same parsers as flags, so a bad value

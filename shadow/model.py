@@ -18,7 +18,7 @@ SourceKind = Literal["postgres", "mongo"]
 #: how a field differs: changed value, present on one side only, a different JSON type;
 #: in lists also out of order or a duplicate; on a recheck, a control that disappeared
 DiffKind = Literal["changed", "missing_in_candidate", "extra_in_candidate", "type", "order", "duplicate",
-                   "control_gone"]
+                   "control_gone", "unmodeled_query"]
 
 
 class Outcome(str, enum.Enum):
@@ -43,6 +43,7 @@ class SkipReason(str, enum.Enum):
     RATE_LIMITED = "rate_limited"
     INVALID_KEY = "invalid_key"
     NO_DOCUMENT = "no_document"  # the body had nothing where the route says the document is
+    UNMODELED_QUERY = "unmodeled_query"  # a list read with a query parameter its route does not model
     SHUTDOWN = "shutdown"
 
 
@@ -168,6 +169,18 @@ class ShadowJob:
 
 
 @dataclass(frozen=True, slots=True)
+class ListContext:
+    """Which list read a list-level outcome is about: the read's query parameters, the
+    conditions (column, op, value) that selected PostgreSQL's rows, and why it was not
+    checked. Values are raw here: the sink renders it as the outcome's reason, hiding
+    secret-named values (publish/listreason.py)."""
+
+    query: tuple[tuple[str, str], ...] = ()
+    selected_by: tuple[tuple[str, str, str], ...] = ()  # (column, op, value); op "" = a note
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
     """The published outcome for one key (or one skip/drop). The one thing the sink eats."""
 
@@ -185,6 +198,7 @@ class Comparison:
     unverified: tuple[str, ...] = ()  # declared `unverifiable` paths the API showed in this document
     rechecks: int = 0  # rechecks (both sides re-read) before this verdict
     recheck_seconds: float = 0.0  # from the first read to this verdict, when there were rechecks
+    listing: ListContext | None = None  # a list-level outcome: which read (rendered, redacted, as its reason)
 
 
 #: outcomes shown on /mismatches and written to the mismatch log

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -26,13 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shadow.config import Config, RequestLimits
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy
-from shadow.proxy.aiohttp_guard import serve
+from shadow.proxy.aiohttp_guard import serve, serve_app
 from shadow.publish.admin import Admin, GateHook
 from shadow.publish.admin_auth import AdminAuth, is_loopback
 from shadow.publish.evidence import EvidenceWriter, evidence_writer
@@ -206,9 +206,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     try:
         proxy_runner, bound = await serve_engine(proxy, host, port, config.drain_timeout)  # type: ignore[arg-type]
         started.append(proxy_runner)
-        admin_runner = web.AppRunner(admin.app(), access_log=None)
-        await admin_runner.setup()
-        await web.TCPSite(admin_runner, admin_host, admin_port, reuse_address=True).start()
+        admin_runner, admin_bound = await serve_app(admin.app(), admin_host, admin_port, admin_limits(config))
         started.append(admin_runner)
         if handoff is not None:
             # listen first: the worker loads the rules and opens (warms) its database
@@ -223,7 +221,6 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
         await proxy.close()
         sink.close()
         raise
-    admin_bound = admin_runner.addresses[0][1]
     sidecar = Sidecar(config=config, proxy_url=f"http://{_url_host(host)}:{bound}",
                       admin_url=f"http://{_url_host(admin_host)}:{admin_bound}", sink=sink, rules=holder,
                       pipeline=pipeline, proxy=proxy, admin=admin, _runners=[proxy_runner, admin_runner],
@@ -246,6 +243,12 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
 def request_limits(config: Config) -> RequestLimits:
     """The request-path limits and timeouts the config sets."""
     return RequestLimits(**{name: getattr(config, name) for name in RequestLimits.__dataclass_fields__})
+
+
+def admin_limits(config: Config) -> RequestLimits:
+    """The admin server's: the proxy's head limits and timeouts, its own connection cap."""
+    return dataclasses.replace(request_limits(config), max_connections=config.admin_max_connections,
+                               admin_max_connections=0)
 
 
 def _url_host(host: str) -> str:

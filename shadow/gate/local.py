@@ -30,6 +30,7 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
     transient_fields: dict[str, dict[str, int]] = {}
     unverifiable: dict[str, dict[str, int]] = {}
     noisy_fields: dict[str, dict[str, int]] = {}
+    unmodeled: dict[tuple[str, str], int] = {}
     expiries: dict[tuple[str, str], float] = {}
     declared = False
     started = None
@@ -48,6 +49,8 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
                 unverifiable.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
             elif sample.name == "shadow_transient_fields_total" and value > 0:
                 transient_fields.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
+            elif sample.name == "shadow_skipped_total" and labels.get("reason") == "unmodeled_query" and value > 0:
+                unmodeled[(labels.get("entity", ""), labels.get("route", ""))] = int(value)
             elif sample.name == "shadow_noisy_fields_total" and value > 0:
                 noisy_fields.setdefault(labels.get("entity", ""), {})[labels.get("field", "")] = int(value)
             elif sample.name == "shadow_known_divergence_expiry_timestamp_seconds":
@@ -71,6 +74,7 @@ def evaluate_local(registry: CollectorRegistry, criteria: GateCriteria, *, now: 
         transient_fields=transient_fields,
         unverifiable=unverifiable,
         noisy_fields=noisy_fields,
+        unmodeled=unmodeled,
     )
     return decide(samples, criteria)
 

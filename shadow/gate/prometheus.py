@@ -26,6 +26,9 @@ NOISY_FIELDS = "shadow_noisy_fields_total"
 EXPIRIES = "shadow_known_divergence_expiry_timestamp_seconds"
 
 
+UNMODELED = 'shadow_skipped_total{reason="unmodeled_query"}'  # list reads not list-checked
+
+
 def window_count(metric: str, window: str, by: str) -> str:
     """PromQL for how much a counter grew in the window, per `by` labels — exact where
     it can be, because the gate compares counts against thresholds like "0 mismatches".
@@ -80,6 +83,8 @@ def collect(url: str, criteria: GateCriteria, *, now: float | None = None, timeo
         transient_fields=_by_entity_field(api.query(window_count(TRANSIENT_FIELDS, window, "entity, field"))),
         unverifiable=_by_entity_field(api.query(window_count("shadow_unverifiable_total", window, "entity, field"))),
         noisy_fields=_by_entity_field(api.query(window_count(NOISY_FIELDS, window, "entity, field"))),
+        unmodeled={(labels.get("entity", ""), labels.get("route", "")): _count(value)
+                   for labels, value in api.query(window_count(UNMODELED, window, "entity, route")) if _count(value)},
         divergence_expiries={
             (labels.get("entity", ""), labels.get("field", "")): value
             for labels, value in api.query(f"max by (entity, field) ({EXPIRIES})")

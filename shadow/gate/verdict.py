@@ -55,6 +55,8 @@ class GateSamples:
     verify: Mapping[tuple[str, str], LayerSample] = field(default_factory=dict)  # (entity, layer)
     unverifiable: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # entity -> path -> reads
     noisy_fields: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # entity -> path -> count
+    #: (entity, route) -> list reads not list-checked (a query parameter the route does not model)
+    unmodeled: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,9 @@ def decide(samples: GateSamples, criteria: GateCriteria) -> GateReport:
     notes += tuple(f"{entity}: not verified (declared unverifiable): "
                    + ", ".join(f"{path} x{n}" for path, n in sorted(paths.items()))
                    for entity, paths in sorted(samples.unverifiable.items()) if paths)
+    notes += tuple(f"{entity} {route}: {count} list read(s) not list-checked (a query parameter the route "
+                   "does not model; its members were compared)"
+                   for (entity, route), count in sorted(samples.unmodeled.items()) if count)
     return GateReport(samples.scope, samples.window, samples.evaluated_at, entities, notes)
 
 

@@ -26,11 +26,14 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from shadow.config import DEFAULT_LIMITS, RequestLimits
+from shadow.proxy.aiohttp_guard import complete
+from shadow.proxy.aiohttp_upstream import StrictConnector
 from shadow.proxy.forwarding import (
     NO_SHADOW_METHODS,
     BodyCopy,
     BodyStalled,
     RequestCounter,
+    bad_answer_text,
     body_copy,
     body_timeout_text,
     captured_read,
@@ -87,6 +90,7 @@ class Proxy:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.upstream_timeout = upstream_timeout
+        self.send_timeout = upstream_timeout  # a client reading nothing of its answers (aiohttp_guard)
         self.session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         self.limits = limits
@@ -98,7 +102,7 @@ class Proxy:
     async def open(self) -> None:
         # Idle upstream connections are closed after 4 s: below Node.js' default
         # keepAliveTimeout (5 s), so we close idle ones before the upstream does.
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0, ttl_dns_cache=60)
+        connector = StrictConnector(limit=0, keepalive_timeout=4.0, ttl_dns_cache=60)
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.upstream_timeout,
@@ -122,12 +126,24 @@ class Proxy:
         try:
             try:
                 check_head(request.method.encode("latin-1"), request.raw_path.encode("latin-1"),
-                           f"{request.version.major}.{request.version.minor}", list(request.raw_headers))
+                           f"{request.version.major}.{request.version.minor}", list(request.raw_headers), self.limits)
                 if request.raw_path == "*":
                     raise Refused(400, "asterisk-form is not proxied by this engine")
+                # the guard measures a connection's first head as it arrives; a pipelined
+                # one aiohttp parsed meanwhile is measured here (aiohttp has no such limit)
+                block = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+                if block > self.limits.max_header_block:
+                    raise Refused(431, "request headers too large")
             except Refused as refused:
-                return self._refuse(request, refused)
-            return await self._forward(request, started)
+                return await complete(request, self._refuse(request, refused))
+            if guard is not None and not guard.writable.is_set():
+                # The client has not read the answers before this one (a pipeline it never
+                # reads): nothing more is fetched for it until it does, so unread answers
+                # never pile up in memory, whatever their sizes (aiohttp itself waits only
+                # within one answer of more than 64 KiB).
+                self.metrics.proxy_held.inc()
+                await guard.writable.wait()
+            return await complete(request, await self._forward(request, started))
         finally:
             self.in_flight -= 1
             if guard is not None:
@@ -164,6 +180,10 @@ class Proxy:
                 return self._body_stalled(method, started, asked)
             log.debug("upstream unreachable: %r", problem)
             return self._own_answer(method, 502, unreachable_text(self.upstream, problem), started, asked)
+        if upstream.status < 200:  # a 101 nobody asked for (no tunnel is ever made)
+            upstream.close()
+            return self._own_answer(method, 502, bad_answer_text(self.upstream, f"a {upstream.status} answer"),
+                                    started, asked)
         answered = time.perf_counter()
         self.metrics.upstream_seconds.observe(answered - asked)
         fully_read = False
@@ -177,6 +197,9 @@ class Proxy:
             response._keep_no_server = hdrs.SERVER not in received
             response._keep_no_date = hdrs.DATE not in received
             copy = body_copy(self.handoff, match, upstream.status, upstream.content_length, self.max_body_bytes)
+            guard = self.guards.get(request.protocol)
+            if guard is not None:
+                guard.answering = True
             await response.prepare(request)
             prepared = time.perf_counter()
             own = (asked - started) + (prepared - answered)
@@ -221,6 +244,14 @@ class Proxy:
             upstream.headers.get(hdrs.CONTENT_ENCODING, "")))
 
     def _add_forwarded(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
+        """X-Forwarded-* per --forwarded-headers (docs/operations.md, "Forwarded headers")."""
+        mode = self.limits.forwarded_headers
+        if mode == "pass":
+            return
+        if mode == "overwrite":  # the client's own claims: only what the proxy saw goes on
+            for name in {name for name in headers if name.lower().startswith("x-forwarded-")
+                         or name.lower() == "forwarded"}:
+                headers.popall(name, None)
         peer = request.remote or ""
         headers["X-Forwarded-For"] = forwarded_for(headers.get("X-Forwarded-For"), peer)
         headers.setdefault("X-Forwarded-Proto", request.scheme)

@@ -67,6 +67,11 @@ def unreachable_text(upstream: object, problem: BaseException) -> str:
     return f"502 Bad Gateway: upstream {upstream} unreachable ({type(problem).__name__})\n"
 
 
+def bad_answer_text(upstream: object, what: str) -> str:
+    """The body of the proxy's own 502 when the upstream's answer cannot be passed on."""
+    return f"502 Bad Gateway: upstream {upstream} sent {what}\n"
+
+
 def timeout_text(upstream: object, timeout: float) -> str:
     """The body of the proxy's own 504."""
     return f"504 Gateway Timeout: upstream {upstream} did not answer within {timeout:g}s\n"

@@ -9,15 +9,19 @@ send a head, 75 s idle keep-alive).
 from __future__ import annotations
 
 import collections
+import re
 from email.utils import formatdate
 from typing import Protocol
+from urllib.parse import unquote_to_bytes
+
+from shadow.config import DEFAULT_LIMITS, RequestLimits
 
 #: after refusing a request, the proxy reads (and drops) what the client still sends for
 #: up to this long before closing: closing with unread input makes the kernel send a
 #: reset, which can destroy the refusal before the client reads it (nginx: lingering_close)
 LINGER_SECONDS = 2.0
 
-REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
+REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 414: "URI Too Long",
            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
@@ -56,32 +60,108 @@ def check_target(method: bytes, target: bytes) -> None:
     lowered = target.lower()
     for scheme in (b"http://", b"https://"):
         if lowered.startswith(scheme):
-            authority = target[len(scheme):].split(b"/", 1)[0]
+            rest = target[len(scheme):]
+            end = authority_end(rest)
+            authority = rest[:end]
+            if rest[end:end + 1] == b"#":
+                raise Refused(400, "fragment in an absolute-form target")
             if authority and b"@" not in authority:
+                check_host(authority)
                 return
     raise Refused(400, "request target is neither a path nor an http(s) URL")
 
 
+def authority_end(rest: bytes) -> int:
+    """Where the authority of an absolute-form target (after `scheme://`) ends: at the
+    first `/`, `?` or `#` (RFC 3986 §3.2). Ending it at the first `/` only would read
+    `http://evil.example?x=/admin` as the path `/admin` (issue 18)."""
+    end = len(rest)
+    for delimiter in (b"/", b"?", b"#"):
+        found = rest.find(delimiter, 0, end)
+        if found >= 0:
+            end = found
+    return end
+
+
 def origin_form(target: bytes) -> bytes:
     """The path and query of a request target (an absolute-form target loses scheme and
-    host; `*` stays `*`)."""
+    host, and gets the path `/` when it has none; `*` stays `*`)."""
     if target.startswith(b"/") or target == b"*":
         return target
     if b"://" in target:
         rest = target.split(b"://", 1)[1]
-        slash = rest.find(b"/")
-        return rest[slash:] if slash >= 0 else b"/"
+        path = rest[authority_end(rest):]
+        return path if path.startswith(b"/") else b"/" + path
     return b"/" + target
 
 
-def check_head(method: bytes, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]]) -> int | None:
+#: a plain host name or address with an optional port: accepted without the byte walk
+_PLAIN_HOST = re.compile(rb"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?(?::[0-9]{0,5})?")
+
+
+def check_host(host: bytes) -> None:
+    """Refuses (400) a Host (or absolute-form authority) nginx refuses
+    (ngx_http_validate_host): empty, `..`, a `/`, a space or control byte."""
+    if _PLAIN_HOST.fullmatch(host):
+        return
+    dot = length = len(host)
+    state = "name"
+    for index, byte in enumerate(host):
+        if byte == 0x2E:  # .
+            if dot == index - 1:
+                raise Refused(400, "Host with an empty label")
+            dot = index
+        elif byte == 0x3A:  # :
+            if state == "name":
+                length, state = index, "port"
+        elif byte == 0x5B:  # [
+            if index == 0:
+                state = "literal"
+        elif byte == 0x5D:  # ]
+            if state == "literal":
+                length, state = index + 1, "port"
+        elif byte == 0x2F or byte <= 0x20 or byte == 0x7F:
+            raise Refused(400, "Host with a slash, space or control byte")
+    if dot == length - 1:
+        length -= 1
+    if length <= 0:
+        raise Refused(400, "empty Host")
+
+
+def check_dot_segments(target: bytes) -> None:
+    """Refuses (400) a path whose dot segments, once percent-decoded, climb above the
+    root (`/../admin`, `/%2e%2e/admin`, `/..%2fadmin`), as nginx does; a `..` that stays
+    inside (`/a/../b`) is forwarded as sent."""
+    if b"." not in target and b"%" not in target:  # the common case, on every request
+        return
+    path = origin_form(target).split(b"?", 1)[0]
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+    depth = 0
+    for segment in path.split(b"/"):
+        if segment == b"..":
+            depth -= 1
+            if depth < 0:
+                raise Refused(400, "dot segments above the root")
+        elif segment and segment != b".":
+            depth += 1
+
+
+def check_head(method: bytes, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]],
+               policy: RequestLimits = DEFAULT_LIMITS) -> int | None:
     """Checks a complete request head; returns the body's Content-Length (None: none or
     chunked). Refuses (400) what could be read two ways: HTTP other than 1.0/1.1, a
-    missing (HTTP/1.1) or repeated Host, Transfer-Encoding other than exactly `chunked`
-    (or on HTTP/1.0), Transfer-Encoding with Content-Length, differing Content-Lengths."""
+    missing (HTTP/1.1), repeated or invalid Host, Transfer-Encoding other than exactly
+    `chunked` (or on HTTP/1.0), Transfer-Encoding with Content-Length, differing
+    Content-Lengths; and, unless `policy` forwards them, TRACE (405) and dot segments
+    above the root (400)."""
     if http_version not in ("1.0", "1.1"):
         raise Refused(400, f"HTTP/{http_version} is not HTTP/1.x")
     check_target(method, target)
+    if method == b"TRACE" and policy.trace_method == "refuse":
+        raise Refused(405, "TRACE is refused (--trace-method)")
+    if (b"." in target or b"%" in target) and policy.dot_segments == "refuse":
+        check_dot_segments(target)
     hosts = 0
     lengths: set[bytes] = set()
     encodings: list[bytes] = []
@@ -89,6 +169,7 @@ def check_head(method: bytes, target: bytes, http_version: str, headers: list[tu
         lowered = name.lower()
         if lowered == b"host":
             hosts += 1
+            check_host(value)
         elif lowered == b"content-length":
             lengths.add(value.strip())
         elif lowered == b"transfer-encoding":

@@ -67,6 +67,9 @@ class Metrics:
                                        buckets=PROXY_BUCKETS, registry=r)
         self.proxy_requests = Counter("shadow_proxy_requests", "Requests through the proxy", ["method", "code"],
                                       registry=r)
+        self.proxy_held = Counter("shadow_proxy_held_requests",
+                                  "Pipelined requests held back until their client read the answers before them",
+                                  registry=r)
         self.upstream_seconds = Histogram("shadow_upstream_seconds", "Upstream time to response headers",
                                           buckets=UPSTREAM_BUCKETS, registry=r)
         self.loop_lag = Gauge("shadow_event_loop_lag_seconds", "Event loop lag (last sample)", registry=r)

@@ -33,6 +33,7 @@ from shadow.model import (
     SkipReason,
     Stage,
 )
+from shadow.publish.listreason import render as render_list
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import DEFAULT, Redaction, redact_text
 from shadow.publish.tracing import Tracing, request_context
@@ -308,7 +309,8 @@ class Sink:
         entry = RecentMismatch(
             id=next(self._ids), at=comparison.at or time.time(), entity=comparison.entity, route=comparison.route,
             key=_text(redact, comparison.key), outcome=comparison.outcome.value, source=comparison.source,
-            reason=_text(redact, comparison.reason),
+            reason=(_text(redact, comparison.reason) if comparison.listing is None
+                    else render_list(comparison.listing, redact)),  # each value redacted by its name
             diffs=[_diff_json(diff, redact) for diff in comparison.diffs],
             suppressed=sorted({diff.path for diff in comparison.suppressed}), trace_id=trace_id,
         )

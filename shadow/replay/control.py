@@ -33,7 +33,8 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class ControlGone(Exception):
-    """The upstream answered that the document is not there any more (404/410)."""
+    """The upstream answered that the document is not there any more (a status of the
+    route's `recheck.gone`, 404 and 410 by default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,19 @@ class UpstreamControl:
 
     async def read(self, route: Route, params: Mapping[str, str], replay: Replay) -> dict[str, Any]:
         """key -> the control document(s) the upstream answers now. Raises ControlGone
-        on 404/410, RuntimeError on any other non-2xx or a body without the document."""
+        on a `recheck.gone` status (404/410 by default), RuntimeError on any other
+        non-2xx or a body without the document."""
+        document = await self.read_body(route, replay)
+        _path, _, query_text = replay.target.partition("?")
+        query = MultiDict(parse_qsl(query_text, keep_blank_values=True))
+        try:
+            return route.controls(RouteMatch(route, dict(params)), query, CIMultiDict(replay.headers), document)
+        except InvalidKey as problem:
+            raise RuntimeError(f"upstream answer has no valid key: {problem}") from problem
+
+    async def read_body(self, route: Route, replay: Replay) -> Any:
+        """The parsed JSON body the upstream answers now (a list read's whole answer).
+        Raises ControlGone on a `recheck.gone` status, RuntimeError on other failures."""
         if replay.method not in ("GET", "HEAD"):  # the rules refuse it too; never replay a write
             raise RuntimeError(f"refusing to replay {replay.method}")
         self.sent += 1
@@ -113,7 +126,7 @@ class UpstreamControl:
             raise RuntimeError(f"upstream replay failed: {problem or type(problem).__name__}") from problem
         finally:  # wakes the thread if it still waits on the socket (timed out, cancelled)
             _shut(connection)
-        if status in (404, 410):
+        if status in route.recheck.gone:
             raise ControlGone(f"upstream answered {status}")
         if not 200 <= status < 300:
             raise RuntimeError(f"upstream answered {status}")
@@ -123,15 +136,9 @@ class UpstreamControl:
         if plain is None:
             raise RuntimeError(f"upstream answer has an unreadable content coding {coding!r}")
         try:
-            document = orjson.loads(plain)
+            return orjson.loads(plain)
         except orjson.JSONDecodeError as problem:
             raise RuntimeError("upstream answer is not JSON") from problem
-        _path, _, query_text = replay.target.partition("?")
-        query = MultiDict(parse_qsl(query_text, keep_blank_values=True))
-        try:
-            return route.controls(RouteMatch(route, dict(params)), query, CIMultiDict(replay.headers), document)
-        except InvalidKey as problem:
-            raise RuntimeError(f"upstream answer has no valid key: {problem}") from problem
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._tls is not None:

@@ -38,7 +38,7 @@ from shadow.model import (
     Stage,
     Verdict,
 )
-from shadow.replay.control import UpstreamControl
+from shadow.replay.control import Replay, UpstreamControl
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
 from shadow.replay.messages import JobInfo, Read, Sink, read_message
 from shadow.replay.prepare import prepare
@@ -197,8 +197,8 @@ class Pipeline:
             if job is None:
                 continue
             self._stage(job.info.entity, "queue", now - read.enqueued_at)
-            unselected = await self._check_extras(job, route) if route.complete or route.page else frozenset()
             replay = prepared.replay
+            unselected = await self._check_extras(job, route, replay) if job.listing is not None else frozenset()
             pending.extend(PendingKey(job, key, replay=replay) for key in job.controls if key not in unselected)
         if pending:
             await self._fetch_and_compare(pending)
@@ -272,6 +272,9 @@ class Pipeline:
                control: Any, candidate: Any, entity_spec: Entity) -> None:
         """Publish a key's outcome (first read, or the end of its rechecks: the recheck that
         ends them is one more than the trail it carries counts)."""
+        if item.list_read:
+            self._finish_list(item, outcome, diffs)
+            return
         trail, info = item.trail, item.job.info
         entry = self.sink.publish(Comparison(
             entity=info.entity, route=info.route, key=item.key, outcome=outcome, diffs=diffs,
@@ -297,10 +300,12 @@ class Pipeline:
     def _stage(self, entity: str, stage: str, seconds: float) -> None:
         self.sink.observe_stage(entity, stage, seconds)
 
-    async def _check_extras(self, job: ShadowJob, route: Route) -> frozenset[str]:
+    async def _check_extras(self, job: ShadowJob, route: Route, replay: Replay | None = None) -> frozenset[str]:
         """List reads (listcheck.py): rows the source has that the API did not return
         (`extra`), and the list itself (members, order, duplicates, total) as one
-        mismatch. Returns the members not to compare one by one."""
+        mismatch, rechecked on the route's schedule like a document. A read with a query
+        parameter the route does not model is not checked (skipped `unmodeled_query`, or
+        a finding with `strict_query`). Returns the members not to compare one by one."""
         info = job.info
         source = self.sources.get(info.source)
         entity_spec = self._rules().entities.get(info.entity)
@@ -314,14 +319,44 @@ class Pipeline:
             self.sink.raised(failure, info.entity)
             self._publish_error(info, None, failure)
             return frozenset()
-        for key in checked.extra:
-            self.sink.publish(Comparison(entity=info.entity, route=info.route, key=key, outcome=Outcome.EXTRA,
-                                         source=info.source, at=time.time()), info)
-        if checked.diffs:
-            self.sink.publish(Comparison(entity=info.entity, route=info.route, key=list_key(dict(job.params)),
-                                         outcome=Outcome.MISMATCH,
-                                         diffs=checked.diffs, source=info.source, at=time.time()), info)
+        key = list_key(dict(job.params))
+        if checked.unmodeled:
+            if route.strict_query:
+                diffs = tuple(FieldDiff(f"?{name}", f"?{name}", "(not modeled by the route)", None, "unmodeled_query")
+                              for name in checked.unmodeled)
+                self.sink.publish(Comparison(entity=info.entity, route=info.route, key=key, outcome=Outcome.MISMATCH,
+                                             diffs=diffs, listing=checked.context, source=info.source,
+                                             at=time.time()), info)
+            else:
+                self.sink.skipped(info.entity, info.route, SkipReason.UNMODELED_QUERY)
+            return frozenset()
+        findings = checked.findings(route)
+        if not findings:
+            if not job.controls:  # an empty answer PostgreSQL agrees with: a list read has an outcome too
+                self.sink.publish(Comparison(entity=info.entity, route=info.route, key=key, outcome=Outcome.MATCH,
+                                             listing=checked.context, source=info.source, at=time.time()), info)
+            return checked.unselected
+        item = PendingKey(job, key, replay=replay, list_read=True, context=checked.context)
+        if route.recheck.enabled and self._rechecks.park(item, Verdict(Outcome.MISMATCH, findings), None,
+                                                         route.recheck.after):
+            return checked.unselected
+        self.finish(item, Outcome.MISMATCH, findings, Verdict(Outcome.MISMATCH, findings), None, None, entity_spec)
         return checked.unselected
+
+    def _finish_list(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...]) -> None:
+        """A list read's final outcome: rows only PostgreSQL selects as `extra` (one per
+        key), the other list-level differences as one outcome under the list's key."""
+        info = item.job.info
+        if outcome is Outcome.MISMATCH:
+            extras = [diff.candidate for diff in diffs if diff.kind == "extra_in_candidate"]
+            for key in extras:
+                self.sink.publish(Comparison(entity=info.entity, route=info.route, key=key, outcome=Outcome.EXTRA,
+                                             listing=item.context, source=info.source, at=time.time()), info)
+            diffs = tuple(diff for diff in diffs if diff.kind != "extra_in_candidate")
+            if not diffs:
+                return
+        self.sink.publish(Comparison(entity=info.entity, route=info.route, key=item.key, outcome=outcome, diffs=diffs,
+                                     listing=item.context, source=info.source, at=time.time()), info)
 
     # ------------------------------------------------------------------ explain
 

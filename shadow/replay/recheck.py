@@ -32,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from shadow.model import DropReason, Failure, FieldDiff, Outcome, ShadowJob, Stage, Verdict
+from shadow.model import DropReason, Failure, FieldDiff, ListContext, Outcome, ShadowJob, Stage, Verdict
 from shadow.replay.control import (
     ControlGone,
     Replay,
@@ -40,8 +40,10 @@ from shadow.replay.control import (
     read_upstream_once,
 )
 from shadow.replay.convergence import WHOLE_DOCUMENT, Trail, moved_paths
+from shadow.replay.listcheck import run_list_check
 from shadow.replay.messages import Sink
-from shadow.rules.spec import Entity
+from shadow.replay.viewread import Listing, list_path, listing
+from shadow.rules.spec import Entity, Route
 
 Item = TypeVar("Item")
 
@@ -112,6 +114,8 @@ class PendingKey:
     key: str
     trail: Trail | None = None  # None on the first read
     replay: Replay | None = None  # how to read the control again (upstream control only)
+    list_read: bool = False  # the list itself (members, order, total), keyed `[list ...]`
+    context: ListContext | None = None  # a list read: its query and what selected its rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +164,10 @@ class Rechecker:
     def park(self, item: PendingKey, verdict: Verdict, candidate: Any, schedule: tuple[float, ...]) -> bool:
         """Start the schedule of a key whose first read differed; False (counted) when
         there is no room: the caller publishes what the first read saw."""
+        if item.list_read:  # the list's control is the listing; its documents need not wait
+            trail = Trail(first=verdict, first_candidate=None, control=item.job.listing, started=time.monotonic())
+            parked = replace(item, job=replace(item.job, controls={}, attempt=1), trail=trail)
+            return self._push(parked, schedule[0], _size(item.job.listing.keys, verdict.diffs))
         control = item.job.controls[item.key]
         trail = Trail(first=verdict, first_candidate=candidate, control=control, started=time.monotonic())
         # keep only this key's control: a list read's other documents need not wait
@@ -196,8 +204,14 @@ class Rechecker:
     # ------------------------------------------------------------------ one batch
 
     async def recheck(self, items: list[PendingKey]) -> None:
+        for item in items:
+            if item.list_read:
+                try:
+                    await self._recheck_list(item)
+                except Exception as problem:
+                    self.host.fail(item, Failure.of(Stage.RECHECK, problem))
         groups: dict[tuple[str, str, Any], list[PendingKey]] = {}
-        for item in items:  # one fetch per reader too (fields bound to the reader differ)
+        for item in (item for item in items if not item.list_read):  # one fetch per reader too
             groups.setdefault((item.job.info.entity, item.job.info.source, item.job.reader), []).append(item)
         today = dt.datetime.now(dt.UTC).date()
         for (entity, source_name, reader), group in groups.items():
@@ -250,16 +264,69 @@ class Rechecker:
         trail = trail.after(verdict, candidate, control, moved)
         if read.second is not None or read.fresh:
             trail = replace(trail, noise_checked=True)
+        self._next(item, trail, route, entity_spec, _size(control, candidate))
+
+    def _next(self, item: PendingKey, trail: Trail, route: Route | None, entity_spec: Entity, size: int) -> None:
+        """Wait for the next step of the schedule, or publish the outcome of the trail."""
         schedule = route.recheck.after if route is not None else ()
         if trail.step < len(schedule):
             delay = trail.started + schedule[trail.step] - time.monotonic()
             job = replace(item.job, attempt=trail.step + 1)
-            if self._push(replace(item, job=job, trail=trail), delay, _size(control, candidate)):
+            if self._push(replace(item, job=job, trail=trail), delay, size):
                 return
         outcome, diffs = trail.outcome()
         last = trail.last if trail.last is not None else trail.first
-        control = trail.control if trail.control is not None else item.job.controls[item.key]
+        control = trail.control if trail.control is not None or item.list_read else item.job.controls[item.key]
         self.host.finish(item, outcome, diffs, last, control, trail.last_candidate, entity_spec)
+
+    async def _recheck_list(self, item: PendingKey) -> None:
+        """One step of a list read's recheck: the list read again from the upstream (or
+        the original answer), PostgreSQL's selection again, the list-level differences
+        compared with the first read's (listcheck.py)."""
+        trail = _trail(item)
+        rules = self.host.rules()
+        route = rules.route_named(item.job.info.route)
+        entity_spec = rules.entities.get(item.job.info.entity)
+        source = self.host.sources.get(item.job.info.source)
+        if route is None or entity_spec is None or source is None:
+            self.host.fail(item, Failure(Stage.RECHECK, "LookupError",
+                                         f"route {item.job.info.route!r} is not in the loaded rules"), report=False)
+            return
+        before: Listing = trail.control
+        after, fresh, gone = before, False, False
+        if route.recheck.control == "upstream" and item.replay is not None and self.upstream is not None:
+            try:
+                body = await self.upstream.read_body(route, item.replay)
+                found = listing(route, body, before.query)
+                if found is None:
+                    raise RuntimeError("upstream answer has no list where the route says")
+                after, fresh = found, True
+            except ControlGone:
+                gone = True
+            except Exception as problem:  # the upstream is down or odd: keep the last list
+                self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), item.job.info.entity)
+        job = replace(item.job, listing=after)
+        checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job), self.timeout)
+        if checked.unmodeled:  # the rules changed under the read (a reload): no verdict to give
+            why = f"the route no longer models this read ({', '.join(checked.unmodeled)})"
+            self.host.fail(item, Failure(Stage.RECHECK, "LookupError", why), report=False)
+            return
+        findings = checked.findings(route)
+        if gone:  # the API no longer answers the list (or the reader): converged if PostgreSQL selects nothing
+            if not checked.extra and set(after.keys) <= checked.unselected:
+                self.host.finish(item, Outcome.TRANSIENT, trail.first.diffs, trail.first, None, None, entity_spec)
+                return
+            verdict = Verdict(Outcome.MISMATCH, (FieldDiff("", "", None, "(still selected)", "control_gone"),))
+            moved = {WHOLE_DOCUMENT}
+        elif not findings:
+            self.host.finish(item, Outcome.TRANSIENT, trail.first.diffs, trail.first, None, None, entity_spec)
+            return
+        else:
+            verdict = Verdict(Outcome.MISMATCH, findings)
+            moved = _moved_in_list(route, before, after) if fresh else set()
+        trail = trail.after(verdict, None, after, moved)
+        self._next(replace(item, context=checked.context or item.context), trail, route, entity_spec,
+                   _size(after.keys, verdict.diffs))
 
     def _converged(self, item: PendingKey, entity_spec: Entity) -> None:
         trail = item.trail
@@ -341,6 +408,19 @@ class Rechecker:
         if item.key not in first:  # a list read that no longer shows this key (paging moved)
             return ControlRead(None, gone=True, fresh=True)
         return ControlRead(first[item.key], second=second, fresh=True)
+
+
+def _moved_in_list(route: Route, before: Listing, after: Listing) -> set[str]:
+    """Where the API's own list changed between two reads (members, total, page count)."""
+    moved = set()
+    if before.keys != after.keys:
+        moved.add(list_path(route)[:-3])
+    page = route.page
+    if page is not None and page.total and before.total != after.total:
+        moved.add(".".join(page.total))
+    if page is not None and page.pages and before.pages != after.pages:
+        moved.add(".".join(page.pages))
+    return moved
 
 
 def _trail(item: PendingKey) -> Trail:

@@ -9,18 +9,15 @@ the shadow worker (never on the request path):
 """
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from shadow.rules.claims import MAX_CLAIM_CHARS, MAX_TOKEN_CHARS, header_value, jwt_claim
 from shadow.rules.spec import Lookup, ReaderSpec, Route
 
-MAX_TOKEN_CHARS = 8192  # a longer Authorization header is not read (no reader)
-MAX_CLAIM_CHARS = 200
+__all__ = ["MAX_CLAIM_CHARS", "MAX_TOKEN_CHARS", "BoundReader", "Listing", "bound_reader", "header_value",
+           "jwt_claim", "list_path", "listing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,48 +40,14 @@ class Listing:
     keys: tuple[str, ...]
     total: Any
     query: Mapping[str, Any]
-
-
-def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None and isinstance(headers, dict):  # plain dicts are case-sensitive
-        wanted = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
-    return value
-
-
-def jwt_claim(token: str | None, claim: str) -> str | None:
-    """The claim of a JWT (`Bearer a.b.c` or `a.b.c`) as a string; None for anything
-    that is not a readable token carrying a short scalar claim. Never raises."""
-    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
-        return None
-    token = token.strip()
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[1]:
-        return None
-    payload = parts[1]
-    try:
-        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        data = orjson.loads(raw)
-    except (binascii.Error, ValueError, orjson.JSONDecodeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    value = data.get(claim)
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    text = str(value)
-    if not text or len(text) > MAX_CLAIM_CHARS or "\x00" in text:
-        return None
-    return text
+    pages: Any = None  # the page count the body claims (route `pages:`), or None
+    echoed: Mapping[str, Any] = field(default_factory=dict)  # body path -> page / limit the body says it applied
 
 
 def bound_reader(spec: ReaderSpec | None, headers: Mapping[str, str]) -> BoundReader | None:
     if spec is None:
         return None
-    claim = jwt_claim(header_value(headers, spec.header), spec.claim)
+    claim = jwt_claim(header_value(headers, spec.header), spec.claim, spec.schemes)
     return None if claim is None else BoundReader(claim, spec.lookup)
 
 
@@ -97,13 +60,27 @@ def listing(route: Route, body: Any, query: Mapping[str, Any]) -> Listing | None
         return None
     id_field = route.entity_spec.id_field
     keys = tuple(route.entity_spec.validate_key(item.get(id_field)) for item in document if isinstance(item, dict))
-    total = None
-    if route.page is not None and route.page.total:
-        total = body
-        for step in route.page.total:
-            total = total.get(step) if isinstance(total, dict) else None
-    return Listing(keys, total, {name: query.getall(name) if hasattr(query, "getall") else [query[name]]
-                                 for name in query})
+    page = route.page
+    return Listing(keys, _at(body, page.total) if page else None,
+                   {name: _values(query, name) for name in query},
+                   _at(body, page.pages) if page else None,
+                   {".".join(path): _at(body, path) for path in page.echoes()} if page else {})
+
+
+def _values(query: Mapping[str, Any], name: str) -> list[Any]:
+    """Every value of a query parameter (a multidict, or a mapping to one value or a list)."""
+    if hasattr(query, "getall"):
+        return list(query.getall(name))
+    value = query[name]
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _at(body: Any, path: tuple[str, ...]) -> Any:
+    if not path:
+        return None
+    for step in path:
+        body = body.get(step) if isinstance(body, dict) else None
+    return body
 
 
 def list_path(route: Route) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from shadow.rules.load import RuleSet
-from shadow.rules.spec import Entity, RuleIssue
+from shadow.rules.spec import AGGREGATES, Entity, Route, RuleIssue
 from shadow.rules.walk import item_fields
 
 
@@ -26,6 +26,11 @@ def _reads(fields: Any, table: str) -> Iterator[tuple[str, str, int]]:
             continue
         for column in spec.columns():
             yield table, column, spec.line
+        if spec.kind in AGGREGATES:
+            for condition in spec.where:
+                yield spec.table or "", condition.column, spec.line
+            if spec.of:
+                yield spec.table or "", spec.of, spec.line
         if spec.kind in ("rows", "child"):
             child = spec.table or ""
             yield child, spec.fk or "", spec.line
@@ -34,15 +39,47 @@ def _reads(fields: Any, table: str) -> Iterator[tuple[str, str, int]]:
             yield from _reads(item_fields(spec), child)
 
 
+def _route_reads(entity: Entity, route: Route) -> Iterator[tuple[str, str, int]]:
+    """What a list route's selection reads: filtered columns (through child / junction
+    tables), lookups by a unique column, reader-derived sets, order and sort columns."""
+    for condition in route.where:
+        through = condition.through
+        if through is not None:
+            yield through.table, through.fk, route.line
+            yield through.table, condition.column, route.line
+            yield entity.table, through.parent, route.line
+        else:
+            yield entity.table, condition.column, route.line
+        if condition.to is not None and condition.by is not None:
+            yield condition.to, condition.by, route.line
+            yield condition.to, "id", route.line
+        if condition.reader_set is not None:
+            found = condition.reader_set
+            yield found.table, found.select, route.line
+            yield found.table, found.by, route.line
+    if route.page is not None:
+        for column, _ in route.page.order_by:
+            yield entity.table, column, route.line
+        if route.page.sort is not None:
+            for column in route.page.sort.allow.values():
+                yield entity.table, column, route.line
+
+
 def _uses_id_map(fields: Any) -> bool:
     return any(spec.kind in ("ref", "mixed") or _uses_id_map(spec.fields)
                or (spec.value is not None and _uses_id_map([spec.value])) for spec in fields)
 
 
-def _entity_reads(entity: Entity) -> Iterator[tuple[str, str, int]]:
+def _entity_reads(entity: Entity, routes: tuple[Route, ...] = ()) -> Iterator[tuple[str, str, int]]:
+    if entity.distinct:  # a scalar list reads one column, nothing else of its table
+        yield entity.table, entity.distinct, entity.line
+        return
     yield entity.table, entity.key, entity.line
     yield entity.table, entity.id, entity.line
     yield from _reads(entity.fields.values(), entity.table)
+    for route in routes:
+        if route.entity == entity.name:
+            yield from _route_reads(entity, route)
     if _uses_id_map(entity.fields.values()):
         for column in ("collection", "legacy_object_id", "new_id"):
             yield "id_map", column, entity.line
@@ -73,7 +110,7 @@ async def check_against_database(rules: RuleSet, dsn: str) -> list[RuleIssue]:
     issues: list[RuleIssue] = []
     seen: set[tuple[str, str, str]] = set()
     for entity in rules.entities.values():
-        for table, column, line in _entity_reads(entity):
+        for table, column, line in _entity_reads(entity, rules.routes):
             if (entity.name, table, column) in seen:
                 continue
             seen.add((entity.name, table, column))

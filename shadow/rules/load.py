@@ -19,7 +19,7 @@ from typing import Any, cast, get_args
 from shadow.model import SourceKind
 from shadow.policy import RulesPolicy
 from shadow.rules.checks import parse_checks
-from shadow.rules.fieldspec import parse_fields
+from shadow.rules.fieldspec import parse_fields, parse_transforms
 from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.recheck import parse_recheck
 from shadow.rules.redaction import parse_redaction
@@ -39,6 +39,7 @@ from shadow.rules.stored import parse_stored
 from shadow.rules.viewspec import (
     ROUTE_VIEW_KEYS,
     check_reader_fields,
+    modeled_query,
     parse_list_filter,
     parse_page,
     parse_reader,
@@ -266,6 +267,14 @@ def _route(reader: Reader, entity: Entity, item: Any, line: int) -> Route | None
     at_text = reader.string(options, "at", where, default="") or ""
     source = cast(SourceKind, reader.string(options, "source", where, default="postgres",
                                             choices=get_args(SourceKind)) or "postgres")
+    filters = _where(reader, options, where, params)
+    page = parse_page(reader, options, where, is_list)
+    route_reader = parse_reader(reader, options, where)
+    if key.kind == "claim" and route_reader is None and "reader" not in options:
+        reader.error(options.line_of("key"), f"{where}: key {{jwt_claim}} reads the token of the route's "
+                                             "'reader: {header, jwt_claim, to}'")
+    if any(spec.reader or spec.reader_set for spec in filters) and route_reader is None and "reader" not in options:
+        reader.error(options.line_of("where"), f"{where}: a where bound to the reader needs 'reader:' on the route")
     return Route(
         name=name, method=method, template=template, entity=entity.name, param_names=params,
         source=source,
@@ -277,9 +286,11 @@ def _route(reader: Reader, entity: Entity, item: Any, line: int) -> Route | None
         complete=reader.boolean(options, "complete", where, False),
         key=key,
         at=tuple(step for step in at_text.split(".") if step),
-        where=_where(reader, options, where, params),
-        reader=parse_reader(reader, options, where),
-        page=parse_page(reader, options, where, is_list),
+        where=filters,
+        reader=route_reader,
+        page=page,
+        query=modeled_query(reader, options, where, filters, page, is_list),
+        strict_query=reader.boolean(options, "strict_query", where, False),
         key_normalize=view_key[1] if view_key else (),
         const_key=view_key[2] if view_key else None,
         file=reader.file, line=line, entity_spec=entity,
@@ -330,7 +341,7 @@ def _where(reader: Reader, options: YMap, where: str, params: tuple[str, ...]) -
             reader.error(line,
                          f"{where}: where {column!r} must be a parameter name, {{param, to}}, {{query}} or {{value}}")
             continue
-        parsed = parse_list_filter(reader, column, spec, line, where, params)
+        parsed = parse_list_filter(reader, column, spec, line, where, params, parse_transforms)
         if parsed is not None:
             filters.append(parsed)
     return tuple(filters)

@@ -18,13 +18,14 @@ from shadow.rules.spec import (
 )
 from shadow.rules.yamltree import YList, YMap
 
-RECHECK_KEYS = ("after", "control", "headers")
+RECHECK_KEYS = ("after", "control", "headers", "gone")
 #: a schedule is short: every step holds the key's control (and credentials) in memory
 MAX_STEPS = 8
 MAX_DELAY_SECONDS = 3600.0
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m)$")
 DEFAULT_AFTER = (2.0,)
+DEFAULT_GONE = (404, 410)
 
 
 def parse_recheck(reader: Reader, options: YMap, where: str, method: str, source: str) -> RecheckPolicy:
@@ -55,7 +56,26 @@ def parse_recheck(reader: Reader, options: YMap, where: str, method: str, source
     headers = tuple(name.lower() for name in reader.strings(value, "headers", f"{where} recheck", HEADER_NAME))
     if headers and control != "upstream":
         reader.error(value.line_of("headers"), f"{where}: recheck 'headers' are only sent with control: upstream")
-    return RecheckPolicy(after, control, headers)  # type: ignore[arg-type]
+    return RecheckPolicy(after, control, headers, _gone(reader, value, where))  # type: ignore[arg-type]
+
+
+def _gone(reader: Reader, value: YMap, where: str) -> tuple[int, ...]:
+    """`gone: [401, 404, 410]`: control statuses that mean the document is not there any
+    more (default 404, 410); any other non-2xx answer is an error."""
+    if "gone" not in value:
+        return DEFAULT_GONE
+    raw = value["gone"]
+    items = list(raw) if isinstance(raw, YList) else [raw]
+    statuses = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or not 300 <= item <= 599:
+            reader.error(value.line_of("gone"),
+                         f"{where}: recheck 'gone' lists HTTP statuses 300-599, got {kind_of(item)}")
+            continue
+        statuses.append(item)
+    if "gone" in value and value.get("control", "upstream") != "upstream":
+        reader.error(value.line_of("gone"), f"{where}: recheck 'gone' statuses are for control: upstream")
+    return tuple(sorted(set(statuses)))
 
 
 def _after(reader: Reader, value: YMap, where: str) -> tuple[float, ...]:

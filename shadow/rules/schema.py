@@ -24,9 +24,28 @@ _AS = {"description": "normalizers applied to both sides before comparing",
 _ABSENT = {"description": "the value an absent field stands for (both sides)"}
 _AGGREGATE = {"fk": _NAME, "parent": _NAME, "of": _NAME, "as": _AS, "absent": _ABSENT,
               "where": {"type": "object", "description": "column: key | reader | constant | {in: [..]} | {value: v}"}}
+_WHOLE = {"type": "integer", "minimum": 0}
+_STRINGS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+_PAGE_OPTIONS = {"query": {"type": "string"}, "default": _WHOLE, "min": _WHOLE, "max": _WHOLE,
+                 "out_of_range": {"enum": ["default", "clamp", "error"],
+                                  "description": "what the API does with a value outside [min, max]"}}
+_ECHO = {**_PATH, "description": "body path echoing the value the API applied (checked)"}
 _QUERY_PARAM = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["query"], "additionalProperties": False,
-                                                "properties": {"query": {"type": "string"},
-                                                               "default": {"type": "integer"}}}]}
+                                                "properties": _PAGE_OPTIONS}]}
+_LIMIT = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["query"], "additionalProperties": False,
+                                          "properties": {**_PAGE_OPTIONS, "at": _ECHO}}]}
+_PAGE_NUMBER = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["query"], "additionalProperties": False,
+                                                "properties": {**_PAGE_OPTIONS, "first": _WHOLE, "at": _ECHO}}]}
+_NORMALIZE = {"description": "lower, trim, or normalizers of the `as:` library, applied to the parameter",
+              "oneOf": [_TRANSFORM, {"type": "array", "items": _TRANSFORM}]}
+_WHERE = {"type": "object", "additionalProperties": False, "properties": {
+    "param": {"type": "string"}, "query": {"type": "string"}, "value": {},
+    "reader": {"oneOf": [{"const": True}, {
+        "type": "object", "required": ["in", "select", "by"], "additionalProperties": False,
+        "properties": {"in": _TABLE, "select": _NAME, "by": _NAME}}]},
+    "op": {"enum": ["eq", "in", "gt", "gte", "lt", "lte"]}, "to": _TABLE, "by": _NAME,
+    "normalize": _NORMALIZE, "on_miss": {"enum": ["empty", "drop"]},
+    "through": _TABLE, "fk": _NAME, "parent": _NAME}}
 
 
 def _kind(kind: str, required: dict[str, Any], optional: dict[str, Any], description: str) -> dict[str, Any]:
@@ -70,25 +89,32 @@ def rule_schema() -> dict[str, Any]:
                                                                  "query": {"type": "string"},
                                                                  "header": {"type": "string"},
                                                                  "const": {"type": "string"},
+                                                                 "jwt_claim": {"type": "string"},
                                                                  "normalize": {}},
                                                   "additionalProperties": False}]},
-            "where": {"type": "object", "additionalProperties": {"oneOf": [
-                {"type": "string"},
-                {"type": "object", "additionalProperties": False,
-                 "properties": {"param": {"type": "string"}, "query": {"type": "string"}, "to": _TABLE, "by": _NAME,
-                                "value": {}, "op": {"enum": ["eq", "in", "gt", "gte", "lt", "lte"]}}}]}},
+            "where": {"type": "object", "additionalProperties": {"oneOf": [{"type": "string"}, _WHERE]}},
             "reader": {"type": "object", "required": ["header", "jwt_claim", "to"], "additionalProperties": False,
                        "properties": {"header": {"type": "string"}, "jwt_claim": {"type": "string"},
-                                      "to": _TABLE, "by": _NAME}},
+                                      "to": _TABLE, "by": _NAME,
+                                      "scheme": {**_STRINGS,
+                                                 "description": "Bearer, Token, bare (default: all three)"}}},
             "order_by": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-            "limit": _QUERY_PARAM, "offset": _QUERY_PARAM, "total": _PATH,
+            "limit": _LIMIT, "offset": _QUERY_PARAM, "page": _PAGE_NUMBER, "total": _PATH, "pages": _PATH,
+            "sort": {"type": "object", "required": ["query", "allow"], "additionalProperties": False,
+                     "properties": {"query": {"type": "string"},
+                                    "allow": {"type": "object", "additionalProperties": _NAME},
+                                    "style": {"enum": ["field:dir", "-field"]}}},
+            "query": {**_STRINGS, "description": "query parameters the list models beyond where / page (e.g. fields)"},
+            "strict_query": {"type": "boolean"},
             "sample": {"type": "number", "minimum": 0, "maximum": 1},
             "sample_by": {"enum": ["random", "key"]},
             "recheck": {"oneOf": [_DURATION, {
                 "type": "object", "additionalProperties": False,
                 "properties": {"after": {"oneOf": [_DURATION, {"type": "array", "items": _DURATION, "maxItems": 8}]},
                                "control": {"enum": ["upstream", "mongo", "none"]},
-                               "headers": {"type": "array", "items": {"type": "string"}}}}]},
+                               "headers": {"type": "array", "items": {"type": "string"}},
+                               "gone": {"type": "array",
+                                        "items": {"type": "integer", "minimum": 300, "maximum": 599}}}}]},
             "source": {"enum": ["postgres", "mongo"]}}}]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -16,6 +16,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from shadow.model import SourceKind
+from shadow.rules.claims import header_value, jwt_claim
 from shadow.rules.redaction import NO_REDACTION_RULES, RedactionRules
 from shadow.rules.stored import DEFAULT_VIEW, StoredView
 
@@ -188,7 +189,7 @@ class KeySource:
     """Where a route's key comes from: path / query / header parameter, or `body`
     (the `_id` of the document, or of every item of a list)."""
 
-    kind: str  # path | query | header | body
+    kind: str  # path | query | header | body | claim (a JWT claim of the route's reader header)
     name: str = ""
 
 
@@ -213,11 +214,37 @@ class Condition:
     op: str = "eq"  # eq | in
 
 
+#: what a `where` lookup that finds no row does: select nothing, or drop the condition
+OnMiss = Literal["empty", "drop"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderSet:
+    """`{reader: {in: follows, select: followee_id, by: follower_id}}`: the values of
+    `select` in the rows of table `in` whose `by` column is the reader's id."""
+
+    table: str
+    select: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Through:
+    """`through: article_tags, fk: article_id`: the condition holds for a row when some
+    row of the child / junction table (its `fk` = the row's `parent` column) matches
+    (SQL EXISTS)."""
+
+    table: str
+    fk: str
+    parent: str = "id"
+
+
 @dataclass(frozen=True, slots=True)
 class ListFilter:
     """`where:` of a list route: column <op> a path parameter (`param`), a query
-    parameter (`query`; no parameter -> no condition), or a constant (`value`); a
-    parameter is resolved to a PostgreSQL id when `lookup` says how."""
+    parameter (`query`; no parameter -> no condition), a constant (`value`) or the
+    reader (`reader`); a parameter is resolved to a PostgreSQL id when `lookup` says
+    how; `through` puts the column on a child / junction table (EXISTS)."""
 
     column: str
     param: str | None = None
@@ -226,6 +253,11 @@ class ListFilter:
     query: str | None = None
     op: str = "eq"  # eq | in | gt | gte | lt | lte
     by: str | None = None  # `to` is a table and `by` its unique column (not id_map)
+    normalize: tuple[Transform, ...] = ()  # applied to each raw parameter value first
+    on_miss: OnMiss = "empty"  # a lookup that finds no row: select nothing, or no condition
+    reader: bool = False  # the value is the reader's id (no reader: nothing can match)
+    reader_set: ReaderSet | None = None  # the column is in a set derived from the reader
+    through: Through | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,18 +268,62 @@ class ReaderSpec:
     header: str
     claim: str
     lookup: Lookup
+    #: accepted scheme words before the token, lower-case; "" = a bare token
+    schemes: tuple[str, ...] = ("bearer", "token", "")
+
+
+#: what the API does with a `limit` / `page` outside [min, max] or not a number:
+#: uses its default, clamps it into the range, or answers an error (never shadowed)
+OutOfRange = Literal["default", "clamp", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The range of a page parameter and what the API does outside it."""
+
+    low: int = 0
+    high: int | None = None
+    out_of_range: OutOfRange = "clamp"
+
+
+@dataclass(frozen=True, slots=True)
+class SortParam:
+    """`sort: {query: sortBy, allow: {name: name, createdAt: created_at}, style: field:dir}`:
+    a query parameter choosing the order, through an allow-list (API field -> column).
+    style `field:dir` reads `name:desc,createdAt:asc`; `-field` reads `-name,createdAt`."""
+
+    query: str
+    allow: Mapping[str, str]
+    style: str = "field:dir"
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
     """A list route's pagination and order: what PostgreSQL must select to show the
-    same page. `limit`/`offset` name query parameters (with defaults)."""
+    same page. `limit`/`offset`/`page` name query parameters (with defaults)."""
 
     order_by: tuple[tuple[str, bool], ...] = ()  # (column, descending)
     limit: str | None = None
     limit_default: int | None = None
     offset: str | None = None
     total: tuple[str, ...] = ()  # path of the total count in the body
+    limit_bound: Bound = Bound()
+    page: str | None = None  # a page number parameter: offset = (page - first_page) * limit
+    first_page: int = 1
+    page_bound: Bound = Bound(1)
+    pages: tuple[str, ...] = ()  # path of the page count in the body: ceil(total / limit)
+    sort: SortParam | None = None
+    limit_at: tuple[str, ...] = ()  # body path echoing the page size the API applied
+    page_at: tuple[str, ...] = ()  # body path echoing the page number the API applied
+
+    def echoes(self) -> tuple[tuple[str, ...], ...]:
+        """The body paths of the page's echoed parameters (checked against the plan)."""
+        return tuple(path for path in (self.limit_at, self.page_at) if path)
+
+    def parameters(self) -> tuple[str, ...]:
+        """The query parameters this page reads."""
+        names = (self.limit, self.offset, self.page, self.sort.query if self.sort else None)
+        return tuple(name for name in names if name)
 
 
 #: where a recheck re-reads the control: the same safe read replayed to the upstream,
@@ -270,6 +346,7 @@ class RecheckPolicy:
     after: tuple[float, ...] = (2.0,)
     control: RecheckControl = "upstream"
     headers: tuple[str, ...] = ()
+    gone: tuple[int, ...] = (404, 410)  # control statuses meaning "not there any more"
 
     @property
     def enabled(self) -> bool:
@@ -299,6 +376,8 @@ class Route:
     page: Page | None = None
     key_normalize: tuple[str, ...] = ()  # lower | trim, applied to the key before lookups
     const_key: str | None = None  # scalar lists: the one key of the route
+    query: frozenset[str] = frozenset()  # query parameters a list check models (where, page, `query:`)
+    strict_query: bool = False  # a read with another parameter is a finding, not a skip
     file: str = ""
     line: int = 0
     entity_spec: Entity | None = field(default=None, repr=False)
@@ -336,10 +415,11 @@ class Route:
         elif self.key.kind == "query":
             raw = query.get(self.key.name)
         elif self.key.kind == "header":
-            raw = headers.get(self.key.name)
-            if raw is None and isinstance(headers, dict):  # plain dicts are case-sensitive
-                wanted = self.key.name.lower()
-                raw = next((v for k, v in headers.items() if k.lower() == wanted), None)
+            raw = header_value(headers, self.key.name)
+        elif self.key.kind == "claim":  # the reader's own record (`GET /api/user`)
+            reader = self.reader
+            raw = None if reader is None else jwt_claim(header_value(headers, reader.header), self.key.name,
+                                                        reader.schemes)
         else:
             raw = document.get(entity.id_field)
         if raw is None:

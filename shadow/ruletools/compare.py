@@ -62,8 +62,8 @@ async def _run(args: argparse.Namespace) -> int:
     if entity is None:
         print(f"unknown entity {args.entity!r}; the rules have: {', '.join(rules.entities)}", file=sys.stderr)
         return 2
-    try:
-        keys = [entity.validate_key(raw) for raw in args.ids]
+    try:  # with --url the route makes the keys (its normalizer, a constant key) and checks them
+        keys = list(args.ids) if args.url else [entity.validate_key(raw) for raw in args.ids]
     except InvalidKey as error:
         print(error, file=sys.stderr)
         return 2
@@ -82,6 +82,7 @@ async def _run(args: argparse.Namespace) -> int:
 
             route = pick_route(rules, entity, args.route)
             controls, reader = await api_controls(args.url, route, keys, parse_headers(args.header), args.timeout)
+            keys = list(controls)  # as the route keys them (its normalizer applied)
             candidates = await pg.fetch(entity, keys, reader)
         else:
             assert mongo is not None

@@ -13,12 +13,21 @@ field paths.
           payments: [{id: "0b7c…", legacy_object_id: "65a1…", amount: "12.500000", currency: USD}]
           id_map: [{collection: users, legacy_object_id: "65a1…", new_id: "0b7c…"}]
         expect: {outcome: match, paths: []}
+      - name: a reader's flag and a list under a query      # view models (issue 20)
+        entity: articles
+        route: GET /api/articles        # a list case: `control` is the API's whole answer
+        query: {tag: dragons, limit: "2"}
+        reader: "5d7e…"                 # the reader's PostgreSQL id (rows of fields bound to `reader`)
+        control: {articles: [...], articlesCount: 3}
+        rows: {...}
+        expect: {outcome: match}        # or mismatch (paths: [articles[*], articlesCount]) or skipped
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +35,18 @@ from normalizers.rows import group_rows
 from shadow.compare.diff import compare
 from shadow.model import Verdict
 from shadow.policy import RulesPolicy
+from shadow.replay.listcheck import check_list
+from shadow.replay.listquery import Unmodeled, unmodeled
 from shadow.replay.rebuild import Fetched, rebuild
+from shadow.replay.viewread import listing
 from shadow.rules.load import RuleSet, load_rules, read_capped
 from shadow.rules.reader import Reader, kind_of
-from shadow.rules.spec import Entity, RulesError
+from shadow.rules.spec import AGGREGATES, Condition, Entity, Field, InvalidKey, RulesError
 from shadow.rules.walk import item_fields, table_fields
 from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
+from shadow.ruletools.listcase import select_rows
 
-CASE_KEYS = ("name", "entity", "key", "control", "rows", "candidate", "expect")
+CASE_KEYS = ("name", "entity", "key", "control", "rows", "candidate", "expect", "reader", "route", "query", "params")
 EXPECT_KEYS = ("outcome", "paths", "suppressed")
 
 
@@ -46,8 +59,10 @@ class CaseResult:
     detail: str = ""
 
 
-def rebuild_from_rows(entity: Entity, key: str, tables: Mapping[str, list[Mapping[str, Any]]]) -> Any:
-    """The candidate for `key` from in-memory rows, as the PostgreSQL source would build it."""
+def rebuild_from_rows(entity: Entity, key: str, tables: Mapping[str, list[Mapping[str, Any]]],
+                      reader: Any = None) -> Any:
+    """The candidate for `key` from in-memory rows, as the PostgreSQL source would build
+    it; `reader`: the reader's PostgreSQL id, for aggregates bound to the reader."""
     main = [row for row in tables.get(entity.table, []) if row.get(entity.key) == key]
     if not main:
         return None
@@ -58,12 +73,41 @@ def rebuild_from_rows(entity: Entity, key: str, tables: Mapping[str, list[Mappin
         deeper: list[tuple[Any, list[Any]]] = []
         for spec, parents in level:
             parent_values = {row.get(spec.parent) for row in parents}
+            if spec.kind in AGGREGATES:  # one grouped row per parent, `n` its value (as the SQL's)
+                children[spec.node] = _aggregated(spec, tables, parent_values, reader)
+                continue
             rows = [row for row in tables.get(spec.table or "", []) if row.get(spec.fk or "") in parent_values]
             rows.sort(key=lambda row: tuple(row.get(column) for column in spec.order_by))
             children[spec.node] = group_rows(rows, spec.fk or "")
             deeper.extend((sub, rows) for sub in table_fields(item_fields(spec)))
         level = deeper
     return rebuild(entity, main[0], Fetched(children, legacy_of))
+
+
+def _aggregated(spec: Field, tables: Mapping[str, list[Mapping[str, Any]]], parents: set[Any],
+                reader: Any) -> dict[Any, list[Mapping[str, Any]]]:
+    fk = spec.fk or ""
+    rows = [row for row in tables.get(spec.table or "", []) if row.get(fk) in parents
+            and all(_meets(row.get(condition.column), condition, reader) for condition in spec.where[1:])]
+    grouped: dict[Any, list[Mapping[str, Any]]] = {}
+    for parent, members in group_rows(rows, fk).items():
+        if spec.kind == "sum":
+            values = [row.get(spec.of or "") for row in members if row.get(spec.of or "") is not None]
+            total: Any = sum((Decimal(str(value)) for value in values), Decimal(0)) if values else None
+            if values and all(isinstance(value, int) for value in values):
+                total = int(total)
+            grouped[parent] = [{fk: parent, "n": total}]
+        else:
+            grouped[parent] = [{fk: parent, "n": len(members)}]
+    return grouped
+
+
+def _meets(value: Any, condition: Condition, reader: Any) -> bool:
+    if condition.bind == "reader":
+        return reader is not None and str(value) == str(reader)
+    if condition.op == "in":
+        return value in condition.value or str(value) in {str(item) for item in condition.value}
+    return bool(value == condition.value or str(value) == str(condition.value))
 
 
 def run_file(path: Path, policy: RulesPolicy | None = None) -> list[CaseResult]:
@@ -119,13 +163,61 @@ def _run_case(reader: Reader, rules: RuleSet, today: date, case: Any, line: int)
     if entity is None:
         return failed(f"unknown entity {case['entity']!r} (rules have: {', '.join(rules.entities)})")
     control = case["control"]
+    if "route" in case:
+        return _list_case(reader.file, line, str(name), rules, entity, case, expect)
+    if "query" in case or "params" in case:
+        return failed("'query' and 'params' describe a list read: give 'route' too")
     if "rows" in case:
         key = case.get("key") or (control.get(entity.id_field) if isinstance(control, dict) else None)
-        candidate = rebuild_from_rows(entity, str(key), case["rows"])
+        candidate = rebuild_from_rows(entity, str(key), case["rows"], case.get("reader"))
     else:
         candidate = case["candidate"]
     verdict = compare(entity, control, candidate, today)
     return _check(reader.file, line, str(name), verdict, expect)
+
+
+def _list_case(file: str, line: int, name: str, rules: RuleSet, entity: Entity, case: YMap,
+               expect: YMap) -> CaseResult:
+    """A list read: the API's whole answer (`control`) against what the rows select for
+    the route under `query`, `params` and `reader` — members, order, total, page count
+    (the members' own fields are compared by document cases)."""
+    route = rules.route_named(str(case["route"]))
+    if route is None or route.entity != entity.name or not route.is_list:
+        return CaseResult(file, line, name, False, f"{case['route']!r} is not a list route of {entity.name!r}")
+    if "rows" not in case:
+        return CaseResult(file, line, name, False, "a list case needs 'rows' (what PostgreSQL holds)")
+    query = case.get("query") or {}
+    params = case.get("params") or {}
+    if not isinstance(query, Mapping) or not isinstance(params, Mapping):
+        return CaseResult(file, line, name, False, "'query' and 'params' map names to values")
+    query = {str(name_): [str(item) for item in (value if isinstance(value, list) else [value])]
+             for name_, value in query.items()}
+    try:
+        listed = listing(route, case["control"], query)
+    except InvalidKey as problem:
+        return CaseResult(file, line, name, False, f"control: {problem}")
+    if listed is None:
+        return CaseResult(file, line, name, False, f"control has no list at {'.'.join(route.at) or 'the top'}")
+    try:
+        if unmodeled(route, query):
+            names = ", ".join(unmodeled(route, query))
+            raise Unmodeled(names, names)
+        keys, total, pages, echo = select_rows(entity, route, case["rows"], {str(k): str(v) for k, v in params.items()},
+                                         query, case.get("reader"))
+    except Unmodeled as why:
+        outcome = "skipped"
+        detail = f"not list-checked: {why}"
+        got: list[str] = []
+    else:
+        checked = check_list(route, listed, keys, total, pages, echo)
+        got = sorted({diff.path for diff in checked.findings(route)})
+        outcome, detail = ("mismatch" if got else "match"), ""
+    problems = []
+    if outcome != expect["outcome"]:
+        problems.append(f"outcome: expected {expect['outcome']}, got {outcome}" + (f" ({detail})" if detail else ""))
+    if "paths" in expect and sorted(set(expect["paths"] or [])) != got:
+        problems.append(f"paths: expected {sorted(set(expect['paths'] or []))}, got {got}")
+    return CaseResult(file, line, name, not problems, "\n      ".join(problems))
 
 
 def _check(file: str, line: int, name: str, verdict: Verdict, expect: YMap) -> CaseResult:

@@ -83,6 +83,10 @@ async def test_retention_deletes_old_minutes_and_examples_beyond_the_newest_per_
 
 async def test_a_list_reads_example_keeps_its_query_with_secrets_redacted(world, evidence_dsn, start, probe) -> None:
     await world.sql("INSERT INTO widgets (legacy_object_id, name, price, api_token) VALUES ('w9999', 'only in PG', 1, 't')")
+    rules = world.rules / "widgets.yaml"  # the list route models these parameters (else: not list-checked)
+    text = rules.read_text()
+    assert "    at: items\n" in text
+    rules.write_text(text.replace("    at: items\n", "    at: items\n    query: [tag, token]\n", 1))
     sidecar = await start(evidence=evidence_dsn, evidence_pod="pod-a")
     [(status, _)] = await probe.get_all(sidecar.proxy_url, ["/widgets?tag=blue&tag=red&token=hunter2"])
     assert status == 200

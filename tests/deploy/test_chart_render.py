@@ -29,10 +29,14 @@ SECRETS = {"postgres": {"existingSecret": {"name": "orders-pg", "key": "dsn"}},
            "mongo": {"existingSecret": {"name": "orders-mongo", "key": "uri"}}}
 #: the proxy settings added after the chart was written, all away from their defaults
 PROXY_TUNING = {"config": {"engine": "aiohttp", "shadowProcess": "inline", "shadowNice": 10, "explainRate": 2.5, "recentMismatches": 50,
-                           "headerTimeout": 10, "maxConnections": 500}}
-TUNED_ENV = {"SHADOW_HEADER_TIMEOUT": "10", "SHADOW_MAX_CONNECTIONS": "500", "SHADOW_ENGINE": "aiohttp", "SHADOW_SHADOW_PROCESS": "inline", "SHADOW_SHADOW_NICE": "10",
+                           "headerTimeout": 10, "maxConnections": 500, "adminMaxConnections": 8,
+                           "forwardedHeaders": "append", "traceMethod": "forward", "dotSegments": "forward"}}
+TUNED_ENV = {"SHADOW_HEADER_TIMEOUT": "10", "SHADOW_MAX_CONNECTIONS": "500", "SHADOW_ADMIN_MAX_CONNECTIONS": "8",
+             "SHADOW_FORWARDED_HEADERS": "append", "SHADOW_TRACE_METHOD": "forward", "SHADOW_DOT_SEGMENTS": "forward", "SHADOW_ENGINE": "aiohttp", "SHADOW_SHADOW_PROCESS": "inline", "SHADOW_SHADOW_NICE": "10",
              "SHADOW_EXPLAIN_RATE": "2.5", "SHADOW_RECENT_MISMATCHES": "50"}
 DEFAULT_ENV = {"SHADOW_HEADER_TIMEOUT": "60", "SHADOW_KEEPALIVE_TIMEOUT": "75", "SHADOW_MAX_CONNECTIONS": "10000",
+               "SHADOW_ADMIN_MAX_CONNECTIONS": "16", "SHADOW_FORWARDED_HEADERS": "overwrite", "SHADOW_TRACE_METHOD": "refuse",
+               "SHADOW_DOT_SEGMENTS": "refuse",
                "SHADOW_MAX_REQUEST_LINE": "8192", "SHADOW_MAX_HEADER_COUNT": "100", "SHADOW_ENGINE": "raw", "SHADOW_SHADOW_PROCESS": "worker", "SHADOW_SHADOW_NICE": "19",
                "SHADOW_EXPLAIN_RATE": "20", "SHADOW_RECENT_MISMATCHES": "200"}
 GATE_FILE = "/etc/shadow/gate/gate.yaml"

@@ -223,3 +223,18 @@ async def test_a_restart_never_hides_a_mismatch(start_exporter, start_prometheus
     code, out, err = await gate(prometheus.url, criteria)
     assert code == 1, out + err
     assert f"payments {PAY}: 1 persistent mismatch (1 mismatch) > max 0; fields: amount x1" in out
+
+
+async def test_list_reads_not_list_checked_are_noted_per_route(start_exporter, start_prometheus, criteria: Path) -> None:
+    metrics = Metrics()
+    healthy_traffic(metrics)
+    metrics.skipped.labels("payments", "GET /api/payments", "unmodeled_query").inc(7)
+    metrics.skipped.labels("payments", "GET /api/payments", "not_sampled").inc(5)  # not a list-check matter
+    exporter = await start_exporter(metrics.registry)
+    prometheus = start_prometheus([exporter.target])
+    await prometheus.wait_for('shadow_skipped_total{reason="unmodeled_query"}', lambda result: len(result) == 1)
+
+    code, out, err = await gate(prometheus.url, criteria)
+    assert code == 0, out + err  # a note, never a NO-GO
+    assert "payments GET /api/payments: 7 list read(s) not list-checked" in out
+    assert out.count("not list-checked") == 1

@@ -247,12 +247,15 @@ async def recording() -> AsyncIterator[RecordingUpstream]:
 
 
 @contextlib.asynccontextmanager
-async def canned_upstream(answer: bytes) -> AsyncIterator[str]:
-    """A socket upstream that writes the same exact bytes after every request head."""
+async def canned_upstream(answer: bytes, heads: list[bytes] | None = None) -> AsyncIterator[str]:
+    """A socket upstream that writes the same exact bytes after every request head (each
+    head appended to `heads` when given)."""
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                await reader.readuntil(b"\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                if heads is not None:
+                    heads.append(head)
                 writer.write(answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

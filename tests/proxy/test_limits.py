@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +16,7 @@ import pytest
 from shadow.config import RESERVED_FDS, Config, RequestLimits
 from shadow.sidecar import Sidecar, start_sidecar
 from tests.proxy.conftest import canned_upstream
-from tests.proxy.test_hostile import connect, read_answer, until_closed
+from tests.proxy.test_hostile import connect, read_answer, socket_buffer_bytes, until_closed
 from tests.proxy.wire_upstream import RecordingUpstream
 
 
@@ -138,7 +139,7 @@ def test_the_connection_cap_fits_the_file_descriptor_limit() -> None:
               "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
               "resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard)); print(RequestLimits().connection_cap())")
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert int(shown) == (400 - RESERVED_FDS) // 2
+    assert int(shown) == (400 - RESERVED_FDS - RequestLimits().admin_max_connections) // 2
     assert RequestLimits(max_connections=3).connection_cap() == 3
 
 
@@ -281,3 +282,98 @@ async def test_a_slow_upload_that_keeps_coming_is_not_cut(proxy_with, recording)
     answer = await read_answer(reader)
     writer.close()
     assert answer is not None and answer[0] == 200 and answer[2] == b"POST /v %d" % pieces
+
+
+async def test_at_the_cap_with_every_connection_trickling_an_upload_a_new_one_gets_a_503(proxy_with, recording) -> None:
+    """Connections sending a request body count as busy on both engines: with every slot
+    taken by an upload still arriving, a new client is refused (503), not served beyond
+    the cap."""
+    sidecar = await proxy_with(max_connections=2)
+    uploads = [await connect(sidecar) for _ in range(2)]
+    for _, writer in uploads:
+        writer.write(b"POST /v HTTP/1.1\r\nHost: api\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+    await recording.arrived_heads(2)
+    reader, writer = await connect(sidecar)
+    writer.write(GET)
+    assert (await until_closed(reader)).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    writer.close()
+    for reader, writer in uploads:
+        writer.write(b"x" * 90)
+        answer = await read_answer(reader)
+        assert answer is not None and answer[0] == 200 and answer[2] == b"POST /v 100"
+        writer.close()
+
+
+# ---------------------------------------------------------------- the admin server's own limits (issue 18, finding 5)
+
+async def connect_admin(sidecar: Sidecar) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = sidecar.admin_url.removeprefix("http://").split(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def test_idle_admin_connections_cannot_pile_up_and_probes_still_get_in(proxy_with) -> None:
+    """The admin port has its own small cap (--admin-max-connections), outside the
+    proxy's descriptor budget: idle connections to it make room for new ones (the
+    kubelet's probe), so they can neither pile up nor starve the proxy of descriptors."""
+    sidecar = await proxy_with(admin_max_connections=2)
+    idle = [await connect_admin(sidecar) for _ in range(2)]
+    reader, writer = await connect_admin(sidecar)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = await read_answer(reader)
+    assert answer is not None and (answer[0], answer[2]) == (200, b"ok\n")
+    assert await until_closed(idle[0][0]) == b""  # the one idle longest made room
+    for _, idle_writer in (*idle, (reader, writer)):
+        idle_writer.close()
+
+
+async def test_a_silent_admin_connection_gets_a_408(proxy_with) -> None:
+    sidecar = await proxy_with(header_timeout=0.3)
+    reader, writer = await connect_admin(sidecar)
+    assert (await until_closed(reader)).startswith(b"HTTP/1.1 408 ")
+    writer.close()
+
+
+def test_the_admin_cap_is_a_flag_and_an_env_var(tmp_path: Path) -> None:
+    base = {"upstream": "http://127.0.0.1:1", "rules": str(tmp_path)}
+    assert Config.parse(base, {}).admin_max_connections == 16
+    assert Config.parse(base, {"SHADOW_ADMIN_MAX_CONNECTIONS": "4"}).admin_max_connections == 4
+
+
+async def test_a_client_that_stops_reading_its_answer_is_cut_after_the_timeout(
+        widget_rules: Path, make_config: Callable[..., Config]) -> None:
+    """A client that reads nothing of an answer (its socket full) for --upstream-timeout is
+    cut (nginx: send_timeout), so it holds neither a connection slot nor the upstream
+    connection for ever: the upstream sees its connection closed."""
+    body = b"x" * (4 * socket_buffer_bytes())  # more than the kernel's buffers hold: the proxy's fills
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            writer.write(body)
+            await writer.drain()
+            await reader.read()  # until the proxy closes the connection
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            closed.set()
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    sidecar = await start_sidecar(make_config(url, widget_rules, shadow_process="inline", upstream_timeout=0.5))
+    try:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = sidecar.proxy_url.removeprefix("http://").split(":")
+        client.connect((host, int(port)))
+        _, writer = await asyncio.open_connection(sock=client)
+        writer.write(b"GET /big HTTP/1.1\r\nHost: api\r\n\r\n")
+        await asyncio.wait_for(closed.wait(), 60)  # a hang guard, not a bound
+        writer.close()
+    finally:
+        await sidecar.stop()
+        server.close()
+        await server.wait_closed()

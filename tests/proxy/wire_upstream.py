@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -35,6 +36,7 @@ class RecordingUpstream:
     raw: list[bytearray] = field(default_factory=list)  # every byte, per connection
     release: asyncio.Event = field(default_factory=asyncio.Event)
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+    heads: int = 0  # request heads read (a body may still be arriving)
     url: str = ""
     _server: asyncio.AbstractServer | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -57,6 +59,16 @@ class RecordingUpstream:
             await asyncio.wait_for(self.arrived.wait_for(lambda: len(self.requests) + len(self.errors) >= count),
                                    timeout)
 
+    async def arrived_heads(self, count: int, timeout: float = 60.0) -> None:
+        """Until `count` request heads have arrived (their bodies may still be coming)."""
+        async with self.arrived:
+            await asyncio.wait_for(self.arrived.wait_for(lambda: self.heads >= count), timeout)
+
+    async def _head_read(self) -> None:
+        async with self.arrived:
+            self.heads += 1
+            self.arrived.notify_all()
+
     async def _note(self, request: Received | None, error: str | None = None) -> None:
         async with self.arrived:
             if request is not None:
@@ -74,7 +86,7 @@ class RecordingUpstream:
         try:
             while True:
                 try:
-                    request = await read_request(reader, recorded)
+                    request = await read_request(reader, recorded, self._head_read)
                 except asyncio.IncompleteReadError as cut:
                     if cut.partial:
                         await self._note(None, f"connection closed inside a request: {bytes(cut.partial[:200])!r}")
@@ -102,13 +114,16 @@ async def _read(reader: asyncio.StreamReader, recorded: bytearray, separator: by
     return data
 
 
-async def read_request(reader: asyncio.StreamReader, recorded: bytearray) -> Received:
+async def read_request(reader: asyncio.StreamReader, recorded: bytearray,
+                       head_read: Callable[[], Awaitable[None]] | None = None) -> Received:
     """One request, strictly: CRLF only, no obs-fold, one Host, exactly one way to frame
     the body (one Content-Length of digits, or Transfer-Encoding: chunked alone)."""
     try:
         head = await _read(reader, recorded, b"\r\n\r\n")
     except asyncio.LimitOverrunError as too_long:
         raise Malformed(f"head over the reader's limit: {too_long}") from None
+    if head_read is not None:
+        await head_read()
     lines = head[:-4].split(b"\r\n")
     if any(b"\n" in line or b"\r" in line for line in lines):
         raise Malformed(f"bare CR or LF in head: {head[:200]!r}")

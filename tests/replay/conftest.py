@@ -107,6 +107,10 @@ def widget_api(world: WidgetWorld) -> web.Application:
         return web.json_response(document)
 
     async def listing(request: web.Request) -> web.Response:
+        if request.headers.get("X-Shadow-Recheck") == "1":
+            world.replays.append((request.path_qs, dict(request.headers)))
+            if world.on_replay is not None:
+                await world.on_replay("[list]")
         return web.json_response({"items": sorted(documents.values(), key=lambda d: d["_id"])})
 
     app = web.Application()

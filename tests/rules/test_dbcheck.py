@@ -48,3 +48,35 @@ async def test_shipped_rules_match_the_marketplace_schema_and_typos_are_caught(p
 async def test_unreachable_database_is_exit_2(tmp_path: Path) -> None:
     code, _, err = await check(str(SHIPPED), "--pg", f"postgresql://nobody@/none?host={tmp_path}")
     assert code == 2 and "cannot check against PostgreSQL" in err
+
+
+async def test_view_rules_are_checked_by_what_they_read(pg_dsn: str, tmp_path: Path) -> None:
+    """A `distinct:` entity reads one column (not legacy_object_id / id); aggregates and
+    list routes (through tables, lookups, reader sets, sort columns) are checked too."""
+    from tests.replay.sources.test_listfilters import RULES as LISTS
+    from tests.replay.sources.test_viewmodel import RULES as VIEWS
+    from tests.replay.sources.test_viewmodel import seed
+
+    await seed(pg_dsn)
+    connection = await asyncpg.connect(pg_dsn)
+    try:
+        await connection.execute("CREATE TABLE follows (follower_id uuid NOT NULL, followee_id uuid NOT NULL)")
+    finally:
+        await connection.close()
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "views.yaml").write_text(VIEWS)
+    lists = LISTS.replace("entity: article\n", "entity: article_list\n").replace("entity: current_user", "entity: me")
+    lists = lists.replace("GET /api/", "GET /v2/")  # beside the views' routes
+    (folder / "lists.yaml").write_text(lists)
+    code, _, err = await check(str(folder), "--pg", pg_dsn)
+    assert code == 0, err
+    broken = lists.replace("{query: tag, through: article_tags", "{query: tag, through: article_tag")
+    broken = broken.replace("select: followee_id", "select: followed_id").replace("slug: slug}}", "slug: slugg}}")
+    (folder / "lists.yaml").write_text(broken)
+    code, _, err = await check(str(folder), "--pg", pg_dsn)
+    assert code == 1
+    assert "entity 'article_list': table 'article_tag' does not exist" in err
+    assert "entity 'article_list': column 'followed_id' does not exist in table 'follows'" in err
+    assert "entity 'article_list': column 'slugg' does not exist in table 'articles'" in err
+    assert "tags" not in err

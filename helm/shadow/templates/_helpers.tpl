@@ -212,6 +212,14 @@ checksum/shadow-gate: {{ include "shadow.gateData" . | sha256sum }}
   value: {{ .keepaliveTimeout | toString | quote }}
 - name: SHADOW_MAX_CONNECTIONS
   value: {{ .maxConnections | int | quote }}
+- name: SHADOW_ADMIN_MAX_CONNECTIONS
+  value: {{ .adminMaxConnections | int | quote }}
+- name: SHADOW_FORWARDED_HEADERS
+  value: {{ .forwardedHeaders | quote }}
+- name: SHADOW_TRACE_METHOD
+  value: {{ .traceMethod | quote }}
+- name: SHADOW_DOT_SEGMENTS
+  value: {{ .dotSegments | quote }}
 {{- end }}
 {{- if .Values.gate.enabled }}
 - name: SHADOW_GATE_CRITERIA

@@ -29,6 +29,7 @@ from aiohttp import web
 from bson import Decimal128, ObjectId
 from pymongo import AsyncMongoClient, ReturnDocument
 
+from shadow.demo.marketplace.articles import add_article_routes
 from shadow.demo.marketplace.dualwrite import DualWrite
 from shadow.demo.marketplace.generate import CURRENCIES
 from shadow.demo.marketplace.tojson import to_api
@@ -308,6 +309,7 @@ def create_app(mongo_uri: str, db_name: str, dual_write_dsn: str | None = None,
     app.router.add_get("/api/slow", slow)
     app.router.add_get("/healthz", healthz)
     add_view_routes(app)  # view models: views.py
+    add_article_routes(app, lambda request: request.app[BACKENDS].db)  # the articles family (issue 20)
     return app
 
 

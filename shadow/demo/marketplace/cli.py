@@ -15,6 +15,7 @@ import asyncpg
 from pymongo import AsyncMongoClient
 
 from shadow.demo.marketplace import apply_schema
+from shadow.demo.marketplace.articledata import Articles, generate_articles, load_articles
 from shadow.demo.marketplace.backfill import IdMap, backfill
 from shadow.demo.marketplace.drift import PlantedDrift, plant
 from shadow.demo.marketplace.generate import Dataset, generate, load_mongo
@@ -28,11 +29,13 @@ class LoadedDomain:
     id_map: IdMap
     drifts: tuple[PlantedDrift, ...]
     timings: dict[str, float]
+    articles: Articles | None = None  # the articles family (articledata.py), when asked for
 
 
 async def load_domain(pg_dsn: str, mongo_uri: str, mongo_db: str, *, scale: int, seed: int,
-                      drift: bool, schema: bool = True) -> LoadedDomain:
-    """Fill an empty PG database and Mongo database with the same seeded marketplace."""
+                      drift: bool, schema: bool = True, articles: bool = False) -> LoadedDomain:
+    """Fill an empty PG database and Mongo database with the same seeded marketplace
+    (and, with `articles`, the articles family of the sample API's /api/articles routes)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     dataset = generate(seed, scale)
@@ -49,6 +52,10 @@ async def load_domain(pg_dsn: str, mongo_uri: str, mongo_db: str, *, scale: int,
             started = time.perf_counter()
             await load_mongo(client[mongo_db], dataset)
             timings["mongo_load"] = time.perf_counter() - started
+            family = None
+            if articles:
+                family = generate_articles(dataset)
+                await load_articles(conn, client[mongo_db], family, id_map.new_ids)
         finally:
             await client.close()
         drifts: tuple[PlantedDrift, ...] = ()
@@ -56,7 +63,7 @@ async def load_domain(pg_dsn: str, mongo_uri: str, mongo_db: str, *, scale: int,
             drifts = await plant(conn, dataset, seed)
     finally:
         await conn.close()
-    return LoadedDomain(dataset, id_map, drifts, timings)
+    return LoadedDomain(dataset, id_map, drifts, timings, family)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="RNG seed (default: 1)")
     parser.add_argument("--drift", action="store_true", help="plant one divergence of each kind in PostgreSQL")
     parser.add_argument("--no-schema", action="store_true", help="the PG schema already exists")
+    parser.add_argument("--articles", action="store_true",
+                        help="also load the articles family (/api/articles...; rules/examples/articles)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,9 +83,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"shadow seed: --scale must be >= 1, got {args.scale}")
         return 2
     loaded = asyncio.run(load_domain(args.pg, args.mongo, args.db, scale=args.scale, seed=args.seed,
-                                     drift=args.drift, schema=not args.no_schema))
+                                     drift=args.drift, schema=not args.no_schema, articles=args.articles))
     for name, docs in loaded.dataset.collections.items():
         print(f"{name:20} {len(docs):>8} documents")
+    if loaded.articles is not None:
+        for name in ("writers", "articles", "follows"):
+            print(f"{name:20} {len(getattr(loaded.articles, name)):>8} documents")
     print("timings: " + ", ".join(f"{step} {seconds:.2f}s" for step, seconds in loaded.timings.items()))
     for planted in loaded.drifts:
         flag = "divergent" if planted.divergent else "NOT divergent"

@@ -21,9 +21,11 @@ Not done: Upgrade / CONNECT (the Upgrade header is hop-by-hop, so the upstream s
 plain request; the client connection is closed after the answer), trailers of a
 chunked body (dropped). An https upstream works (TLS via the loop) but is not tested.
 
-Modules: exchange (one request and its answer, and how both heads are framed), client
-(the client connection), upstream (the upstream connection and its keep-alive pool),
-engine (RawProxy: dispatch, answers, failures), server (serve, RawServer).
+Modules: exchange (one request and its answer: its `Stage`, how both heads are framed,
+and the Protocols each part needs of the others), upstream (the upstream connection and
+its keep-alive pool), engine (RawProxy: dispatch, answers, failures), client (the
+client connection), server (serve, RawServer). Each imports only the ones before it
+(tests/proxy/test_raw_layout.py).
 """
 from shadow.proxy.raw.engine import RawProxy
 from shadow.proxy.raw.server import RawServer, serve

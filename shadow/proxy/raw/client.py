@@ -9,26 +9,27 @@ import logging
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import TYPE_CHECKING
 
 import httptools
 
 from shadow.proxy.limits import LINGER_SECONDS, Refused, check_head, refusal
-from shadow.proxy.raw.exchange import Exchange
-
-if TYPE_CHECKING:
-    from shadow.proxy.raw.engine import RawProxy
+from shadow.proxy.raw.exchange import EngineSide, Exchange, RequestBody
 
 log = logging.getLogger("shadow.proxy.raw")
 
 PENDING_LIMIT = 256 * 1024
+#: pipelined requests parsed ahead of the one being answered; the client's further bytes
+#: stay unparsed (and reading stops) until the pipeline shrinks, so a pipeline of tiny
+#: requests costs a bounded amount of memory however much the client sends
+PIPELINE_DEPTH = 8
+HEAD_END = b"\r\n\r\n"
 
 
 class ClientConnection(asyncio.Protocol):
     """A client connection: parses requests (pipelined ones wait their turn) and writes
     the answers back in order."""
 
-    def __init__(self, proxy: RawProxy) -> None:
+    def __init__(self, proxy: EngineSide) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -50,6 +51,19 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._refusal = b""  # written after the answers before it, then the connection closes
         self.lingering = False  # refused: input is read and dropped until the close
+        #: the client's write buffer is full (it does not read its answers): the next
+        #: request is not sent upstream until it drains
+        self.write_paused = False
+        self._stalled: asyncio.TimerHandle | None = None  # cuts a client that stopped reading
+        self._unparsed = b""  # bytes past a full pipeline, parsed once it shrinks
+        #: a request with Upgrade and a body, between its head and its body (_BodyAfterUpgrade)
+        self._upgrade_body: Exchange | None = None
+        self.upgraded = False  # that body is complete: nothing more is read
+
+    @property
+    def idle(self) -> bool:
+        """No request in flight and no head arriving."""
+        return self.current is None and self.parsing is None
 
     # -- transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -65,8 +79,38 @@ class ClientConnection(asyncio.Protocol):
         self._arm(self.proxy.limits.header_timeout, self._head_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering:
+        if self.lingering or self.upgraded:
             return
+        if self._unparsed:  # behind bytes still waiting for the pipeline to shrink
+            self._unparsed += data
+            return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feeds `data` to the parser a head at a time, stopping once PIPELINE_DEPTH
+        requests wait (the rest is kept in `_unparsed`)."""
+        start, size = 0, len(data)
+        while start < size:
+            if len(self.waiting) >= PIPELINE_DEPTH:
+                self._unparsed = data[start:]
+                self.pause("pipelined")
+                return
+            end = data.find(HEAD_END, start)
+            stop = size if end < 0 else end + 4
+            if not self._feed(data if start == 0 and stop == size else data[start:stop]) or self.lingering:
+                return
+            start = stop
+
+    def _parse_unparsed(self) -> None:
+        data, self._unparsed = self._unparsed, b""
+        if data and not self.lingering and self.transport is not None:
+            self._parse(data)
+            if not self._unparsed and not self.waiting:
+                self.resume("pipelined")
+
+    def _feed(self, data: bytes) -> bool:
+        """One piece to the parser; False once nothing more may be parsed (refused,
+        upgrade, unreadable)."""
         limits = self.proxy.limits
         try:
             self.parser.feed_data(data)
@@ -79,17 +123,33 @@ class ClientConnection(asyncio.Protocol):
                         raise Refused(431 if self._url_done else 414, "request head too large")
                     if not self._url_done and self._head_bytes > limits.max_request_line:
                         raise Refused(414, "request line too long")
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
             self.closing = True  # no Upgrade tunnel: answer this request, then close
-            self.pause("upgrade")
+            exchange = self._upgrade_body
+            if exchange is None:
+                self.pause("upgrade")
+                return False
+            # llhttp ends the request at its head and would hand the rest to the new
+            # protocol; without a tunnel the body is this request's: it is read by a
+            # parser of its own, told the framing the head declared
+            self.parser = httptools.HttpRequestParser(_BodyAfterUpgrade(self))
+            self.parser.feed_data(b"POST / HTTP/1.1\r\n%b\r\n" % (
+                b"Transfer-Encoding: chunked\r\n" if exchange.chunked_request
+                else b"Content-Length: %d\r\n" % (exchange.content_length or 0)))
+            rest = data[upgrade.args[0]:] if upgrade.args else b""
+            return self._feed(rest) if rest else True
         except httptools.HttpParserCallbackError as problem:
             refused = problem.__context__
             if not isinstance(refused, Refused):
                 raise
             self._refuse(refused)
+            return False
         except Refused as refused:
             self._refuse(refused)
+            return False
         except httptools.HttpParserError as problem:
+            if self.upgraded:  # bytes after an Upgrade request's body: dropped
+                return False
             log.debug("bad request from %s: %s", self.peer, problem)
             broken, self.parsing = self.parsing, None
             if self.current is None:
@@ -109,6 +169,8 @@ class ClientConnection(asyncio.Protocol):
                 self._refusal = refusal(400)
                 self.closing = True
                 self.pause("bad request")
+            return False
+        return True
 
     def _refuse(self, refused: Refused) -> None:
         """A request refused before anything of it went upstream: 4xx and close (after the
@@ -138,6 +200,15 @@ class ClientConnection(asyncio.Protocol):
             self._arm(LINGER_SECONDS, self._close_now)
         else:
             transport.close()
+
+    def _write_stalled(self) -> None:
+        """The client has read nothing of its answers for --upstream-timeout (nginx:
+        send_timeout): cut, so it cannot hold a connection slot (and an upstream
+        connection) for ever."""
+        self._stalled = None
+        log.debug("client %s stopped reading its answers: connection cut", self.peer)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _close_now(self) -> None:
         self._timer = None
@@ -176,6 +247,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         self.proxy.slots.release(self)
         self.proxy.connections.discard(self)
         self.transport = None
@@ -186,13 +260,23 @@ class ClientConnection(asyncio.Protocol):
         self.waiting.clear()
 
     def pause_writing(self) -> None:  # the client reads slower than the upstream sends
+        self.write_paused = True
+        if self._stalled is None:
+            self._stalled = self.proxy.loop.call_later(self.proxy.upstream_timeout, self._write_stalled)
         exchange = self.current
         if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
             exchange.upstream.held = True
             exchange.upstream.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         exchange = self.current
+        if exchange is not None and exchange.queued:  # held until the client read its answers
+            self.proxy.dispatch(exchange)
+            return
         if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
             exchange.upstream.held = False
             exchange.upstream.touch()
@@ -249,18 +333,23 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         exchange.method = parser.get_method()
         version = parser.get_http_version()
-        exchange.content_length = check_head(exchange.method, exchange.target, version, exchange.headers)
+        exchange.content_length = check_head(exchange.method, exchange.target, version, exchange.headers,
+                                             self.proxy.limits)
         exchange.http10 = version == "1.0"
         exchange.keep_alive = parser.should_keep_alive() and not self.closing
-        exchange.chunked_request = chunked = exchange.content_length is None and any(
-            name.lower() == b"transfer-encoding" for name, _ in exchange.headers)
-        exchange.has_body = chunked or bool(exchange.content_length)
+        if exchange.content_length is None and any(name.lower() == b"transfer-encoding"
+                                                   for name, _ in exchange.headers):
+            exchange.body = RequestBody.CHUNKED
+        elif exchange.content_length:
+            exchange.body = RequestBody.LENGTH
+        if exchange.has_body and parser.should_upgrade():
+            self._upgrade_body = exchange
         if self.current is None:
             self._disarm()
         self.proxy.slots.busy(self)
         if self.current is None:
             self.current = exchange
-            self.proxy.dispatch(exchange)
+            self._dispatch(exchange)
         else:  # pipelined: answered after the ones before it; read no further meanwhile
             self.waiting.append(exchange)
             self.pause("pipelined")
@@ -281,6 +370,8 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         exchange = self.parsing
+        if exchange is not None and exchange is self._upgrade_body:
+            return  # llhttp's end of an Upgrade request at its head: the body follows
         self.parsing = None
         if exchange is None:
             return
@@ -292,6 +383,15 @@ class ClientConnection(asyncio.Protocol):
                 exchange.body_pending.append(b"0\r\n\r\n")
         if exchange.response_done and exchange is self.current:
             self.next_exchange()
+
+    def _dispatch(self, exchange: Exchange) -> None:
+        """Send `exchange` upstream now, or once the client has read the answers before
+        it: answers it does not read are never fetched ahead (a pipeline of small answers
+        cannot pile up in memory)."""
+        if self.write_paused:
+            self.proxy.metrics.proxy_held.inc()
+        else:
+            self.proxy.dispatch(exchange)
 
     # -- answers
     def write(self, data: bytes) -> None:
@@ -327,8 +427,10 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.waiting:
             self.current = self.waiting.popleft()
-            self.proxy.dispatch(self.current)
-        if not self.waiting:
+            self._dispatch(self.current)
+        if self._unparsed:
+            self.proxy.loop.call_soon(self._parse_unparsed)
+        elif not self.waiting:
             self.resume("pipelined")
         if self.current is None:
             limits = self.proxy.limits
@@ -349,3 +451,24 @@ class ClientConnection(asyncio.Protocol):
         self.write(head if head_only else head + body)
         if close and self.transport is not None:
             self.transport.close()
+
+
+class _BodyAfterUpgrade:
+    """Parser callbacks for the body of a request with `Upgrade` (no tunnel is made, so
+    it is an ordinary request body): passed to the client connection as its body, after
+    which the connection reads no more (it closes after the answer)."""
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+
+    def on_body(self, body: bytes) -> None:
+        self.client.on_body(body)
+
+    def on_message_complete(self) -> None:
+        client = self.client
+        if client.upgraded:
+            return
+        client._upgrade_body = None
+        client.on_message_complete()
+        client.upgraded = True
+        client.pause("upgrade")

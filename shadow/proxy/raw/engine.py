@@ -8,7 +8,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
@@ -25,13 +25,18 @@ from shadow.proxy.forwarding import (
     unreachable_text,
 )
 from shadow.proxy.limits import ConnectionSlots, origin_form
-from shadow.proxy.raw.exchange import Answer, BodyMode, Exchange, request_head, request_path, response_head
+from shadow.proxy.raw.exchange import (
+    Attempt,
+    BodyMode,
+    ClientSide,
+    Exchange,
+    request_head,
+    request_path,
+    response_head,
+)
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
 from shadow.publish.metrics import Metrics
 from shadow.shadowside import ShadowSide
-
-if TYPE_CHECKING:
-    from shadow.proxy.raw.client import ClientConnection
 
 log = logging.getLogger("shadow.proxy.raw")
 
@@ -66,7 +71,7 @@ class RawProxy:
         self.in_flight = 0
         self.limits = limits
         self.slots = ConnectionSlots(limits.connection_cap())
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[ClientSide] = set()
         self.pool = UpstreamPool()
         self._count = RequestCounter(metrics)
         self._idle_waiter: asyncio.Future[None] | None = None
@@ -83,8 +88,7 @@ class RawProxy:
     def dispatch(self, exchange: Exchange) -> None:
         """A request's head is complete: decide shadowing, then send it upstream on a
         pooled connection (or open one)."""
-        if not exchange.dispatched:
-            exchange.dispatched = True
+        if exchange.queued:  # the first time: it is in flight from now on
             self.in_flight += 1
             client = exchange.client
             if client.transport is not None and not exchange.http10:
@@ -99,16 +103,20 @@ class RawProxy:
         exchange.asked = time.perf_counter()
         connection = self.pool.take()
         if connection is not None:
-            exchange.reused = True
-            connection.attach(exchange, request_head(exchange, self._base_path, self._host_header))
+            exchange.sent(Attempt.POOLED)
+            connection.attach(exchange, self._request_head(exchange))
         else:
-            exchange.reused = False
+            exchange.sent(Attempt.FRESH)
             exchange.task = self.loop.create_task(self._connect(exchange))
+
+    def _request_head(self, exchange: Exchange) -> bytes:
+        return request_head(exchange, self._base_path, self._host_header, self.limits.forwarded_headers)
 
     async def _connect(self, exchange: Exchange) -> None:
         try:
             _, connection = await asyncio.wait_for(
-                self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, ssl=self._tls),
+                self.loop.create_connection(lambda: UpstreamConnection(self, self.pool), self.host, self.port,
+                                            ssl=self._tls),
                 self.upstream_timeout)
         except TimeoutError:
             self._own_answer(exchange, 504, "Gateway Timeout", timeout_text(self.upstream, self.upstream_timeout))
@@ -121,7 +129,7 @@ class RawProxy:
             self.pool.release(connection, reusable=True)
             return
         self.pool.hold(connection)
-        connection.attach(exchange, request_head(exchange, self._base_path, self._host_header))
+        connection.attach(exchange, self._request_head(exchange))
 
     # ------------------------------------------------------------------ answers
 
@@ -135,7 +143,7 @@ class RawProxy:
         exchange.copy = body_copy(self.handoff, exchange.match, status, length,
                                   self.max_body_bytes) if exchange.match is not None else None
         exchange.client.queue(head)
-        exchange.answer = Answer.HEAD
+        exchange.head_written()
         exchange.own = (exchange.asked - exchange.started) + (time.perf_counter() - answered)
         if exchange.mode is BodyMode.NONE:
             self.answer_done(exchange)
@@ -144,17 +152,16 @@ class RawProxy:
         """The upstream's body is complete: the last bytes to the client, the shadow copy
         handed over, the upstream connection back to the pool."""
         finished = time.perf_counter()
-        exchange.answer = Answer.DONE
+        exchange.answered()
         client = exchange.client
         if exchange.mode is BodyMode.CHUNK:
             client.queue(b"0\r\n\r\n")
         client.flush()
         connection = exchange.upstream
         if connection is not None:
-            connection.detach()
             # a new parser per exchange: a HEAD answer's parser waiting for a body is dropped
-            self.pool.release(connection, reusable=exchange.upstream_keep_alive and exchange.request_done
-                              and not exchange.close_delimited)
+            connection.release(reusable=exchange.upstream_keep_alive and exchange.request_done
+                               and not exchange.close_delimited)
         copy = exchange.copy
         if copy is not None:
             body = copy.body()
@@ -184,7 +191,7 @@ class RawProxy:
         """The upstream connection broke or fell silent while carrying `exchange`."""
         if stale and not exchange.answered_head and not exchange.retried and exchange.method in IDEMPOTENT \
                 and not exchange.has_body:
-            exchange.retried = True  # a pooled connection the upstream had closed: once more, fresh
+            # a pooled connection the upstream had closed: once more, fresh
             exchange.response_headers = []
             self._retry_fresh(exchange)
             return
@@ -211,21 +218,16 @@ class RawProxy:
         self._finished(exchange)
 
     def _retry_fresh(self, exchange: Exchange) -> None:
-        exchange.reused = False
+        exchange.sent(Attempt.RETRIED)
         exchange.task = self.loop.create_task(self._connect(exchange))
 
     def abandon(self, exchange: Exchange) -> None:
         """The client went away: the upstream connection is closed, never pooled."""
         if exchange.task is not None and not exchange.task.done():
             exchange.task.cancel()
-        connection = exchange.upstream
-        if connection is not None:
-            connection.detach()
-            self.pool.forget(connection)
-            if connection.transport is not None:
-                connection.transport.abort()
+        if exchange.upstream is not None:
+            exchange.upstream.abandon()
         if not exchange.response_done:
-            exchange.answer = Answer.DONE
             self._finished(exchange)
 
     def refused(self, method: bytes, status: int) -> None:
@@ -235,17 +237,17 @@ class RawProxy:
     def _own_answer(self, exchange: Exchange, status: int, reason: str, text: str) -> None:
         self._count(exchange.method.decode("latin-1"), str(status))
         self.metrics.proxy_seconds.observe(exchange.asked - exchange.started)
-        exchange.answer = Answer.DONE
+        exchange.answered()
         # with the request body still coming, the rest of it would be read as a request: close
         exchange.client.write_plain(status, reason, text.encode(), head_only=exchange.method == b"HEAD",
                                      close=exchange.has_body and not exchange.request_done)
         self._finished(exchange)
 
     def _finished(self, exchange: Exchange) -> None:
-        if exchange.finished:
+        in_flight = exchange.finish()
+        if in_flight is None:  # let go already
             return
-        exchange.finished = True
-        if exchange.dispatched:
+        if in_flight:
             self.in_flight -= 1
         if self.in_flight == 0 and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)

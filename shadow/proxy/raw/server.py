@@ -23,7 +23,7 @@ class RawServer:
         self.server.close()
         for connection in list(self.proxy.connections):
             connection.closing = True
-            if connection.current is None and connection.parsing is None and connection.transport is not None:
+            if connection.idle and connection.transport is not None:
                 connection.transport.close()
         await self.proxy.wait_idle(self.drain_timeout)
         for connection in list(self.proxy.connections):

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httptools
 
-from shadow.proxy.raw.exchange import BodyMode
-
-if TYPE_CHECKING:
-    from shadow.proxy.raw.engine import RawProxy
-    from shadow.proxy.raw.exchange import Exchange
+from shadow.proxy.raw.exchange import BodyMode, EngineSide, Exchange
 
 #: idle upstream connections are closed after this: below Node.js' keepAliveTimeout (5 s)
 IDLE_SECONDS = 4.0
@@ -22,8 +18,9 @@ IDLE_SECONDS = 4.0
 class UpstreamConnection(asyncio.Protocol):
     """A keep-alive connection to the upstream, carrying one exchange at a time."""
 
-    def __init__(self, proxy: RawProxy) -> None:
+    def __init__(self, proxy: EngineSide, pool: UpstreamPool) -> None:
         self.proxy = proxy
+        self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.parser: Any = None
@@ -58,6 +55,18 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.client.resume("pending")
         else:
             self.transport.write(head)  # type: ignore[union-attr]
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is over: back to the pool for the next one, or closed."""
+        self.detach()
+        self.pool.release(self, reusable)
+
+    def abandon(self) -> None:
+        """The client went away mid-exchange: aborted, never pooled."""
+        self.detach()
+        self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.abort()
 
     def detach(self) -> Exchange | None:
         exchange = self.exchange
@@ -108,7 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.proxy.pool.forget(self)
+        self.pool.forget(self)
         exchange = self.detach()
         if exchange is None:
             return
@@ -206,6 +215,9 @@ class UpstreamPool:
                 connection.transport.close()
             return
         connection.idle_since = self.loop.time()
+        if connection.held:  # paused for a slow client: read again, so talking while idle shows
+            connection.held = False
+            connection.transport.resume_reading()
         self._idle.append(connection)
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(IDLE_SECONDS, self._sweep)

@@ -72,10 +72,10 @@ class LazySource:
         source = await self._get()
         return await (source.fetch(entity, keys) if reader is None else source.fetch(entity, keys, reader))
 
-    async def select(self, entity: Any, route: Any, params: Any, query: Any) -> Any:
+    async def select(self, entity: Any, route: Any, params: Any, query: Any, reader: Any = None) -> Any:
         """A list read's selection (order, page, total), or None when the source has none."""
         source = await self._get()
-        return await source.select(entity, route, params, query) if hasattr(source, "select") else None
+        return await source.select(entity, route, params, query, reader) if hasattr(source, "select") else None
 
     async def list_keys(self, entity: Any, route: Any, params: Any) -> Any:
         return await (await self._get()).list_keys(entity, route, params)

@@ -55,7 +55,8 @@ class MongoSource:
         by_column = {spec.column: spec for spec in entity.fields.values() if spec.kind in ("column", "ref")}
         query: dict[str, Any] = {}
         for condition in route.where:
-            if condition.query is not None or condition.op != "eq" or condition.by is not None:
+            if condition.query is not None or condition.op != "eq" or condition.by is not None \
+                    or condition.reader or condition.reader_set is not None or condition.through is not None:
                 raise LookupError(f"{route.name}: the mongo source checks path-parameter and constant equality "
                                   f"filters only (where {condition.column!r})")
             spec = by_column.get(condition.column)

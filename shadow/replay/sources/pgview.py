@@ -6,13 +6,14 @@ to the column's type (as PostgreSQL reports it) before they are sent."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from shadow.replay.listquery import page_count, plan_page, query_values
 from shadow.replay.viewread import BoundReader
 from shadow.rules.spec import Entity, Field, ListFilter, Lookup, Route
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BoundReader", "Selection", "aggregate_sql", "distinct_fetch", "resolve", "select_keys"]
 
-MAX_LIMIT = 10_000
 _OPS = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
@@ -36,6 +36,9 @@ class Selection:
 
     keys: tuple[str, ...]
     total: int | None = None
+    selected_by: tuple[tuple[str, str, str], ...] = ()  # (column, op, value) that selected them, for findings
+    pages: int | None = None  # ceil(total / page size) when the route checks a page count
+    echo: Mapping[str, int | None] = field(default_factory=dict)  # body path -> the page / limit applied
 
 
 def aggregate_sql(spec: Field) -> tuple[str, tuple[Any, ...], bool]:
@@ -81,71 +84,101 @@ async def distinct_fetch(source: PostgresSource, connection: asyncpg.Connection,
     return {key: list(values) for key in keys}
 
 
-def _query_values(query: Mapping[str, Any], name: str) -> list[str]:
-    values = query.get(name)
-    if values is None:
-        return []
-    return [str(value) for value in (values if isinstance(values, list | tuple) else [values])]
-
-
-def _whole(values: list[str], default: int | None) -> int | None:
-    try:
-        return max(0, min(MAX_LIMIT, int(values[0]))) if values else default
-    except ValueError:
-        return default
-
-
 async def select_keys(source: PostgresSource, connection: asyncpg.Connection, entity: Entity, route: Route,
-                      params: Mapping[str, str], query: Mapping[str, Any]) -> Selection:
+                      params: Mapping[str, str], query: Mapping[str, Any],
+                      reader: BoundReader | None = None) -> Selection:
     """The keys a list read shows: the route's `where` (path / query parameters /
-    constants), `order_by`, `limit`/`offset`; and the filter's count when `total:`."""
+    constants / the reader, through child and junction tables), the order (`order_by`,
+    a `sort` parameter), the page (`limit` with `offset` or `page`); and the filter's
+    count when the body claims a total or a page count. Raises listquery.Unmodeled when
+    the read's page or sort cannot be said in the rules' terms."""
+    plan = plan_page(route.page, query)
+    counted = route.page is not None and bool(route.page.total or route.page.pages)
     conditions: list[str] = []
     args: list[Any] = []
+    selected_by: list[tuple[str, str, str]] = []
+    reader_id: Any = _UNRESOLVED
     for condition in route.where:
+        if condition.reader or condition.reader_set:
+            if reader_id is _UNRESOLVED:
+                reader_id = None if reader is None else await resolve(source, connection, reader.lookup, reader.value)
+            if reader_id is None:
+                return Selection((), 0 if counted else None, (*selected_by, (condition.column, "", "no reader")))
+            args.append(reader_id)
+            value_sql = f"${len(args)}"
+            if condition.reader_set is not None:
+                found = condition.reader_set
+                value_sql = f"ANY(SELECT {_quote(found.select)} FROM {_quote(found.table)} " \
+                            f"WHERE {_quote(found.by)} = ${len(args)})"
+                selected_by.append((condition.column, "in", f"the reader's {found.table}"))
+            else:
+                selected_by.append((condition.column, "eq", "the reader"))
+            conditions.append(_through(condition, f"{_column(condition)} = {value_sql}"))
+            continue
         values = await _filter_values(source, connection, condition, params, query)
         if values is None:
-            continue  # a query parameter the read did not use: no condition
+            continue  # a query parameter the read did not use, or a lookup miss with on_miss: drop
         if not values:
-            return Selection((), 0 if route.page is not None and route.page.total else None)  # no row can match
+            return Selection((), 0 if counted else None,  # no row can match
+                             (*selected_by, (condition.column, "", "no row found for the value")))
         args.append(values if condition.op == "in" else values[0])
-        column = _quote(condition.column)
-        conditions.append(f"{column} = ANY(${len(args)})" if condition.op == "in"
-                          else f"{column} {_OPS[condition.op]} ${len(args)}")
+        column = _column(condition)
+        conditions.append(_through(condition, f"{column} = ANY(${len(args)})" if condition.op == "in"
+                                   else f"{column} {_OPS[condition.op]} ${len(args)}"))
+        selected_by.append((condition.column, condition.op, _shown(args[-1])))
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    table, key = _quote(entity.table), _quote(entity.key)
-    page = route.page
+    table, key = _quote(entity.table), f"t.{_quote(entity.key)}"
     order = limit = offset = ""
-    if page is not None:
-        if page.order_by:
-            order = " ORDER BY " + ", ".join(f"{_quote(column)}{' DESC' if desc else ''}"
-                                             for column, desc in page.order_by)
-        count = _whole(_query_values(query, page.limit), page.limit_default) if page.limit else None
-        start = (_whole(_query_values(query, page.offset), 0) or 0) if page.offset else 0
-        page_args: list[int] = []
-        if count is not None:
-            page_args.append(count)
-            limit = f" LIMIT ${len(args) + len(page_args)}::bigint"
-        if page.offset:
-            page_args.append(start)
-            offset = f" OFFSET ${len(args) + len(page_args)}::bigint"
-    else:
-        page_args = []
-    rows = await _typed_fetch(source, connection, f"SELECT {key} FROM {table}{where}{order}{limit}{offset}",
+    if plan.order_by:
+        order = " ORDER BY " + ", ".join(f"t.{_quote(column)}{' DESC' if desc else ''}"
+                                         for column, desc in plan.order_by)
+    page_args: list[int] = []
+    if plan.limit is not None:
+        page_args.append(plan.limit)
+        limit = f" LIMIT ${len(args) + len(page_args)}::bigint"
+    if plan.offset:
+        page_args.append(plan.offset)
+        offset = f" OFFSET ${len(args) + len(page_args)}::bigint"
+    rows = await _typed_fetch(source, connection, f"SELECT {key} FROM {table} t{where}{order}{limit}{offset}",
                               [*args, *page_args])
     total = None
-    if page is not None and page.total:
-        counted = await _typed_fetch(source, connection, f"SELECT count(*) FROM {table}{where}", args)
-        total = counted[0][0]
-    return Selection(tuple(row[0] for row in rows), total)
+    if counted:
+        found_count = await _typed_fetch(source, connection, f"SELECT count(*) FROM {table} t{where}", args)
+        total = found_count[0][0]
+    return Selection(tuple(row[0] for row in rows), total, tuple(selected_by), page_count(total, plan),
+                     plan.echoes(route.page))
+
+
+_UNRESOLVED: Any = object()
+
+
+def _column(condition: ListFilter) -> str:
+    """The filtered column: of the main row (`t`), or of the child/junction row (`j`)."""
+    return f"{'j' if condition.through else 't'}.{_quote(condition.column)}"
+
+
+def _through(condition: ListFilter, test: str) -> str:
+    """A condition on a child / junction table holds when some row of it matches (EXISTS):
+    a row is selected once, however many of its children match."""
+    through = condition.through
+    if through is None:
+        return test
+    return (f"EXISTS (SELECT 1 FROM {_quote(through.table)} j "
+            f"WHERE j.{_quote(through.fk)} = t.{_quote(through.parent)} AND {test})")
+
+
+def _shown(value: Any) -> str:
+    text = str(value if not isinstance(value, list) else [str(item) for item in value])
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 async def _filter_values(source: PostgresSource, connection: asyncpg.Connection, condition: ListFilter,
                          params: Mapping[str, str], query: Mapping[str, Any]) -> list[Any] | None:
     """The value(s) of one condition; None = no condition; [] = nothing can match."""
     if condition.param is not None:
-        raw = [params[condition.param]] if condition.param in params else []
+        raw: list[Any] = [params[condition.param]] if condition.param in params else []
     elif condition.query is not None:
-        raw = _query_values(query, condition.query)
+        raw = query_values(query, condition.query)
         if condition.op == "in":
             raw = [part for value in raw for part in value.split(",") if part]
         if not raw:
@@ -153,11 +186,16 @@ async def _filter_values(source: PostgresSource, connection: asyncpg.Connection,
     else:
         value = condition.value
         raw = list(value) if isinstance(value, list | tuple) else [value]
+    for transform in condition.normalize:  # the API's own rewriting of the value (lower, trim, ...)
+        raw = [transform.apply(value) for value in raw]
     if condition.to is None:
         return raw
     lookup = Lookup(condition.to, condition.by)
     resolved = [await resolve(source, connection, lookup, value) for value in raw]
-    return [value for value in resolved if value is not None]
+    found = [value for value in resolved if value is not None]
+    if not found and condition.on_miss == "drop":
+        return None  # the API drops a condition whose value names nothing (`?author=nobody`: every row)
+    return found
 
 
 _PARAMETER_TYPES: dict[str, tuple[str, ...]] = {}  # SQL text -> its parameters' type names

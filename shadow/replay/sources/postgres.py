@@ -130,10 +130,11 @@ class PostgresSource:
         selection = await self.select(entity, route, params, {})
         return set(selection.keys)
 
-    async def select(self, entity: Entity, route: Route, params: Mapping[str, str], query: Mapping[str, str]) -> Any:
+    async def select(self, entity: Entity, route: Route, params: Mapping[str, str], query: Mapping[str, str],
+                     reader: BoundReader | None = None) -> Any:
         """The keys a list route shows (in its order, its page) and the total count."""
         async with self.pool.acquire() as connection:
-            return await select_keys(self, connection, entity, route, params, query)
+            return await select_keys(self, connection, entity, route, params, query, reader)
 
     async def _new_id(self, connection: asyncpg.Connection, collection: str, legacy: str) -> Any:
         cached = self.id_map.new_of(collection, legacy)

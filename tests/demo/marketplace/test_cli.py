@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -52,3 +53,19 @@ async def test_seed_loads_both_databases_and_prints_the_drift(pg_dsn, mongo_serv
 async def test_seed_rejects_a_bad_scale() -> None:
     code, out = await run("-m", "shadow", "seed", "--pg", "postgresql:///x", "--mongo", "mongodb://x", "--scale", "0")
     assert code == 2 and "--scale must be >= 1, got 0" in out
+
+
+async def test_seed_loads_the_articles_family_on_request(pg_dsn, mongo_server, mongo_db_name) -> None:
+    code, out = await run("-m", "shadow", "seed", "--pg", pg_dsn, "--mongo", mongo_server.uri,
+                          "--db", mongo_db_name, "--scale", "5", "--seed", "4", "--articles")
+    assert code == 0, out
+    assert "writers                     5 documents" in out and "articles                   10 documents" in out
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM articles") == 10
+        assert await conn.fetchval("SELECT count(*) FROM article_tags") > 0
+    finally:
+        await conn.close()
+    rules = Path(__file__).resolve().parents[3] / "rules" / "examples" / "articles"
+    code, _ = await run("-m", "shadow", "rules", "check", str(rules), "--pg", pg_dsn)
+    assert code == 0  # every table and column the example rules read exists
