@@ -5,7 +5,8 @@ document of one Mongo collection is rebuilt from PostgreSQL; a `Route` says whic
 of the API show that entity and where the key and the document are.
 
 Over 350 lines on purpose: every frozen rule type in one place, so the rule format reads
-as one file (view-model types are in viewspec.py).
+as one file (view-model types are in viewspec.py; the types of the `stored:`, `verify:`
+and `redaction:` sections in sections.py, below their parsers).
 """
 from __future__ import annotations
 

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shadow.rules.reader import Reader, kind_of, show
 from shadow.rules.sections import DEFAULT_VIEW, StoredView
+from shadow.rules.spec import Field
 from shadow.rules.yamltree import YList, YMap
-
-if TYPE_CHECKING:
-    from shadow.rules.spec import Field
 
 STORED_KEYS = ("odm", "version_key", "hidden", "defaults", "rename", "unverifiable")
 ODMS = ("none", "mongoose")

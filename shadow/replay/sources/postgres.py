@@ -83,6 +83,7 @@ class PostgresSource:
                 return await self._fetch(connection, entity, keys, reader)
 
     async def query(self, connection: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """One counted SELECT within the statement timeout (pgview's queries run through it)."""
         self.round_trips += 1
         records: list[asyncpg.Record] = await connection.fetch(sql, *args, timeout=self.statement_timeout + 1.0)
         return records
@@ -138,6 +139,7 @@ class PostgresSource:
             return await select_keys(self, connection, entity, route, params, query, reader)
 
     async def new_id(self, connection: asyncpg.Connection, collection: str, legacy: str) -> Any:
+        """The PostgreSQL uuid of a legacy Mongo id, through the id_map cache; None when unknown."""
         cached = self.id_map.new_of(collection, legacy)
         if cached is not None:
             return cached
