@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-from shadow.publish.redaction import DEFAULT, redact_document, redact_text
+from shadow.publish.redaction import Redaction, redact_document, redact_text
 
 _HEX24 = re.compile(r"[0-9a-fA-F]{24}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
@@ -33,6 +33,8 @@ MAX_SEGMENTS = 12
 #: the readable part of a file name; the template's hash keeps names distinct beyond it
 MAX_STEM = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+#: the built-in names and patterns, with caches of its own (the writer thread's, not the sink's)
+REDACTION = Redaction()
 
 
 def path_template(path: str) -> str:
@@ -74,10 +76,10 @@ def redacted_query(query: str) -> str:
     pairs = []
     for pair in query.split("&"):
         name, equals, value = pair.partition("=")
-        kind = DEFAULT.kind(unquote_plus(name)[:64]) if name else None
-        pairs.append(f"{name}{equals}{DEFAULT.value(unquote_plus(value), unquote_plus(name)[:64])}"
+        kind = REDACTION.kind(unquote_plus(name)[:64]) if name else None
+        pairs.append(f"{name}{equals}{REDACTION.value(unquote_plus(value), unquote_plus(name)[:64])}"
                      if kind is not None and equals else pair)
-    return redact_text("&".join(pairs))
+    return redact_text("&".join(pairs), REDACTION)
 
 
 class NotRecordable(Exception):
@@ -121,8 +123,8 @@ def record_text(method: str, path: str, query: str, status: int, body: bytes, co
         document: Any = json.loads(decoded(body, content_encoding, limit))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise NotRecordable("not_json") from None
-    shown = redact_text(path) + (f"?{redacted_query(query)}" if query else "")
-    record = {"method": method, "path": shown, "status": status, "body": redact_document(document)}
+    shown = redact_text(path, REDACTION) + (f"?{redacted_query(query)}" if query else "")
+    record = {"method": method, "path": shown, "status": status, "body": redact_document(document, REDACTION)}
     return json.dumps(record, ensure_ascii=True, indent=1)
 
 
