@@ -184,6 +184,9 @@ class Recorder:
                                self.settings.max_body)
         except NotRecordable as problem:
             return problem.reason
+        except Exception as problem:  # a body the redaction could not walk: this answer only, the writer goes on
+            log.warning("recording an answer failed: %s: %s", type(problem).__name__, problem)
+            return "not_json"
         try:
             write_record(self.settings.directory, pending.name, text)
         except Exception as problem:  # a full disk, a removed directory: counted, never raised
