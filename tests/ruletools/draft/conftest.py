@@ -6,7 +6,6 @@ fresh PG and Mongo databases, answers recorded from the sample API over real HTT
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import uuid
@@ -19,12 +18,15 @@ import pytest
 from aiohttp import ClientSession
 from pymongo import AsyncMongoClient
 
+from shadow.config import Config
 from shadow.demo.embedded import MongoServer, PostgresServer
 from shadow.demo.marketplace.api import create_app
 from shadow.demo.marketplace.cli import load_domain
 from shadow.demo.marketplace.drift import PlantedDrift
 from shadow.demo.marketplace.generate import Dataset
+from shadow.sidecar import start_sidecar
 from tests.fixtures import create_database, drop_database, serving
+from tests.widgets import widget_rules
 
 SEED = 7
 SCALE = 20
@@ -75,9 +77,16 @@ def fresh_stores(pg_server: PostgresServer, mongo_server: MongoServer) -> Iterat
 
 
 async def record_answers(stores: Stores, dataset: Dataset, directory: Path) -> None:
-    """What a recording proxy would have kept: a few GET answers of the sample API."""
+    """A few GET answers of the sample API, recorded as a user records them: through the
+    proxy with `--record DIR` (shadow/proxy/recording.py), redacted on the way."""
     directory.mkdir()
+    rules = directory.parent / "proxy-rules"  # the proxy needs rules; no route of them matches the API
+    rules.mkdir()
+    (rules / "widgets.yaml").write_text(widget_rules("  - route: GET /widgets/{id}\n"))
     async with serving(create_app(stores.mongo_uri, stores.mongo_db)) as api:
+        sidecar = await start_sidecar(Config(upstream=api, rules=rules, listen="127.0.0.1:0",
+                                             admin_listen="127.0.0.1:0", reload="signal", shadow_process="inline",
+                                             record=directory))
         paths = [f"/api/users/{u['_id']}" for u in dataset.collections["users"][:4]]
         owners = list(dict.fromkeys(str(a["userId"]) for a in dataset.collections["addresses"]))[:3]
         paths += [f"/api/users/{owner}/addresses" for owner in owners]
@@ -86,12 +95,18 @@ async def record_answers(stores: Stores, dataset: Dataset, directory: Path) -> N
         requests = dataset.collections["purchaserequests"]
         paths += [f"/api/views/purchase-requests/{r['_id']}" for r in requests[:3]]  # view models: keyed by `id`
         paths += [f"/api/views/users/{r['buyerId']}/purchase-requests" for r in requests[:2]]
-        async with ClientSession() as session:
-            for index, path in enumerate(paths):
-                async with session.get(f"{api}{path}") as response:
-                    body = await response.json()
-                    record = {"method": "GET", "path": path, "status": response.status, "body": body}
-                (directory / f"{index:03d}.json").write_text(json.dumps(record))
+        try:
+            async with ClientSession() as session:
+                for path in paths:
+                    async with session.get(f"{sidecar.proxy_url}{path}") as response:
+                        assert response.status == 200, path
+                        await response.read()
+            async with asyncio.timeout(60):  # bounds a hang only: waits for the files to be written
+                while (sidecar.registry.get_sample_value("shadow_record_written_total") or 0) < len(paths):
+                    await asyncio.sleep(0.01)
+        finally:
+            await sidecar.stop()
+    assert len(list(directory.glob("*.json"))) == len(paths)
 
 
 @pytest.fixture(scope="module")
