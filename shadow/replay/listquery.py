@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shadow.rules.spec import Bound, Page, Route, SortParam
+from shadow.rules.spec import Bound, ListFilter, Page, Route, SortParam
 
 MAX_LIMIT = 10_000  # a larger page size is never asked of PostgreSQL
 
@@ -55,6 +55,27 @@ def query_values(query: Mapping[str, Any], name: str) -> list[str]:
     if values is None:
         return []
     return [str(value) for value in (values if isinstance(values, list | tuple) else [values])]
+
+
+def filter_values(condition: ListFilter, params: Mapping[str, str], query: Mapping[str, Any]) -> list[Any] | None:
+    """The value(s) a list condition compares with, as the API rewrote them (its
+    normalizers), before any `to:` lookup; None = no condition (an absent query parameter),
+    [] = nothing can match (an absent route parameter). Shared by PostgreSQL's selection
+    and `rules test`'s in-memory one, so both read a read's filters alike."""
+    if condition.param is not None:
+        raw: list[Any] = [params[condition.param]] if condition.param in params else []
+    elif condition.query is not None:
+        raw = query_values(query, condition.query)
+        if condition.op == "in":
+            raw = [part for value in raw for part in value.split(",") if part]
+        if not raw:
+            return None
+    else:
+        value = condition.value
+        raw = list(value) if isinstance(value, list | tuple) else [value]
+    for transform in condition.normalize:  # the API's own rewriting of the value (lower, trim, ...)
+        raw = [transform.apply(value) for value in raw]
+    return raw
 
 
 def unmodeled(route: Route, query: Mapping[str, Any]) -> tuple[str, ...]:

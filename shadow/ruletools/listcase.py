@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from shadow.replay.listquery import page_count, plan_page, query_values
+from shadow.replay.listquery import filter_values, page_count, plan_page
 from shadow.rules.spec import Entity, ListFilter, Lookup, Route
 
 Rows = Mapping[str, list[Mapping[str, Any]]]
@@ -67,18 +67,9 @@ def _condition(condition: ListFilter, tables: Rows, params: Mapping[str, str], q
         return lambda value: value in allowed
     if condition.reader:
         return lambda value: reader is not None and str(value) == str(reader)
-    if condition.param is not None:
-        raw: list[Any] = [params[condition.param]] if condition.param in params else []
-    elif condition.query is not None:
-        raw = query_values(query, condition.query)
-        if condition.op == "in":
-            raw = [part for value in raw for part in value.split(",") if part]
-        if not raw:
-            return None
-    else:
-        raw = list(condition.value) if isinstance(condition.value, list | tuple) else [condition.value]
-    for transform in condition.normalize:
-        raw = [transform.apply(value) for value in raw]
+    raw = filter_values(condition, params, query)
+    if raw is None:
+        return None
     if condition.to is not None:
         resolved = [resolve_in_rows(tables, Lookup(condition.to, condition.by), value) for value in raw]
         raw = [value for value in resolved if value is not None]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from shadow.replay.listquery import page_count, plan_page, query_values
+from shadow.replay.listquery import filter_values, page_count, plan_page
 from shadow.replay.viewread import BoundReader
 from shadow.rules.spec import Entity, Field, ListFilter, Lookup, Route
 
@@ -190,19 +190,9 @@ def _shown(value: Any) -> str:
 async def _filter_values(source: Queries, connection: asyncpg.Connection, condition: ListFilter,
                          params: Mapping[str, str], query: Mapping[str, Any]) -> list[Any] | None:
     """The value(s) of one condition; None = no condition; [] = nothing can match."""
-    if condition.param is not None:
-        raw: list[Any] = [params[condition.param]] if condition.param in params else []
-    elif condition.query is not None:
-        raw = query_values(query, condition.query)
-        if condition.op == "in":
-            raw = [part for value in raw for part in value.split(",") if part]
-        if not raw:
-            return None
-    else:
-        value = condition.value
-        raw = list(value) if isinstance(value, list | tuple) else [value]
-    for transform in condition.normalize:  # the API's own rewriting of the value (lower, trim, ...)
-        raw = [transform.apply(value) for value in raw]
+    raw = filter_values(condition, params, query)
+    if raw is None:
+        return None
     if condition.to is None:
         return raw
     lookup = Lookup(condition.to, condition.by)
