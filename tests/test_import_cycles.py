@@ -16,9 +16,6 @@ ALLOWED: dict[frozenset[str], str] = {
         "the rule types (spec) name the types of their `stored:` and `verify:` sections, whose parsers "
         "use the located-YAML reader, which reports spec's RuleIssue; to break it, RuleIssue and the "
         "section types go to a module below the parsers (deferred: rules/ is under rework for list routes)",
-    frozenset({"shadow.demo.marketplace.api", "shadow.demo.marketplace.views"}):
-        "the sample API registers its view-model routes (views.py), which use the API's backends and "
-        "errors; demo only, and being extended for list routes",
     frozenset({"shadow.replay.sources.postgres", "shadow.replay.sources.pgview"}):
         "pgview's queries name PostgresSource for type checking only; postgres.py runs them "
         "(pgview is being extended for list routes)",
