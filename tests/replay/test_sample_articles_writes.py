@@ -162,6 +162,8 @@ async def test_a_write_loop_beside_clean_reads_gives_no_finding(conduit, start, 
     counted = outcomes(sidecar)
     assert not any(counted[outcome] for outcome in PERSISTENT), counted
     assert counted["transient"] > 0, counted  # reads raced the dual write, and converged
+    converged = Counter(e.key == "[list]" for e in sidecar.sink.recent(limit=100_000) if e.outcome == "transient")
+    assert converged[True] > 0 and converged[False] > 0, converged  # list-level races too (membership, totals)
     assert counted["match"] > len(reads(conduit.family, readers)), counted
     assert counted["skipped"] == len(UNMODELED) == probe.skipped(sidecar, "unmodeled_query")
 
