@@ -56,13 +56,13 @@ PROXY_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("match", ("shadow/rules/",)),
 )
 WORKER_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("relay", ("RemoteSink", "Relay", "flush (", "publish/sink.py", "trace_headers", "dumps")),
+    ("relay", ("RemoteSink", "Relay", "flush (", "publish/sink.py", "dumps")),
     ("rebuild", ("replay/rebuild.py",)),
     ("canonicalize", ("compare/canonical.py", "normalizers/")),
     ("explain", ("compare/explain.py", "deepdiff")),
     ("compare", ("compare/diff.py", "_judge")),
     ("fetch", ("replay/sources/", "asyncpg", "pymongo", "_fetch")),
-    ("parse", ("replay/prepare.py", "orjson", "prepare")),
+    ("parse", ("replay/prepare.py", "replay/coding.py", "orjson", "prepare")),
     ("match", ("shadow/rules/",)),
     ("hand-off", ("replay/handoff.py", "replay/messages.py", "loads", "_offer", "data_received")),
     ("batch", ("replay/pipeline.py", "replay/recheck.py", "asyncio/queues")),

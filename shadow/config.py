@@ -124,6 +124,20 @@ def _directory(text: str) -> Path:
     return path
 
 
+def _record_directory(text: str) -> Path:
+    """A directory the proxy can write answer files to, probed by writing one (a
+    read-only mount or a missing directory fails the start, not the first answer)."""
+    path = _directory(text)
+    probe = path / f".shadow-record-probe-{os.getpid()}"
+    try:
+        with open(probe, "w", encoding="ascii") as stream:
+            stream.write("probe")
+        probe.unlink()
+    except OSError as problem:
+        raise ValueError(f"not writable ({problem.strerror or type(problem).__name__})") from None
+    return path
+
+
 def _address(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -331,6 +345,15 @@ OPTIONS: tuple[Option, ...] = (
            "days of findings and examples the evidence store keeps (default 14)", "DAYS", _seconds(0.0)),
     Option("evidence_pod", "--evidence-pod", "SHADOW_EVIDENCE_POD",
            "this sidecar's name in the evidence store (default $POD_NAME, else the host name)", "NAME", _text),
+    Option("record", "--record", "SHADOW_RECORD",
+           "record a bounded, redacted sample of GET 200 JSON answers into DIR, one file each, for `shadow rules "
+           "draft --answers DIR` (default off)", "DIR", _record_directory),
+    Option("record_max_body", "--record-max-body", "SHADOW_RECORD_MAX_BODY",
+           "largest answer body recorded; larger ones are skipped (default 262144)", "BYTES", _whole(1)),
+    Option("record_per_route", "--record-per-route", "SHADOW_RECORD_PER_ROUTE",
+           "answers recorded per path shape (ids, uuids and numbers collapsed; default 20)", "N", _whole(1)),
+    Option("record_max", "--record-max", "SHADOW_RECORD_MAX",
+           "answers recorded in all; then recording stops (default 1000)", "N", _whole(1)),
     Option("explain_concurrency", "--explain-concurrency", "SHADOW_EXPLAIN_CONCURRENCY",
            "explanations in flight at once (queued for a thread), beyond -> dropped{explain_budget} (default 16)", "N",
            _whole(1)),
@@ -378,6 +401,10 @@ class Config:
     evidence: str | None = field(default=None, repr=False)
     evidence_retention: float = 14.0
     evidence_pod: str | None = None
+    record: Path | None = None
+    record_max_body: int = 262144
+    record_per_route: int = 20
+    record_max: int = 1000
     # not a flag: every outcome crosses from the worker one by one (not only as counts), for
     # an in-process observer of each comparison (the demo's per-key findings); one message per read
     report_every_outcome: bool = False

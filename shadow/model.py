@@ -1,7 +1,8 @@
 """The frozen values that flow between the stages of the shadow pipeline.
 
 proxy → rule match (RouteMatch) → job (ShadowJob) → source fetch (Candidate docs)
-→ rebuild → normalize → compare (Verdict) → outcome (Comparison) → publish (Sink).
+→ rebuild → normalize → compare (Verdict) → outcome (Comparison) → publish (Sink, told
+the job's JobInfo).
 
 Every stage takes values and returns values; nothing here does I/O.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 #: where the migrated copy is read from
 SourceKind = Literal["postgres", "mongo"]
@@ -131,20 +132,40 @@ class Verdict:
     suppressed: tuple[FieldDiff, ...] = ()  # differences covered by a known divergence
 
 
-@dataclass(frozen=True, slots=True)
-class ShadowJob:
-    """One matched read, taken off the request path: the control documents by key."""
+class JobInfo(NamedTuple):
+    """What the sink needs of a job, and all of it that crosses back from a worker: its
+    route, its queueing time, its trace (the client's W3C headers as captured: a span's
+    parent is parsed from them only where a span is started), and for an evidence
+    example its route parameters and a list read's query (name, [values]).
+
+    A NamedTuple rather than a frozen dataclass: it is pickled with every outcome a
+    worker sends one by one (see replay/messages.py)."""
 
     entity: str
     route: str  # the route's name, e.g. "GET /api/payments/{id}"
     source: SourceKind
+    enqueued_at: float = 0.0  # time.monotonic() when the proxy queued the read
+    trace: tuple[tuple[str, str], ...] = ()
+    params: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowJob:
+    """One matched read, taken off the request path: the control documents by key, and
+    what the sink is told of it (`info`: its entity, route, source, ...; built once per
+    read and published as is)."""
+
+    info: JobInfo
     controls: Mapping[str, Any]  # key (legacy id) -> the API's document (parsed JSON)
-    params: Mapping[str, str] = field(default_factory=dict)  # path params, for list `extra` checks
-    enqueued_at: float = 0.0  # time.monotonic() when the proxy queued it
-    trace_context: Any = None  # OpenTelemetry context of the client request, or None
     attempt: int = 0  # 0 = first read, n = the n-th recheck
     reader: Any = None  # viewread.BoundReader: who read (fields bound to the reader); never logged
     listing: Any = None  # viewread.Listing of a list answer (order, duplicates, total, query)
+
+    @property
+    def params(self) -> Mapping[str, str]:
+        """The path parameters (for list checks and an upstream replay)."""
+        return dict(self.info.params)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from shadow.config import Config, RequestLimits
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy
 from shadow.proxy.aiohttp_guard import serve, serve_app
+from shadow.proxy.recording import Recorder, RecordSettings
 from shadow.publish.admin import Admin, GateHook
 from shadow.publish.admin_auth import AdminAuth, is_loopback
 from shadow.publish.evidence import EvidenceWriter, evidence_writer
@@ -91,6 +92,7 @@ class Sidecar:
     proxy: Proxy | rawproxy.RawProxy  # per config.engine
     admin: Admin
     evidence: EvidenceWriter | None = None  # --evidence: findings to the evidence store
+    recorder: Recorder | None = None  # --record: answers for `rules draft`
     _runners: list[Any] = field(default_factory=list)  # the proxy's server (cleanup() drains), the admin's
     _sources: Mapping[str, Any] = field(default_factory=dict)
     _tasks: TaskSet = field(default_factory=lambda: TaskSet("sidecar"))
@@ -119,6 +121,8 @@ class Sidecar:
             with contextlib.suppress(Exception):
                 await source.close()
         await self.proxy.close()
+        if self.recorder is not None:
+            await self.recorder.close()  # what is queued gets a bounded time to be written
         if self.evidence is not None:
             await self.evidence.close()  # one last bounded write
         # flushing spans to an OTLP collector is blocking HTTP: not on the loop
@@ -191,10 +195,15 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
         pipeline = handoff = Handoff(config, sink)  # started once the proxy listens (below)
         metrics.worker_pid = lambda: handoff.worker_pid if handoff is not None else None
         metrics.workers = handoff.worker_states
+    recorder = None
+    if config.record is not None:
+        recorder = Recorder(RecordSettings(config.record, config.record_max_body, config.record_per_route,
+                                           config.record_max), metrics)
+        recorder.start()
     engine, serve_engine = (rawproxy.RawProxy, rawproxy.serve) if config.engine == "raw" else (Proxy, serve)
     proxy = engine(config.upstream, lambda: holder.current, pipeline, metrics,
                    max_body_bytes=config.max_body_bytes, upstream_timeout=config.upstream_timeout,
-                   limits=request_limits(config))
+                   limits=request_limits(config), recorder=recorder)
     await proxy.open()
     host, port = Config.host_port(config.listen)
     admin_host, admin_port = Config.host_port(config.admin_listen)
@@ -219,12 +228,14 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
             await runner.cleanup()
         await pipeline.close()
         await proxy.close()
+        if recorder is not None:
+            await recorder.close()
         sink.close()
         raise
     sidecar = Sidecar(config=config, proxy_url=f"http://{_url_host(host)}:{bound}",
                       admin_url=f"http://{_url_host(admin_host)}:{admin_bound}", sink=sink, rules=holder,
                       pipeline=pipeline, proxy=proxy, admin=admin, _runners=[proxy_runner, admin_runner],
-                      _sources=opened_sources)
+                      _sources=opened_sources, recorder=recorder)
     if config.evidence is not None:
         sidecar.evidence = sink.recorder = evidence_writer(config, metrics, holder)
         sidecar.evidence.start()

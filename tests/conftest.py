@@ -11,11 +11,11 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
 from pymongo import AsyncMongoClient
 
 from shadow.demo.embedded import MongoServer, PostgresServer, start_mongo, start_postgres
+from tests.fixtures import create_database, drop_database, serving
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -53,18 +53,9 @@ def mongo_server() -> Iterator[MongoServer]:
 @pytest.fixture
 async def pg_dsn(pg_server: PostgresServer) -> AsyncIterator[str]:
     """A fresh, empty database for one test; its DSN."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield pg_server.dsn_for(name)
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    dsn = await create_database(pg_server)
+    yield dsn
+    await drop_database(pg_server, dsn)
 
 
 @pytest.fixture
@@ -83,8 +74,6 @@ async def mongo_db_name(mongo_server: MongoServer) -> AsyncIterator[str]:
 # The reference domain loaded into this test's fresh PG and Mongo databases, drift planted.
 
 from dataclasses import dataclass as _dataclass  # noqa: E402
-
-from aiohttp import web as _web  # noqa: E402
 
 from shadow.demo.marketplace.api import create_app as _create_app  # noqa: E402
 from shadow.demo.marketplace.cli import load_domain as _load_domain  # noqa: E402
@@ -117,12 +106,5 @@ async def marketplace(pg_dsn: str, mongo_server: MongoServer, mongo_db_name: str
 @pytest.fixture
 async def sample_api(marketplace: Marketplace) -> AsyncIterator[str]:
     """The sample Mongo-backed API over `marketplace`, on a real loopback port; its base URL."""
-    runner = _web.AppRunner(_create_app(marketplace.mongo_uri, marketplace.mongo_db))
-    await runner.setup()
-    try:
-        site = _web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(_create_app(marketplace.mongo_uri, marketplace.mongo_db)) as url:
+        yield url

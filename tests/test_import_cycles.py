@@ -9,17 +9,8 @@ from __future__ import annotations
 
 import grimp
 
-#: each allowed circle (its modules) -> why it stays for now
-ALLOWED: dict[frozenset[str], str] = {
-    frozenset({"shadow.rules.spec", "shadow.rules.checks", "shadow.rules.stored", "shadow.rules.reader",
-               "shadow.rules.redaction"}):
-        "the rule types (spec) name the types of their `stored:` and `verify:` sections, whose parsers "
-        "use the located-YAML reader, which reports spec's RuleIssue; to break it, RuleIssue and the "
-        "section types go to a module below the parsers (deferred: rules/ is under rework for list routes)",
-    frozenset({"shadow.replay.sources.postgres", "shadow.replay.sources.pgview"}):
-        "pgview's queries name PostgresSource for type checking only; postgres.py runs them "
-        "(pgview is being extended for list routes)",
-}
+#: each allowed circle (its modules) -> why it stays for now (none left: keep it so)
+ALLOWED: dict[frozenset[str], str] = {}
 
 
 def import_cycles(graph: grimp.ImportGraph) -> set[frozenset[str]]:

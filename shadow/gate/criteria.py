@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from shadow.gate.layers import VerifyCriteria, parse_verify
-from shadow.rules.spec import RuleIssue
+from shadow.rules.issues import RuleIssue
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")

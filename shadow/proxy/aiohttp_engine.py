@@ -49,6 +49,7 @@ from shadow.proxy.limits import (
     origin_form,
     refusal,
 )
+from shadow.proxy.recording import RecordCopy, Recorder
 from shadow.publish.metrics import Metrics
 from shadow.shadowside import ShadowSide
 
@@ -82,7 +83,7 @@ class Proxy:
 
     def __init__(self, upstream: str, rules: Callable[[], Any], handoff: ShadowSide | None, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
-                 limits: RequestLimits = DEFAULT_LIMITS) -> None:
+                 limits: RequestLimits = DEFAULT_LIMITS, recorder: Recorder | None = None) -> None:
         self.upstream = URL(upstream)
         self._base = upstream.rstrip("/")
         self._rules = rules
@@ -98,6 +99,8 @@ class Proxy:
         #: aiohttp's handler of each client connection -> its guard (shadow.proxy.aiohttp_guard)
         self.guards: dict[Any, Any] = {}
         self._count = RequestCounter(metrics)
+        #: --record: a sample of answers for `rules draft` (None: off, nothing copied)
+        self.recorder = recorder
 
     async def open(self) -> None:
         # Idle upstream connections are closed after 4 s: below Node.js' default
@@ -164,7 +167,8 @@ class Proxy:
             # as it arrives (answering for the upstream is what aiohttp's own handler does).
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = self._body(request.content) if request.body_exists else None
-        url = URL(self._base + origin_form(request.raw_path.encode("latin-1")).decode("latin-1"), encoded=True)
+        target = origin_form(request.raw_path.encode("latin-1")).decode("latin-1")
+        url = URL(self._base + target, encoded=True)
         asked = time.perf_counter()
         try:
             # aiohttp itself resends an idempotent request once on a fresh connection when
@@ -197,19 +201,25 @@ class Proxy:
             response._keep_no_server = hdrs.SERVER not in received
             response._keep_no_date = hdrs.DATE not in received
             copy = body_copy(self.handoff, match, upstream.status, upstream.content_length, self.max_body_bytes)
+            recorder = self.recorder
+            record = recorder.begin(method, target, upstream.status, received.get(hdrs.CONTENT_TYPE, ""),
+                                    received.get(hdrs.CONTENT_ENCODING, ""),
+                                    upstream.content_length) if recorder is not None else None
             guard = self.guards.get(request.protocol)
             if guard is not None:
                 guard.answering = True
             await response.prepare(request)
             prepared = time.perf_counter()
             own = (asked - started) + (prepared - answered)
-            await self._stream_body(request, upstream, response, copy)
+            await self._stream_body(request, upstream, response, copy, record)
             fully_read = True
             streamed = time.perf_counter()
             await response.write_eof()
             copied = copy.body() if copy is not None else None
             if copied is not None:
                 self._hand_over(request, upstream, match, copied)
+            if record is not None and recorder is not None:
+                recorder.offer(record)
             own += time.perf_counter() - streamed
             self.metrics.proxy_seconds.observe(own)
             self._count(method, f"{upstream.status // 100}xx")
@@ -221,13 +231,15 @@ class Proxy:
                 upstream.close()
 
     async def _stream_body(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
-                           response: web.StreamResponse, copy: BodyCopy | None) -> None:
-        """Send the body on as it arrives, keeping the shadow copy."""
+                           response: web.StreamResponse, copy: BodyCopy | None, record: RecordCopy | None) -> None:
+        """Send the body on as it arrives, keeping the shadow copy (and the recorded one)."""
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
                 if copy is not None:
                     copy.add(chunk)
+                if record is not None:
+                    record.add(chunk)
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError, aiohttp.ClientOSError) as problem:
             # Headers are gone already: the only honest thing left is to cut the
             # connection so the client sees a truncated body, not a complete one.

@@ -31,7 +31,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shadow.model import NOTEWORTHY, Comparison, Outcome, ShadowJob
+from shadow.model import NOTEWORTHY, Comparison, JobInfo, Outcome
 from shadow.publish import evidence_store
 from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.sink import to_json
@@ -155,7 +155,7 @@ class EvidenceWriter:
 
     # ------------------------------------------------------------------ from the sink
 
-    def comparison(self, comparison: Comparison, job: ShadowJob | None, trace_id: str | None,
+    def comparison(self, comparison: Comparison, job: JobInfo | None, trace_id: str | None,
                    redaction: Redaction = DEFAULT) -> None:
         """Count one published outcome (and keep it as an example when noteworthy and
         the path still has room this hour)."""
@@ -189,7 +189,7 @@ class EvidenceWriter:
 
     # ------------------------------------------------------------------ examples
 
-    def _maybe_keep(self, comparison: Comparison, job: ShadowJob | None, trace_id: str | None,
+    def _maybe_keep(self, comparison: Comparison, job: JobInfo | None, trace_id: str | None,
                     redaction: Redaction, paths: tuple[str, ...], at: float) -> None:
         if comparison.control is None and comparison.candidate is None and comparison.outcome in _DOCUMENTED:
             return  # its documents stayed in the worker (beyond its budget): nothing whole to show
@@ -206,13 +206,12 @@ class EvidenceWriter:
         self._example_budget[budget_key] += 1
         schedule = self._schedule(comparison.route)
         rules_version = self._health()[0] if self._health is not None else None
-        listing = getattr(job, "listing", None) if job is not None else None
         self._examples.append(Example(
             at=at, entity=comparison.entity, route=comparison.route, key=comparison.key,
             outcome=comparison.outcome.value, paths=paths, rules_version=rules_version, trace_id=trace_id,
             source=comparison.source,
-            params=dict(job.params) if job is not None and job.params else {},
-            query=_query(listing, redaction),
+            params=dict(job.params) if job is not None else {},
+            query=_query(job.query if job is not None else (), redaction),
             rechecks=_rechecks(comparison, schedule),
             diffs=tuple({"path": diff.path, "at": diff.at, "kind": diff.kind,
                          "control": redaction.side(diff.control, diff.path),
@@ -374,15 +373,14 @@ def _rechecks(comparison: Comparison, schedule: tuple[float, ...]) -> dict[str, 
             "seconds": round(comparison.recheck_seconds, 3), "ended": ended}
 
 
-def _query(listing: Any, redaction: Redaction) -> str | None:
-    query = getattr(listing, "query", None)
+def _query(query: tuple[tuple[str, Any], ...], redaction: Redaction) -> str | None:
+    """A list read's query (name, [values]; a name may repeat) as a query string, each
+    value redacted by its name."""
     if not query:
         return None
-    if isinstance(query, Mapping):  # name -> [values] (a name may repeat), each value redacted by its name
-        pairs = [(str(name), value) for name, values in sorted(query.items())
-                 for value in (values if isinstance(values, (list, tuple)) else [values])]
-        return urllib.parse.urlencode([(name, str(redaction.value(value, name))) for name, value in pairs])
-    return str(query)
+    pairs = [(str(name), value) for name, values in sorted(query)
+             for value in (values if isinstance(values, (list, tuple)) else [values])]
+    return urllib.parse.urlencode([(name, str(redaction.value(value, name))) for name, value in pairs])
 
 
 def _bounded(document: Any) -> Any:

@@ -78,6 +78,10 @@ class Metrics:
         self.reloads = Counter("shadow_rules_reloads", "Rule (re)loads by result", ["result"], registry=r)
         self.rules_info = Gauge("shadow_rules_info", "The loaded rules (value 1)", ["version"], registry=r)
         self.errors = Counter("shadow_errors", "Shadow-side failures by stage", ["stage"], registry=r)
+        self.record_written = Counter("shadow_record_written", "Answers --record wrote to its directory", registry=r)
+        self.record_dropped = Counter("shadow_record_dropped",
+                                      "Answers --record would have kept but did not, by reason", ["reason"],
+                                      registry=r)
         for reason in (DropReason.QUEUE_FULL, DropReason.RATE_LIMITED, DropReason.EXPLAIN_BUDGET, DropReason.SHUTDOWN):
             self.dropped.labels(reason.value)  # present at 0 so rate() and alerts work from the start
         for result in ("success", "error"):

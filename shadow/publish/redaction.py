@@ -49,10 +49,10 @@ patterns turned off (`show_patterns`), and `show_pii: true` (PII shown as it is)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shadow.publish.secretvalues import (
     BUILTIN_PATTERNS,
@@ -126,9 +126,26 @@ MAX_NAME_WORDS = 64
 _CACHE_SIZE = 20000
 _CACHED_CHARS = 512  # longer paths and keys are judged again each time (hostile, rare)
 _MIN_KEY_TO_SCAN = 5  # shorter object keys cannot hold a value pattern
+_Judged = TypeVar("_Judged")
 #: longest string shown (and scanned); the rest is cut, with its length said
 MAX_TEXT = 16384
 _CUT_MARGIN = 1024
+
+
+def _memoized(cache: dict[str, _Judged], name: str, judge: Callable[[str], _Judged]) -> _Judged:
+    """`judge(name)`, remembered in `cache` (a mismatch storm asks about the same few
+    names again and again); bounded: the cache is emptied when full, and a name longer
+    than _CACHED_CHARS is judged again each time, whatever the keys a document holds."""
+    try:
+        return cache[name]
+    except KeyError:
+        pass
+    if len(cache) >= _CACHE_SIZE:
+        cache.clear()
+    judged = judge(name)
+    if len(name) <= _CACHED_CHARS:
+        cache[name] = judged
+    return judged
 
 
 def words(text: str) -> tuple[str, ...]:
@@ -343,23 +360,18 @@ class Redaction:
     def kind(self, path: str) -> str | None:
         """SECRET, PII or None for a collapsed path (memoized, bounded: a mismatch storm
         asks about the same few paths again and again)."""
-        try:
-            return self._kinds[path]
-        except KeyError:
-            pass
-        if len(self._kinds) >= _CACHE_SIZE:
-            self._kinds.clear()
-        found: str | None = None
-        if path:
-            path_words = _path_words(path)
-            exempt = _compile(NOT_SECRET + self.show)
-            if path_words is None or _under(path, self.paths) or _hit(_compile(self.names), exempt, path_words):
-                found = SECRET
-            elif _hit(_compile(self.pii_names), exempt, path_words):
-                found = PII
-        if len(path) <= _CACHED_CHARS:  # the cache's memory stays bounded whatever the keys
-            self._kinds[path] = found
-        return found
+        return _memoized(self._kinds, path, self._kind)
+
+    def _kind(self, path: str) -> str | None:
+        if not path:
+            return None
+        path_words = _path_words(path)
+        exempt = _compile(NOT_SECRET + self.show)
+        if path_words is None or _under(path, self.paths) or _hit(_compile(self.names), exempt, path_words):
+            return SECRET
+        if _hit(_compile(self.pii_names), exempt, path_words):
+            return PII
+        return None
 
     def hides(self, path: str) -> bool:
         return self.kind(path) is not None
@@ -382,16 +394,7 @@ class Redaction:
     def shown_name(self, name: str) -> str:
         """An object key or a path as it may be shown (a token used as a key is masked);
         memoized, bounded: documents and diffs repeat the same few names."""
-        try:
-            return self._keys[name]
-        except KeyError:
-            pass
-        if len(self._keys) >= _CACHE_SIZE:
-            self._keys.clear()
-        shown = self.text(name)
-        if len(name) <= _CACHED_CHARS:
-            self._keys[name] = shown
-        return shown
+        return _memoized(self._keys, name, self.text)
 
     def _name_kind(self, name: str) -> str | None:
         return self.kind(name) if len(name) <= 64 else None

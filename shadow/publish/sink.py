@@ -27,16 +27,16 @@ from shadow.model import (
     DropReason,
     Failure,
     FieldDiff,
+    JobInfo,
     Outcome,
     RecentMismatch,
-    ShadowJob,
     SkipReason,
     Stage,
 )
 from shadow.publish.listreason import render as render_list
 from shadow.publish.metrics import Metrics
 from shadow.publish.redaction import DEFAULT, Redaction, redact_text
-from shadow.publish.tracing import Tracing
+from shadow.publish.tracing import Tracing, request_context
 from shadow.replay.messages import Counts
 
 log = logging.getLogger("shadow.publish.sink")
@@ -89,7 +89,7 @@ class Recorder(Protocol):
     """Where the sink also reports outcomes when an evidence store is configured
     (shadow/publish/evidence.py EvidenceWriter): in-memory, never waits, never raises."""
 
-    def comparison(self, comparison: Comparison, job: ShadowJob | None, trace_id: str | None,
+    def comparison(self, comparison: Comparison, job: JobInfo | None, trace_id: str | None,
                    redaction: Redaction = ...) -> None: ...
 
     def count(self, entity: str, route: str, outcome: str, n: int, path: str = ...,
@@ -151,8 +151,9 @@ class Sink:
 
     # -- outcomes
 
-    def publish(self, comparison: Comparison, job: ShadowJob | None = None) -> RecentMismatch | None:
-        """Count one outcome; log and remember it when noteworthy. Returns the ring entry."""
+    def publish(self, comparison: Comparison, job: JobInfo | None = None) -> RecentMismatch | None:
+        """Count one outcome; log and remember it when noteworthy. Returns the ring entry.
+        `job`: what the sink needs of the outcome's job (queueing time, trace, request)."""
         entity, route, outcome = comparison.entity, comparison.route, comparison.outcome
         metrics = self.metrics
         self.counts[entity][outcome.value] += 1
@@ -331,7 +332,7 @@ class Sink:
         line["at"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(entry.at)) + f".{int(entry.at % 1 * 1000):03d}Z"
         self._pending.append(to_json(line).decode())
 
-    def _span(self, comparison: Comparison, job: ShadowJob | None) -> str | None:
+    def _span(self, comparison: Comparison, job: JobInfo | None) -> str | None:
         if not self.tracing.enabled:
             return None
         from opentelemetry.trace import StatusCode
@@ -341,7 +342,7 @@ class Sink:
             start_ns = time.time_ns() - int((time.monotonic() - job.enqueued_at) * 1e9)
         redact = self._redact.get(comparison.entity, DEFAULT)
         span = self.tracing.tracer.start_span(
-            "shadow.compare", context=job.trace_context if job is not None else None, start_time=start_ns,
+            "shadow.compare", context=request_context(job.trace) if job is not None else None, start_time=start_ns,
             attributes={"shadow.entity": comparison.entity, "shadow.route": comparison.route,
                         "shadow.outcome": comparison.outcome.value, "shadow.source": comparison.source,
                         "shadow.key": redact.text(comparison.key or ""),

@@ -2,18 +2,30 @@
 of the client request that produced it (W3C `traceparent` taken from the request).
 
 The proxy does not create a server span per request (that would put span work on the
-user path); it only keeps the `traceparent`/`tracestate` header values of matched reads
-and the pipeline parses them off the request path (replay/prepare.py `request_context`).
+user path); it only keeps the `traceparent`/`tracestate` header values of matched reads,
+which travel with the read and its outcomes (JobInfo.trace) and are parsed only here,
+where a span is started (`request_context`), off the request path.
 Tracing is off (a no-op tracer) unless an OTLP endpoint or an exporter is given. The tracer provider is private to the
 sidecar, never the process-global one, so several sidecars (tests) do not interfere.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def request_context(trace_headers: Iterable[tuple[str, str]]) -> Context | None:
+    """The client's trace context from its `traceparent`/`tracestate` (name, value)
+    pairs, or None when it sent none."""
+    carrier = dict(trace_headers)
+    return _PROPAGATOR.extract(carrier=carrier) if carrier else None
 
 
 class Tracing:

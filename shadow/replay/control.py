@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import orjson
 from multidict import CIMultiDict, MultiDict
 
-from shadow.replay.prepare import MAX_INFLATED_BYTES, decoded_body
+from shadow.replay.coding import MAX_INFLATED_BYTES, decoded_body
 from shadow.rules.spec import InvalidKey, Route, RouteMatch
 
 RECHECK_HEADER = "X-Shadow-Recheck"

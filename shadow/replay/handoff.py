@@ -27,7 +27,7 @@ import itertools
 
 from shadow.config import Config
 from shadow.model import DropReason, WorkerState
-from shadow.replay.link import FLUSH_SECONDS, READ_OVERHEAD, WORKER_DOWN, Link, read_message
+from shadow.replay.link import FLUSH_SECONDS, READ_OVERHEAD, WORKER_DOWN, Link
 from shadow.replay.messages import Drain, MainSink, Rules
 from shadow.replay.pipeline import admit
 from shadow.replay.sampling import TokenBucket
@@ -170,4 +170,4 @@ class Handoff:
         await asyncio.gather(*(link.close() for link in self.links))
 
 
-__all__ = ["FLUSH_SECONDS", "WORKER_DOWN", "Handoff", "Link", "buffer_limit", "read_message"]
+__all__ = ["FLUSH_SECONDS", "WORKER_DOWN", "Handoff", "Link", "buffer_limit"]

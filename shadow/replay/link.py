@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Protocol, assert_never
 
-from shadow.model import DropReason, Failure, RecentMismatch, ShadowJob, Stage, WorkerState
+from shadow.model import DropReason, Failure, RecentMismatch, Stage, WorkerState
 from shadow.replay.messages import (
     Counts,
     Depth,
@@ -34,14 +34,12 @@ from shadow.replay.messages import (
     ToProxy,
     ToWorker,
     frame,
+    read_message,
 )
-from shadow.replay.prepare import request_context
-from shadow.replay.viewread import Listing
 from shadow.shadowside import CapturedRead
 
 if TYPE_CHECKING:
     from shadow.config import Config
-    from shadow.rules.spec import Route
     from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.replay.handoff")
@@ -66,29 +64,6 @@ WORKER_DOWN = DropReason.WORKER_DOWN
 STDERR_TAIL_BYTES = 4096
 #: how long a restart waits for the dead worker's last stderr bytes
 STDERR_EOF_SECONDS = 1.0
-
-
-
-def read_message(read: CapturedRead) -> Read:
-    """A captured read as it crosses to a worker: only the request headers its route
-    reads (a header key, the reader's token, the recheck's replay headers); cookies and
-    other credentials never leave the proxy process, and nothing unused is pickled."""
-    match = read.match
-    wanted = headers_read(match.route)
-    headers = tuple((name, value) for name, value in read.headers.items() if name.lower() in wanted) if wanted else ()
-    return Read(match.route.name, tuple(match.params.items()), tuple(read.query.items()), headers,
-                read.body, read.content_type, read.content_encoding, read.trace_headers, read.enqueued_at)
-
-
-def headers_read(route: Route) -> frozenset[str]:
-    """The request headers (lower-case) the shadow side of `route` reads (not cached:
-    a cache keyed by route would keep replaced rule sets alive; this is about 1 µs)."""
-    wanted = set(route.recheck.headers)
-    if route.key.kind == "header":
-        wanted.add(route.key.name.lower())
-    if route.reader is not None:
-        wanted.add(route.reader.header.lower())
-    return frozenset(wanted)
 
 
 def _reap(process: subprocess.Popen[bytes], timeout: float) -> int:
@@ -365,13 +340,7 @@ class Link:
         match message:
             case Counts():
                 sink.merge(message)
-            case Published(comparison=comparison, job=info, handle=handle):
-                job = None
-                if info is not None:
-                    job = ShadowJob(info.entity, info.route, info.source, {}, params=dict(info.params),
-                                    enqueued_at=info.enqueued_at,
-                                    trace_context=request_context(dict(info.trace)) if info.trace else None,
-                                    listing=Listing((), None, dict(info.query)) if info.query else None)
+            case Published(comparison=comparison, job=job, handle=handle):
                 entry = sink.publish(comparison, job)
                 if handle is not None and entry is not None:
                     self._explainable[handle] = entry
@@ -397,4 +366,4 @@ class Link:
                 assert_never(message)
 
 
-__all__ = ["FLUSH_SECONDS", "READ_OVERHEAD", "WORKER_DOWN", "Link", "read_message"]
+__all__ = ["FLUSH_SECONDS", "READ_OVERHEAD", "WORKER_DOWN", "Link"]

@@ -20,19 +20,22 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from shadow.model import Comparison, DropReason, Failure, FieldDiff, RecentMismatch, SkipReason, SourceKind
+from shadow.model import Comparison, DropReason, Failure, FieldDiff, JobInfo, RecentMismatch, SkipReason
 
 if TYPE_CHECKING:
     from shadow.config import Config
+    from shadow.rules.spec import Route
+    from shadow.shadowside import CapturedRead
 
 Entry = TypeVar("Entry")
 
 
 class Sink(Protocol[Entry]):
-    """What the pipeline reports to. `publish` returns the entry a later `explained`
-    refers to (noteworthy outcomes), or None."""
+    """What the pipeline reports to. `publish` is told what it needs of the outcome's job
+    (its JobInfo, None for an outcome without one) and returns the entry a later
+    `explained` refers to (noteworthy outcomes), or None."""
 
-    def publish(self, comparison: Comparison, job: Any = None) -> Entry | None: ...
+    def publish(self, comparison: Comparison, job: JobInfo | None = None) -> Entry | None: ...
 
     def skipped(self, entity: str, route: str, reason: SkipReason) -> None: ...
 
@@ -79,7 +82,8 @@ class Start(NamedTuple):
 
 
 class Read(NamedTuple):
-    """One captured read: the route by name, everything else plain tuples."""
+    """One captured read: the route by name, everything else plain tuples. The pipeline
+    queues and prepares it as it is, in a worker and inline alike (`read_message`)."""
 
     route: str
     params: tuple[tuple[str, str], ...]
@@ -114,21 +118,29 @@ class Stop(NamedTuple):
 ToWorker = Start | Read | Rules | Drain | Stop
 
 
+def read_message(read: CapturedRead) -> Read:
+    """A captured read as the shadow side takes it: only the request headers its route
+    reads (a header key, the reader's token, the recheck's replay headers); cookies and
+    other credentials never leave the proxy process, and nothing unused is pickled."""
+    match = read.match
+    wanted = headers_read(match.route)
+    headers = tuple((name, value) for name, value in read.headers.items() if name.lower() in wanted) if wanted else ()
+    return Read(match.route.name, tuple(match.params.items()), tuple(read.query.items()), headers,
+                read.body, read.content_type, read.content_encoding, read.trace_headers, read.enqueued_at)
+
+
+def headers_read(route: Route) -> frozenset[str]:
+    """The request headers (lower-case) the shadow side of `route` reads (not cached:
+    a cache keyed by route would keep replaced rule sets alive; this is about 1 µs)."""
+    wanted = set(route.recheck.headers)
+    if route.key.kind == "header":
+        wanted.add(route.key.name.lower())
+    if route.reader is not None:
+        wanted.add(route.reader.header.lower())
+    return frozenset(wanted)
+
+
 # ----------------------------------------------------------------------------- worker -> proxy
-
-
-class JobInfo(NamedTuple):
-    """What the sink needs of a job: its trace and queueing time (not its documents)."""
-
-    entity: str
-    route: str
-    source: SourceKind
-    enqueued_at: float
-    trace: tuple[tuple[str, str], ...]
-    #: the route parameters and a list read's query, for an outcome that crosses with its
-    #: documents (the evidence store's example of the request); empty otherwise
-    params: tuple[tuple[str, str], ...] = ()
-    query: tuple[tuple[str, Any], ...] = ()
 
 
 class Published(NamedTuple):
@@ -249,4 +261,6 @@ __all__ = [
     "ToProxy",
     "ToWorker",
     "frame",
+    "headers_read",
+    "read_message",
 ]

@@ -5,12 +5,14 @@ on the request path. Everything it reports goes through the sink it is given: th
 real Sink inline, a Relay (shadow/replay/relay.py) to the main process's Sink in a worker:
 both implement the messages.Sink Protocol.
 
-    proxy ──offer()──▶ bounded queue ──▶ worker: prepare (parse, keys, sampling)
+    proxy ──offer()──▶ messages.Read ──take()──▶ bounded queue ──▶ worker: prepare (parse, keys, sampling)
         ──▶ one Source.fetch per (entity, source) for the whole batch (with a timeout)
         ──▶ compare ──▶ match | mismatch/missing ──▶ recheck heap (route's schedule)
         ──▶ re-read control and candidate, step by step (shadow/replay/recheck.py)
         ──▶ transient | mismatch | missing | unstable ──▶ Sink.publish
 
+A read is queued as the wire message a shadow worker receives (messages.Read): the
+worker hands it over as it came (`take`), the inline pipeline makes one (`offer`).
 `offer()` never waits: a full queue is a counted drop. deepdiff explanations of
 persistent mismatches run in a thread, at most `explain_rate` per second; beyond that
 they are dropped and counted, while every outcome is still counted exactly.
@@ -36,9 +38,9 @@ from shadow.model import (
     Stage,
     Verdict,
 )
-from shadow.replay.control import Replay, UpstreamControl, replay_of, replays
+from shadow.replay.control import Replay, UpstreamControl
 from shadow.replay.listcheck import list_key, run_list_check, unverified_paths
-from shadow.replay.messages import Sink
+from shadow.replay.messages import JobInfo, Read, Sink, read_message
 from shadow.replay.prepare import prepare
 from shadow.replay.recheck import PendingKey, Rechecker
 from shadow.replay.sampling import TokenBucket, sampled_by_chance
@@ -92,7 +94,7 @@ class Pipeline:
         self.sources = dict(sources)
         self._compare = compare
         self._explain = explain
-        self.queue: asyncio.Queue[CapturedRead] = asyncio.Queue(settings.queue_size)
+        self.queue: asyncio.Queue[tuple[Route, Read]] = asyncio.Queue(settings.queue_size)
         self._queued_bytes = 0  # memory is bounded by bytes too, not only by count
         self._limit = TokenBucket(settings.rate_limit)
         self._explain_budget = TokenBucket(settings.explain_rate, burst=max(settings.explain_rate, 1.0))
@@ -113,15 +115,20 @@ class Pipeline:
         return admit(match, self._limit, self.sink)
 
     def offer(self, read: CapturedRead) -> bool:
-        """Queue a read without waiting; a full queue (or a closed pipeline) drops it."""
-        route = read.match.route
+        """Queue a captured read without waiting (inline: as the message a worker would
+        receive); a full queue (or a closed pipeline) drops it."""
+        return self.take(read.match.route, read_message(read))
+
+    def take(self, route: Route, read: Read) -> bool:
+        """Queue a read of `route` as it came over the wire, without waiting; a full
+        queue (or a closed pipeline) drops it."""
         if self._closed:
             self.sink.dropped(DropReason.SHUTDOWN, route.entity, route.name)
             return False
         if self._queued_bytes + len(read.body) > self.settings.queue_bytes or self.queue.full():
             self.sink.dropped(DropReason.QUEUE_FULL, route.entity, route.name)
             return False
-        self.queue.put_nowait(read)
+        self.queue.put_nowait((route, read))
         self._queued_bytes += len(read.body)
         return True
 
@@ -136,10 +143,10 @@ class Pipeline:
         self._closed = True
         await self._tasks.close()
         while not self.queue.empty():
-            route = self.queue.get_nowait().match.route
+            route, _ = self.queue.get_nowait()
             self.sink.dropped(DropReason.SHUTDOWN, route.entity, route.name)
         for pending in self._rechecks.clear():
-            self.sink.dropped(DropReason.SHUTDOWN, pending.job.entity, pending.job.route)
+            self.sink.dropped(DropReason.SHUTDOWN, pending.job.info.entity, pending.job.info.route)
         self._queued_bytes = 0
         await self._rechecks.close()
 
@@ -162,7 +169,7 @@ class Pipeline:
             batch = [await queue.get()]
             while len(batch) < self.settings.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
-            self._queued_bytes -= sum(len(read.body) for read in batch)
+            self._queued_bytes -= sum(len(read.body) for _, read in batch)
             self._busy += 1
             try:
                 await self._process(batch)
@@ -171,27 +178,26 @@ class Pipeline:
             finally:
                 self._busy -= 1
 
-    async def _process(self, batch: list[CapturedRead]) -> None:
+    async def _process(self, batch: list[tuple[Route, Read]]) -> None:
         now = time.monotonic()
         pending: list[PendingKey] = []
-        for read in batch:
-            route = read.match.route
+        upstream = self._rechecks.upstream is not None
+        for route, read in batch:
             try:
-                prepared = prepare(read)
+                prepared = prepare(route, read, upstream)
             except Exception as problem:  # a rule that cannot handle this body
                 failure = Failure.of(Stage.PREPARE, problem)
                 self.sink.raised(failure, route.entity)
-                self._publish_error(route.entity, route.name, None, failure)
+                self._publish_error(JobInfo(route.entity, route.name, route.source, read.enqueued_at, read.trace),
+                                    None, failure)
                 continue
             for reason in prepared.skips:
                 self.sink.skipped(route.entity, route.name, reason)
             job = prepared.job
             if job is None:
                 continue
-            self._stage(job.entity, "queue", now - read.enqueued_at)
-            replay = None
-            if self._rechecks.upstream is not None and replays(route):
-                replay = replay_of(route, read.match.params, read.query, read.headers)
+            self._stage(job.info.entity, "queue", now - read.enqueued_at)
+            replay = prepared.replay
             unselected = await self._check_extras(job, route, replay) if job.listing is not None else frozenset()
             pending.extend(PendingKey(job, key, replay=replay) for key in job.controls if key not in unselected)
         if pending:
@@ -230,13 +236,13 @@ class Pipeline:
     async def _fetch_and_compare(self, pending: list[PendingKey]) -> None:
         groups: dict[tuple[str, str, Any], list[PendingKey]] = {}
         for item in pending:  # one fetch per reader too: fields bound to the reader differ
-            groups.setdefault((item.job.entity, item.job.source, item.job.reader), []).append(item)
+            groups.setdefault((item.job.info.entity, item.job.info.source, item.job.reader), []).append(item)
         today = dt.datetime.now(dt.UTC).date()
         for (entity, source_name, reader), items in groups.items():
             fetched = await self.fetch(entity, source_name, list(dict.fromkeys(item.key for item in items)), reader)
             if isinstance(fetched, Failure):  # reported once by fetch(); each key is an error outcome
                 for item in items:
-                    self._publish_error(entity, item.job.route, item.key, fetched, item.job)
+                    self._publish_error(item.job.info, item.key, fetched)
                 continue
             entity_spec, found = fetched
             started = time.monotonic()
@@ -254,9 +260,9 @@ class Pipeline:
         verdict = Verdict(Outcome.MISSING) if candidate is None \
             else self._compare(entity_spec, control, candidate, today)
         if verdict.outcome is Outcome.MATCH:
-            self._publish(job, key, Outcome.MATCH, verdict, control, candidate)
+            self.finish(item, Outcome.MATCH, verdict.diffs, verdict, control, candidate, entity_spec)
             return
-        route = self._rules().route_named(job.route)
+        route = self._rules().route_named(job.info.route)
         if route is not None and route.recheck.enabled \
                 and self._rechecks.park(item, verdict, candidate, route.recheck.after):
             return
@@ -269,14 +275,14 @@ class Pipeline:
         if item.list_read:
             self._finish_list(item, outcome, diffs)
             return
-        trail = item.trail
+        trail, info = item.trail, item.job.info
         entry = self.sink.publish(Comparison(
-            entity=item.job.entity, route=item.job.route, key=item.key, outcome=outcome, diffs=diffs,
-            suppressed=verdict.suppressed, source=item.job.source, control=control, candidate=candidate,
-            at=time.time(), unverified=unverified_paths(self._rules().entities.get(item.job.entity), control),
+            entity=info.entity, route=info.route, key=item.key, outcome=outcome, diffs=diffs,
+            suppressed=verdict.suppressed, source=info.source, control=control, candidate=candidate,
+            at=time.time(), unverified=unverified_paths(self._rules().entities.get(info.entity), control),
             rechecks=0 if trail is None else trail.step + 1,
             recheck_seconds=0.0 if trail is None else time.monotonic() - trail.started),
-            item.job)
+            info)
         if entry is not None and outcome is Outcome.MISMATCH:
             self._maybe_explain(entry, entity_spec, control, candidate)
 
@@ -284,22 +290,12 @@ class Pipeline:
         """A key left without a verdict: its failure reported (unless it already was, for
         a whole batch), the key counted as an `error` outcome with the failure's reason."""
         if report:
-            self.sink.raised(failure, item.job.entity)
-        self._publish_error(item.job.entity, item.job.route, item.key, failure, item.job)
+            self.sink.raised(failure, item.job.info.entity)
+        self._publish_error(item.job.info, item.key, failure)
 
-    def _publish(self, job: ShadowJob, key: str, outcome: Outcome, verdict: Verdict, control: Any,
-                 candidate: Any) -> RecentMismatch | None:
-        return self.sink.publish(Comparison(
-            entity=job.entity, route=job.route, key=key, outcome=outcome, diffs=verdict.diffs,
-            suppressed=verdict.suppressed, source=job.source, control=control, candidate=candidate, at=time.time(),
-            unverified=unverified_paths(self._rules().entities.get(job.entity), control),
-        ), job)
-
-    def _publish_error(self, entity: str, route: str, key: str | None, failure: Failure,
-                       job: ShadowJob | None = None) -> None:
-        source = job.source if job is not None else "postgres"
-        self.sink.publish(Comparison(entity=entity, route=route, key=key, outcome=Outcome.ERROR,
-                                     reason=failure.reason, source=source, at=time.time()), job)
+    def _publish_error(self, job: JobInfo, key: str | None, failure: Failure) -> None:
+        self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.ERROR,
+                                     reason=failure.reason, source=job.source, at=time.time()), job)
 
     def _stage(self, entity: str, stage: str, seconds: float) -> None:
         self.sink.observe_stage(entity, stage, seconds)
@@ -310,8 +306,9 @@ class Pipeline:
         mismatch, rechecked on the route's schedule like a document. A read with a query
         parameter the route does not model is not checked (skipped `unmodeled_query`, or
         a finding with `strict_query`). Returns the members not to compare one by one."""
-        source = self.sources.get(job.source)
-        entity_spec = self._rules().entities.get(job.entity)
+        info = job.info
+        source = self.sources.get(info.source)
+        entity_spec = self._rules().entities.get(info.entity)
         if source is None or entity_spec is None:
             return frozenset()  # the fetch reports the missing source / entity for every key
         try:
@@ -319,25 +316,25 @@ class Pipeline:
                                              self.settings.source_timeout)
         except Exception as problem:
             failure = Failure.of(Stage.LIST_KEYS, problem)
-            self.sink.raised(failure, job.entity)
-            self._publish_error(job.entity, job.route, None, failure, job)
+            self.sink.raised(failure, info.entity)
+            self._publish_error(info, None, failure)
             return frozenset()
         key = list_key(dict(job.params))
         if checked.unmodeled:
             if route.strict_query:
                 diffs = tuple(FieldDiff(f"?{name}", f"?{name}", "(not modeled by the route)", None, "unmodeled_query")
                               for name in checked.unmodeled)
-                self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.MISMATCH,
-                                             diffs=diffs, listing=checked.context, source=job.source,
-                                             at=time.time()), job)
+                self.sink.publish(Comparison(entity=info.entity, route=info.route, key=key, outcome=Outcome.MISMATCH,
+                                             diffs=diffs, listing=checked.context, source=info.source,
+                                             at=time.time()), info)
             else:
-                self.sink.skipped(job.entity, job.route, SkipReason.UNMODELED_QUERY)
+                self.sink.skipped(info.entity, info.route, SkipReason.UNMODELED_QUERY)
             return frozenset()
         findings = checked.findings(route)
         if not findings:
             if not job.controls:  # an empty answer PostgreSQL agrees with: a list read has an outcome too
-                self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.MATCH,
-                                             listing=checked.context, source=job.source, at=time.time()), job)
+                self.sink.publish(Comparison(entity=info.entity, route=info.route, key=key, outcome=Outcome.MATCH,
+                                             listing=checked.context, source=info.source, at=time.time()), info)
             return checked.unselected
         item = PendingKey(job, key, replay=replay, list_read=True, context=checked.context)
         if route.recheck.enabled and self._rechecks.park(item, Verdict(Outcome.MISMATCH, findings), None,
@@ -349,17 +346,17 @@ class Pipeline:
     def _finish_list(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...]) -> None:
         """A list read's final outcome: rows only PostgreSQL selects as `extra` (one per
         key), the other list-level differences as one outcome under the list's key."""
-        job = item.job
+        info = item.job.info
         if outcome is Outcome.MISMATCH:
             extras = [diff.candidate for diff in diffs if diff.kind == "extra_in_candidate"]
             for key in extras:
-                self.sink.publish(Comparison(entity=job.entity, route=job.route, key=key, outcome=Outcome.EXTRA,
-                                             listing=item.context, source=job.source, at=time.time()), job)
+                self.sink.publish(Comparison(entity=info.entity, route=info.route, key=key, outcome=Outcome.EXTRA,
+                                             listing=item.context, source=info.source, at=time.time()), info)
             diffs = tuple(diff for diff in diffs if diff.kind != "extra_in_candidate")
             if not diffs:
                 return
-        self.sink.publish(Comparison(entity=job.entity, route=job.route, key=item.key, outcome=outcome, diffs=diffs,
-                                     listing=item.context, source=job.source, at=time.time()), job)
+        self.sink.publish(Comparison(entity=info.entity, route=info.route, key=item.key, outcome=outcome, diffs=diffs,
+                                     listing=item.context, source=info.source, at=time.time()), info)
 
     # ------------------------------------------------------------------ explain
 

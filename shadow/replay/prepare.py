@@ -1,38 +1,42 @@
-"""The pure stage that turns a captured read (shadow/shadowside.py) into a ShadowJob:
-inflate the body copy, parse it, take the keys and control documents the route names,
-and apply per-key sampling. Runs in a shadow worker (or the inline pipeline), never on
-the request path (there the proxy only copies bytes)."""
+"""The pure stage that turns a captured read, as the wire message `messages.Read` the
+pipeline queued, into a ShadowJob: inflate the body copy, parse it, take the keys and
+control documents the route names, and apply per-key sampling. Runs in a shadow worker
+(or the inline pipeline), never on the request path (there the proxy only copies bytes)."""
 from __future__ import annotations
 
-import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
-from opentelemetry.context import Context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
-from shadow.model import ShadowJob, SkipReason
+from shadow.model import JobInfo, ShadowJob, SkipReason
+from shadow.replay.coding import MAX_INFLATED_BYTES, decoded_body
+from shadow.replay.control import Replay, replay_of, replays
+from shadow.replay.messages import Read
 from shadow.replay.sampling import sampled_by_key
 from shadow.replay.viewread import bound_reader, listing
-from shadow.rules import InvalidKey
-from shadow.shadowside import CapturedRead
+from shadow.rules import InvalidKey, RouteMatch
+from shadow.rules.spec import Route
 
-MAX_INFLATED_BYTES = 16 * 1024 * 1024  # a gzip body may not inflate past this (zip bombs)
-_PROPAGATOR = TraceContextTextMapPropagator()
+#: shared by every read without a query or headers (most: a read carries only the
+#: headers its route reads), read-only
+NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """What became of one captured read: a job (or None) and the skips to count."""
+    """What became of one captured read: a job (or None), the skips to count, and how a
+    recheck replays it to the upstream (None: it does not)."""
 
     job: ShadowJob | None
     skips: tuple[SkipReason, ...] = ()
+    replay: Replay | None = None
 
 
-def prepare(read: CapturedRead) -> Prepared:
-    """The ShadowJob of a captured read, or why it is not compared."""
-    route = read.match.route
+def prepare(route: Route, read: Read, upstream: bool = False) -> Prepared:
+    """The ShadowJob of a captured read of `route`, or why it is not compared;
+    `upstream`: rechecks can replay reads to the upstream (the route decides whether)."""
     body = decoded_body(read.body, read.content_encoding, MAX_INFLATED_BYTES)
     if body is None or "json" not in read.content_type.lower():
         return Prepared(None, (SkipReason.NOT_JSON,))
@@ -40,9 +44,14 @@ def prepare(read: CapturedRead) -> Prepared:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return Prepared(None, (SkipReason.NOT_JSON,))
+    # the rules read a query and headers as the proxy had them: a name may repeat (the
+    # first counts), header names in any case
+    params = dict(read.params)
+    query = MultiDictProxy(MultiDict(read.query)) if read.query else NO_QUERY
+    headers = CIMultiDictProxy(CIMultiDict(read.headers)) if read.headers else NO_HEADERS
     try:
-        controls = route.controls(read.match, read.query, read.headers, document)
-        listed = listing(route, document, read.query) if route.complete or route.page is not None else None
+        controls = route.controls(RouteMatch(route, params), query, headers, document)
+        listed = listing(route, document, query) if route.complete or route.page is not None else None
     except InvalidKey:
         return Prepared(None, (SkipReason.INVALID_KEY,))
     if not controls and listed is None:  # an empty list that must be checked is still a job
@@ -54,40 +63,8 @@ def prepare(read: CapturedRead) -> Prepared:
         if not chosen:
             return Prepared(None, skips)
         controls = chosen
-    job = ShadowJob(
-        entity=route.entity, route=route.name, source=route.source, controls=controls,
-        params=dict(read.match.params), enqueued_at=read.enqueued_at,
-        trace_context=request_context(dict(read.trace_headers)) if read.trace_headers else None,
-        reader=bound_reader(route.reader, read.headers), listing=listed,
-    )
-    return Prepared(job, skips)
-
-
-def decoded_body(body: bytes, content_encoding: str, limit: int) -> bytes | None:
-    """The body without its content coding (gzip/deflate), at most `limit` bytes; None
-    when the coding is unknown or the body is corrupt or would inflate past the limit."""
-    coding = content_encoding.strip().lower()
-    if coding in ("", "identity"):
-        return body
-    if coding not in ("gzip", "x-gzip", "deflate"):
-        return None
-    try:
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32 if coding != "deflate" else zlib.MAX_WBITS)
-        plain = inflater.decompress(body, limit)
-    except zlib.error:
-        if coding != "deflate":
-            return None
-        try:  # raw deflate, as some servers send it
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            plain = inflater.decompress(body, limit)
-        except zlib.error:
-            return None
-    return None if inflater.unconsumed_tail else plain
-
-
-def request_context(trace_headers: Mapping[str, str] | None) -> Context | None:
-    """The client's trace context from its `traceparent`/`tracestate`, or None (the
-    proxy only copies the header values; they are parsed here, off the request path)."""
-    if not trace_headers:
-        return None
-    return _PROPAGATOR.extract(carrier=dict(trace_headers))
+    info = JobInfo(route.entity, route.name, route.source, read.enqueued_at, read.trace, read.params,
+                   tuple(listed.query.items()) if listed is not None else ())
+    job = ShadowJob(info, controls, reader=bound_reader(route.reader, headers), listing=listed)
+    replay = replay_of(route, params, query, headers) if upstream and replays(route) else None
+    return Prepared(job, skips, replay)

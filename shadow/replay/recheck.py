@@ -187,7 +187,8 @@ class Rechecker:
         while True:
             due = await self.heap.due_batch(self.batch_size)
             for item, _late in due:
-                self.host.sink.observe_stage(item.job.entity, "recheck_wait", time.monotonic() - item.job.enqueued_at)
+                info = item.job.info
+                self.host.sink.observe_stage(info.entity, "recheck_wait", time.monotonic() - info.enqueued_at)
             self.busy += 1
             try:
                 await self.recheck([item for item, _ in due])
@@ -211,7 +212,7 @@ class Rechecker:
                     self.host.fail(item, Failure.of(Stage.RECHECK, problem))
         groups: dict[tuple[str, str, Any], list[PendingKey]] = {}
         for item in (item for item in items if not item.list_read):  # one fetch per reader too
-            groups.setdefault((item.job.entity, item.job.source, item.job.reader), []).append(item)
+            groups.setdefault((item.job.info.entity, item.job.info.source, item.job.reader), []).append(item)
         today = dt.datetime.now(dt.UTC).date()
         for (entity, source_name, reader), group in groups.items():
             entity_spec = self.host.rules().entities.get(entity)
@@ -239,7 +240,7 @@ class Rechecker:
     def _step(self, item: PendingKey, entity_spec: Entity, read: ControlRead, candidate: Any, today: dt.date) -> None:
         trail = item.trail
         assert trail is not None
-        route = self.host.rules().route_named(item.job.route)
+        route = self.host.rules().route_named(item.job.info.route)
         if read.gone:
             if candidate is None:  # deleted on both sides: converged
                 self._converged(item, entity_spec)
@@ -258,7 +259,7 @@ class Rechecker:
                 noise = self._compare(entity_spec, control, read.second, today)
                 paths = sorted({diff.path for diff in (*noise.diffs, *noise.suppressed)})
                 if paths:
-                    self.host.sink.noisy(item.job.entity, item.job.route, paths)
+                    self.host.sink.noisy(item.job.info.entity, item.job.info.route, paths)
                 moved |= moved_paths(noise)
         trail = trail.after(verdict, candidate, control, moved)
         if read.second is not None or read.fresh:
@@ -284,12 +285,12 @@ class Rechecker:
         compared with the first read's (listcheck.py)."""
         trail = _trail(item)
         rules = self.host.rules()
-        route = rules.route_named(item.job.route)
-        entity_spec = rules.entities.get(item.job.entity)
-        source = self.host.sources.get(item.job.source)
+        route = rules.route_named(item.job.info.route)
+        entity_spec = rules.entities.get(item.job.info.entity)
+        source = self.host.sources.get(item.job.info.source)
         if route is None or entity_spec is None or source is None:
             self.host.fail(item, Failure(Stage.RECHECK, "LookupError",
-                                         f"route {item.job.route!r} is not in the loaded rules"), report=False)
+                                         f"route {item.job.info.route!r} is not in the loaded rules"), report=False)
             return
         before: Listing = trail.control
         after, fresh, gone = before, False, False
@@ -303,7 +304,7 @@ class Rechecker:
             except ControlGone:
                 gone = True
             except Exception as problem:  # the upstream is down or odd: keep the last list
-                self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), item.job.entity)
+                self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), item.job.info.entity)
         job = replace(item.job, listing=after)
         checked = await asyncio.wait_for(run_list_check(source, entity_spec, route, job), self.timeout)
         if checked.unmodeled:  # the rules changed under the read (a reload): no verdict to give
@@ -344,7 +345,7 @@ class Rechecker:
         rules = self.host.rules()
         modes = []
         for item in items:
-            route = rules.route_named(item.job.route)
+            route = rules.route_named(item.job.info.route)
             modes.append(route.recheck.control if route is not None else "none")
         reads: list[ControlRead | None] = [None] * len(items)
         mongo_keys = [item.key for item, mode in zip(items, modes, strict=True) if mode == "mongo"]
@@ -390,7 +391,7 @@ class Rechecker:
         """The control from a replay (and a second one right after, once per key); the
         keys of one list read in this batch share its replays."""
         assert self.upstream is not None and item.replay is not None and item.trail is not None
-        route = self.host.rules().route_named(item.job.route)
+        route = self.host.rules().route_named(item.job.info.route)
         if route is None:
             return None
         try:
@@ -402,7 +403,7 @@ class Rechecker:
         except ControlGone:
             return ControlRead(None, gone=True, fresh=True)
         except Exception as problem:  # the upstream is down, slow, or answers oddly: keep the last control
-            self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), item.job.entity)
+            self.host.sink.raised(Failure.of(Stage.RECHECK_CONTROL, problem), item.job.info.entity)
             return None
         if item.key not in first:  # a list read that no longer shows this key (paging moved)
             return ControlRead(None, gone=True, fresh=True)

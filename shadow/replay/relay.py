@@ -17,9 +17,6 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
-
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shadow.model import (
     NOTEWORTHY,
@@ -29,7 +26,6 @@ from shadow.model import (
     Failure,
     FieldDiff,
     Outcome,
-    ShadowJob,
     SkipReason,
 )
 from shadow.replay.messages import (
@@ -45,7 +41,6 @@ from shadow.replay.sampling import TokenBucket
 
 log = logging.getLogger("shadow.replay.relay")
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 _BOUNDS = (*STAGE_BUCKETS, float("inf"))
 #: outcomes that always travel one by one
 ONE_BY_ONE = NOTEWORTHY | {Outcome.ERROR, Outcome.SKIPPED}
@@ -61,15 +56,6 @@ class RemoteEntry:
 
     id: int
     entity: str
-
-
-def trace_headers(context: Any) -> tuple[tuple[str, str], ...]:
-    """The W3C headers of a trace context (a Context does not cross processes)."""
-    if context is None:
-        return ()
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier, context=context)
-    return tuple(carrier.items())
 
 
 class _Stage:
@@ -101,9 +87,9 @@ class Relay:
 
     # ------------------------------------------------------------------ the Sink
 
-    def publish(self, comparison: Comparison, job: ShadowJob | None = None) -> RemoteEntry | None:
+    def publish(self, comparison: Comparison, job: JobInfo | None = None) -> RemoteEntry | None:
         outcome = comparison.outcome
-        traced = self.tracing and job is not None and job.trace_context is not None
+        traced = self.tracing and job is not None and bool(job.trace)
         # a Comparison field Counts does not carry yet (e.g. unverified paths) travels whole
         if (outcome not in ONE_BY_ONE and not traced and not self.every_outcome
                 and not getattr(comparison, "unverified", ())):
@@ -115,10 +101,8 @@ class Relay:
                  and self.documents[outcome is Outcome.TRANSIENT].take())
         slim = comparison if whole else replace(
             comparison, candidate=None, control=comparison.control if outcome is Outcome.MISSING else None)
-        info = None if job is None else JobInfo(
-            job.entity, job.route, job.source, job.enqueued_at, trace_headers(job.trace_context),
-            *((tuple(job.params.items()), tuple((getattr(job.listing, "query", None) or {}).items()))
-              if whole else ()))
+        # the request's parameters only serve an evidence example, which needs the documents
+        info = job if whole or job is None or not (job.params or job.query) else job._replace(params=(), query=())
         handle = next(self._handles) if outcome in NOTEWORTHY else None
         self._send(Published(slim, info, handle))
         return RemoteEntry(handle, comparison.entity) if handle is not None else None
@@ -172,4 +156,4 @@ class Relay:
         return delta
 
 
-__all__ = ["ONE_BY_ONE", "Relay", "RemoteEntry", "trace_headers"]
+__all__ = ["ONE_BY_ONE", "Relay", "RemoteEntry"]

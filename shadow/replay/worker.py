@@ -26,8 +26,6 @@ import socket
 import sys
 from typing import Any, assert_never
 
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
-
 from shadow.config import Config
 from shadow.model import Failure, Stage
 from shadow.replay.messages import (
@@ -48,17 +46,12 @@ from shadow.replay.pipeline import Pipeline
 from shadow.replay.relay import DOCUMENTS_PER_SECOND, Relay
 from shadow.replay.sampling import TokenBucket
 from shadow.replay.settings import pipeline_settings, recheck_upstream
-from shadow.rules import RouteMatch, RuleSet
+from shadow.rules import RuleSet
 from shadow.rules.spec import Route
-from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
 
 log = logging.getLogger("shadow.replay.worker")
 
-#: shared by every queued read without a query or headers (most: a read carries only the
-#: headers its route reads), read-only
-NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
-NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 #: how often the worker reports its counted outcomes and its queue depth
 REPORT_SECONDS = 0.25
 #: how long the worker waits for its sources to open before it says it is ready
@@ -179,12 +172,7 @@ class ShadowWorker(asyncio.Protocol):
             self.sink.raised(Failure(Stage.HANDOFF, "LookupError", f"route {read.route!r} is not in the worker's "
                                      f"rules (version {getattr(self.rules, 'version', None)})"))
             return
-        self.pipeline.offer(CapturedRead(
-            match=RouteMatch(route, dict(read.params)),
-            query=MultiDictProxy(MultiDict(read.query)) if read.query else NO_QUERY,
-            headers=CIMultiDictProxy(CIMultiDict(read.headers)) if read.headers else NO_HEADERS,
-            body=read.body, content_type=read.content_type, content_encoding=read.content_encoding,
-            trace_headers=read.trace, enqueued_at=read.enqueued_at))
+        self.pipeline.take(route, read)  # as it came: the pipeline queues the wire message
 
     def _reload(self, version: str | None) -> None:
         """Load the rules directory the proxy just reloaded (blocking this loop briefly

@@ -1,4 +1,5 @@
 """Rule loading: YAML rule files -> a frozen RuleSet (entities, routes, matching)."""
+from shadow.rules.issues import RuleIssue, RulesError
 from shadow.rules.load import RuleSet, load_rules
 from shadow.rules.spec import (
                                Entity,
@@ -9,8 +10,6 @@ from shadow.rules.spec import (
                                ListFilter,
                                Route,
                                RouteMatch,
-                               RuleIssue,
-                               RulesError,
 )
 
 __all__ = ["Entity", "Field", "InvalidKey", "KeySource", "KnownDivergence", "ListFilter", "Route",

@@ -13,56 +13,21 @@
 inside `object`s too): the column is the PostgreSQL side, the field path the Mongo side.
 `of` also takes references (`ref:`), e.g. the idempotency tuple `of: [buyerId, key]`: the
 Mongo value whatever its stored type, the PostgreSQL FK resolved through `id_map`.
-Parsed once at load into a frozen `Checks`.
+Parsed once at load into a frozen `Checks` (sections.py).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from shadow.rules.reader import IDENTIFIER, Reader, kind_of, show
+from shadow.rules.sections import NO_CHECKS, Checks, Column, SetCheck, SumCheck
 from shadow.rules.spec import Field
 from shadow.rules.stored import plain_yaml
 from shadow.rules.yamltree import YList, YMap
 
 CHECK_KEYS = ("keep", "sums", "sets")
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """An API field (dotted path) and the PostgreSQL column of the main row it comes from;
-    `to` for a reference (`ref:`): the column is a uuid FK shown as the legacy id of `to`."""
-
-    path: str
-    column: str
-    to: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SumCheck:
-    name: str
-    value: Column
-    by: tuple[Column, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SetCheck:
-    name: str
-    of: tuple[Column, ...]
-    where: tuple[tuple[Column, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Checks:
-    keep_mongo: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    keep_postgres: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    sums: tuple[SumCheck, ...] = ()
-    sets: tuple[SetCheck, ...] = ()
-
-
-NO_CHECKS = Checks()
 
 
 def parse_checks(reader: Reader, document: YMap, fields: Mapping[str, Field], where: str) -> Checks:

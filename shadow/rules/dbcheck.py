@@ -8,8 +8,9 @@ from typing import Any
 
 import asyncpg
 
+from shadow.rules.issues import RuleIssue
 from shadow.rules.load import RuleSet
-from shadow.rules.spec import AGGREGATES, Entity, Route, RuleIssue
+from shadow.rules.spec import AGGREGATES, Entity, Route
 from shadow.rules.walk import item_fields
 
 

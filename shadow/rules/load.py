@@ -20,6 +20,7 @@ from shadow.model import SourceKind
 from shadow.policy import RulesPolicy
 from shadow.rules.checks import parse_checks
 from shadow.rules.fieldspec import parse_fields, parse_transforms
+from shadow.rules.issues import RuleIssue, RulesError
 from shadow.rules.reader import DOC_PATH, IDENTIFIER, REDACT_NAME, TABLE, Reader, kind_of, show
 from shadow.rules.recheck import parse_recheck
 from shadow.rules.redaction import parse_redaction
@@ -31,8 +32,6 @@ from shadow.rules.spec import (
     ListFilter,
     Route,
     RouteMatch,
-    RuleIssue,
-    RulesError,
     SampleBy,
 )
 from shadow.rules.stored import parse_stored

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from shadow.rules.spec import RuleIssue
+from shadow.rules.issues import RuleIssue
 from shadow.rules.yamltree import YList, YMap
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

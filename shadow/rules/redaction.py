@@ -16,16 +16,14 @@ match the empty string (it would mask nothing, everywhere).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
+from shadow.rules.reader import REDACT_NAME, Reader, kind_of, show
+from shadow.rules.sections import NO_REDACTION_RULES, RedactionRules
 from shadow.rules.yamltree import YList, YMap
-
-if TYPE_CHECKING:  # reader -> spec -> this module: the parser imports reader when it runs
-    from shadow.rules.reader import Reader
 
 REDACTION_KEYS = ("names", "pii", "patterns", "show", "show_patterns", "show_pii")
 #: the built-in value patterns (publish/secretvalues.py BUILTIN_PATTERNS)
@@ -33,21 +31,6 @@ BUILTIN_PATTERNS = ("pem", "jwt", "bearer", "url", "query", "card", "email")
 MAX_PATTERN_CHARS = 200
 MAX_PATTERNS = 20
 _MAX_PROGRAM = 1000  # RE2's program size: `[a-z]{1000}` is short but big (`ORD-[0-9]{4}-(S[0-9]+)`: 18)
-
-
-@dataclass(frozen=True, slots=True)
-class RedactionRules:
-    """An entity's `redaction:` section, as written (patterns checked, not compiled)."""
-
-    names: tuple[str, ...] = ()
-    pii: tuple[str, ...] = ()
-    patterns: tuple[str, ...] = ()
-    show: tuple[str, ...] = ()
-    show_patterns: tuple[str, ...] = ()
-    show_pii: bool = False
-
-
-NO_REDACTION_RULES = RedactionRules()
 
 
 @lru_cache(maxsize=256)
@@ -72,8 +55,6 @@ def compile_pattern(pattern: str) -> Any:
 
 
 def parse_redaction(reader: Reader, document: YMap, where: str) -> RedactionRules:
-    from shadow.rules.reader import REDACT_NAME, kind_of, show
-
     if "redaction" not in document:
         return NO_REDACTION_RULES
     value = document["redaction"]

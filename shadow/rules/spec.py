@@ -5,7 +5,8 @@ document of one Mongo collection is rebuilt from PostgreSQL; a `Route` says whic
 of the API show that entity and where the key and the document are.
 
 Over 350 lines on purpose: every frozen rule type in one place, so the rule format reads
-as one file (view-model types are in viewspec.py).
+as one file (view-model types are in viewspec.py; the types of the `stored:`, `verify:`
+and `redaction:` sections in sections.py, below their parsers).
 """
 from __future__ import annotations
 
@@ -13,15 +14,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from shadow.model import SourceKind
 from shadow.rules.claims import header_value, jwt_claim
-from shadow.rules.redaction import NO_REDACTION_RULES, RedactionRules
-from shadow.rules.stored import DEFAULT_VIEW, StoredView
-
-if TYPE_CHECKING:
-    from shadow.rules.checks import Checks
+from shadow.rules.sections import DEFAULT_VIEW, NO_REDACTION_RULES, Checks, RedactionRules, StoredView
 
 #: a route's sampling: random reads, or the same keys always (followable over time)
 SampleBy = Literal["random", "key"]
@@ -40,26 +37,6 @@ MAX_KEY_CHARS = 200
 class InvalidKey(ValueError):
     """A key taken from a request or response is not what the entity expects (keys are
     untrusted input: never sent to a database unchecked)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RuleIssue:
-    """One problem in a rule file."""
-
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-
-class RulesError(Exception):
-    """The rules did not load; `.issues` lists every problem with its file:line."""
-
-    def __init__(self, issues: list[RuleIssue]) -> None:
-        self.issues = list(issues)
-        super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +130,15 @@ class Entity:
     ignore: tuple[str, ...] = ()
     redact: tuple[str, ...] = ()
     redact_names: tuple[str, ...] = ()  # secret field names, beyond the defaults (publish/redaction.py)
-    redaction: RedactionRules = NO_REDACTION_RULES  # the `redaction:` section (rules/redaction.py)
+    redaction: RedactionRules = NO_REDACTION_RULES  # the `redaction:` section (rules/sections.py)
     hidden: tuple[str, ...] = ()  # fields the API never shows (the mongo source drops them)
     known: tuple[KnownDivergence, ...] = ()
     unverifiable: tuple[str, ...] = ()  # not compared (like ignore) but counted per path
     distinct: str | None = None  # a scalar list: the distinct values of this column
     view: bool = False  # computed per read by the API: no store holds it (the mongo source refuses it)
     null_is_missing: bool = True  # `"x": null` and no "x" are the same
-    stored: StoredView = DEFAULT_VIEW  # stored Mongo document -> API document (rules/stored.py)
-    checks: Checks | None = None  # what `shadow verify` checks beyond documents (rules/checks.py)
+    stored: StoredView = DEFAULT_VIEW  # stored Mongo document -> API document (rules/sections.py)
+    checks: Checks | None = None  # what `shadow verify` checks beyond documents (rules/sections.py)
     file: str = ""
     line: int = 0
 

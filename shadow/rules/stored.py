@@ -18,47 +18,22 @@ next to `odm` win over the preset (`version_key: __v` with `odm: mongoose` drops
 `defaults:` entry replaces the array default). `odm: none` (the default) is the plain
 behaviour above.
 
-Parsed once at load into a frozen `StoredView`; applying it is `shadow.replay.sources.apijson`.
+Parsed once at load into a frozen `StoredView` (sections.py); applying it is
+`shadow.replay.sources.apijson`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from shadow.rules.reader import Reader, kind_of, show
+from shadow.rules.sections import DEFAULT_VIEW, StoredView
+from shadow.rules.spec import Field
 from shadow.rules.yamltree import YList, YMap
-
-if TYPE_CHECKING:  # reader -> spec -> this module: the parser imports reader when it runs
-    from collections.abc import Iterable
-
-    from shadow.rules.reader import Reader
-    from shadow.rules.spec import Field
 
 STORED_KEYS = ("odm", "version_key", "hidden", "defaults", "rename", "unverifiable")
 ODMS = ("none", "mongoose")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredView:
-    """Stored Mongo document -> API document (see the module docstring)."""
-
-    version_key: str | None = "__v"
-    hidden: tuple[str, ...] = ()
-    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    rename: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    unverifiable: str | None = None
-    odm: str = "none"
-
-    def stored_name(self, api_name: str) -> str:
-        """The stored field an API top-level field comes from (renames undone)."""
-        for stored, api in self.rename.items():
-            if api == api_name:
-                return stored
-        return api_name
-
-
-DEFAULT_VIEW = StoredView()
 
 
 def array_paths(fields: Iterable[Field], prefix: str = "") -> list[str]:
@@ -74,8 +49,6 @@ def array_paths(fields: Iterable[Field], prefix: str = "") -> list[str]:
 
 def parse_stored(reader: Reader, document: YMap, where: str, fields: Iterable[Field] = ()) -> StoredView:
     """The entity's `stored:` section (absent: drop `__v`, nothing else)."""
-    from shadow.rules.reader import kind_of, show
-
     if "stored" not in document:
         return DEFAULT_VIEW
     value, line = document["stored"], document.line_of("stored")

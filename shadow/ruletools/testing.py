@@ -39,9 +39,10 @@ from shadow.replay.listcheck import check_list
 from shadow.replay.listquery import Unmodeled, unmodeled
 from shadow.replay.rebuild import Fetched, rebuild
 from shadow.replay.viewread import listing
+from shadow.rules.issues import RulesError
 from shadow.rules.load import RuleSet, load_rules, read_capped
 from shadow.rules.reader import Reader, kind_of
-from shadow.rules.spec import AGGREGATES, Condition, Entity, Field, InvalidKey, RulesError
+from shadow.rules.spec import AGGREGATES, Condition, Entity, Field, InvalidKey
 from shadow.rules.walk import item_fields, table_fields
 from shadow.rules.yamltree import YamlProblem, YList, YMap, load_documents
 from shadow.ruletools.listcase import select_rows

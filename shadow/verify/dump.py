@@ -57,6 +57,20 @@ class _Cursor:
     last: tuple[int, Any] | None = None  # the sort key of the last document returned
 
 
+def _chosen(path: Path, database: str | None, held: Iterable[str], kind: str) -> str:
+    """The database of a dump (`kind`: dump or archive) to read: the one named with
+    --mongo-db, or the only one the dump holds."""
+    names = sorted(held)
+    listed = ", ".join(names) or "none"
+    if database is None:
+        if len(names) != 1:
+            raise DumpError(f"--mongo-dump {str(path)!r} holds databases {listed}: name one with --mongo-db")
+        return names[0]
+    if database not in names:
+        raise DumpError(f"Mongo database {database!r} does not exist in the {kind} {str(path)!r} (it holds: {listed})")
+    return database
+
+
 class DumpMongo:
     """A mongodump snapshot as the Mongo side (see the module docstring)."""
 
@@ -93,14 +107,7 @@ class DumpMongo:
         databases = {entry.name: entry for entry in sorted(path.iterdir()) if entry.is_dir() and collections(entry)}
         if collections(path) and (database is None or database == path.name) and not databases:
             return cls(path, path.name, False, collections(path))
-        if database is None:
-            if len(databases) != 1:
-                raise DumpError(f"--mongo-dump {str(path)!r} holds databases {', '.join(databases) or 'none'}: "
-                                "name one with --mongo-db")
-            database = next(iter(databases))
-        if database not in databases:
-            raise DumpError(f"Mongo database {database!r} does not exist in the dump {str(path)!r} "
-                            f"(it holds: {', '.join(databases) or 'none'})")
+        database = _chosen(path, database, databases, "dump")
         return cls(path, database, False, collections(databases[database]))
 
     @classmethod
@@ -111,14 +118,7 @@ class DumpMongo:
         for metadata in prelude:
             if isinstance(metadata.get("db"), str) and isinstance(metadata.get("collection"), str):
                 names.setdefault(metadata["db"], set()).add(metadata["collection"])
-        if database is None:
-            if len(names) != 1:
-                raise DumpError(f"--mongo-dump {str(path)!r} holds databases {', '.join(sorted(names)) or 'none'}: "
-                                "name one with --mongo-db")
-            database = next(iter(names))
-        if database not in names:
-            raise DumpError(f"Mongo database {database!r} does not exist in the archive {str(path)!r} "
-                            f"(it holds: {', '.join(sorted(names)) or 'none'})")
+        database = _chosen(path, database, names, "archive")
         return cls(path, database, True, dict.fromkeys(sorted(names[database])))
 
     # ----------------------------------------------------------------- reading

@@ -19,7 +19,7 @@ import asyncpg
 from bson import Decimal128
 
 from shadow.replay.sources.postgres import quote
-from shadow.rules.checks import Column, SetCheck, SumCheck
+from shadow.rules.sections import Column, SetCheck, SumCheck
 from shadow.rules.spec import Entity
 from shadow.verify.model import Difference, LayerResult, layer_result
 from shadow.verify.mongoside import MongoSide

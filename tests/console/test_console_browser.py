@@ -11,6 +11,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from shadow.console.cli import start_console
+from tests.widgets import FULL_FIELDS, widget_rules
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "console-token-0123456789"
@@ -22,22 +23,9 @@ PODS = {  # pod -> the keys its clients read (w0009's price and w0012's name dif
     "pod-b": ["/quick/w0009", "/quick/w0012", "/quick/w0003"],
     "pod-c": ["/quick/w0012", "/quick/w0004", "/quick/w0005", "/widgets/w0020"],
 }
-RULES = """\
-entity: widgets
-collection: widgets
-table: widgets
-key_type: string
-fields:
-  _id: legacy_object_id
-  name: name
-  price: {column: price, as: decimal}
-  apiToken: api_token
-routes:
-  - route: GET /quick/{id}
-    recheck: 0
-  - route: GET /widgets/{id}
-    recheck: {after: [100ms], control: upstream}
-"""
+RULES = widget_rules("  - route: GET /quick/{id}\n    recheck: 0\n",
+                     "  - route: GET /widgets/{id}\n    recheck: {after: [100ms], control: upstream}\n",
+                     fields=FULL_FIELDS)
 
 
 def minute_text(stamp: float) -> str:

@@ -3,39 +3,17 @@ scraped by a real Prometheus; the console shows the divergence and its expiry be
 the entity's evidence."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import aiohttp
 import pytest
 
 from shadow.console.cli import start_console
+from tests.fixtures import load_conftest
+from tests.widgets import FULL_FIELDS, widget_rules
 
-_NAME = "shadow_tests_gate_prometheus"
-if _NAME not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(_NAME, Path(__file__).parents[1] / "gate" / "conftest.py")
-    assert _spec is not None and _spec.loader is not None
-    sys.modules[_NAME] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules[_NAME])
-start_prometheus = sys.modules[_NAME].start_prometheus
+start_prometheus = load_conftest("gate").start_prometheus
 
-RULES = """\
-entity: widgets
-collection: widgets
-table: widgets
-key_type: string
-fields:
-  _id: legacy_object_id
-  name: name
-  price: {column: price, as: decimal}
-  apiToken: api_token
-known:
-  - {path: price, reason: "PG rounds prices (MIG-7)", expires: 2099-01-31}
-routes:
-  - route: GET /quick/{id}
-    recheck: 0
-"""
+RULES = widget_rules("  - route: GET /quick/{id}\n    recheck: 0\n", fields=FULL_FIELDS,
+                     extra='known:\n  - {path: price, reason: "PG rounds prices (MIG-7)", expires: 2099-01-31}\n')
 
 
 @pytest.mark.needs_tool("prometheus")

@@ -14,6 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from shadow.proxy.aiohttp_engine import PassThroughResponse
+from tests.fixtures import serving
 
 
 def test_the_private_aiohttp_parts_we_override_still_exist() -> None:
@@ -36,14 +37,8 @@ async def server() -> AsyncIterator[int]:
 
     app = web.Application()
     app.router.add_get("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 async def _raw_get(port: int, path: str) -> bytes:

@@ -3,17 +3,9 @@ are re-exported from tests/replay/conftest.py; conftest modules are not importab
 by name under --import-mode=importlib)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from tests.fixtures import load_conftest
 
-_NAME = "shadow_tests_widget_world"
-if _NAME not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(_NAME, Path(__file__).parents[1] / "replay" / "conftest.py")
-    assert _spec is not None and _spec.loader is not None
-    sys.modules[_NAME] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules[_NAME])
-_world = sys.modules[_NAME]
+_world = load_conftest("replay")
 
 world = _world.world
 start = _world.start

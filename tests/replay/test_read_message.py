@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from multidict import CIMultiDict, MultiDict
 
-from shadow.replay.link import read_message
+from shadow.replay.messages import read_message
 from shadow.rules import RouteMatch, load_rules
 from shadow.shadowside import CapturedRead
 from tests.widgets import widget_rules

@@ -84,15 +84,10 @@ def test_counted_in_the_worker_and_merged_equals_published_one_by_one() -> None:
 
 
 def test_a_traced_match_travels_whole_when_the_proxy_exports_spans() -> None:
-    from opentelemetry import trace
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    from shadow.model import JobInfo
 
-    from shadow.model import ShadowJob
-
-    context = trace.set_span_in_context(NonRecordingSpan(SpanContext(
-        trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736, span_id=0x00F067AA0BA902B7, is_remote=True,
-        trace_flags=TraceFlags(1))))
-    job = ShadowJob("payments", "GET /p/{id}", "postgres", {}, trace_context=context)
+    job = JobInfo("payments", "GET /p/{id}", "postgres",
+                  trace=(("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),))
     match = Comparison("payments", "GET /p/{id}", "k1", Outcome.MATCH, at=1.0)
     for tracing, expected in ((False, 0), (True, 1)):
         sent: list[ToProxy] = []

@@ -35,6 +35,7 @@ from shadow.proxy.raw.exchange import (
     response_head,
 )
 from shadow.proxy.raw.upstream import UpstreamConnection, UpstreamPool
+from shadow.proxy.recording import Recorder
 from shadow.publish.metrics import Metrics
 from shadow.shadowside import ShadowSide
 
@@ -54,7 +55,7 @@ class RawProxy:
 
     def __init__(self, upstream: str, rules: Callable[[], Any], handoff: ShadowSide | None, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
-                 limits: RequestLimits = DEFAULT_LIMITS) -> None:
+                 limits: RequestLimits = DEFAULT_LIMITS, recorder: Recorder | None = None) -> None:
         parts = urlsplit(upstream)
         self.upstream = URL(upstream)
         self.host = parts.hostname or "127.0.0.1"
@@ -74,6 +75,8 @@ class RawProxy:
         self.connections: set[ClientSide] = set()
         self.pool = UpstreamPool()
         self._count = RequestCounter(metrics)
+        #: --record: a sample of answers for `rules draft` (None: off, nothing copied)
+        self.recorder = recorder
         self._idle_waiter: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # open() sets it
 
@@ -142,6 +145,8 @@ class RawProxy:
         exchange.upstream_keep_alive = upstream_keep_alive
         exchange.copy = body_copy(self.handoff, exchange.match, status, length,
                                   self.max_body_bytes) if exchange.match is not None else None
+        if self.recorder is not None:
+            exchange.record = self._begin_record(self.recorder, exchange, status, length)
         exchange.client.queue(head)
         exchange.head_written()
         exchange.own = (exchange.asked - exchange.started) + (time.perf_counter() - answered)
@@ -167,9 +172,24 @@ class RawProxy:
             body = copy.body()
             if body is not None:
                 self._hand_over(exchange, body)
+        if exchange.record is not None and self.recorder is not None:
+            self.recorder.offer(exchange.record)
         self.metrics.proxy_seconds.observe(exchange.own + time.perf_counter() - finished)
         self._count(exchange.method.decode("latin-1"), f"{exchange.status // 100}xx")
         self._finished(exchange)
+
+    def _begin_record(self, recorder: Recorder, exchange: Exchange, status: int, length: int | None) -> Any:
+        if exchange.method != b"GET" or status != 200 or recorder.full:
+            return None
+        content_type = content_encoding = b""
+        for name, value in exchange.response_headers:
+            lowered = name.lower()
+            if lowered == b"content-type" and not content_type:
+                content_type = value
+            elif lowered == b"content-encoding" and not content_encoding:
+                content_encoding = value
+        return recorder.begin("GET", origin_form(exchange.target).decode("latin-1"), status,
+                              content_type.decode("latin-1"), content_encoding.decode("latin-1"), length)
 
     def _hand_over(self, exchange: Exchange, body: bytes) -> None:
         headers = CIMultiDictProxy(CIMultiDict((name.decode("latin-1"), value.decode("latin-1"))

@@ -139,6 +139,7 @@ class Exchange:
         "method",
         "mode",
         "own",
+        "record",
         "request_done",
         "response_headers",
         "stage",
@@ -167,6 +168,7 @@ class Exchange:
         self.stage = Stage.QUEUED
         self.mode: BodyMode | None = None  # set by response_head()
         self.copy: Any = None
+        self.record: Any = None  # the --record copy (shadow/proxy/recording.py RecordCopy)
         self.match: Any = None
         self.status = 0
         self.response_headers: list[tuple[bytes, bytes]] = []

@@ -168,6 +168,8 @@ class UpstreamConnection(asyncio.Protocol):
             client.queue(body)
         if exchange.copy is not None:
             exchange.copy.add(body)
+        if exchange.record is not None:
+            exchange.record.add(body)
 
     def on_message_complete(self) -> None:
         if self._skip_interim:

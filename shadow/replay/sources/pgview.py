@@ -2,14 +2,18 @@
 postgres.py: aggregates over child rows, the reader's id, list selections under query
 parameters (filters, order, page, total) and scalar lists. Always bound parameters;
 names come from validated rules and are quoted; query-parameter strings are converted
-to the column's type (as PostgreSQL reports it) before they are sent."""
+to the column's type (as PostgreSQL reports it) before they are sent.
+
+The queries run through `Queries` (what they need of PostgresSource: its counted,
+bounded query and its cached id_map lookup), so that postgres.py imports this module
+and not the other way round."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -17,12 +21,23 @@ from shadow.replay.listquery import page_count, plan_page, query_values
 from shadow.replay.viewread import BoundReader
 from shadow.rules.spec import Entity, Field, ListFilter, Lookup, Route
 
-if TYPE_CHECKING:
-    from shadow.replay.sources.postgres import PostgresSource
-
-__all__ = ["BoundReader", "Selection", "aggregate_sql", "distinct_fetch", "resolve", "select_keys"]
+__all__ = ["Queries", "Selection", "aggregate_sql", "distinct_fetch", "resolve", "select_keys"]
 
 _OPS = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+class Queries(Protocol):
+    """What these queries need of their source (postgres.py's PostgresSource)."""
+
+    round_trips: int  # queries sent; a statement prepared here counts as one
+
+    async def query(self, connection: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Run one SELECT with bound arguments, within the source's statement timeout."""
+        ...
+
+    async def new_id(self, connection: asyncpg.Connection, collection: str, legacy: str) -> Any:
+        """The PostgreSQL uuid of a legacy Mongo id (id_map, cached); None when unknown."""
+        ...
 
 
 def _quote(name: str) -> str:
@@ -62,29 +77,29 @@ def aggregate_sql(spec: Field) -> tuple[str, tuple[Any, ...], bool]:
     return sql, tuple(args), bool(readers)
 
 
-async def resolve(source: PostgresSource, connection: asyncpg.Connection, lookup: Lookup, value: Any) -> Any:
+async def resolve(source: Queries, connection: asyncpg.Connection, lookup: Lookup, value: Any) -> Any:
     """An API value -> a PostgreSQL id: through id_map, or by a unique column of a table
     (its `id`). None when there is no such row."""
     if value is None:
         return None
     if lookup.by is None:
-        return await source._new_id(connection, lookup.to, str(value))
+        return await source.new_id(connection, lookup.to, str(value))
     sql = f"SELECT id FROM {_quote(lookup.to)} WHERE {_quote(lookup.by)}::text = $1 LIMIT 2"
-    rows = await source._query(connection, sql, str(value))
+    rows = await source.query(connection, sql, str(value))
     return rows[0]["id"] if len(rows) == 1 else None
 
 
-async def distinct_fetch(source: PostgresSource, connection: asyncpg.Connection, entity: Entity,
+async def distinct_fetch(source: Queries, connection: asyncpg.Connection, entity: Entity,
                          keys: list[str]) -> dict[str, Any]:
     """A scalar-list entity: every (constant) key shows the distinct values of a column."""
     column = _quote(entity.distinct or "")
-    rows = await source._query(connection, f"SELECT DISTINCT {column} FROM {_quote(entity.table)} "
+    rows = await source.query(connection, f"SELECT DISTINCT {column} FROM {_quote(entity.table)} "
                                            f"WHERE {column} IS NOT NULL ORDER BY 1")
     values = [row[0] for row in rows]
     return {key: list(values) for key in keys}
 
 
-async def select_keys(source: PostgresSource, connection: asyncpg.Connection, entity: Entity, route: Route,
+async def select_keys(source: Queries, connection: asyncpg.Connection, entity: Entity, route: Route,
                       params: Mapping[str, str], query: Mapping[str, Any],
                       reader: BoundReader | None = None) -> Selection:
     """The keys a list read shows: the route's `where` (path / query parameters /
@@ -172,7 +187,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-async def _filter_values(source: PostgresSource, connection: asyncpg.Connection, condition: ListFilter,
+async def _filter_values(source: Queries, connection: asyncpg.Connection, condition: ListFilter,
                          params: Mapping[str, str], query: Mapping[str, Any]) -> list[Any] | None:
     """The value(s) of one condition; None = no condition; [] = nothing can match."""
     if condition.param is not None:
@@ -202,7 +217,7 @@ _PARAMETER_TYPES: dict[str, tuple[str, ...]] = {}  # SQL text -> its parameters'
 MAX_PARAMETER_TYPES = 512  # one per route and set of conditions used; bounded all the same
 
 
-async def _typed_fetch(source: PostgresSource, connection: asyncpg.Connection, sql: str, args: list[Any]) -> Any:
+async def _typed_fetch(source: Queries, connection: asyncpg.Connection, sql: str, args: list[Any]) -> Any:
     """Run `sql` with query-parameter strings converted to the parameters' types (as
     PostgreSQL reports them when the statement is first prepared; the SQL text has
     only bound parameters, so it is one per route and set of conditions)."""
@@ -215,7 +230,7 @@ async def _typed_fetch(source: PostgresSource, connection: asyncpg.Connection, s
             _PARAMETER_TYPES.clear()
         _PARAMETER_TYPES[sql] = types
     converted = [_convert(value, kind) for value, kind in zip(args, types, strict=False)]
-    return await source._query(connection, sql, *converted)
+    return await source.query(connection, sql, *converted)
 
 
 def _convert(value: Any, type_name: str) -> Any:

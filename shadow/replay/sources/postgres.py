@@ -19,7 +19,8 @@ from normalizers.idmap import IdMapCache
 from normalizers.rows import group_rows
 from shadow.plancache import PlanCache
 from shadow.replay.rebuild import Fetched, rebuild_plan, row_columns, uuid_columns
-from shadow.replay.sources.pgview import BoundReader, aggregate_sql, distinct_fetch, resolve, select_keys
+from shadow.replay.sources.pgview import aggregate_sql, distinct_fetch, resolve, select_keys
+from shadow.replay.viewread import BoundReader
 from shadow.rules.spec import AGGREGATES, Entity, Field, Route
 from shadow.rules.walk import item_fields, table_fields
 
@@ -81,7 +82,8 @@ class PostgresSource:
                 self.round_trips += 3  # BEGIN, SET, COMMIT
                 return await self._fetch(connection, entity, keys, reader)
 
-    async def _query(self, connection: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def query(self, connection: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """One counted SELECT within the statement timeout (pgview's queries run through it)."""
         self.round_trips += 1
         records: list[asyncpg.Record] = await connection.fetch(sql, *args, timeout=self.statement_timeout + 1.0)
         return records
@@ -94,7 +96,7 @@ class PostgresSource:
         reader_id = None
         if plan.needs_reader and reader is not None:
             reader_id = await resolve(self, connection, reader.lookup, reader.value)
-        main = await self._query(connection, plan.sql, keys)
+        main = await self.query(connection, plan.sql, keys)
         uuid_at = plan.uuid_columns
         uuids: set[Any] = {row[column] for row in main for column in uuid_at} if uuid_at else set()
         children: dict[str, Mapping[Any, list[Any]]] = {}
@@ -106,7 +108,7 @@ class PostgresSource:
                 parents = list({row[parent] for row in parent_rows} - {None})
                 rows: list[Any] = []
                 if parents:
-                    rows = await self._query(connection, table.sql, parents, *table.args,
+                    rows = await self.query(connection, table.sql, parents, *table.args,
                                              *((reader_id,) if table.reader else ()))
                 children[table.node] = group_rows(rows, table.fk)
                 if table.uuid_columns:
@@ -115,7 +117,7 @@ class PostgresSource:
             level = deeper
         unknown = self.id_map.unknown(uuids)
         if unknown:
-            pairs = await self._query(
+            pairs = await self.query(
                 connection, f"SELECT new_id, legacy_object_id FROM {self.id_map_table} WHERE new_id = ANY($1::uuid[])",
                 unknown)
             self.id_map.remember((pair[0], pair[1]) for pair in pairs)
@@ -136,11 +138,12 @@ class PostgresSource:
         async with self.pool.acquire() as connection:
             return await select_keys(self, connection, entity, route, params, query, reader)
 
-    async def _new_id(self, connection: asyncpg.Connection, collection: str, legacy: str) -> Any:
+    async def new_id(self, connection: asyncpg.Connection, collection: str, legacy: str) -> Any:
+        """The PostgreSQL uuid of a legacy Mongo id, through the id_map cache; None when unknown."""
         cached = self.id_map.new_of(collection, legacy)
         if cached is not None:
             return cached
-        rows = await self._query(
+        rows = await self.query(
             connection, f"SELECT new_id FROM {self.id_map_table} WHERE collection = $1 AND legacy_object_id = $2",
             collection, legacy)
         if not rows:

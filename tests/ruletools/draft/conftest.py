@@ -6,7 +6,6 @@ fresh PG and Mongo databases, answers recorded from the sample API over real HTT
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import uuid
@@ -15,16 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 from pymongo import AsyncMongoClient
 
+from shadow.config import Config
 from shadow.demo.embedded import MongoServer, PostgresServer
 from shadow.demo.marketplace.api import create_app
 from shadow.demo.marketplace.cli import load_domain
 from shadow.demo.marketplace.drift import PlantedDrift
 from shadow.demo.marketplace.generate import Dataset
+from shadow.sidecar import start_sidecar
+from tests.fixtures import create_database, drop_database, serving
+from tests.widgets import widget_rules
 
 SEED = 7
 SCALE = 20
@@ -57,22 +59,8 @@ class Drafted:
         return (self.out / f"{entity}.yaml").read_text()
 
 
-async def _fresh(pg_server: PostgresServer) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return pg_server.dsn_for(name)
-
-
 async def _drop(pg_server: PostgresServer, stores: Stores) -> None:
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{stores.pg_dsn.split("/")[-1].split("?")[0]}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(pg_server, stores.pg_dsn)
     client: AsyncMongoClient[Any] = AsyncMongoClient(stores.mongo_uri)
     try:
         await client.drop_database(stores.mongo_db)
@@ -83,20 +71,22 @@ async def _drop(pg_server: PostgresServer, stores: Stores) -> None:
 @pytest.fixture(scope="module")
 def fresh_stores(pg_server: PostgresServer, mongo_server: MongoServer) -> Iterator[Stores]:
     """Empty PG and Mongo databases for one module."""
-    stores = Stores(asyncio.run(_fresh(pg_server)), mongo_server.uri, f"t_{uuid.uuid4().hex[:12]}")
+    stores = Stores(asyncio.run(create_database(pg_server)), mongo_server.uri, f"t_{uuid.uuid4().hex[:12]}")
     yield stores
     asyncio.run(_drop(pg_server, stores))
 
 
 async def record_answers(stores: Stores, dataset: Dataset, directory: Path) -> None:
-    """What a recording proxy would have kept: a few GET answers of the sample API."""
+    """A few GET answers of the sample API, recorded as a user records them: through the
+    proxy with `--record DIR` (shadow/proxy/recording.py), redacted on the way."""
     directory.mkdir()
-    runner = web.AppRunner(create_app(stores.mongo_uri, stores.mongo_db))
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
+    rules = directory.parent / "proxy-rules"  # the proxy needs rules; no route of them matches the API
+    rules.mkdir()
+    (rules / "widgets.yaml").write_text(widget_rules("  - route: GET /widgets/{id}\n"))
+    async with serving(create_app(stores.mongo_uri, stores.mongo_db)) as api:
+        sidecar = await start_sidecar(Config(upstream=api, rules=rules, listen="127.0.0.1:0",
+                                             admin_listen="127.0.0.1:0", reload="signal", shadow_process="inline",
+                                             record=directory))
         paths = [f"/api/users/{u['_id']}" for u in dataset.collections["users"][:4]]
         owners = list(dict.fromkeys(str(a["userId"]) for a in dataset.collections["addresses"]))[:3]
         paths += [f"/api/users/{owner}/addresses" for owner in owners]
@@ -105,14 +95,18 @@ async def record_answers(stores: Stores, dataset: Dataset, directory: Path) -> N
         requests = dataset.collections["purchaserequests"]
         paths += [f"/api/views/purchase-requests/{r['_id']}" for r in requests[:3]]  # view models: keyed by `id`
         paths += [f"/api/views/users/{r['buyerId']}/purchase-requests" for r in requests[:2]]
-        async with ClientSession() as session:
-            for index, path in enumerate(paths):
-                async with session.get(f"http://{host}:{port}{path}") as response:
-                    body = await response.json()
-                    record = {"method": "GET", "path": path, "status": response.status, "body": body}
-                (directory / f"{index:03d}.json").write_text(json.dumps(record))
-    finally:
-        await runner.cleanup()
+        try:
+            async with ClientSession() as session:
+                for path in paths:
+                    async with session.get(f"{sidecar.proxy_url}{path}") as response:
+                        assert response.status == 200, path
+                        await response.read()
+            async with asyncio.timeout(60):  # bounds a hang only: waits for the files to be written
+                while (sidecar.registry.get_sample_value("shadow_record_written_total") or 0) < len(paths):
+                    await asyncio.sleep(0.01)
+        finally:
+            await sidecar.stop()
+    assert len(list(directory.glob("*.json"))) == len(paths)
 
 
 @pytest.fixture(scope="module")
