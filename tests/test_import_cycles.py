@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import grimp
 
-#: each allowed circle (its modules) -> why it stays for now
-ALLOWED: dict[frozenset[str], str] = {
-    frozenset({"shadow.demo.marketplace.api", "shadow.demo.marketplace.views"}):
-        "the sample API registers its view-model routes (views.py), which use the API's backends and "
-        "errors; demo only, and being extended for list routes",
-}
+#: each allowed circle (its modules) -> why it stays for now (none left: keep it so)
+ALLOWED: dict[frozenset[str], str] = {}
 
 
 def import_cycles(graph: grimp.ImportGraph) -> set[frozenset[str]]:

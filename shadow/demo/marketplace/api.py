@@ -8,8 +8,9 @@ Runs as the upstream the proxy sits in front of (tests, demo, benchmarks):
 Single reads answer the document itself, list reads `{"data": [...], "count": n}`,
 unknown ids `404 {"error": "not found"}`, malformed ids `400 {"error": "invalid id"}`.
 Writes touch Mongo only — unless dual-write is on (`dual_write_dsn`, dualwrite.py): then
-`PATCH /api/payments/{id}` also updates PostgreSQL `lag` seconds later, off the request,
-and a PG failure is only logged (the production dual-write; the source of transients).
+`PATCH /api/payments/{id}` (and the articles family's writes, articles.py) also update
+PostgreSQL `lag` seconds later, off the request, and a PG failure is only logged (the
+production dual-write; the source of transients).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -30,26 +30,16 @@ from bson import Decimal128, ObjectId
 from pymongo import AsyncMongoClient, ReturnDocument
 
 from shadow.demo.marketplace.articles import add_article_routes
+from shadow.demo.marketplace.backends import BACKENDS, HEX_ID, Backends, BadRequest, object_id
 from shadow.demo.marketplace.dualwrite import DualWrite
 from shadow.demo.marketplace.generate import CURRENCIES
 from shadow.demo.marketplace.tojson import to_api
 from shadow.demo.marketplace.views import add_view_routes
 
-
-class Backends:
-    """What the handlers talk to; filled in by the app's cleanup contexts on startup."""
-
-    def __init__(self) -> None:
-        self.db: Any = None  # the PyMongo async database
-        self.dual_write: DualWrite | None = None
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-BACKENDS = web.AppKey("backends", Backends)
 ReadCache = dict[tuple[str, str], bytes]
 READ_CACHE: web.AppKey[ReadCache | None] = web.AppKey("read_cache")
 
-_HEX_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 PAYMENT_STATUSES = ("pending", "processing", "completed", "failed", "refunded")
 PAYMENT_METHODS = ("card", "bank_transfer", "crypto", "wallet")
 MAX_BLOB_BYTES = 64 * 1024 * 1024
@@ -62,16 +52,6 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
-
-
-class BadRequest(Exception):
-    """A request the Node backend would answer with 400 (message = its error)."""
-
-
-def _object_id(text: str) -> ObjectId:
-    if not _HEX_ID.match(text):
-        raise BadRequest("invalid id")
-    return ObjectId(text.lower())
 
 
 def _now_ms() -> datetime:
@@ -98,7 +78,7 @@ def _single(collection: str) -> Any:
             body = cache.get((collection, request.match_info["id"]))
             if body is not None:
                 return web.Response(body=body, content_type="application/json")
-        doc = await request.app[BACKENDS].db[collection].find_one({"_id": _object_id(request.match_info["id"])})
+        doc = await request.app[BACKENDS].db[collection].find_one({"_id": object_id(request.match_info["id"])})
         if doc is None:
             return _error(404, "not found")
         response = _json(to_api(collection, doc))
@@ -117,7 +97,7 @@ def _listing(collection: str, owner_field: str | None, fixed: dict[str, Any] | N
     async def handler(request: web.Request) -> web.Response:
         query = dict(fixed or {})
         if owner_field is not None:
-            query[owner_field] = _object_id(request.match_info["id"])
+            query[owner_field] = object_id(request.match_info["id"])
         docs = await request.app[BACKENDS].db[collection].find(query).sort("_id", 1).to_list(None)
         return _json({"data": [to_api(collection, doc) for doc in docs], "count": len(docs)})
     return handler
@@ -168,7 +148,7 @@ def _mixed(body: dict[str, Any], field: str) -> ObjectId | str | None:
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be a string or null, got {value!r}")
-    return ObjectId(value.lower()) if _HEX_ID.match(value) else value
+    return ObjectId(value.lower()) if HEX_ID.match(value) else value
 
 
 def _decimal(value: Any, field: str) -> Decimal128:
@@ -205,7 +185,7 @@ async def create_payment(request: web.Request) -> web.Response:
     now = _now_ms()
     doc = {
         "_id": ObjectId(),
-        "buyerId": _object_id(str(body.get("buyerId", ""))),
+        "buyerId": object_id(str(body.get("buyerId", ""))),
         "purchaseRequestId": _mixed(body, "purchaseRequestId"),
         "sellerOfferId": _mixed(body, "sellerOfferId"),
         "sellerId": _mixed(body, "sellerId"),
@@ -223,7 +203,7 @@ async def create_payment(request: web.Request) -> web.Response:
 
 
 async def update_payment(request: web.Request) -> web.Response:
-    payment_id = _object_id(request.match_info["id"])
+    payment_id = object_id(request.match_info["id"])
     body = await _body(request)
     unknown = set(body) - {"status", "metadata"}
     if unknown:
@@ -244,7 +224,7 @@ async def update_payment(request: web.Request) -> web.Response:
 
 
 async def delete_address(request: web.Request) -> web.Response:
-    result = await request.app[BACKENDS].db["addresses"].delete_one({"_id": _object_id(request.match_info["id"])})
+    result = await request.app[BACKENDS].db["addresses"].delete_one({"_id": object_id(request.match_info["id"])})
     return _error(404, "not found") if result.deleted_count == 0 else web.Response(status=204)
 
 
@@ -309,7 +289,7 @@ def create_app(mongo_uri: str, db_name: str, dual_write_dsn: str | None = None,
     app.router.add_get("/api/slow", slow)
     app.router.add_get("/healthz", healthz)
     add_view_routes(app)  # view models: views.py
-    add_article_routes(app, lambda request: request.app[BACKENDS].db)  # the articles family (issue 20)
+    add_article_routes(app)  # the articles family (issue 20)
     return app
 
 

@@ -13,6 +13,14 @@
     GET /api/user                              {"user": {"_id", "email", "name"}}: the reader
     GET /api/profiles/{username}               {"profile": {"username", "following"}}
 
+    POST|DELETE /api/articles/{slug}/favorite  the reader favorites / unfavorites: {"article": view}
+    POST|DELETE /api/profiles/{username}/follow  the reader follows / unfollows: {"profile": ...}
+    PUT /api/articles/{slug}  {"article": {"tagList": [...]}}   a new tag list: {"article": view}
+
+Writes need a reader (401 without) and touch MongoDB; with the app's dual write on
+(dualwrite.py) the same change reaches PostgreSQL later, off the request, in the order
+the writes of each row were made.
+
     view: {"slug", "title", "tagList", "createdAt", "favorited", "favoritesCount",
            "author": {"username", "following"}}
 
@@ -21,13 +29,15 @@ tokens.py; no token reads anonymously (flags false), except the feed and /api/us
 """
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from bson import ObjectId
+from pymongo import ReturnDocument
 
+from shadow.demo.marketplace.backends import BACKENDS, BadRequest
 from shadow.demo.marketplace.tojson import iso_ms
 from shadow.demo.marketplace.tokens import reader_of
 
@@ -44,12 +54,8 @@ def _number(raw: str | None) -> int | None:
         return None
 
 
-#: how a handler reaches the MongoDB database (set by the app: api.py owns the backends)
-DATABASE: web.AppKey[Callable[[web.Request], Any]] = web.AppKey("articles_database")
-
-
 def _db(request: web.Request) -> Any:
-    return request.app[DATABASE](request)
+    return request.app[BACKENDS].db
 
 
 async def _views(db: Any, articles: list[dict[str, Any]], reader: ObjectId | None) -> list[dict[str, Any]]:
@@ -153,12 +159,93 @@ async def profile(request: web.Request) -> web.Response:
     return web.json_response({"profile": {"username": name, "following": following}})
 
 
-def add_article_routes(app: web.Application, database: Callable[[web.Request], Any]) -> None:
-    """The routes, reading MongoDB through `database(request)`."""
-    app[DATABASE] = database
+# --------------------------------------------------------------------------- writes
+
+_USER = "(SELECT new_id FROM id_map WHERE collection = 'users' AND legacy_object_id = {})"
+_ARTICLE = "(SELECT id FROM articles WHERE slug = {})"
+FAVORITE = (f"INSERT INTO article_favorites SELECT {_ARTICLE.format('$1')}, {_USER.format('$2')} "
+            "ON CONFLICT DO NOTHING")
+UNFAVORITE = (f"DELETE FROM article_favorites WHERE article_id = {_ARTICLE.format('$1')} "
+              f"AND user_id = {_USER.format('$2')}")
+FOLLOW = f"INSERT INTO follows SELECT {_USER.format('$1')}, {_USER.format('$2')} ON CONFLICT DO NOTHING"
+UNFOLLOW = f"DELETE FROM follows WHERE follower_id = {_USER.format('$1')} AND followee_id = {_USER.format('$2')}"
+RETAG = (f"WITH gone AS (DELETE FROM article_tags WHERE article_id = {_ARTICLE.format('$1')} "
+         "AND tag <> ALL($2::text[])) "
+         f"INSERT INTO article_tags SELECT {_ARTICLE.format('$1')}, tag FROM unnest($2::text[]) AS tag "
+         "ON CONFLICT DO NOTHING")
+
+
+def _writer_required(request: web.Request) -> ObjectId:
+    reader = reader_of(request)
+    if reader is None:
+        raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
+    return reader
+
+
+def _dual_write(request: web.Request, row: str, statement: str, *args: Any) -> None:
+    dual = request.app[BACKENDS].dual_write
+    if dual is not None:
+        dual.later(row, statement, *args)
+
+
+async def favorite(request: web.Request) -> web.Response:
+    reader = _writer_required(request)
+    db = _db(request)
+    slug, on = request.match_info["slug"].lower(), request.method == "POST"
+    found = await db["articles"].find_one_and_update(
+        {"slug": slug}, {"$addToSet" if on else "$pull": {"favoritedBy": reader}},
+        return_document=ReturnDocument.AFTER)
+    if found is None:
+        return web.json_response({"error": "not found"}, status=404)
+    _dual_write(request, f"article_favorites:{slug}:{reader}", FAVORITE if on else UNFAVORITE, slug, str(reader))
+    return web.json_response({"article": (await _views(db, [found], reader))[0]})
+
+
+async def follow(request: web.Request) -> web.Response:
+    reader = _writer_required(request)
+    db = _db(request)
+    name, on = request.match_info["username"].lower(), request.method == "POST"
+    writer = await _writer(db, name)
+    if writer is None:
+        return web.json_response({"error": "not found"}, status=404)
+    edge = {"follower": reader, "followee": writer}
+    if on:
+        await db["follows"].update_one(edge, {"$setOnInsert": {"_id": ObjectId(), **edge}}, upsert=True)
+    else:
+        await db["follows"].delete_many(edge)
+    _dual_write(request, f"follows:{reader}:{writer}", FOLLOW if on else UNFOLLOW, str(reader), str(writer))
+    return web.json_response({"profile": {"username": name, "following": on}})
+
+
+async def retag(request: web.Request) -> web.Response:
+    reader = _writer_required(request)
+    db = _db(request)
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("body must be JSON") from None
+    tags = body.get("article", {}).get("tagList") if isinstance(body, dict) and isinstance(
+        body.get("article"), dict) else None
+    if not isinstance(tags, list) or not all(isinstance(tag, str) and tag for tag in tags):
+        raise BadRequest("article.tagList must be a list of non-empty strings")
+    slug = request.match_info["slug"].lower()
+    found = await db["articles"].find_one_and_update(
+        {"slug": slug}, {"$set": {"tagList": sorted(set(tags))}}, return_document=ReturnDocument.AFTER)
+    if found is None:
+        return web.json_response({"error": "not found"}, status=404)
+    _dual_write(request, f"article_tags:{slug}", RETAG, slug, sorted(set(tags)))
+    return web.json_response({"article": (await _views(db, [found], reader))[0]})
+
+
+def add_article_routes(app: web.Application) -> None:
+    """The routes, reading and writing MongoDB through the app's BACKENDS."""
     app.router.add_get("/api/articles", articles)
     app.router.add_get("/api/articles/feed", feed)
     app.router.add_get("/api/articles/{slug}", article)
     app.router.add_get("/api/catalog", catalog)
     app.router.add_get("/api/user", current_user)
     app.router.add_get("/api/profiles/{username}", profile)
+    app.router.add_put("/api/articles/{slug}", retag)
+    for method in ("POST", "DELETE"):
+        app.router.add_route(method, "/api/articles/{slug}/favorite", favorite)
+        app.router.add_route(method, "/api/profiles/{username}/follow", follow)

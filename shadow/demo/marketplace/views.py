@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from bson import ObjectId
 
+from shadow.demo.marketplace.backends import BACKENDS, BadRequest, object_id
 from shadow.demo.marketplace.tojson import iso_ms
 from shadow.demo.marketplace.tokens import DEMO_JWT_SECRET, demo_token, reader_of
 
@@ -62,19 +63,15 @@ def _json(body: Any) -> web.Response:
 
 
 async def purchase_request_view(request: web.Request) -> web.Response:
-    from shadow.demo.marketplace.api import BACKENDS, _object_id
-
     reader = reader_of(request)
     db = request.app[BACKENDS].db
-    doc = await db["purchaserequests"].find_one({"_id": _object_id(request.match_info["id"])})
+    doc = await db["purchaserequests"].find_one({"_id": object_id(request.match_info["id"])})
     if doc is None:
         return web.json_response({"error": "not found"}, status=404)
     return _json((await _views(db, [doc], reader))[0])
 
 
 def _page_param(request: web.Request, name: str, default: int, high: int) -> int:
-    from shadow.demo.marketplace.api import BadRequest
-
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -84,11 +81,9 @@ def _page_param(request: web.Request, name: str, default: int, high: int) -> int
 
 
 async def buyer_requests_view(request: web.Request) -> web.Response:
-    from shadow.demo.marketplace.api import BACKENDS, _object_id
-
     reader = reader_of(request)
     db = request.app[BACKENDS].db
-    query: dict[str, Any] = {"buyerId": _object_id(request.match_info["id"])}
+    query: dict[str, Any] = {"buyerId": object_id(request.match_info["id"])}
     statuses = [status for status in request.query.get("status", "").split(",") if status]
     if statuses:
         query["status"] = {"$in": statuses}
@@ -101,8 +96,6 @@ async def buyer_requests_view(request: web.Request) -> web.Response:
 
 
 async def statuses_view(request: web.Request) -> web.Response:
-    from shadow.demo.marketplace.api import BACKENDS
-
     statuses = await request.app[BACKENDS].db["purchaserequests"].distinct("status")
     return _json({"statuses": sorted(statuses)})
 
