@@ -103,19 +103,17 @@ class RequestCounter:
         child.inc()
 
 
-class BodyCopy:
-    """The shadow copy of one response body, chunk by chunk, up to a limit. Past the
-    limit (a chunked body shows its size only while streaming) it counts
-    body_too_large once and keeps nothing more."""
+class BoundedCopy:
+    """A copy of one response body, chunk by chunk, up to a limit (a chunked body shows its
+    size only while streaming). Past the limit it keeps nothing more and calls
+    `too_large` once. The shadow copy and the recorder's copy are both one of these."""
 
-    __slots__ = ("_handoff", "_limit", "_match", "_size", "chunks")
+    __slots__ = ("_limit", "_size", "chunks")
 
-    def __init__(self, handoff: ShadowSide, match: RouteMatch, limit: int) -> None:
+    def __init__(self, limit: int) -> None:
         self.chunks: list[bytes] | None = []
         self._size = 0
         self._limit = limit
-        self._handoff = handoff
-        self._match = match
 
     def add(self, chunk: bytes) -> None:
         if self.chunks is None:
@@ -123,14 +121,32 @@ class BodyCopy:
         self._size += len(chunk)
         if self._size > self._limit:
             self.chunks = None
-            route = self._match.route
-            self._handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
+            self.too_large()
         else:
             self.chunks.append(chunk)
+
+    def too_large(self) -> None:
+        """Called once, when the body passes the limit."""
 
     def body(self) -> bytes | None:
         """The whole copy (one chunk: no copy at all), or None when it was given up."""
         return None if self.chunks is None else b"".join(self.chunks)
+
+
+class BodyCopy(BoundedCopy):
+    """The shadow copy of a matched read's body; past the limit the read is skipped
+    (body_too_large)."""
+
+    __slots__ = ("_handoff", "_match")
+
+    def __init__(self, handoff: ShadowSide, match: RouteMatch, limit: int) -> None:
+        super().__init__(limit)
+        self._handoff = handoff
+        self._match = match
+
+    def too_large(self) -> None:
+        route = self._match.route
+        self._handoff.sink.skipped(route.entity, route.name, SkipReason.BODY_TOO_LARGE)
 
 
 def body_copy(handoff: ShadowSide | None, match: RouteMatch | None, status: int, content_length: int | None,

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from shadow.proxy.forwarding import BoundedCopy
 from shadow.proxy.recordfiles import NotRecordable, file_name, path_template, record_text, write_record
 from shadow.publish.metrics import Metrics
 from shadow.tasks import TaskSet
@@ -49,35 +50,23 @@ def is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-class RecordCopy:
+class RecordCopy(BoundedCopy):
     """The copy of one answer's body being recorded, up to a limit; past it the copy is
     given up (counted once)."""
 
-    __slots__ = ("_limit", "_recorder", "_size", "chunks", "content_encoding", "path", "query", "template")
+    __slots__ = ("_recorder", "content_encoding", "path", "query", "template")
 
     def __init__(self, recorder: Recorder, template: str, path: str, query: str, content_encoding: str,
                  limit: int) -> None:
-        self.chunks: list[bytes] | None = []
-        self._size = 0
-        self._limit = limit
+        super().__init__(limit)
         self._recorder = recorder
         self.template = template
         self.path = path
         self.query = query
         self.content_encoding = content_encoding
 
-    def add(self, chunk: bytes) -> None:
-        if self.chunks is None:
-            return
-        self._size += len(chunk)
-        if self._size > self._limit:
-            self.chunks = None
-            self._recorder.drop("too_large")
-        else:
-            self.chunks.append(chunk)
-
-    def body(self) -> bytes | None:
-        return None if self.chunks is None else b"".join(self.chunks)
+    def too_large(self) -> None:
+        self._recorder.drop("too_large")
 
 
 @dataclass(frozen=True)
