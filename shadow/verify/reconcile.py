@@ -1,7 +1,8 @@
 """Layer 3b: full reconciliation. Both stores streamed in legacy-id order in keyset
 pages — Mongo by `_id`, PostgreSQL by the key column, each page rebuilt through the
-rules' compiled plans by the PostgreSQL source — every document made the API's shape,
-canonicalized and compared by the proxy's diff. Memory: two pages, whatever the size of
+rules' compiled plans by the PostgreSQL source — every document canonicalized (a stored
+one straight from BSON, storedcanon.py) and, when the two forms differ, made the API's
+shape and compared by the proxy's diff. Memory: two pages, whatever the size of
 the collection."""
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from shadow.verify.buckets import Bucket, ResumeFile, bucket_end
 from shadow.verify.model import MAX_REPORTED, Difference, LayerResult, layer_result
 from shadow.verify.mongoside import MongoSide
 from shadow.verify.scope import KeyRange, bucket_of, mongo_filter, pg_condition
+from shadow.verify.storedcanon import stored_canonical
 
 Gaps = Callable[[Entity, list[str]], Any]  # async: keys -> the ones with an open dual-write gap
 pause: Callable[[float], Awaitable[None]] = asyncio.sleep  # --max-rate's wait (a test records it)
@@ -176,8 +178,8 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
                 continue
         bucket = buckets.setdefault(name, Bucket())
         if mongo_head is not None and mongo_head[0] == key:
-            control = api_document(entity, mongo_head[1])
-            control_c = canonical(entity, control)
+            stored = mongo_head[1]
+            control_c = stored_canonical(entity, stored)  # no API-shaped copy unless they differ
             mongo.pop()
             if pg_head is not None and pg_head[0] == key:
                 candidate = pg_head[1]
@@ -189,7 +191,7 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
                 else:
                     bucket.add_mongo(key, control_c)
                     bucket.add_pg(key, candidate_c)
-                    verdict = compare(entity, control, candidate, today)
+                    verdict = compare(entity, api_document(entity, stored), candidate, today)
                     if verdict.outcome is not Outcome.MATCH:
                         bucket.differences += 1
                         for diff in redaction.diffs(verdict.diffs):  # the report leaves the process
