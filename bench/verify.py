@@ -91,17 +91,56 @@ async def build_world(dsn: str, folder: Path, documents: int) -> int:
 
 
 def use_two_step_path() -> None:
-    """The Mongo side as it was before the one-walk canonical form (for the "before"
-    column measured in the same run): stored -> API shape -> canonical, and dates in
-    bson's own UTC (whose Python utcoffset() every date conversion calls)."""
+    """The docs layer as it was before the speed work (for the "before" column measured
+    in the same run): the Mongo side stored -> API shape -> canonical, dates in bson's
+    own UTC (whose Python utcoffset() every date conversion calls), `iso_ms` by
+    isoformat(), `canonical_number` counting trailing zeros always, and the collector's
+    default thresholds."""
+    import contextlib
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
     from bson.codec_options import CodecOptions
 
+    import normalizers.values as values
+    import shadow.compare.canonical
+    import shadow.replay.sources.apijson
     import shadow.verify.dump
     import shadow.verify.reconcile
     from shadow.compare.canonical import canonical
     from shadow.replay.sources.apijson import api_document
 
+    new_iso_ms = values.iso_ms
+
+    def iso_ms(moment: datetime) -> str:
+        if moment.__class__ is datetime:
+            if moment.tzinfo is not None and moment.tzinfo is not UTC and moment.utcoffset():
+                moment = moment.astimezone(UTC)
+            return moment.isoformat(timespec="milliseconds")[:23] + "Z"
+        return new_iso_ms(moment)
+
+    def canonical_number(number: Decimal) -> Any:
+        if not number.is_finite():
+            return str(number)
+        exponent = number.adjusted()
+        if not -values.MAX_EXPONENT <= exponent <= values.MAX_EXPONENT:
+            return values.out_of_range("decimal", number) if number else 0
+        _, digits, _ = number.as_tuple()
+        significant = len(digits)
+        while significant > 1 and digits[significant - 1] == 0:
+            significant -= 1
+        if significant > values.MAX_DIGITS:
+            return values.out_of_range("decimal", number)
+        if number == number.to_integral_value() and exponent < values.MAX_INT_DIGITS:
+            return int(number)
+        return number.normalize(values._EXACT)
+
+    for module in (values, shadow.compare.canonical, shadow.replay.sources.apijson):
+        module.iso_ms = iso_ms  # type: ignore[attr-defined]  # bench only: the old function back
+        if hasattr(module, "canonical_number"):
+            module.canonical_number = canonical_number  # type: ignore[attr-defined]  # bench only
     shadow.verify.reconcile.stored_canonical = lambda entity, document: canonical(entity, api_document(entity, document))
+    shadow.verify.reconcile.fewer_collections = contextlib.nullcontext
     shadow.verify.dump.OPTIONS = CodecOptions(tz_aware=True)
 
 
@@ -238,7 +277,7 @@ def child(dsn: str, dump: str, profile: bool, two_step: bool = False) -> dict[st
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-TWO_STEP_FIGURES = ("our_cpu_s", "our_cpu_us_per_doc", "wall_s", "docs_per_s", "max_rss_mb", "stages", "top_functions")
+TWO_STEP_FIGURES = ("status", "differences", "our_cpu_s", "our_cpu_us_per_doc", "wall_s", "docs_per_s", "max_rss_mb", "stages", "top_functions")
 
 
 async def main(scales: list[int], profile: int | None, rounds: int) -> dict[str, Any]:

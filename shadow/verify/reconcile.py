@@ -22,6 +22,7 @@ from shadow.replay.sources.apijson import api_document
 from shadow.replay.sources.postgres import PostgresSource, quote
 from shadow.rules.spec import Entity
 from shadow.verify.buckets import Bucket, ResumeFile, bucket_end
+from shadow.verify.collector import fewer_collections
 from shadow.verify.model import MAX_REPORTED, Difference, LayerResult, layer_result
 from shadow.verify.mongoside import MongoSide
 from shadow.verify.scope import KeyRange, bucket_of, mongo_filter, pg_condition
@@ -89,6 +90,15 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
                    today: date | None = None) -> LayerResult:
     """`on_bucket(entity, bucket)` is called once each bucket is complete (and, with
     `--resume`, checkpointed)."""
+    with fewer_collections():  # documents hold no cycles: see collector.py
+        return await _run_docs(entity, mongo_side, source, key_range, page, max_rate, resume, gaps, on_page,
+                               on_bucket, today)
+
+
+async def _run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource, key_range: KeyRange,
+                    page: int, max_rate: float | None, resume: ResumeFile | None, gaps: Gaps | None,
+                    on_page: Callable[[int], None] | None, on_bucket: Callable[[str, str], None] | None,
+                    today: date | None) -> LayerResult:
     started = time.perf_counter()
     today = today or date.today()
     query = mongo_filter(entity, key_range)
@@ -176,7 +186,7 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
                 mongo.skip_to(end)
                 pg.skip_to(end)
                 continue
-        bucket = buckets.setdefault(name, Bucket())
+        bucket = buckets.get(name) or buckets.setdefault(name, Bucket())  # no Bucket made per document
         if mongo_head is not None and mongo_head[0] == key:
             stored = mongo_head[1]
             control_c = stored_canonical(entity, stored)  # no API-shaped copy unless they differ
