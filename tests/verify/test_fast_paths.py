@@ -3,6 +3,7 @@ bson's pure-Python conversion, one hash for a document both stores hold alike, a
 stored document's canonical form in one walk (no API-shaped copy)."""
 from __future__ import annotations
 
+import gc
 import random
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -18,6 +19,7 @@ from shadow.replay.sources.apijson import api_document, decimal128_text
 from shadow.rules import load_rules
 from shadow.rules.spec import Entity
 from shadow.verify.buckets import Bucket, document_hash
+from shadow.verify.collector import THRESHOLDS, fewer_collections
 from shadow.verify.storedcanon import stored_canonical
 
 
@@ -87,3 +89,20 @@ def test_stored_canonical_is_api_shape_then_canonical(entity: Entity) -> None:
             assert document_hash("k", found) == document_hash("k", expected)
             checked += 1
     assert checked > 0
+
+
+def test_the_collector_thresholds_come_back_after_layers_nested_or_not() -> None:
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold() == THRESHOLDS
+        with fewer_collections():
+            pass
+        assert gc.get_threshold() == THRESHOLDS  # the inner layer ended, the outer still runs
+    assert gc.get_threshold() == before
+
+
+def test_a_digest_takes_integers_beyond_64_bits() -> None:
+    """A large integral decimal (1E+30) is an int in the canonical form: orjson refuses
+    it; the digest must still be made, and tell two such values apart."""
+    assert document_hash("k", {"amount": {"value": 10**30}}) != document_hash("k", {"amount": {"value": 10**30 + 1}})
+    assert document_hash("k", {"v": [2**64]}) != document_hash("k", {"v": [str(2**64)]})
