@@ -9,7 +9,7 @@ goes in as its text, a specced sub-object is walked in place, and anything rarer
 the two-step path for that one value. Entities whose canonical form needs paths (an
 `ignore` or `unverifiable` path) or whose `stored:` view renames or fills defaults take
 the two-step path for the whole document (`None` from `stored_canonical_plan`);
-tests/verify/test_storedcanon.py checks both give the same result."""
+tests/verify/test_fast_paths.py checks both give the same result."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
