@@ -14,12 +14,16 @@ Each scale also runs the counts and sums layers of payments from the same dump, 
 times the stored -> API shape and canonicalize + compare stages alone (the old bench's
 "our CPU") over 20,000 documents held in memory.
 `--profile N`: the docs layer under cProfile at N documents, CPU per stage (ratios).
-Writes bench/results/verify.json."""
+Every docs-layer measurement is made twice on the same world, in fresh processes taking
+turns: "before" with the Mongo side's old two-step path (stored -> API shape ->
+canonical; `--two-step`) and "after" with the current code; `--rounds R` repeats the
+pair and keeps the best of each. Writes bench/results/verify.json."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -86,10 +90,67 @@ async def build_world(dsn: str, folder: Path, documents: int) -> int:
         await conn.close()
 
 
-async def measure(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
+def use_two_step_path() -> None:
+    """The docs layer as it was before the speed work (for the "before" column measured
+    in the same run): the Mongo side stored -> API shape -> canonical, dates in bson's
+    own UTC (whose Python utcoffset() every date conversion calls), `iso_ms` by
+    isoformat(), `canonical_number` counting trailing zeros always, and the collector's
+    default thresholds."""
+    import contextlib
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from bson.codec_options import CodecOptions
+
+    import normalizers.values as values
+    import shadow.compare.canonical
+    import shadow.replay.sources.apijson
+    import shadow.verify.dump
+    import shadow.verify.reconcile
+    from shadow.compare.canonical import canonical
+    from shadow.replay.sources.apijson import api_document
+
+    new_iso_ms = values.iso_ms
+
+    def iso_ms(moment: datetime) -> str:
+        if moment.__class__ is datetime:
+            if moment.tzinfo is not None and moment.tzinfo is not UTC and moment.utcoffset():
+                moment = moment.astimezone(UTC)
+            return moment.isoformat(timespec="milliseconds")[:23] + "Z"
+        return new_iso_ms(moment)
+
+    def canonical_number(number: Decimal) -> Any:
+        if not number.is_finite():
+            return str(number)
+        exponent = number.adjusted()
+        if not -values.MAX_EXPONENT <= exponent <= values.MAX_EXPONENT:
+            return values.out_of_range("decimal", number) if number else 0
+        _, digits, _ = number.as_tuple()
+        significant = len(digits)
+        while significant > 1 and digits[significant - 1] == 0:
+            significant -= 1
+        if significant > values.MAX_DIGITS:
+            return values.out_of_range("decimal", number)
+        if number == number.to_integral_value() and exponent < values.MAX_INT_DIGITS:
+            return int(number)
+        return number.normalize(values._EXACT)
+
+    for module in (values, shadow.compare.canonical, shadow.replay.sources.apijson):
+        module.iso_ms = iso_ms  # type: ignore[attr-defined]  # bench only: the old function back
+        if hasattr(module, "canonical_number"):
+            module.canonical_number = canonical_number  # type: ignore[attr-defined]  # bench only
+    shadow.verify.reconcile.stored_canonical = lambda entity, document: canonical(entity, api_document(entity, document))
+    shadow.verify.reconcile.fewer_collections = contextlib.nullcontext
+    shadow.verify.dump.OPTIONS = CodecOptions(tz_aware=True)
+
+
+async def measure(dsn: str, dump: str, profile: bool, two_step: bool = False) -> dict[str, Any]:
     """The docs layer of payments from the dump, in this (fresh) process."""
     import cProfile
     import pstats
+
+    if two_step:
+        use_two_step_path()
 
     from shadow.replay.sources.postgres import PostgresSource
     from shadow.rules import load_rules
@@ -112,7 +173,7 @@ async def measure(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     rss_layer = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the in-memory stage timing
     other_layers: dict[str, Any] = {}
-    if not profile:
+    if not profile and not two_step:
         from shadow.verify.counts import run_counts
         from shadow.verify.sums import run_sums
 
@@ -129,7 +190,7 @@ async def measure(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
         "wall_s": round(wall, 1), "docs_per_s": round(result.checked / wall),
         "our_cpu_s": round(cpu, 1), "our_cpu_us_per_doc": round(cpu / result.checked * 1e6, 1),
         "max_rss_mb_before": round(rss_before / 1024), "max_rss_mb": round(rss_layer / 1024)}
-    if not profile:
+    if not profile and not two_step:
         figures["isolated_us_per_doc"] = stage_costs
         figures["other_layers"] = other_layers
     if profiler:
@@ -147,8 +208,10 @@ async def isolated_stages(entity: Any, mongo: Any, source: Any, sample: int = 20
     stored -> API shape, and canonicalize + compare (the CPU that is ours alone)."""
     from datetime import date
 
+    from shadow.compare.canonical import canonical
     from shadow.compare.diff import compare
     from shadow.replay.sources.apijson import api_document
+    from shadow.verify.storedcanon import stored_canonical
 
     stored = await mongo.page(entity.collection, {}, None, sample, False)
     keys = [str(document["_id"]) for document in stored]
@@ -164,12 +227,23 @@ async def isolated_stages(entity: Any, mongo: Any, source: Any, sample: int = 20
                 for key, control in zip(keys, controls, strict=True)}
     compared = time.process_time() - started
     assert outcomes == {"match"}, outcomes
-    return {"api_shape": round(shaped / len(keys) * 1e6, 1), "canonicalize_compare": round(compared / len(keys) * 1e6, 1),
-            "shape_plus_compare": round((shaped + compared) / len(keys) * 1e6, 1), "documents": len(keys)}
+    started = time.process_time()
+    two_step = [canonical(entity, api_document(entity, document)) for document in stored]
+    two_step_s = time.process_time() - started
+    started = time.process_time()
+    one_walk = [stored_canonical(entity, document) for document in stored]
+    one_walk_s = time.process_time() - started
+    assert one_walk == two_step
+    per_doc = 1e6 / len(keys)
+    return {"api_shape": round(shaped * per_doc, 1), "canonicalize_compare": round(compared * per_doc, 1),
+            "shape_plus_compare": round((shaped + compared) * per_doc, 1),
+            "mongo_side_shape_then_canonical": round(two_step_s * per_doc, 1),
+            "mongo_side_one_walk": round(one_walk_s * per_doc, 1), "documents": len(keys)}
 
 
 STAGES = {  # where a function's own time goes, by the module it lives in
     "dump read + BSON decode": ("shadow/verify/dump.py", "bson/", "gzip.py"),
+    "stored -> canonical in one walk": ("shadow/verify/storedcanon.py",),
     "stored -> API shape": ("shadow/replay/sources/apijson.py", "normalizers/values.py"),
     "bucket digests": ("shadow/verify/buckets.py", "orjson", "_blake2"),
     "PostgreSQL fetch (asyncpg, id_map)": ("asyncpg", "shadow/replay/sources/postgres.py", "asyncio"),
@@ -195,15 +269,18 @@ def stages(stats: Any) -> dict[str, float]:
     return {stage: round(seconds / whole, 3) for stage, seconds in sorted(totals.items(), key=lambda i: -i[1])}
 
 
-def child(dsn: str, dump: str, profile: bool) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--measure", dsn, dump, *(["--with-profile"] if profile else [])],
-                         capture_output=True, text=True)
+def child(dsn: str, dump: str, profile: bool, two_step: bool = False) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--measure", dsn, dump, *(["--with-profile"] if profile else []),
+                          *(["--two-step"] if two_step else [])], capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-async def main(scales: list[int], profile: int | None) -> dict[str, Any]:
+TWO_STEP_FIGURES = ("status", "differences", "our_cpu_s", "our_cpu_us_per_doc", "wall_s", "docs_per_s", "max_rss_mb", "stages", "top_functions")
+
+
+async def main(scales: list[int], profile: int | None, rounds: int) -> dict[str, Any]:
     from shadow.demo.embedded import start_postgres
 
     server = start_postgres()
@@ -220,9 +297,20 @@ async def main(scales: list[int], profile: int | None) -> dict[str, Any]:
                 started = time.perf_counter()
                 total = await build_world(dsn, Path(folder), scale)
                 built = time.perf_counter() - started
-                figures = child(dsn, folder, profiled)
-            runs.append({"extra_payments": scale, "payments": total, "profiled": profiled,
-                         "build_s": round(built, 1), **figures})
+                before = [child(dsn, folder, profiled, two_step=True)]  # interleaved: the load moves
+                after = [child(dsn, folder, profiled)]
+                for _ in range(rounds - 1):
+                    before.append(child(dsn, folder, profiled, two_step=True))
+                    after.append(child(dsn, folder, profiled))
+            figures = min(after, key=lambda run: run["our_cpu_us_per_doc"])
+            old = min(before, key=lambda run: run["our_cpu_us_per_doc"])
+            runs.append({"extra_payments": scale, "payments": total, "profiled": profiled, "build_s": round(built, 1),
+                         **figures, "rounds": rounds,
+                         "before_two_step": {name: old[name] for name in old if name in TWO_STEP_FIGURES},
+                         "our_cpu_ratio_before_after": round(old["our_cpu_us_per_doc"] / figures["our_cpu_us_per_doc"], 2),
+                         "our_cpu_us_per_doc_each_round": {"before": [run["our_cpu_us_per_doc"] for run in before],
+                                                           "after": [run["our_cpu_us_per_doc"] for run in after]},
+                         "load_average": [round(load, 2) for load in os.getloadavg()]})
             print(json.dumps(runs[-1]), file=sys.stderr)
     finally:
         server.cleanup()
@@ -235,11 +323,13 @@ if __name__ == "__main__":
     parser.add_argument("--profile", type=int, default=None)
     parser.add_argument("--measure", nargs=2, metavar=("DSN", "DUMP"))
     parser.add_argument("--with-profile", action="store_true")
+    parser.add_argument("--two-step", action="store_true", help="(child) the Mongo side's old two-step path")
+    parser.add_argument("--rounds", type=int, default=1, help="before/after pairs per scale (best of each kept)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "verify.json"))
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(asyncio.run(measure(args.measure[0], args.measure[1], args.with_profile))))
+        print(json.dumps(asyncio.run(measure(args.measure[0], args.measure[1], args.with_profile, args.two_step))))
     else:
-        result = asyncio.run(main(args.documents, args.profile))
+        result = asyncio.run(main(args.documents, args.profile, args.rounds))
         print(json.dumps(result, indent=2))
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -96,7 +96,7 @@ class _ObjectPlan:
     """An object at a static path: its specced fields' canonicalizers, the names
     `ignore` drops here, and how unspecced fields are canonicalized."""
 
-    __slots__ = ("absent", "drop_empty", "fields", "generic", "ignore", "ignored", "path", "paths")
+    __slots__ = ("absent", "drop_empty", "fields", "generic", "ignore", "ignored", "path", "paths", "plans")
 
     def __init__(self, specs: Mapping[str, Field] | None, path: str, entity: Entity) -> None:
         self.path = path
@@ -111,9 +111,12 @@ class _ObjectPlan:
         #: name -> value -> canonical value, for the specs that differ from "unspecced"
         #: (a plain column without `as:` canonicalizes like any value: left out)
         self.fields: dict[str, Callable[[Any], Any]] = {}
+        #: the same fields' plans (shadow/verify/storedcanon.py reads their kinds)
+        self.plans: dict[str, _FieldPlan] = {}
         for name, spec in (specs or {}).items():
             if spec.transforms or spec.children or spec.kind == "rows" or spec.json_paths:
-                self.fields[name] = _FieldPlan(spec, _child_path(path, name), entity).runner()
+                self.plans[name] = _FieldPlan(spec, _child_path(path, name), entity)
+                self.fields[name] = self.plans[name].runner()
         self.generic = _GENERIC_DROP if self.drop_empty else _GENERIC_KEEP
         #: `absent: v` fields: (name, canonical v) filled in when a side lacks the field
         self.absent: tuple[tuple[str, Any], ...] = tuple(

@@ -32,9 +32,25 @@ def _plain(value: Any) -> Any:
     return inner if isinstance(inner, bool) else str(value)
 
 
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
 def document_hash(key: str, document: Any) -> int:
-    data = orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_plain)
+    try:
+        data = orjson.dumps(document, option=_OPTIONS, default=_plain)
+    except TypeError:  # an integer beyond 64 bits (a large integral decimal): tagged text
+        data = orjson.dumps(_big_ints(document), option=_OPTIONS, default=_plain)
     return int.from_bytes(hashlib.blake2b(key.encode() + b"\0" + data, digest_size=16).digest(), "big")
+
+
+def _big_ints(value: Any) -> Any:
+    if value.__class__ is int and not -(2**63) <= value < 2**64:
+        return f"<int {value}>"
+    if isinstance(value, dict):
+        return {name: _big_ints(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_big_ints(item) for item in value]
+    return value
 
 
 @dataclass(slots=True)

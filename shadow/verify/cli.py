@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from datetime import UTC
 from typing import Any
 
 LAYER_CHOICES = ("counts", "sums", "docs", "all")
@@ -173,7 +174,8 @@ async def verify_run(rules: Any, pg: str, mongo_url: str | None, mongo_db: str |
 
                 from shadow.verify.mongoside import LiveMongo
 
-                client = AsyncMongoClient(mongo_url, tz_aware=True, serverSelectionTimeoutMS=int(timeout * 1000),
+                client = AsyncMongoClient(mongo_url, tz_aware=True, tzinfo=UTC,  # as the dump reader's
+                                          serverSelectionTimeoutMS=int(timeout * 1000),
                                           timeoutMS=int(timeout * 1000))
                 await client.admin.command("ping")
                 mongo = LiveMongo(client, mongo_db or "")

@@ -1,7 +1,8 @@
 """Layer 3b: full reconciliation. Both stores streamed in legacy-id order in keyset
 pages — Mongo by `_id`, PostgreSQL by the key column, each page rebuilt through the
-rules' compiled plans by the PostgreSQL source — every document made the API's shape,
-canonicalized and compared by the proxy's diff. Memory: two pages, whatever the size of
+rules' compiled plans by the PostgreSQL source — every document canonicalized (a stored
+one straight from BSON, storedcanon.py) and, when the two forms differ, made the API's
+shape and compared by the proxy's diff. Memory: two pages, whatever the size of
 the collection."""
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from shadow.replay.sources.apijson import api_document
 from shadow.replay.sources.postgres import PostgresSource, quote
 from shadow.rules.spec import Entity
 from shadow.verify.buckets import Bucket, ResumeFile, bucket_end
+from shadow.verify.collector import fewer_collections
 from shadow.verify.model import MAX_REPORTED, Difference, LayerResult, layer_result
 from shadow.verify.mongoside import MongoSide
 from shadow.verify.scope import KeyRange, bucket_of, mongo_filter, pg_condition
+from shadow.verify.storedcanon import stored_canonical
 
 Gaps = Callable[[Entity, list[str]], Any]  # async: keys -> the ones with an open dual-write gap
 pause: Callable[[float], Awaitable[None]] = asyncio.sleep  # --max-rate's wait (a test records it)
@@ -87,6 +90,15 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
                    today: date | None = None) -> LayerResult:
     """`on_bucket(entity, bucket)` is called once each bucket is complete (and, with
     `--resume`, checkpointed)."""
+    with fewer_collections():  # documents hold no cycles: see collector.py
+        return await _run_docs(entity, mongo_side, source, key_range, page, max_rate, resume, gaps, on_page,
+                               on_bucket, today)
+
+
+async def _run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource, key_range: KeyRange,
+                    page: int, max_rate: float | None, resume: ResumeFile | None, gaps: Gaps | None,
+                    on_page: Callable[[int], None] | None, on_bucket: Callable[[str, str], None] | None,
+                    today: date | None) -> LayerResult:
     started = time.perf_counter()
     today = today or date.today()
     query = mongo_filter(entity, key_range)
@@ -174,10 +186,10 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
                 mongo.skip_to(end)
                 pg.skip_to(end)
                 continue
-        bucket = buckets.setdefault(name, Bucket())
+        bucket = buckets.get(name) or buckets.setdefault(name, Bucket())  # no Bucket made per document
         if mongo_head is not None and mongo_head[0] == key:
-            control = api_document(entity, mongo_head[1])
-            control_c = canonical(entity, control)
+            stored = mongo_head[1]
+            control_c = stored_canonical(entity, stored)  # no API-shaped copy unless they differ
             mongo.pop()
             if pg_head is not None and pg_head[0] == key:
                 candidate = pg_head[1]
@@ -189,7 +201,7 @@ async def run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSource
                 else:
                     bucket.add_mongo(key, control_c)
                     bucket.add_pg(key, candidate_c)
-                    verdict = compare(entity, control, candidate, today)
+                    verdict = compare(entity, api_document(entity, stored), candidate, today)
                     if verdict.outcome is not Outcome.MATCH:
                         bucket.differences += 1
                         for diff in redaction.diffs(verdict.diffs):  # the report leaves the process

@@ -47,12 +47,19 @@ def to_api_json(value: Any) -> Any:
 def decimal128_text(value: Decimal128) -> str:
     """`str(value)` without bson's pure-Python `to_decimal()` (the bit fields read here,
     then C `Decimal`); NaN, infinities and the rare large-coefficient form go the slow way."""
+    number = decimal128_number(value)
+    return str(value) if number is None else str(number)
+
+
+def decimal128_number(value: Decimal128) -> Decimal | None:
+    """The Decimal of a Decimal128's common (first) encoding, read from its bit fields;
+    None for NaN, the infinities and the rare large-coefficient form."""
     low, high = _TWO_WORDS.unpack(value.bid)
     if (high >> 61) & 3 == 3:  # 0b11 combination field: NaN, Infinity or the 2nd encoding
-        return str(value)
+        return None
     exponent = ((high >> 49) & 0x3FFF) - 6176
     coefficient = ((high & 0x1FFFFFFFFFFFF) << 64) | low
-    return str(Decimal(f"{'-' if high >> 63 else ''}{coefficient}E{exponent}"))
+    return Decimal(f"{'-' if high >> 63 else ''}{coefficient}E{exponent}")
 
 
 def api_document(entity: Entity, document: dict[str, Any]) -> dict[str, Any]:
