@@ -87,8 +87,9 @@ async def test_fleet_and_verify_in_one_console(marketplace, sample_api, evidence
             direct = await probe.get_all(sample_api, paths)
             assert {status for status, _ in direct} == {200}  # every document read exists in Mongo
             assert await probe.get_all(sidecar.proxy_url, paths) == direct  # the clients' answers, unchanged
-        for sidecar in sidecars:
+        for sidecar, paths in zip(sidecars, traffic.values(), strict=True):
             await probe.settle(sidecar)
+            assert sum(sum(c.values()) for c in sidecar.sink.counts.values()) == len(paths)  # every read compared
             assert await sidecar.evidence.flush()
         versions = {pod: sidecar.rules.current.version for pod, sidecar in zip(PODS, sidecars, strict=True)}
     finally:
@@ -113,6 +114,10 @@ async def test_fleet_and_verify_in_one_console(marketplace, sample_api, evidence
         assert "pods reporting 3 of 3" in health
         for pod, version in versions.items():
             assert f"{pod}: rules {version}" in health
+
+        payment_reads = sum(reads[d.legacy_id] for d in plants if d.entity == "payments") + len(PODS) * CLEAN_READS
+        cells = await page.locator('#routes tr[data-route="GET /api/payments/{id}"] td').all_inner_texts()
+        assert cells[2] == str(payment_reads)  # comparisons on the route, all three pods
 
         rows = {}
         for row in await page.locator("#paths tr.path").all():
