@@ -256,15 +256,17 @@ async def _entities(connection: Any, routes: Sequence[RouteRow], now: float, cle
 
 
 async def _latest_layers(connection: Any) -> dict[str, list[tuple[str, str, float]]]:
-    """Per entity, what the newest verify run of each layer said about it."""
+    """Per entity, what the newest verify run of each layer that covered it said about it
+    (a later run over other entities, `--entity`, leaves it as it was)."""
     records = await connection.fetch(
-        f"""SELECT DISTINCT ON (layer) layer, at, summary FROM {SCHEMA}.verify_runs
-            ORDER BY layer, at DESC""")
+        f"""SELECT DISTINCT ON (covered.entity, run.layer) covered.entity, run.layer, run.at, covered.status
+            FROM {SCHEMA}.verify_runs run,
+                 jsonb_each_text(CASE WHEN jsonb_typeof(run.summary -> 'by_entity') = 'object'
+                                      THEN run.summary -> 'by_entity' ELSE '{{}}'::jsonb END) AS covered(entity, status)
+            ORDER BY covered.entity, run.layer, run.at DESC, run.id DESC""")
     out: dict[str, list[tuple[str, str, float]]] = collections.defaultdict(list)
     for record in records:
-        summary = _json(record["summary"]) or {}
-        for entity, status in (summary.get("by_entity") or {}).items():
-            out[str(entity)].append((record["layer"], str(status), record["at"].timestamp()))
+        out[record["entity"]].append((record["layer"], str(record["status"]), record["at"].timestamp()))
     return out
 
 

@@ -35,11 +35,9 @@ def verify_rows(report: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any
             row["errors"] += 1 if result.get("error") else 0
             row["statuses"].add(result.get("status"))
             for difference in differences:
-                if len(row["documents"]) < MAX_DOCUMENTS:
-                    parts = (difference.get("check", ""), difference.get("path", ""))
-                    detail = " ".join(part for part in parts if part)
-                    row["documents"].append((entity, str(difference.get("key", "")), str(difference.get("kind", "")),
-                                             detail))
+                for key, detail in _named(difference):
+                    if len(row["documents"]) < MAX_DOCUMENTS:
+                        row["documents"].append((entity, key, str(difference.get("kind", "")), detail))
     rows = []
     for layer, row in per_layer.items():
         statuses = row.pop("statuses")
@@ -51,6 +49,22 @@ def verify_rows(report: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any
     if not rows and report.get("error"):
         rows.append(("all", "error", {"error": report["error"], "rules_version": report.get("rules_version")}, []))
     return rows
+
+
+def _named(difference: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, detail) of each document a difference names: a docs difference names its own
+    document; a counts difference has an empty key but a sample of the documents it
+    concerns (each with its key and maybe a path)."""
+    check = str(difference.get("check", ""))
+    if difference.get("key") or not difference.get("documents"):
+        parts = (check, str(difference.get("path", "")))
+        return [(str(difference.get("key", "")), " ".join(part for part in parts if part))]
+    named = []
+    for document in difference["documents"]:
+        if isinstance(document, Mapping):
+            parts = (check, str(document.get("path", "")))
+            named.append((str(document.get("key", "")), " ".join(part for part in parts if part)))
+    return named
 
 
 async def record_verify(dsn: str, report: Mapping[str, Any]) -> list[int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 from shadow.demo.embedded import PostgresServer
 from tests.fixtures import create_database, drop_database, load_conftest
@@ -28,3 +29,15 @@ async def evidence_dsn(pg_server: PostgresServer) -> AsyncIterator[str]:
     dsn = await create_database(pg_server, "ev")
     yield dsn
     await drop_database(pg_server, dsn)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium under Playwright (never `playwright install`)."""
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            yield chromium
+        finally:
+            await chromium.close()

@@ -43,6 +43,12 @@ async def test_verify_and_gate_are_recorded_and_shown(marketplace, evidence_dsn)
                                 "--evidence", evidence_dsn)
     assert code == 2 and "CANNOT EVALUATE" in err
 
+    # a later run over one entity only: the others keep what their own last run said
+    code, _, err = await shadow("verify", "--rules", str(RULES), "--pg", marketplace.pg_dsn, "--mongo",
+                                marketplace.mongo_uri, "--mongo-db", marketplace.mongo_db, "--layer", "docs",
+                                "--entity", "users", "--evidence", evidence_dsn)
+    assert code == 0, err  # no plant in users
+
     console = await start_console(evidence_dsn, "127.0.0.1:0")
     try:
         async with aiohttp.ClientSession() as session, session.get(console.url + "/") as response:
@@ -51,5 +57,8 @@ async def test_verify_and_gate_are_recorded_and_shown(marketplace, evidence_dsn)
         await console.stop()
     assert 'id="verify"' in page and any(key in page for key in planted & named)
     entities = page[page.index('id="entities"'):page.index("</table>", page.index('id="entities"'))]
-    assert "docs <span class=\"failing\">differences</span>" in entities  # each entity's last verify run, per layer
+    rows = {row.split('"')[0]: row for row in entities.split('<tr data-entity="')[1:]}
+    for entity in {d.entity for d in marketplace.drifts if d.divergent}:  # each entity's last verify run, per layer
+        assert "docs <span class=\"failing\">differences</span>" in rows[entity], entity
+    assert "docs <span class=\"clean\">clean</span>" in rows["users"]
     assert 'id="gate"' in page and "CANNOT_EVALUATE" in page and "cannot reach Prometheus" in page
