@@ -115,7 +115,9 @@ NameTest = Callable[[str], str | None]
 _TOKEN_CHARS = "A-Za-z0-9_-"
 _JWT = re.compile(rf"(?<![{_TOKEN_CHARS}])eyJ[{_TOKEN_CHARS}]++(?:\.[{_TOKEN_CHARS}]*+){{1,4}}")
 _AUTH = re.compile(r"(?<![A-Za-z0-9])(?i:(bearer|basic))(?:[ \t]++|%20|\+)([A-Za-z0-9._~+/=-]++)")
-_CARD = re.compile(r"(?<![0-9])[2-6](?:[ -]?[0-9]){12,18}(?![0-9])")
+# not the digits of a decimal number: a fraction (`29390.660000000000000001`, a
+# numeric(38,18) value) or an integer part followed by one
+_CARD = re.compile(r"(?<![0-9.])[2-6](?:[ -]?[0-9]){12,18}(?![0-9]|\.[0-9])")
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}+@[A-Za-z0-9-]{1,63}+(?:\.[A-Za-z0-9-]{1,63}+)++")
 #: `name=value` (the value up to a space or a delimiter), `name: value` (a label: the value
 #: may hold spaces, `phone: +49 151 2345`, up to the line's end, a delimiter or 64

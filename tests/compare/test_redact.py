@@ -139,6 +139,9 @@ VALUES_TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("order 1234567890123452", (), ("order 1234567890123452",)),  # Luhn-valid, but no card starts with 1
     ("41111111111111110000", (), ("41111111111111110000",)),  # 20 digits: not a card
     ("amount 2500000000007000000 wei", (), ("amount 2500000000007000000 wei",)),  # Luhn-valid, but an amount
+    ("29390.660000000000000001", (), ("29390.660000000000000001",)),  # Luhn-valid fraction digits of a decimal
+    ("4111111111111111.5", (), ("4111111111111111.5",)),  # the integer part of a decimal
+    ("paid with 4111111111111111.", ("4111111111111111",), ("paid with [secret", "].")),  # a card ends a sentence
     ("ann@example.com", ("ann@example.com",), ("[pii len=15",)),
     ("write to Ann.Lee+shop@mail.example.co.uk today", ("Ann.Lee",), ("write to [pii", " today")),
     ("plain words, 2026-12-06, #42, v1.2.3", (), ("plain words, 2026-12-06, #42, v1.2.3",)),
