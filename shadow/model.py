@@ -186,6 +186,8 @@ class ListContext:
 RecheckSaw = Literal["converged", "differs", "missing", "control_changed", "gone"]
 #: recheck steps kept per outcome (the schedule is short; this bounds a hostile rules file)
 MAX_RECHECK_STEPS = 10
+#: differing paths kept per recheck step (a list read can differ in many places)
+MAX_RECHECK_PATHS = 20
 
 
 @dataclass(frozen=True, slots=True)

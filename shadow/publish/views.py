@@ -13,7 +13,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, get_args
 
-from shadow.model import MAX_RECHECK_STEPS, RecentError, RecentMismatch, RecheckSaw, RecheckStep, RedactedDiff
+from shadow.model import (
+    MAX_RECHECK_PATHS,
+    MAX_RECHECK_STEPS,
+    RecentError,
+    RecentMismatch,
+    RecheckSaw,
+    RecheckStep,
+    RedactedDiff,
+)
 
 #: outcomes that count as a comparison of the route (skips are not comparisons)
 COMPARED = ("match", "mismatch", "transient", "unstable", "missing", "extra", "error")
@@ -257,22 +265,27 @@ def history_of(stored: Any) -> RecheckHistory:
     examples written before the steps were kept have none."""
     if not isinstance(stored, Mapping):
         return RecheckHistory()
-    schedule = stored.get("schedule_seconds")
-    steps = stored.get("steps")
-
-    def number(value: Any) -> float:
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
+    steps = (_step(step) for step in _listed(stored.get("steps"))[:MAX_RECHECK_STEPS])
     return RecheckHistory(
-        schedule_seconds=tuple(number(s) for s in schedule) if isinstance(schedule, list) else (),
-        done=int(number(stored.get("done"))), seconds=number(stored.get("seconds")),
-        ended=str(stored.get("ended") or ""),
-        steps=tuple(RecheckStep(at=number(step.get("at")), after=number(step.get("after")),
-                                saw=step["saw"],
-                                paths=tuple(str(p) for p in step.get("paths") or () if isinstance(p, str)))
-                    for step in (steps if isinstance(steps, list) else ())[:MAX_RECHECK_STEPS]
-                    if isinstance(step, Mapping) and step.get("saw") in get_args(RecheckSaw)))
+        schedule_seconds=tuple(_number(s) for s in _listed(stored.get("schedule_seconds"))),
+        done=int(_number(stored.get("done"))), seconds=_number(stored.get("seconds")),
+        ended=str(stored.get("ended") or ""), steps=tuple(step for step in steps if step is not None))
 
+
+def _step(stored: Any) -> RecheckStep | None:
+    if not isinstance(stored, Mapping) or stored.get("saw") not in get_args(RecheckSaw):
+        return None
+    paths = tuple(path for path in _listed(stored.get("paths")) if isinstance(path, str))
+    return RecheckStep(at=_number(stored.get("at")), after=_number(stored.get("after")), saw=stored["saw"],
+                       paths=paths[:MAX_RECHECK_PATHS])
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 # ----------------------------------------------------------------------------- documents

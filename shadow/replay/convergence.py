@@ -19,13 +19,11 @@ from typing import Any
 
 import orjson
 
-from shadow.model import MAX_RECHECK_STEPS, FieldDiff, Outcome, RecheckSaw, RecheckStep, Verdict
+from shadow.model import MAX_RECHECK_PATHS, MAX_RECHECK_STEPS, FieldDiff, Outcome, RecheckSaw, RecheckStep, Verdict
 
 #: the signature of "the source has no row for this key"
 MISSING_SIGNATURE = ("", "missing", b"", b"")
 WHOLE_DOCUMENT = ""
-#: differing paths kept per recheck step (a list read can differ in many places)
-MAX_STEP_PATHS = 20
 
 Signature = tuple[str, str, bytes, bytes]
 
@@ -66,7 +64,7 @@ def step_of(verdict: Verdict, moved: Iterable[str], at: float, after: float) -> 
     else:
         saw = "differs"
     paths = sorted({diff.path for diff in verdict.diffs if diff.path})
-    return RecheckStep(at=at, after=after, saw=saw, paths=tuple(paths[:MAX_STEP_PATHS]))
+    return RecheckStep(at=at, after=after, saw=saw, paths=tuple(paths[:MAX_RECHECK_PATHS]))
 
 
 def kept(steps: tuple[RecheckStep, ...], step: RecheckStep) -> tuple[RecheckStep, ...]:

@@ -157,7 +157,7 @@ async def test_a_sort_value_outside_the_allow_list_is_named_by_its_parameter(wor
     await probe.get_all(sidecar.proxy_url, ["/widgets?sortBy=apiToken:asc", "/widgets?sortBy=name"])
     await probe.settle(sidecar)
     entry = next(entry for entry in sidecar.sink.recent() if entry.outcome == "mismatch"
-                 and entry.diffs[0]["kind"] == "unmodeled_query")
+                 and entry.diffs[0].kind == "unmodeled_query")
     assert [diff.path for diff in entry.diffs] == ["?sortBy"]
     # (the redaction masks what follows `apiToken:` wherever it appears)
     assert (entry.reason or "").startswith("list read ?sortBy=apiToken%3A")
