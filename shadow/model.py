@@ -180,6 +180,27 @@ class ListContext:
     note: str = ""
 
 
+#: what one recheck saw: both sides agreed; they still differ (the same or other paths);
+#: the source still has no row; the control itself changed since the last read; the
+#: control is gone (the API no longer answers it) while the source still has it
+RecheckSaw = Literal["converged", "differs", "missing", "control_changed", "gone"]
+#: recheck steps kept per outcome (the schedule is short; this bounds a hostile rules file)
+MAX_RECHECK_STEPS = 10
+#: differing paths kept per recheck step (a list read can differ in many places)
+MAX_RECHECK_PATHS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RecheckStep:
+    """One step of a key's recheck history: when it ran, how long after the first read,
+    what it saw, and the collapsed paths still differing (names only, never values)."""
+
+    at: float  # wall-clock time.time()
+    after: float  # seconds since the first read
+    saw: RecheckSaw
+    paths: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Comparison:
     """The published outcome for one key (or one skip/drop). The one thing the sink eats."""
@@ -198,6 +219,7 @@ class Comparison:
     unverified: tuple[str, ...] = ()  # declared `unverifiable` paths the API showed in this document
     rechecks: int = 0  # rechecks (both sides re-read) before this verdict
     recheck_seconds: float = 0.0  # from the first read to this verdict, when there were rechecks
+    recheck_steps: tuple[RecheckStep, ...] = ()  # each recheck's finding, oldest first (at most MAX_RECHECK_STEPS)
     listing: ListContext | None = None  # a list-level outcome: which read (rendered, redacted, as its reason)
 
 
@@ -220,9 +242,27 @@ class WorkerState:
     last_error: str | None  # why it last went away: its exit and last line on stderr
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class RedactedDiff:
+    """One differing field as it may leave the process: names and values already
+    redacted (a secret value masked, a secret-named path shown by its rule name)."""
+
+    path: str
+    at: str
+    kind: str
+    control: Any  # a JSON value, redacted
+    candidate: Any
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": self.path, "at": self.at, "kind": self.kind, "control": self.control,
+                "candidate": self.candidate}
+
+
+@dataclass(frozen=True, slots=True)
 class RecentMismatch:
-    """One entry of the recent-mismatch ring, already redacted."""
+    """One entry of the recent-mismatch ring, already redacted. Frozen: deepdiff's
+    explanation, which arrives later, makes a new entry that replaces this one in the
+    ring (Sink.explained); `as_json` is the shape /mismatches and the mismatch log show."""
 
     id: int
     at: float
@@ -232,14 +272,30 @@ class RecentMismatch:
     outcome: str
     source: str
     reason: str | None
-    diffs: list[dict[str, Any]]
-    suppressed: list[str]
+    diffs: tuple[RedactedDiff, ...]
+    suppressed: tuple[str, ...]
     trace_id: str | None = None
-    explained: list[dict[str, Any]] | None = field(default=None)
+    explained: tuple[RedactedDiff, ...] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "at": self.at, "entity": self.entity, "route": self.route, "key": self.key,
-            "outcome": self.outcome, "source": self.source, "reason": self.reason, "diffs": self.diffs,
-            "suppressed": self.suppressed, "trace_id": self.trace_id, "explained": self.explained,
+            "outcome": self.outcome, "source": self.source, "reason": self.reason,
+            "diffs": [diff.as_json() for diff in self.diffs], "suppressed": list(self.suppressed),
+            "trace_id": self.trace_id,
+            "explained": None if self.explained is None else [diff.as_json() for diff in self.explained],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RecentError:
+    """One entry of the recent-error ring: why the shadow side failed a key, redacted."""
+
+    at: float
+    entity: str
+    route: str
+    key: str | None
+    reason: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at": self.at, "entity": self.entity, "route": self.route, "key": self.key, "reason": self.reason}

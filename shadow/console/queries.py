@@ -35,8 +35,10 @@ from shadow.publish.views import (
     PodRow,
     RouteRow,
     VerifyRun,
+    diffs_of,
     document_lines,
     entity_totals,
+    history_of,
 )
 
 MINUTE_TABLE_SECONDS = 3600
@@ -333,7 +335,7 @@ async def _options(connection: Any, since: dt.datetime) -> dict[str, tuple[str, 
 def _example_row(r: Any) -> ExampleRow:
     return ExampleRow(id=r["id"], at=r["at"].timestamp(), entity=r["entity"], route=r["route"], key=r["key"],
                       outcome=r["outcome"], paths=tuple(r["paths"]), pod=r["pod"],
-                      diffs=tuple(_json(r["diffs"]) or ()) if "diffs" in r else (), trace_id=r["trace_id"])
+                      diffs=diffs_of(_json(r["diffs"])) if "diffs" in r else (), trace_id=r["trace_id"])
 
 
 async def examples(pool: Any, entity: str, path: str, limit: int = 20) -> tuple[ExampleRow, ...]:
@@ -351,10 +353,10 @@ async def example(pool: Any, example_id: int) -> ExampleView | None:
     if r is None:
         return None
     row = _example_row(r)
-    differing = [diff.get("at") or diff.get("path") or "" for diff in row.diffs]
+    differing = [diff.at or diff.path for diff in row.diffs]
     if not differing:
         differing = [""]
     return ExampleView(row=row, source=r["source"] or "", rules_version=r["rules_version"],
-                       params=_json(r["params"]) or {}, query=r["query"], rechecks=_json(r["rechecks"]) or {},
+                       params=_json(r["params"]) or {}, query=r["query"], rechecks=history_of(_json(r["rechecks"])),
                        control=document_lines(_json(r["control"]), differing),
                        candidate=document_lines(_json(r["candidate"]), differing))

@@ -119,7 +119,7 @@ class Admin:
         counts = {name: dict(counter) for name, counter in sorted(self.sink.counts.items())}
         return _json({"version": getattr(self.rules.current, "version", None), "counts": counts,
                       "recent": [entry.as_json() for entry in recent],
-                      "errors": list(reversed(self.sink.recent_errors)),
+                      "errors": [error.as_json() for error in reversed(self.sink.recent_errors)],
                       "noisy": self.sink.noisiest()})
 
     async def gate_view(self, request: web.Request) -> web.Response:

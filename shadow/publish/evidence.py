@@ -31,7 +31,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shadow.model import NOTEWORTHY, Comparison, JobInfo, Outcome
+from shadow.model import MAX_RECHECK_STEPS, NOTEWORTHY, Comparison, JobInfo, Outcome
 from shadow.publish import evidence_store
 from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.sink import to_json
@@ -212,7 +212,7 @@ class EvidenceWriter:
             source=comparison.source,
             params=dict(job.params) if job is not None else {},
             query=_query(job.query if job is not None else (), redaction),
-            rechecks=_rechecks(comparison, schedule),
+            rechecks=_rechecks(comparison, schedule, redaction),
             diffs=tuple({"path": diff.path, "at": diff.at, "kind": diff.kind,
                          "control": redaction.side(diff.control, diff.path),
                          "candidate": redaction.side(diff.candidate, diff.path)} for diff in comparison.diffs),
@@ -358,9 +358,11 @@ class EvidenceWriter:
             self._connection = None
 
 
-def _rechecks(comparison: Comparison, schedule: tuple[float, ...]) -> dict[str, Any]:
+def _rechecks(comparison: Comparison, schedule: tuple[float, ...], redaction: Redaction) -> dict[str, Any]:
     """The recheck history of this outcome: the route's schedule, how many rechecks ran
-    (both sides re-read each time) over how long, and how they ended."""
+    (both sides re-read each time) over how long, how they ended, and each step (when,
+    how long after the first read, what it saw, the paths still differing: names only,
+    a secret-named path shown by its rule name; at most MAX_RECHECK_STEPS)."""
     outcome = comparison.outcome
     ended = {
         Outcome.TRANSIENT: "converged on a recheck: both sides agreed",
@@ -369,8 +371,11 @@ def _rechecks(comparison: Comparison, schedule: tuple[float, ...]) -> dict[str, 
         Outcome.UNSTABLE: "the API's own answer kept changing between reads",
         Outcome.EXTRA: "list read: not rechecked",
     }.get(outcome, "")
+    steps = [{"at": step.at, "after": round(step.after, 3), "saw": step.saw,
+              "paths": [redaction.shown_name(path) for path in step.paths]}
+             for step in comparison.recheck_steps[:MAX_RECHECK_STEPS]]
     return {"schedule_seconds": list(schedule), "done": comparison.rechecks,
-            "seconds": round(comparison.recheck_seconds, 3), "ended": ended}
+            "seconds": round(comparison.recheck_seconds, 3), "ended": ended, "steps": steps}
 
 
 def _query(query: tuple[tuple[str, Any], ...], redaction: Redaction) -> str | None:

@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, Protocol
 
 import orjson
@@ -29,7 +29,9 @@ from shadow.model import (
     FieldDiff,
     JobInfo,
     Outcome,
+    RecentError,
     RecentMismatch,
+    RedactedDiff,
     SkipReason,
     Stage,
 )
@@ -59,12 +61,10 @@ class Divergence:
     expires_at: float  # Unix time
 
 
-def _diff_json(diff: FieldDiff, redaction: Redaction) -> dict[str, Any]:
-    return {
-        "path": redaction.shown_name(diff.path), "at": redaction.shown_name(diff.at), "kind": diff.kind,
-        "control": redaction.side(diff.control, diff.path),
-        "candidate": redaction.side(diff.candidate, diff.path),
-    }
+def _redacted(diff: FieldDiff, redaction: Redaction) -> RedactedDiff:
+    return RedactedDiff(path=redaction.shown_name(diff.path), at=redaction.shown_name(diff.at), kind=diff.kind,
+                        control=redaction.side(diff.control, diff.path),
+                        candidate=redaction.side(diff.candidate, diff.path))
 
 
 def _text(redaction: Redaction, text: str | None) -> str | None:
@@ -113,7 +113,7 @@ class Sink:
         self._pending: list[str] = []
         self._recent: collections.deque[RecentMismatch] = collections.deque(maxlen=recent)
         #: the last error outcomes (entity, route, key, reason, at): why the shadow side failed
-        self.recent_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self.recent_errors: collections.deque[RecentError] = collections.deque(maxlen=50)
         self._ids = itertools.count(1)
         self._redact: dict[str, Redaction] = {}
         self._fields: dict[str, dict[str, str]] = collections.defaultdict(dict)
@@ -179,9 +179,9 @@ class Sink:
             self.recorder.comparison(comparison, job, trace_id, self._redact.get(entity, DEFAULT))
         if outcome is Outcome.ERROR:
             redact = self._redact.get(entity, DEFAULT)
-            self.recent_errors.append({"at": comparison.at or time.time(), "entity": entity, "route": route,
-                                       "key": _text(redact, comparison.key),
-                                       "reason": _text(redact, comparison.reason)})
+            self.recent_errors.append(RecentError(at=comparison.at or time.time(), entity=entity, route=route,
+                                                  key=_text(redact, comparison.key),
+                                                  reason=_text(redact, comparison.reason)))
         if outcome not in NOTEWORTHY:
             return None
         entry = self._remember(comparison, trace_id)
@@ -279,9 +279,14 @@ class Sink:
                     value.inc(n)
 
     def explained(self, entry: RecentMismatch, diffs: Iterable[FieldDiff]) -> None:
-        """Attach deepdiff's detail to a ring entry (it arrives later, off the loop)."""
+        """Attach deepdiff's detail to a ring entry (it arrives later, off the loop): a
+        new entry replaces the old one in the ring, unless the ring has moved past it."""
         redact = self._redact.get(entry.entity, DEFAULT)
-        entry.explained = [_diff_json(diff, redact) for diff in diffs]
+        detailed = replace(entry, explained=tuple(_redacted(diff, redact) for diff in diffs))
+        for index in range(len(self._recent) - 1, -1, -1):  # newest first: it is usually recent
+            if self._recent[index].id == entry.id:
+                self._recent[index] = detailed
+                return
 
     # -- views
 
@@ -306,21 +311,19 @@ class Sink:
 
     def _remember(self, comparison: Comparison, trace_id: str | None) -> RecentMismatch:
         redact = self._redact.get(comparison.entity, DEFAULT)
+        diffs = tuple(_redacted(diff, redact) for diff in comparison.diffs)
+        if comparison.outcome is Outcome.MISSING and not diffs:
+            diffs = (RedactedDiff("", "", "missing_in_candidate", redact.side(comparison.control, ""), None),)
+        if comparison.outcome is Outcome.EXTRA and not diffs:
+            diffs = (RedactedDiff("", "", "extra_in_candidate", None,
+                                  f"a row in {comparison.source} the API's complete list did not show"),)
         entry = RecentMismatch(
             id=next(self._ids), at=comparison.at or time.time(), entity=comparison.entity, route=comparison.route,
             key=_text(redact, comparison.key), outcome=comparison.outcome.value, source=comparison.source,
             reason=(_text(redact, comparison.reason) if comparison.listing is None
                     else render_list(comparison.listing, redact)),  # each value redacted by its name
-            diffs=[_diff_json(diff, redact) for diff in comparison.diffs],
-            suppressed=sorted({diff.path for diff in comparison.suppressed}), trace_id=trace_id,
+            diffs=diffs, suppressed=tuple(sorted({diff.path for diff in comparison.suppressed})), trace_id=trace_id,
         )
-        if comparison.outcome is Outcome.MISSING and not entry.diffs:
-            entry.diffs = [{"path": "", "at": "", "kind": "missing_in_candidate",
-                            "control": redact.side(comparison.control, ""),
-                            "candidate": None}]
-        if comparison.outcome is Outcome.EXTRA and not entry.diffs:
-            entry.diffs = [{"path": "", "at": "", "kind": "extra_in_candidate", "control": None,
-                            "candidate": f"a row in {comparison.source} the API's complete list did not show"}]
         self._recent.append(entry)
         return entry
 

@@ -11,9 +11,17 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, get_args
 
-from shadow.model import RecentMismatch
+from shadow.model import (
+    MAX_RECHECK_PATHS,
+    MAX_RECHECK_STEPS,
+    RecentError,
+    RecentMismatch,
+    RecheckSaw,
+    RecheckStep,
+    RedactedDiff,
+)
 
 #: outcomes that count as a comparison of the route (skips are not comparisons)
 COMPARED = ("match", "mismatch", "transient", "unstable", "missing", "extra", "error")
@@ -160,7 +168,7 @@ class ExampleRow:
     outcome: str
     paths: tuple[str, ...]
     pod: str
-    diffs: tuple[Mapping[str, Any], ...] = ()
+    diffs: tuple[RedactedDiff, ...] = ()
     trace_id: str | None = None
     reason: str | None = None
     suppressed: tuple[str, ...] = ()
@@ -177,13 +185,25 @@ class DocLine:
 
 
 @dataclass(frozen=True)
+class RecheckHistory:
+    """An example's recheck history: the route's schedule, how many rechecks ran (both
+    sides re-read each time) over how long, how they ended, and what each one saw."""
+
+    schedule_seconds: tuple[float, ...] = ()
+    done: int = 0
+    seconds: float = 0.0
+    ended: str = ""
+    steps: tuple[RecheckStep, ...] = ()
+
+
+@dataclass(frozen=True)
 class ExampleView:
     row: ExampleRow
     source: str
     rules_version: str | None
     params: Mapping[str, Any]
     query: str | None
-    rechecks: Mapping[str, Any]
+    rechecks: RecheckHistory
     control: tuple[DocLine, ...]
     candidate: tuple[DocLine, ...]
 
@@ -220,11 +240,52 @@ class Overview:
     recent: tuple[ExampleRow, ...] = ()
     transients: tuple[ExampleRow, ...] = ()
     noisy: tuple[tuple[str, str, int], ...] = ()  # entity, path, times the control moved there
-    errors: tuple[Mapping[str, Any], ...] = ()
+    errors: tuple[RecentError, ...] = ()
     verify_runs: tuple[VerifyRun, ...] = ()
     gate: tuple[GateRecord, ...] = ()
     rules_version: str | None = None
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # filter choices
+
+
+# ----------------------------------------------------------------------------- stored JSON
+
+
+def diffs_of(stored: Any) -> tuple[RedactedDiff, ...]:
+    """An example's differences as the store keeps them (a JSON list of objects, already
+    redacted); anything malformed is left out rather than shown wrongly."""
+    if not isinstance(stored, list):
+        return ()
+    return tuple(RedactedDiff(path=str(d.get("path") or ""), at=str(d.get("at") or ""), kind=str(d.get("kind") or ""),
+                              control=d.get("control"), candidate=d.get("candidate"))
+                 for d in stored if isinstance(d, Mapping))
+
+
+def history_of(stored: Any) -> RecheckHistory:
+    """An example's recheck history as the store keeps it (evidence.py `_rechecks`);
+    examples written before the steps were kept have none."""
+    if not isinstance(stored, Mapping):
+        return RecheckHistory()
+    steps = (_step(step) for step in _listed(stored.get("steps"))[:MAX_RECHECK_STEPS])
+    return RecheckHistory(
+        schedule_seconds=tuple(_number(s) for s in _listed(stored.get("schedule_seconds"))),
+        done=int(_number(stored.get("done"))), seconds=_number(stored.get("seconds")),
+        ended=str(stored.get("ended") or ""), steps=tuple(step for step in steps if step is not None))
+
+
+def _step(stored: Any) -> RecheckStep | None:
+    if not isinstance(stored, Mapping) or stored.get("saw") not in get_args(RecheckSaw):
+        return None
+    paths = tuple(path for path in _listed(stored.get("paths")) if isinstance(path, str))
+    return RecheckStep(at=_number(stored.get("at")), after=_number(stored.get("after")), saw=stored["saw"],
+                       paths=paths[:MAX_RECHECK_PATHS])
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 # ----------------------------------------------------------------------------- documents
@@ -288,9 +349,9 @@ def _samples(registry: Any, name: str) -> Iterable[Any]:
 
 def _row(entry: RecentMismatch) -> ExampleRow:
     return ExampleRow(id=entry.id, at=entry.at, entity=entry.entity, route=entry.route, key=entry.key,
-                      outcome=entry.outcome, paths=tuple(sorted({d["path"] for d in entry.diffs})), pod="",
-                      diffs=tuple(entry.explained if entry.explained else entry.diffs), trace_id=entry.trace_id,
-                      reason=entry.reason, suppressed=tuple(entry.suppressed))
+                      outcome=entry.outcome, paths=tuple(sorted({d.path for d in entry.diffs})), pod="",
+                      diffs=entry.explained if entry.explained else entry.diffs, trace_id=entry.trace_id,
+                      reason=entry.reason, suppressed=entry.suppressed)
 
 
 def from_memory(sink: Any, rules_version: str | None, filters: Filters, now: float | None = None) -> Overview:
@@ -335,14 +396,14 @@ def _matches(entry: RecentMismatch, filters: Filters) -> bool:
     return ((not filters.entity or entry.entity == filters.entity)
             and (not filters.route or entry.route == filters.route)
             and (not filters.outcome or entry.outcome == filters.outcome)
-            and (not filters.path or any(filters.path in d["path"] for d in entry.diffs)))
+            and (not filters.path or any(filters.path in d.path for d in entry.diffs)))
 
 
 def _paths_from_ring(entries: list[RecentMismatch], compared: Mapping[tuple[str, str], int],
                      noise: Mapping[tuple[str, str], int], filters: Filters, now: float) -> list[PathRow]:
     found: dict[tuple[str, str], list[RecentMismatch]] = collections.defaultdict(list)
     for entry in entries:
-        for path in {d["path"] or "(document)" for d in entry.diffs} or {"(document)"}:
+        for path in {d.path or "(document)" for d in entry.diffs} or {"(document)"}:
             found[entry.entity, path].append(entry)
     oldest = min((entry.at for entry in entries), default=now)
     rows = []

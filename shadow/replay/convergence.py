@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from shadow.model import FieldDiff, Outcome, Verdict
+from shadow.model import MAX_RECHECK_PATHS, MAX_RECHECK_STEPS, FieldDiff, Outcome, RecheckSaw, RecheckStep, Verdict
 
 #: the signature of "the source has no row for this key"
 MISSING_SIGNATURE = ("", "missing", b"", b"")
@@ -50,6 +50,31 @@ def moved_paths(verdict: Verdict) -> frozenset[str]:
     return frozenset(diff.at for diff in (*verdict.diffs, *verdict.suppressed))
 
 
+def step_of(verdict: Verdict, moved: Iterable[str], at: float, after: float) -> RecheckStep:
+    """What one recheck that did not converge saw: the control gone, the control changed
+    since the last read, the source still without a row, or the same or other paths
+    still differing; with the collapsed paths still differing (names, never values)."""
+    saw: RecheckSaw
+    if any(diff.kind == "control_gone" for diff in verdict.diffs):
+        saw = "gone"
+    elif any(True for _ in moved):
+        saw = "control_changed"
+    elif verdict.outcome is Outcome.MISSING:
+        saw = "missing"
+    else:
+        saw = "differs"
+    paths = sorted({diff.path for diff in verdict.diffs if diff.path})
+    return RecheckStep(at=at, after=after, saw=saw, paths=tuple(paths[:MAX_RECHECK_PATHS]))
+
+
+def kept(steps: tuple[RecheckStep, ...], step: RecheckStep) -> tuple[RecheckStep, ...]:
+    """`steps` with `step` added, bounded to the first MAX_RECHECK_STEPS - 1 and the last
+    (how it ended always shows)."""
+    if len(steps) < MAX_RECHECK_STEPS:
+        return (*steps, step)
+    return (*steps[:MAX_RECHECK_STEPS - 1], step)
+
+
 @dataclass(frozen=True, slots=True)
 class Trail:
     """One key's recheck history (held by the recheck heap between steps)."""
@@ -64,13 +89,23 @@ class Trail:
     last: Verdict | None = None
     last_candidate: Any = None
     noise_checked: bool = False
+    steps: tuple[RecheckStep, ...] = ()  # what each recheck saw, for the evidence (bounded)
 
-    def after(self, verdict: Verdict, candidate: Any, control: Any, moved: Iterable[str] = ()) -> Trail:
-        """The trail with one more recheck's verdict folded in."""
+    def after(self, verdict: Verdict, candidate: Any, control: Any, moved: Iterable[str] = (),
+              at: float = 0.0, now: float | None = None) -> Trail:
+        """The trail with one more recheck's verdict folded in (`at`: its wall-clock
+        time; `now`: its monotonic time, for how long after the first read)."""
+        moved = frozenset(moved)
         seen = signatures(verdict)
         persistent = seen if self.persistent is None else self.persistent & seen
-        return replace(self, step=self.step + 1, persistent=persistent, moving=self.moving | frozenset(moved),
-                       last=verdict, last_candidate=candidate, control=control)
+        step = step_of(verdict, moved, at, (self.started if now is None else now) - self.started)
+        return replace(self, step=self.step + 1, persistent=persistent, moving=self.moving | moved,
+                       last=verdict, last_candidate=candidate, control=control, steps=kept(self.steps, step))
+
+    def converged(self, at: float, now: float) -> Trail:
+        """The trail ended by a recheck where both sides agreed."""
+        step = RecheckStep(at=at, after=now - self.started, saw="converged")
+        return replace(self, step=self.step + 1, steps=kept(self.steps, step))
 
     def outcome(self) -> tuple[Outcome, tuple[FieldDiff, ...]]:
         """The final outcome once the schedule is done (never converged), and the

@@ -270,8 +270,8 @@ class Pipeline:
 
     def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
                control: Any, candidate: Any, entity_spec: Entity) -> None:
-        """Publish a key's outcome (first read, or the end of its rechecks: the recheck that
-        ends them is one more than the trail it carries counts)."""
+        """Publish a key's outcome (first read, or the end of its rechecks: the item then
+        carries the trail with every recheck, the one that ended them included)."""
         if item.list_read:
             self._finish_list(item, outcome, diffs)
             return
@@ -280,8 +280,9 @@ class Pipeline:
             entity=info.entity, route=info.route, key=item.key, outcome=outcome, diffs=diffs,
             suppressed=verdict.suppressed, source=info.source, control=control, candidate=candidate,
             at=time.time(), unverified=unverified_paths(self._rules().entities.get(info.entity), control),
-            rechecks=0 if trail is None else trail.step + 1,
-            recheck_seconds=0.0 if trail is None else time.monotonic() - trail.started),
+            rechecks=0 if trail is None else trail.step,
+            recheck_seconds=0.0 if trail is None else time.monotonic() - trail.started,
+            recheck_steps=() if trail is None else trail.steps),
             info)
         if entry is not None and outcome is Outcome.MISMATCH:
             self._maybe_explain(entry, entity_spec, control, candidate)
@@ -346,7 +347,7 @@ class Pipeline:
     def _finish_list(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...]) -> None:
         """A list read's final outcome: rows only PostgreSQL selects as `extra` (one per
         key), the other list-level differences as one outcome under the list's key."""
-        info = item.job.info
+        info, trail = item.job.info, item.trail
         if outcome is Outcome.MISMATCH:
             extras = [diff.candidate for diff in diffs if diff.kind == "extra_in_candidate"]
             for key in extras:
@@ -356,7 +357,10 @@ class Pipeline:
             if not diffs:
                 return
         self.sink.publish(Comparison(entity=info.entity, route=info.route, key=item.key, outcome=outcome, diffs=diffs,
-                                     listing=item.context, source=info.source, at=time.time()), info)
+                                     listing=item.context, source=info.source, at=time.time(),
+                                     rechecks=0 if trail is None else trail.step,
+                                     recheck_seconds=0.0 if trail is None else time.monotonic() - trail.started,
+                                     recheck_steps=() if trail is None else trail.steps), info)
 
     # ------------------------------------------------------------------ explain
 

@@ -243,7 +243,7 @@ class Rechecker:
         route = self.host.rules().route_named(item.job.info.route)
         if read.gone:
             if candidate is None:  # deleted on both sides: converged
-                self._converged(item, entity_spec)
+                self._converged(item, trail, entity_spec)
                 return
             verdict = Verdict(Outcome.MISMATCH, (FieldDiff("", "", None, "(still present)", "control_gone"),))
             control, moved = None, {WHOLE_DOCUMENT}
@@ -252,7 +252,7 @@ class Rechecker:
             verdict = (Verdict(Outcome.MISSING) if candidate is None
                        else self._compare(entity_spec, control, candidate, today))
             if verdict.outcome is Outcome.MATCH:
-                self._converged(item, entity_spec)
+                self._converged(item, trail, entity_spec)
                 return
             moved = set(self._moved(entity_spec, trail.control, control, today)) if read.fresh else set()
             if read.second is not None:
@@ -261,7 +261,7 @@ class Rechecker:
                 if paths:
                     self.host.sink.noisy(item.job.info.entity, item.job.info.route, paths)
                 moved |= moved_paths(noise)
-        trail = trail.after(verdict, candidate, control, moved)
+        trail = trail.after(verdict, candidate, control, moved, time.time(), time.monotonic())
         if read.second is not None or read.fresh:
             trail = replace(trail, noise_checked=True)
         self._next(item, trail, route, entity_spec, _size(control, candidate))
@@ -277,7 +277,7 @@ class Rechecker:
         outcome, diffs = trail.outcome()
         last = trail.last if trail.last is not None else trail.first
         control = trail.control if trail.control is not None or item.list_read else item.job.controls[item.key]
-        self.host.finish(item, outcome, diffs, last, control, trail.last_candidate, entity_spec)
+        self.host.finish(replace(item, trail=trail), outcome, diffs, last, control, trail.last_candidate, entity_spec)
 
     async def _recheck_list(self, item: PendingKey) -> None:
         """One step of a list read's recheck: the list read again from the upstream (or
@@ -314,24 +314,27 @@ class Rechecker:
         findings = checked.findings(route)
         if gone:  # the API no longer answers the list (or the reader): converged if PostgreSQL selects nothing
             if not checked.extra and set(after.keys) <= checked.unselected:
-                self.host.finish(item, Outcome.TRANSIENT, trail.first.diffs, trail.first, None, None, entity_spec)
+                self._converged(item, trail, entity_spec)
                 return
             verdict = Verdict(Outcome.MISMATCH, (FieldDiff("", "", None, "(still selected)", "control_gone"),))
             moved = {WHOLE_DOCUMENT}
         elif not findings:
-            self.host.finish(item, Outcome.TRANSIENT, trail.first.diffs, trail.first, None, None, entity_spec)
+            self._converged(item, trail, entity_spec)
             return
         else:
             verdict = Verdict(Outcome.MISMATCH, findings)
             moved = _moved_in_list(route, before, after) if fresh else set()
-        trail = trail.after(verdict, None, after, moved)
+        trail = trail.after(verdict, None, after, moved, time.time(), time.monotonic())
         self._next(replace(item, context=checked.context or item.context), trail, route, entity_spec,
                    _size(after.keys, verdict.diffs))
 
-    def _converged(self, item: PendingKey, entity_spec: Entity) -> None:
-        trail = item.trail
-        assert trail is not None
-        self.host.finish(item, Outcome.TRANSIENT, trail.first.diffs, trail.first, item.job.controls[item.key],
+    def _converged(self, item: PendingKey, trail: Trail, entity_spec: Entity) -> None:
+        """Both sides agreed on this recheck: transient, published with what the first read saw."""
+        ended = replace(item, trail=trail.converged(time.time(), time.monotonic()))
+        if item.list_read:
+            self.host.finish(ended, Outcome.TRANSIENT, trail.first.diffs, trail.first, None, None, entity_spec)
+            return
+        self.host.finish(ended, Outcome.TRANSIENT, trail.first.diffs, trail.first, item.job.controls[item.key],
                          trail.first_candidate, entity_spec)
 
     def _moved(self, entity_spec: Entity, before: Any, after: Any, today: dt.date) -> frozenset[str]:

@@ -105,6 +105,10 @@ async def test_three_pods_one_console(world, evidence_dsn, start, probe, browser
             assert line.strip().startswith('"apiToken": "[secret len=')  # masked: length and keyed hash
         history = await page.inner_text("#request")
         assert "1 recheck(s) over" in history and "converged on a recheck" in history
+        steps = page.locator("#rechecks tr[data-saw]")  # the one recheck, as a row of its own
+        assert await steps.count() == 1
+        cells = await steps.first.locator("td").all_inner_texts()
+        assert cells[0] == "1" and cells[3] == "converged" and cells[4] == "—"
         await page.goto(console.url + "/")
 
         # filters live in the URL: "exclude noise" drops the transient-only path, the path

@@ -3,11 +3,16 @@ store aggregated per minute, with redacted examples; a down store changes nothin
 client or Prometheus sees, and its drops are counted."""
 from __future__ import annotations
 
+import json
+
+import aiohttp
 import asyncpg
 import pytest
 
 from shadow.config import Config, ConfigError
+from shadow.console.cli import start_console
 from shadow.publish import evidence_store
+from tests.widgets import FULL_FIELDS, widget_rules
 
 
 async def rows(dsn: str, sql: str, *args) -> list[asyncpg.Record]:
@@ -97,3 +102,38 @@ async def test_a_list_reads_example_keeps_its_query_with_secrets_redacted(world,
     # a secret by name stays out of the store: only its mask (length, keyed hash) is kept
     assert example["query"].startswith("tag=blue&tag=red&token=%5Bsecret+len%3D7+h%3D")
     assert "hunter2" not in example["query"]
+
+
+async def test_an_examples_recheck_history_keeps_each_step_paths_only(world, evidence_dsn, start, probe) -> None:
+    """A difference that holds on both rechecks: the example keeps both steps (when,
+    after how long, what each saw, the paths still differing) and never a value; the
+    console's example view shows them as a table."""
+    await world.sql("UPDATE widgets SET price = 12.75, api_token = 'tok-pg' WHERE legacy_object_id = 'w0009'")
+    (world.rules / "widgets.yaml").write_text(widget_rules(
+        "  - route: GET /widgets/{id}\n    recheck: {after: [50ms, 100ms], control: upstream}\n", fields=FULL_FIELDS))
+    sidecar = await start(evidence=evidence_dsn, evidence_pod="pod-a")
+    [(status, _)] = await probe.get_all(sidecar.proxy_url, ["/widgets/w0009"])
+    assert status == 200
+    await probe.settle(sidecar)
+    assert probe.outcomes(sidecar) == {"mismatch": 1}
+    assert await sidecar.evidence.flush()
+    [example] = await rows(evidence_dsn, "SELECT id, rechecks FROM shadow_evidence.examples")
+    history = json.loads(example["rechecks"])
+    assert history["done"] == 2 and history["schedule_seconds"] == [0.05, 0.1]
+    steps = history["steps"]
+    assert [step["saw"] for step in steps] == ["differs", "differs"]
+    assert all(step["paths"] == ["apiToken", "price"] for step in steps)  # names only ...
+    assert "tok-" not in example["rechecks"] and "12.75" not in example["rechecks"]  # ... never a value
+    assert 0.05 <= steps[0]["after"] <= steps[1]["after"]  # each after its point on the schedule
+    console = await start_console(evidence_dsn, "127.0.0.1:0")
+    try:
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{console.url}/examples/{example['id']}") as response:
+            assert response.status == 200
+            html = await response.text()
+    finally:
+        await console.stop()
+    table = html[html.index('<table id="rechecks">'):]
+    table = table[:table.index("</table>")]
+    assert table.count('<tr data-saw="differs">') == 2 and "still differs" in table
+    assert "<code>apiToken</code>, <code>price</code>" in table

@@ -1,6 +1,7 @@
 """The one sink: exact counts, bounded labels, redaction in the log and the recent view."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -43,7 +44,32 @@ def test_the_log_and_the_recent_view_carry_redacted_values_only() -> None:
         control, candidate = shown[path]
         assert is_mask(control) and is_mask(candidate) and control != candidate
     assert "123-45" not in out.getvalue() and "s1" not in out.getvalue()
-    assert sink.recent()[0].diffs == line["diffs"]
+    assert [diff.as_json() for diff in sink.recent()[0].diffs] == line["diffs"]
+
+
+def test_an_explanation_makes_a_new_ring_entry_and_the_json_keeps_its_shape() -> None:
+    out = io.StringIO()
+    sink = Sink(Metrics(), mismatch_log=out, recent=2)
+    entry = sink.publish(mismatch("u1", FieldDiff("name", "name", "Ann", "Anne")))
+    assert entry is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.explained = ()  # type: ignore[misc]  # the point: a ring entry cannot be changed in place
+    sink.explained(entry, [FieldDiff("name", "name", "Ann", "Anne", "changed")])
+    [now] = sink.recent()
+    assert now.id == entry.id and entry.explained is None  # replaced in the ring, the old value untouched
+    assert [diff.path for diff in now.explained or ()] == ["name"]
+    shown = now.as_json()
+    assert list(shown) == ["id", "at", "entity", "route", "key", "outcome", "source", "reason", "diffs",
+                           "suppressed", "trace_id", "explained"]
+    assert shown["diffs"] == shown["explained"] == [
+        {"path": "name", "at": "name", "kind": "changed", "control": "Ann", "candidate": "Anne"}]
+    assert shown["suppressed"] == [] and json.loads(json.dumps(shown)) == shown
+    late = sink.publish(mismatch("u2", FieldDiff("name", "name", "Bo", "Bob")))
+    sink.publish(mismatch("u3", FieldDiff("name", "name", "Cy", "Cyd")))
+    assert late is not None
+    sink.publish(mismatch("u4", FieldDiff("name", "name", "Di", "Dia")))  # u2 has left the ring
+    sink.explained(late, [FieldDiff("name", "name", "Bo", "Bob")])  # too late: nothing to replace
+    assert [e.key for e in sink.recent()] == ["u4", "u3"] and all(e.explained is None for e in sink.recent())
 
 
 def test_field_labels_are_capped_per_entity() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shadow.model import FieldDiff, Outcome, Verdict
+from shadow.model import MAX_RECHECK_STEPS, FieldDiff, Outcome, Verdict
 from shadow.replay.convergence import Trail
 from shadow.replay.recheck import RecheckHeap
 
@@ -39,6 +39,42 @@ def test_recheck_histories(steps: list[tuple[Verdict, set[str]]], expected: Outc
         trail = trail.after(verdict, {}, {}, moved)
     outcome, diffs = trail.outcome()
     assert (outcome, [diff.path for diff in diffs]) == (expected, paths)
+
+
+def gone() -> Verdict:
+    return Verdict(Outcome.MISMATCH, (FieldDiff("", "", None, "(still present)", "control_gone"),))
+
+
+@pytest.mark.parametrize(("steps", "seen"), [
+    # (verdict, moved control paths) per recheck -> what each step shows: saw, paths
+    ([(differs(("name", "a", "b"), ("price", 1, 2)), ())], [("differs", ("name", "price"))]),
+    ([(differs(("price", 2, 1)), {"price"})], [("control_changed", ("price",))]),
+    ([(MISSING, ())], [("missing", ())]),
+    ([(differs(("name", "a", "b")), ()), (gone(), {""})], [("differs", ("name",)), ("gone", ())]),
+    # list indices collapsed: the path, never the location or a value
+    ([(Verdict(Outcome.MISMATCH, (FieldDiff("offers[*].status", "offers[2].status", "a", "b"),)), ())],
+     [("differs", ("offers[*].status",))]),
+])
+def test_each_recheck_step_is_kept_with_paths_only(steps: list[tuple[Verdict, set[str]]],
+                                                   seen: list[tuple[str, tuple[str, ...]]]) -> None:
+    trail = Trail(first=steps[0][0], first_candidate=None, control={}, started=100.0)
+    for index, (verdict, moved) in enumerate(steps):
+        trail = trail.after(verdict, {}, {}, moved, at=1000.0 + index, now=100.5 + index)
+    assert [(step.saw, step.paths) for step in trail.steps] == seen
+    assert [(step.at, step.after) for step in trail.steps] == [(1000.0 + n, 0.5 + n) for n in range(len(steps))]
+    ended = trail.converged(at=2000.0, now=110.0)
+    assert ended.step == len(steps) + 1 and ended.steps[-1].saw == "converged" and ended.steps[-1].after == 10.0
+
+
+def test_the_recheck_history_is_bounded_and_keeps_how_it_ended() -> None:
+    trail = Trail(first=MISSING, first_candidate=None, control={}, started=0.0)
+    for n in range(MAX_RECHECK_STEPS + 5):
+        trail = trail.after(differs((f"p{n}", 1, 2)), {}, {}, (), at=float(n), now=float(n))
+    trail = trail.converged(at=99.0, now=99.0)
+    assert trail.step == MAX_RECHECK_STEPS + 6  # the count stays exact
+    assert len(trail.steps) == MAX_RECHECK_STEPS
+    assert [step.paths for step in trail.steps[:3]] == [("p0",), ("p1",), ("p2",)]
+    assert trail.steps[-1].saw == "converged"
 
 
 async def test_the_recheck_heap_is_bounded_by_count_and_bytes_and_says_why() -> None:

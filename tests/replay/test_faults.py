@@ -63,7 +63,7 @@ async def test_postgres_stalled_by_a_lock_times_out_into_errors(world, start, pr
         await holder.close()
     assert probe.outcomes(sidecar) == {"error": 40}
     assert sidecar.sink.recent() == []  # errors are not listed as mismatches ...
-    reasons = {error["reason"].split(" (")[0] for error in sidecar.sink.recent_errors}  # ... but as errors,
+    reasons = {error.reason.split(" (")[0] for error in sidecar.sink.recent_errors}  # ... but as errors,
     assert len(reasons) == 1 and reasons.pop().startswith("fetch: TimeoutError: after ")  # stage, type, message
 
 
@@ -75,7 +75,7 @@ async def test_postgres_errors_are_error_outcomes(world, start, probe) -> None:
     await probe.settle(sidecar)
     assert probe.outcomes(sidecar) == {"error": 10}
     assert sidecar.registry.get_sample_value("shadow_errors_total", {"stage": "fetch"}) >= 1
-    assert all('relation "widgets" does not exist' in error["reason"] for error in sidecar.sink.recent_errors)
+    assert all('relation "widgets" does not exist' in error.reason for error in sidecar.sink.recent_errors)
 
 
 async def test_an_overflowing_queue_drops_and_counts_without_slowing_clients(world, start, probe) -> None:

@@ -68,7 +68,7 @@ async def test_strict_query_makes_an_unmodeled_parameter_a_finding_with_its_quer
     assert probe.skipped(sidecar, "unmodeled_query") == 0
     entry = next(entry for entry in sidecar.sink.recent() if entry.outcome == "mismatch")
     assert entry.key == "[list]" and entry.route == "GET /widgets"
-    assert sorted(diff["path"] for diff in entry.diffs) == ["?apiToken", "?b", "?color"]
+    assert sorted(diff.path for diff in entry.diffs) == ["?apiToken", "?b", "?color"]
     # a secret-named value never shows: masked as the redaction masks a field of that name
     assert re.fullmatch(r"list read \?apiToken=%5Bsecret\+len%3D6\+h%3D[0-9a-f]+%5D&b=2&color=red", entry.reason or "")
 
@@ -102,7 +102,7 @@ async def test_a_list_difference_the_dual_write_closes_is_transient(world, start
     await probe.settle(sidecar)
     assert probe.outcomes(sidecar) == {"match": 40, "transient": 1}
     entry = next(entry for entry in sidecar.sink.recent() if entry.outcome == "transient")
-    assert entry.key == "[list]" and [diff["kind"] for diff in entry.diffs] == ["extra_in_candidate"]
+    assert entry.key == "[list]" and [diff.kind for diff in entry.diffs] == ["extra_in_candidate"]
     assert [path for path, _ in world.replays] == ["/widgets"]
 
 
@@ -157,13 +157,13 @@ async def test_a_sort_value_outside_the_allow_list_is_named_by_its_parameter(wor
     await probe.get_all(sidecar.proxy_url, ["/widgets?sortBy=apiToken:asc", "/widgets?sortBy=name"])
     await probe.settle(sidecar)
     entry = next(entry for entry in sidecar.sink.recent() if entry.outcome == "mismatch"
-                 and entry.diffs[0]["kind"] == "unmodeled_query")
-    assert [diff["path"] for diff in entry.diffs] == ["?sortBy"]
+                 and entry.diffs[0].kind == "unmodeled_query")
+    assert [diff.path for diff in entry.diffs] == ["?sortBy"]
     # (the redaction masks what follows `apiToken:` wherever it appears)
     assert (entry.reason or "").startswith("list read ?sortBy=apiToken%3A")
     assert (entry.reason or "").endswith("; sort field 'apiToken' is not in the route's sort allow-list")
     # ?sortBy=name is modeled: the API's order (by _id) is not PostgreSQL's order by name
-    orders = [entry for entry in sidecar.sink.recent() if any(diff["kind"] == "order" for diff in entry.diffs)]
+    orders = [entry for entry in sidecar.sink.recent() if any(diff.kind == "order" for diff in entry.diffs)]
     assert len(orders) == 1 and orders[0].reason is not None and orders[0].reason.startswith("list read ?sortBy=name")
 
 

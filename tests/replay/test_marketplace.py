@@ -38,11 +38,11 @@ async def test_planted_divergences_are_mismatches_at_their_paths_and_the_rest_ma
         entry = found.get((entity, key))
         if entry is None:
             problems.append(f"{entity} {key}: planted {drift.kind} at {drift.path!r} not reported")
-        elif drift.path and not any(_under(diff["path"], drift.path) for diff in entry.diffs):
-            problems.append(f"{entity} {key}: planted {drift.kind} at {drift.path!r}, reported {[d['path'] for d in entry.diffs]}")
+        elif drift.path and not any(_under(diff.path, drift.path) for diff in entry.diffs):
+            problems.append(f"{entity} {key}: planted {drift.kind} at {drift.path!r}, reported {[d.path for d in entry.diffs]}")
     for (entity, key), entry in found.items():
         if (entity, key) not in divergent:
-            problems.append(f"{entity} {key}: {entry.outcome} {[d['path'] for d in entry.diffs]} but nothing was planted")
+            problems.append(f"{entity} {key}: {entry.outcome} {[d.path for d in entry.diffs]} but nothing was planted")
     assert problems == []
     totals = Counter()
     for entity in sidecar.sink.counts.values():

@@ -25,7 +25,7 @@ async def test_mongo_source_routes_compare_against_mongo(world, start, probe, mo
     await probe.settle(sidecar)
     assert probe.outcomes(sidecar) == {"match": 9, "mismatch": 1}
     [entry] = sidecar.sink.recent()
-    assert (entry.key, entry.source, [d["path"] for d in entry.diffs]) == ("w0003", "mongo", ["name"])
+    assert (entry.key, entry.source, [d.path for d in entry.diffs]) == ("w0003", "mongo", ["name"])
     # routes still on the postgres source have none configured here: errors, not crashes
     await probe.get_all(sidecar.proxy_url, ["/widgets/w0001"])
     await probe.settle(sidecar)

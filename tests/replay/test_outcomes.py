@@ -24,17 +24,17 @@ async def test_consistent_keys_match_and_planted_divergences_mismatch_with_their
     assert fields == {"price": 1.0, "name": 1.0, "apiToken": 1.0}
     recent = {entry.key: entry for entry in sidecar.sink.recent()}
     assert set(recent) == {"w0003", "w0007"}
-    assert next((d["path"], d["control"], d["candidate"]) for d in recent["w0003"].diffs)[0] == "price"
+    assert next((d.path, d.control, d.candidate) for d in recent["w0003"].diffs)[0] == "price"
     # the token is redacted by name, on the page and in the log
-    token_diff = next(d for d in recent["w0007"].diffs if d["path"] == "apiToken")
-    assert is_mask(token_diff["control"]) and is_mask(token_diff["candidate"])
-    assert token_diff["control"] != token_diff["candidate"]  # ... and the masks still show that they differ
+    token_diff = next(d for d in recent["w0007"].diffs if d.path == "apiToken")
+    assert is_mask(token_diff.control) and is_mask(token_diff.candidate)
+    assert token_diff.control != token_diff.candidate  # ... and the masks still show that they differ
     sidecar.sink.flush()
     lines = [json.loads(line) for line in (tmp_path / "mismatches.jsonl").read_text().splitlines()]
     assert {line["key"] for line in lines} == {"w0003", "w0007"}
     assert "tok-7" not in (tmp_path / "mismatches.jsonl").read_text()
     # deepdiff's explanation arrives later, off the loop, within the explain budget
-    assert {d["path"] for d in recent["w0003"].explained} == {"price"}
+    assert {d.path for d in recent["w0003"].explained} == {"price"}
 
 
 async def test_a_write_that_lands_shortly_after_the_read_is_transient(world, start, probe) -> None:

@@ -113,7 +113,7 @@ async def test_a_document_written_while_shadowed_is_never_a_false_mismatch_but_a
     fields = {s.labels["field"]: s.value for m in sidecar.registry.collect() if m.name == "shadow_mismatch_fields"
               for s in m.samples if s.name.endswith("_total")}
     assert fields == {"name": 5.0}  # the moving price is never blamed
-    assert all([d["path"] for d in entry.diffs] == ["name"] for entry in sidecar.sink.recent() if entry.outcome == "mismatch")
+    assert all([d.path for d in entry.diffs] == ["name"] for entry in sidecar.sink.recent() if entry.outcome == "mismatch")
 
 
 async def test_a_field_generated_per_request_is_noisy_with_a_suggested_ignore(world, start, probe) -> None:

@@ -125,7 +125,7 @@ async def test_each_planted_article_divergence_is_found_at_its_path(conduit, sta
         query = (entry.reason or "").removeprefix("list read ?").split(";")[0]
         if entry.outcome == "extra":
             found.add((entry.entity, entry.route, entry.key or "", query, "<extra>"))
-        found |= {(entry.entity, entry.route, entry.key or "", query, diff["path"]) for diff in entry.diffs}
+        found |= {(entry.entity, entry.route, entry.key or "", query, diff.path) for diff in entry.diffs}
 
     def seen(entity: str, route: str, key: str, query: str | None, path: str) -> bool:
         return any(f[0] == entity and f[1] == route and (key == "<extra>" or f[2] == key)

@@ -193,7 +193,7 @@ async def test_plants_are_found_at_their_paths_with_a_write_loop_beside(conduit,
         query = (entry.reason or "").removeprefix("list read ?").split(";")[0]
         if entry.outcome == "extra":
             found.add((entry.entity, entry.route, entry.key or "", query, "<extra>"))
-        found |= {(entry.entity, entry.route, entry.key or "", query, diff["path"]) for diff in entry.diffs}
+        found |= {(entry.entity, entry.route, entry.key or "", query, diff.path) for diff in entry.diffs}
 
     def seen(entity: str, route: str, key: str, query: str | None, path: str) -> bool:
         return any(f[0] == entity and f[1] == route and (key == "<extra>" or f[2] == key)

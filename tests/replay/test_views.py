@@ -79,7 +79,7 @@ async def test_view_models_match_and_planted_view_drift_is_found_at_its_path(mar
         if entry.outcome == "extra":
             found.add((entry.entity, entry.key or "", "<extra>"))
         for diff in entry.diffs:
-            found.add((entry.entity, entry.key or "", diff["path"]))
+            found.add((entry.entity, entry.key or "", diff.path))
     required = {finding for plant in plants for finding in plant.findings if finding[0] == VIEWS}
     moved = next(plant for plant in plants if plant.kind == "list_member")
     moved_key = next(key for entity, key, path in moved.findings if path == "buyer")
@@ -96,7 +96,7 @@ async def test_view_models_match_and_planted_view_drift_is_found_at_its_path(mar
               if any(_covers(u, (e.entity, e.key or "", "")) or u[1] == e.key for u in unexplained)]
     assert missing == set() and unexplained == set(), detail
     # where the list findings are: at the list's path, not inside its members
-    kinds = {(diff["path"], diff.get("kind")) for entry in sidecar.sink.recent(limit=100_000)
+    kinds = {(diff.path, diff.kind) for entry in sidecar.sink.recent(limit=100_000)
              if entry.key and entry.key.startswith("[list") for diff in entry.diffs}
     assert ("data[*]", "order") in kinds and ("data[*]", "missing_in_candidate") in kinds and ("total", "changed") in kinds
     totals: Counter[str] = Counter()

@@ -51,12 +51,12 @@ async def test_comparisons_run_in_a_niced_child_and_reach_the_one_sink(world, st
     await probe.settle(sidecar)
     assert probe.outcomes(sidecar) == {"match": 9, "mismatch": 1}
     [entry] = sidecar.sink.recent()  # the main process's ring, redacted there
-    assert (entry.key, [diff["path"] for diff in entry.diffs]) == ("w0003", ["price"])
+    assert (entry.key, [diff.path for diff in entry.diffs]) == ("w0003", ["price"])
     for _ in range(100):  # deepdiff's explanation comes back from the worker later
         if entry.explained is not None:
             break
         await asyncio.sleep(0.05)
-    assert {diff["path"] for diff in entry.explained or ()} == {"price"}
+    assert {diff.path for diff in entry.explained or ()} == {"price"}
     sidecar.sink.flush()
     assert '"key":"w0003"' in (tmp_path / "mismatches.jsonl").read_text()
     fetch = sidecar.registry.get_sample_value("shadow_stage_seconds_count", {"entity": "widgets", "stage": "fetch"})
