@@ -57,6 +57,20 @@ def test_the_proxy_pods_write_evidence_under_their_pod_name(render) -> None:
     assert not [o for o in objects if o["metadata"]["name"].endswith("-console")]  # the console is opt-in
 
 
+def test_one_redaction_key_for_every_process_that_writes_masks(render) -> None:
+    key = {"redaction": {"existingSecret": {"name": "shadow-redaction", "key": "key"}}}
+    objects = render({**CONSOLE, **key, "verify": {
+        "enabled": True, "postgres": {"existingSecret": {"name": "ro-pg", "key": "dsn"}},
+        "mongo": {"existingSecret": {"name": "ro-mongo", "key": "url"}}}})
+    proxy = named(objects, "Deployment", "orders-shadow")["spec"]["template"]["spec"]["containers"][0]
+    verify = named(objects, "CronJob", "orders-shadow-verify")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    console = named(objects, "Deployment", "orders-shadow-console")["spec"]["template"]["spec"]["containers"][0]
+    for container in (proxy, verify["containers"][0], console):
+        assert env_of(container)["SHADOW_REDACTION_KEY"] == {"secretKeyRef": {"name": "shadow-redaction", "key": "key"}}
+    unset = named(render(STANDALONE), "Deployment", "orders-shadow")["spec"]["template"]["spec"]["containers"][0]
+    assert "SHADOW_REDACTION_KEY" not in env_of(unset)  # a random key per process
+
+
 def test_without_evidence_nothing_is_written(render) -> None:
     (container,) = named(render(STANDALONE), "Deployment", "orders-shadow")["spec"]["template"]["spec"]["containers"]
     assert not {"SHADOW_EVIDENCE", "SHADOW_EVIDENCE_POD"} & set(env_of(container))
@@ -76,6 +90,7 @@ def test_the_verify_job_records_its_runs(render) -> None:
     ({**STANDALONE, **EVIDENCE, "evidence": {"dsn": "postgresql://u:p@db/x"}}, "/evidence"),
     ({**CONSOLE, "console": {"enabled": True, "ingress": {"enabled": True}}}, "host"),
     ({**CONSOLE, "console": {"enabled": True, "token": {"value": "an-inline-token-0123"}}}, "/console/token"),
+    ({**STANDALONE, "redaction": {"key": "an-inline-key-0123456"}}, "/redaction"),
 ])
 def test_bad_console_values_are_refused(chart: helm.Chart, values: dict[str, Any], key: str) -> None:
     with pytest.raises(helm.HelmValuesError) as refused:

@@ -304,11 +304,22 @@ checksum/shadow-gate: {{ include "shadow.gateData" . | sha256sum }}
     sizeLimit: 64Mi
 {{- end }}
 
-{{/* SHADOW_EVIDENCE from the evidence store's Secret (nothing when it is off). */}}
+{{/* SHADOW_EVIDENCE from the evidence store's Secret (nothing when it is off), and
+SHADOW_REDACTION_KEY from the redaction key's Secret (nothing when it is unset): every
+process that writes masked values to the store gets the same key. */}}
 {{- define "shadow.evidenceEnv" -}}
 {{- with .Values.evidence.existingSecret }}
 {{- if .name }}
 - name: SHADOW_EVIDENCE
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name | quote }}
+      key: {{ .key | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.redaction.existingSecret }}
+{{- if .name }}
+- name: SHADOW_REDACTION_KEY
   valueFrom:
     secretKeyRef:
       name: {{ .name | quote }}
