@@ -47,6 +47,7 @@ from shadow.replay.pipeline import Pipeline
 from shadow.replay.plans import load_compiled
 from shadow.replay.settings import pipeline_settings, recheck_upstream
 from shadow.replay.sources.lazy import LazySource, default_sources
+from shadow.rules.load import RuleSet
 from shadow.rules.reload import RulesHolder, default_loader
 from shadow.shadowside import ShadowSide
 from shadow.tasks import TaskSet
@@ -64,7 +65,7 @@ class RulesNotLoaded(RuntimeError):
         self.problems = problems
 
 
-def rules_facts(rules: Any) -> tuple[dict[str, Redaction], list[Divergence]]:
+def rules_facts(rules: RuleSet) -> tuple[dict[str, Redaction], list[Divergence]]:
     """What the sink needs from the rules: each entity's redaction, known divergences."""
     redact: dict[str, Redaction] = {}
     divergences: list[Divergence] = []
@@ -146,7 +147,7 @@ async def _flush_every_second(sink: Sink) -> None:
 
 
 async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = None,
-                        rules_loader: Callable[[Path], Any] = default_loader,
+                        rules_loader: Callable[[Path], RuleSet] = default_loader,
                         sources: Mapping[str, Any] | None = None,
                         compare: Callable[..., Any] | None = None, explain: Callable[..., Any] | None = None,
                         span_exporter: Any = None, gate: GateHook | None = None,
@@ -162,7 +163,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     sink = Sink(metrics, Tracing(config.otlp_endpoint, span_exporter), config.mismatch_log, config.recent_mismatches)
     handoff: Handoff | None = None
 
-    def rules_changed(rules: Any) -> None:
+    def rules_changed(rules: RuleSet) -> None:
         sink.use_rules(*rules_facts(rules))
         if handoff is not None:
             handoff.rules_changed(rules)
@@ -246,8 +247,10 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     if install_signal_handlers:
         holder.on_sighup()
     admin.listening = True  # ready: rules loaded, proxy listening, signal handlers in place
+    in_force = holder.current
+    assert in_force is not None  # loaded at start; a reload only ever replaces it
     log.info("proxy on %s -> %s; admin on %s; rules %s (%d routes)", sidecar.proxy_url, config.upstream,
-             sidecar.admin_url, holder.current.version, len(holder.current.routes))
+             sidecar.admin_url, in_force.version, len(in_force.routes))
     return sidecar
 
 

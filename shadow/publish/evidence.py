@@ -27,7 +27,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -36,6 +36,11 @@ from shadow.publish import evidence_store
 from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.sink import to_json
 from shadow.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from shadow.config import Config
+    from shadow.publish.metrics import Metrics
+    from shadow.rules.reload import RulesHolder
 
 log = logging.getLogger("shadow.publish.evidence")
 
@@ -401,10 +406,11 @@ def _json(value: Any) -> str:
     return to_json(value).decode()
 
 
-def evidence_writer(config: Any, metrics: Any, rules: Any) -> EvidenceWriter:
+def evidence_writer(config: Config, metrics: Metrics, rules: RulesHolder) -> EvidenceWriter:
     """The writer a sidecar's `Config` asks for (`--evidence*`), reporting the health of
     `metrics` (shadow/publish/metrics.Metrics) and the rules in force of `rules` (a
     RulesHolder)."""
+    assert config.evidence is not None  # asked for only with --evidence
     settings = EvidenceSettings(dsn=config.evidence, pod=config.evidence_pod or "",
                                 retention=dt.timedelta(days=config.evidence_retention))
     def labelled(metric: Any, label: str) -> dict[str, float]:

@@ -15,7 +15,11 @@ import os
 import sys
 import time
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shadow.rules.load import RuleSet
+    from shadow.rules.spec import Entity
 
 LAYER_CHOICES = ("counts", "sums", "docs", "all")
 
@@ -138,7 +142,7 @@ async def produce_report(args: argparse.Namespace, partition: Any, layers: tuple
                             page=args.page, timeout=args.timeout, mongo_dump=args.mongo_dump)
 
 
-async def verify_run(rules: Any, pg: str, mongo_url: str | None, mongo_db: str | None, *,
+async def verify_run(rules: RuleSet, pg: str, mongo_url: str | None, mongo_db: str | None, *,
                      entities: list[str] | tuple[str, ...] = (),
                      layers: tuple[str, ...] = ("counts", "sums", "docs"), partition: Any = None,
                      max_rate: float | None = None, resume: Any = None, criteria: str | None = None,
@@ -215,7 +219,7 @@ async def verify_run(rules: Any, pg: str, mongo_url: str | None, mongo_db: str |
     return report
 
 
-async def _entity(entity: Any, mongo: Any, pool: Any, source: Any, partition: Any, layers: tuple[str, ...],
+async def _entity(entity: Entity, mongo: Any, pool: Any, source: Any, partition: Any, layers: tuple[str, ...],
                   page: int, max_rate: float | None, resume: Any, gaps: Any, progress: Any,
                   problem: str | None) -> Any:
     from shadow.verify.counts import run_counts
