@@ -46,6 +46,7 @@ from shadow.replay.handoff import Handoff
 from shadow.replay.pipeline import Pipeline
 from shadow.replay.plans import load_compiled
 from shadow.replay.settings import pipeline_settings, recheck_upstream
+from shadow.replay.sources import Source
 from shadow.replay.sources.lazy import LazySource, default_sources
 from shadow.rules.load import RuleSet
 from shadow.rules.reload import RulesHolder, default_loader
@@ -95,7 +96,7 @@ class Sidecar:
     evidence: EvidenceWriter | None = None  # --evidence: findings to the evidence store
     recorder: Recorder | None = None  # --record: answers for `rules draft`
     _runners: list[Any] = field(default_factory=list)  # the proxy's server (cleanup() drains), the admin's
-    _sources: Mapping[str, Any] = field(default_factory=dict)
+    _sources: Mapping[str, Source] = field(default_factory=dict)
     _tasks: TaskSet = field(default_factory=lambda: TaskSet("sidecar"))
     _stopped: bool = False
 
@@ -148,7 +149,7 @@ async def _flush_every_second(sink: Sink) -> None:
 
 async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = None,
                         rules_loader: Callable[[Path], RuleSet] = default_loader,
-                        sources: Mapping[str, Any] | None = None,
+                        sources: Mapping[str, Source] | None = None,
                         compare: Callable[..., Any] | None = None, explain: Callable[..., Any] | None = None,
                         span_exporter: Any = None, gate: GateHook | None = None,
                         install_signal_handlers: bool = False, warm_in_background: bool = False) -> Sidecar:
@@ -178,7 +179,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
         raise RulesNotLoaded(first.problems)
     inline = (config.shadow_process == "inline" or rules_loader is not default_loader
               or sources is not None or compare is not None or explain is not None)
-    opened_sources: dict[str, Any] = {}
+    opened_sources: dict[str, Source] = {}
     pipeline: ShadowSide
     if inline:
         if compare is None or explain is None:
@@ -187,7 +188,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
 
             compare = compare or compare_diff.compare
             explain = explain or compare_explain.explain
-        opened_sources = dict(sources) if sources is not None else default_sources(config)
+        opened_sources = dict(sources if sources is not None else default_sources(config))
         pipeline = Pipeline(
             pipeline_settings(config), sink, lambda: holder.current, opened_sources, compare, explain,
             upstream=recheck_upstream(config))

@@ -24,7 +24,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shadow.model import (
     Comparison,
@@ -47,6 +47,10 @@ from shadow.replay.sampling import TokenBucket, sampled_by_chance
 from shadow.rules.spec import Entity, Route, RouteMatch
 from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from shadow.replay.sources import Source
+    from shadow.replay.viewread import BoundReader
 
 MAX_EXPLAINS_IN_FLIGHT = 16  # default of --explain-concurrency
 
@@ -85,7 +89,7 @@ class Pipeline:
     `close()` drops what is still queued (counted as `shutdown`)."""
 
     def __init__(self, settings: PipelineSettings, sink: Sink[Any], rules: Callable[[], Any],
-                 sources: Mapping[str, Any], compare: Callable[..., Verdict],
+                 sources: Mapping[str, Source], compare: Callable[..., Verdict],
                  explain: Callable[..., list[FieldDiff]] | None = None,
                  upstream: UpstreamControl | None = None) -> None:
         self.settings = settings
@@ -207,7 +211,7 @@ class Pipeline:
         return self._rules()
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Entity, dict[str, Any]] | Failure:
+                    reader: BoundReader | None = None) -> tuple[Entity, dict[str, Any]] | Failure:
         """One batched source call: (the entity's rules, documents by key), or the failure
         (reported here, once; a missing source or entity is a setting, counted per key)."""
         source = self.sources.get(source_name)
