@@ -48,6 +48,7 @@ from shadow.rules.spec import Entity, Route
 if TYPE_CHECKING:
     from shadow.replay.sources import Source
     from shadow.replay.viewread import BoundReader
+    from shadow.rules.load import RuleSet
 
 Item = TypeVar("Item")
 
@@ -138,7 +139,7 @@ class RecheckHost(Protocol):
     sink: Sink[Any]
     sources: dict[str, Source]
 
-    def rules(self) -> Any: ...
+    def rules(self) -> RuleSet: ...
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
                     reader: BoundReader | None = None) -> tuple[Entity, dict[str, Any]] | Failure: ...
@@ -350,7 +351,7 @@ class Rechecker:
 
     async def _read_controls(self, entity_spec: Entity, items: list[PendingKey]) -> list[ControlRead]:
         rules = self.host.rules()
-        modes = []
+        modes: list[str] = []
         for item in items:
             route = rules.route_named(item.job.info.route)
             modes.append(route.recheck.control if route is not None else "none")
