@@ -41,6 +41,7 @@ from shadow.demo.marketplace.viewdrift import shown_on_views
 from shadow.tasks import TaskSet
 
 if TYPE_CHECKING:
+    from shadow.demo.cold import Cold
     from shadow.model import Comparison, JobInfo, RecentMismatch
     from shadow.rules.load import RuleSet
 
@@ -384,7 +385,7 @@ def _count_reads(sink: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str],
     return reads
 
 
-async def _verify_cold(rules: RuleSet, pg_dsn: str, mongo_uri: str, cold: Any, reads: dict[tuple[str, str], int],
+async def _verify_cold(rules: RuleSet, pg_dsn: str, mongo_uri: str, cold: Cold, reads: dict[tuple[str, str], int],
                        out: TextIO, evidence_dsn: str | None = None) -> bool:
     """`shadow verify` over the cold plants' entities; prints what it found (True = all)."""
     from shadow.demo.cold import cold_lines

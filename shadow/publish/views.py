@@ -256,7 +256,7 @@ class Overview:
 # ----------------------------------------------------------------------------- stored JSON
 
 
-def diffs_of(stored: Any) -> tuple[RedactedDiff, ...]:
+def diffs_of(stored: object) -> tuple[RedactedDiff, ...]:
     """An example's differences as the store keeps them (a JSON list of objects, already
     redacted); anything malformed is left out rather than shown wrongly."""
     if not isinstance(stored, list):
@@ -266,7 +266,7 @@ def diffs_of(stored: Any) -> tuple[RedactedDiff, ...]:
                  for d in stored if isinstance(d, Mapping))
 
 
-def history_of(stored: Any) -> RecheckHistory:
+def history_of(stored: object) -> RecheckHistory:
     """An example's recheck history as the store keeps it (evidence.py `_rechecks`);
     examples written before the steps were kept have none."""
     if not isinstance(stored, Mapping):
@@ -278,7 +278,7 @@ def history_of(stored: Any) -> RecheckHistory:
         ended=str(stored.get("ended") or ""), steps=tuple(step for step in steps if step is not None))
 
 
-def _step(stored: Any) -> RecheckStep | None:
+def _step(stored: object) -> RecheckStep | None:
     if not isinstance(stored, Mapping) or stored.get("saw") not in get_args(RecheckSaw):
         return None
     paths = tuple(path for path in _listed(stored.get("paths")) if isinstance(path, str))
