@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -52,6 +52,9 @@ from shadow.rules.load import RuleSet
 from shadow.rules.reload import RulesHolder, default_loader
 from shadow.shadowside import ShadowSide
 from shadow.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("shadow.sidecar")
 
@@ -151,7 +154,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
                         rules_loader: Callable[[Path], RuleSet] = default_loader,
                         sources: Mapping[str, Source] | None = None,
                         compare: Callable[..., Any] | None = None, explain: Callable[..., Any] | None = None,
-                        span_exporter: Any = None, gate: GateHook | None = None,
+                        span_exporter: SpanExporter | None = None, gate: GateHook | None = None,
                         install_signal_handlers: bool = False, warm_in_background: bool = False) -> Sidecar:
     """Start proxy, pipeline and admin server in the running loop. Raises
     RulesNotLoaded when the rules cannot be loaded at start (a bad edit later keeps the
