@@ -38,6 +38,8 @@ from shadow.publish.sink import to_json
 from shadow.tasks import TaskSet
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from shadow.config import Config
     from shadow.publish.metrics import Metrics
     from shadow.rules.reload import RulesHolder
@@ -150,7 +152,7 @@ class EvidenceWriter:
         #: path do not use up the budget of its mismatches
         self._example_budget: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         self._budget_hour = 0
-        self._connection: Any = None
+        self._connection: asyncpg.Connection | None = None
         self._tasks = TaskSet("evidence")
         self._started = clock()
         self._last_retention = 0.0
@@ -279,12 +281,12 @@ class EvidenceWriter:
             connection.terminate()
         return False
 
-    async def _connected(self) -> Any:
+    async def _connected(self) -> asyncpg.Connection:
         if self._connection is None or self._connection.is_closed():
             self._connection = await evidence_store.connect(self.settings.dsn)
         return self._connection
 
-    async def _write(self, connection: Any, batch: Batch | None) -> None:
+    async def _write(self, connection: asyncpg.Connection, batch: Batch | None) -> None:
         health = self._health() if self._health is not None else (None, 0, {}, {})
         version, depth, drops, errors = health
         schema = evidence_store.SCHEMA
@@ -342,7 +344,7 @@ class EvidenceWriter:
                 drops[f"evidence_{sample.labels['reason']}"] = sample.value
         return drops
 
-    async def _maybe_retain(self, connection: Any) -> None:
+    async def _maybe_retain(self, connection: asyncpg.Connection) -> None:
         now = self._clock()
         if now - self._last_retention < self.settings.retention_interval:
             return
