@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from shadow.config import Config, RequestLimits
+from shadow.model import FieldDiff, Verdict
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy
 from shadow.proxy.aiohttp_guard import serve, serve_app
@@ -153,7 +154,8 @@ async def _flush_every_second(sink: Sink) -> None:
 async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = None,
                         rules_loader: Callable[[Path], RuleSet] = default_loader,
                         sources: Mapping[str, Source] | None = None,
-                        compare: Callable[..., Any] | None = None, explain: Callable[..., Any] | None = None,
+                        compare: Callable[..., Verdict] | None = None,
+                        explain: Callable[..., list[FieldDiff]] | None = None,
                         span_exporter: SpanExporter | None = None, gate: GateHook | None = None,
                         install_signal_handlers: bool = False, warm_in_background: bool = False) -> Sidecar:
     """Start proxy, pipeline and admin server in the running loop. Raises
