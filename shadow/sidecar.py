@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
 from shadow.config import Config, RequestLimits
+from shadow.model import FieldDiff, Verdict
 from shadow.proxy import raw as rawproxy
 from shadow.proxy.aiohttp_engine import Proxy
 from shadow.proxy.aiohttp_guard import serve, serve_app
@@ -46,10 +47,15 @@ from shadow.replay.handoff import Handoff
 from shadow.replay.pipeline import Pipeline
 from shadow.replay.plans import load_compiled
 from shadow.replay.settings import pipeline_settings, recheck_upstream
+from shadow.replay.sources import Source
 from shadow.replay.sources.lazy import LazySource, default_sources
+from shadow.rules.load import RuleSet
 from shadow.rules.reload import RulesHolder, default_loader
 from shadow.shadowside import ShadowSide
 from shadow.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("shadow.sidecar")
 
@@ -64,7 +70,7 @@ class RulesNotLoaded(RuntimeError):
         self.problems = problems
 
 
-def rules_facts(rules: Any) -> tuple[dict[str, Redaction], list[Divergence]]:
+def rules_facts(rules: RuleSet) -> tuple[dict[str, Redaction], list[Divergence]]:
     """What the sink needs from the rules: each entity's redaction, known divergences."""
     redact: dict[str, Redaction] = {}
     divergences: list[Divergence] = []
@@ -94,7 +100,7 @@ class Sidecar:
     evidence: EvidenceWriter | None = None  # --evidence: findings to the evidence store
     recorder: Recorder | None = None  # --record: answers for `rules draft`
     _runners: list[Any] = field(default_factory=list)  # the proxy's server (cleanup() drains), the admin's
-    _sources: Mapping[str, Any] = field(default_factory=dict)
+    _sources: Mapping[str, Source] = field(default_factory=dict)
     _tasks: TaskSet = field(default_factory=lambda: TaskSet("sidecar"))
     _stopped: bool = False
 
@@ -146,10 +152,11 @@ async def _flush_every_second(sink: Sink) -> None:
 
 
 async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = None,
-                        rules_loader: Callable[[Path], Any] = default_loader,
-                        sources: Mapping[str, Any] | None = None,
-                        compare: Callable[..., Any] | None = None, explain: Callable[..., Any] | None = None,
-                        span_exporter: Any = None, gate: GateHook | None = None,
+                        rules_loader: Callable[[Path], RuleSet] = default_loader,
+                        sources: Mapping[str, Source] | None = None,
+                        compare: Callable[..., Verdict] | None = None,
+                        explain: Callable[..., list[FieldDiff]] | None = None,
+                        span_exporter: SpanExporter | None = None, gate: GateHook | None = None,
                         install_signal_handlers: bool = False, warm_in_background: bool = False) -> Sidecar:
     """Start proxy, pipeline and admin server in the running loop. Raises
     RulesNotLoaded when the rules cannot be loaded at start (a bad edit later keeps the
@@ -162,7 +169,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     sink = Sink(metrics, Tracing(config.otlp_endpoint, span_exporter), config.mismatch_log, config.recent_mismatches)
     handoff: Handoff | None = None
 
-    def rules_changed(rules: Any) -> None:
+    def rules_changed(rules: RuleSet) -> None:
         sink.use_rules(*rules_facts(rules))
         if handoff is not None:
             handoff.rules_changed(rules)
@@ -177,7 +184,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
         raise RulesNotLoaded(first.problems)
     inline = (config.shadow_process == "inline" or rules_loader is not default_loader
               or sources is not None or compare is not None or explain is not None)
-    opened_sources: dict[str, Any] = {}
+    opened_sources: dict[str, Source] = {}
     pipeline: ShadowSide
     if inline:
         if compare is None or explain is None:
@@ -186,7 +193,7 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
 
             compare = compare or compare_diff.compare
             explain = explain or compare_explain.explain
-        opened_sources = dict(sources) if sources is not None else default_sources(config)
+        opened_sources = dict(sources if sources is not None else default_sources(config))
         pipeline = Pipeline(
             pipeline_settings(config), sink, lambda: holder.current, opened_sources, compare, explain,
             upstream=recheck_upstream(config))
@@ -246,8 +253,10 @@ async def start_sidecar(config: Config, *, registry: CollectorRegistry | None = 
     if install_signal_handlers:
         holder.on_sighup()
     admin.listening = True  # ready: rules loaded, proxy listening, signal handlers in place
+    in_force = holder.current
+    assert in_force is not None  # loaded at start; a reload only ever replaces it
     log.info("proxy on %s -> %s; admin on %s; rules %s (%d routes)", sidecar.proxy_url, config.upstream,
-             sidecar.admin_url, holder.current.version, len(holder.current.routes))
+             sidecar.admin_url, in_force.version, len(in_force.routes))
     return sidecar
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +27,9 @@ from shadow.console import queries
 from shadow.publish.admin_auth import REALM, AdminAuth
 from shadow.publish.render import SECURITY_HEADERS, render
 from shadow.publish.views import Filters, PathRow
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger("shadow.console")
 
@@ -42,7 +45,7 @@ TRACE_LINK_PLACEHOLDER = "{trace_id}"
 class Console:
     """Handlers over one evidence store pool."""
 
-    def __init__(self, pool: Any, auth: AdminAuth, prometheus: str | None = None, trace_url: str | None = None,
+    def __init__(self, pool: asyncpg.Pool, auth: AdminAuth, prometheus: str | None = None, trace_url: str | None = None,
                  clean_window: float = queries.DEFAULT_CLEAN_WINDOW) -> None:
         self.pool = pool
         self.auth = auth

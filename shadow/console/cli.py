@@ -12,7 +12,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -21,6 +21,9 @@ from shadow.console.app import Console
 from shadow.console.queries import DEFAULT_CLEAN_WINDOW
 from shadow.publish import evidence_store
 from shadow.publish.admin_auth import AdminAuth, is_loopback
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger("shadow.console")
 DEFAULT_LISTEN = "127.0.0.1:9191"
@@ -48,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 class RunningConsole:
     url: str
     runner: web.AppRunner
-    pool: Any
+    pool: asyncpg.Pool
 
     async def stop(self) -> None:
         await self.runner.cleanup()

@@ -15,7 +15,7 @@ import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -40,6 +40,9 @@ from shadow.publish.views import (
     entity_totals,
     history_of,
 )
+
+if TYPE_CHECKING:
+    import asyncpg
 
 MINUTE_TABLE_SECONDS = 3600
 #: a pod that has not reported for this long is shown as not reporting
@@ -84,7 +87,7 @@ class _Where:
         return " AND ".join(self.parts) if self.parts else "true"
 
 
-async def overview(pool: Any, filters: Filters, now: float | None = None, known: Known | None = None,
+async def overview(pool: asyncpg.Pool, filters: Filters, now: float | None = None, known: Known | None = None,
                    clean_window: float = DEFAULT_CLEAN_WINDOW) -> Overview:
     now = time.time() if now is None else now
     since = dt.datetime.fromtimestamp(now - filters.seconds, dt.UTC)
@@ -110,7 +113,7 @@ async def overview(pool: Any, filters: Filters, now: float | None = None, known:
                     options=options)
 
 
-async def _routes(connection: Any, table: str, column: str, since: dt.datetime,
+async def _routes(connection: asyncpg.Connection, table: str, column: str, since: dt.datetime,
                   filters: Filters) -> tuple[RouteRow, ...]:
     where = _Where([since]).add(f"{column} >= $1").add("path = ''")
     if filters.entity:
@@ -138,7 +141,7 @@ async def _routes(connection: Any, table: str, column: str, since: dt.datetime,
     return tuple(rows)
 
 
-async def _path_groups(connection: Any, table: str, column: str, since: dt.datetime,
+async def _path_groups(connection: asyncpg.Connection, table: str, column: str, since: dt.datetime,
                        filters: Filters) -> list[Any]:
     """Counts per (entity, path, route, outcome) in the window: one plain hash aggregate
     (the pivot, the filters on outcomes and the order are done on these few rows)."""
@@ -182,7 +185,7 @@ def _pivot(records: Sequence[Any], filters: Filters) -> list[dict[str, Any]]:
     return rows
 
 
-async def _paths(pool: Any, table: str, column: str, since: dt.datetime, filters: Filters,
+async def _paths(pool: asyncpg.Pool, table: str, column: str, since: dt.datetime, filters: Filters,
                  routes: Sequence[RouteRow], groups: Sequence[Any], now: float) -> tuple[tuple[PathRow, ...], bool]:
     ordered = _pivot(groups, filters)
     offset = (filters.page - 1) * PAGE_SIZE
@@ -202,8 +205,8 @@ async def _paths(pool: Any, table: str, column: str, since: dt.datetime, filters
     return tuple(rows), len(ordered) > offset + PAGE_SIZE
 
 
-async def _trends(connection: Any, table: str, column: str, since: dt.datetime, keys: list[tuple[str, str]],
-                  now: float, filters: Filters) -> dict[tuple[str, str], tuple[int, ...]]:
+async def _trends(connection: asyncpg.Connection, table: str, column: str, since: dt.datetime,
+                  keys: list[tuple[str, str]], now: float, filters: Filters) -> dict[tuple[str, str], tuple[int, ...]]:
     """Persistent findings of each listed path in TREND_POINTS slices of the window."""
     if not keys:
         return {}
@@ -227,7 +230,7 @@ async def _trends(connection: Any, table: str, column: str, since: dt.datetime, 
     return {key: tuple(values) for key, values in trends.items()}
 
 
-async def _entities(connection: Any, routes: Sequence[RouteRow], now: float, clean_window: float,
+async def _entities(connection: asyncpg.Connection, routes: Sequence[RouteRow], now: float, clean_window: float,
                     known: Known | None, wanted: str = "") -> tuple[EntityRow, ...]:
     """Every entity with comparisons in the window, a verify run or a gate verdict."""
     totals = dict(entity_totals(routes))
@@ -257,7 +260,7 @@ async def _entities(connection: Any, routes: Sequence[RouteRow], now: float, cle
     return tuple(rows)
 
 
-async def _latest_layers(connection: Any) -> dict[str, list[tuple[str, str, float]]]:
+async def _latest_layers(connection: asyncpg.Connection) -> dict[str, list[tuple[str, str, float]]]:
     """Per entity, what the newest verify run of each layer that covered it said about it
     (a later run over other entities, `--entity`, leaves it as it was)."""
     records = await connection.fetch(
@@ -272,7 +275,7 @@ async def _latest_layers(connection: Any) -> dict[str, list[tuple[str, str, floa
     return out
 
 
-async def _latest_gate_per_entity(connection: Any) -> dict[str, str]:
+async def _latest_gate_per_entity(connection: asyncpg.Connection) -> dict[str, str]:
     record = await connection.fetchrow(f"SELECT verdict, report FROM {SCHEMA}.gate_verdicts ORDER BY at DESC LIMIT 1")
     if record is None:
         return {}
@@ -287,7 +290,7 @@ async def _latest_gate_per_entity(connection: Any) -> dict[str, str]:
     return out
 
 
-async def _pods(connection: Any, now: float) -> tuple[PodRow, ...]:
+async def _pods(connection: asyncpg.Connection, now: float) -> tuple[PodRow, ...]:
     records = await connection.fetch(f"SELECT * FROM {SCHEMA}.pods ORDER BY pod")
     rows = []
     for r in records:
@@ -301,7 +304,7 @@ async def _pods(connection: Any, now: float) -> tuple[PodRow, ...]:
     return tuple(rows)
 
 
-async def _verify_runs(connection: Any, limit: int = 10) -> tuple[VerifyRun, ...]:
+async def _verify_runs(connection: asyncpg.Connection, limit: int = 10) -> tuple[VerifyRun, ...]:
     runs = await connection.fetch(f"SELECT * FROM {SCHEMA}.verify_runs ORDER BY at DESC LIMIT {limit}")
     if not runs:
         return ()
@@ -315,13 +318,13 @@ async def _verify_runs(connection: Any, limit: int = 10) -> tuple[VerifyRun, ...
                            tuple(documents[r["id"]])) for r in runs)
 
 
-async def _gate(connection: Any, limit: int = 10) -> tuple[GateRecord, ...]:
+async def _gate(connection: asyncpg.Connection, limit: int = 10) -> tuple[GateRecord, ...]:
     records = await connection.fetch(f"SELECT * FROM {SCHEMA}.gate_verdicts ORDER BY at DESC LIMIT {limit}")
     return tuple(GateRecord(r["at"].timestamp(), r["verdict"], tuple(str(x) for x in (_json(r["reasons"]) or ())))
                  for r in records)
 
 
-async def _options(connection: Any, since: dt.datetime) -> dict[str, tuple[str, ...]]:
+async def _options(connection: asyncpg.Connection, since: dt.datetime) -> dict[str, tuple[str, ...]]:
     records = await connection.fetch(
         f"SELECT DISTINCT entity, route FROM {SCHEMA}.findings_hourly "
         "WHERE hour >= date_trunc('hour', $1::timestamptz)", since)
@@ -338,7 +341,7 @@ def _example_row(r: Any) -> ExampleRow:
                       diffs=diffs_of(_json(r["diffs"])) if "diffs" in r else (), trace_id=r["trace_id"])
 
 
-async def examples(pool: Any, entity: str, path: str, limit: int = 20) -> tuple[ExampleRow, ...]:
+async def examples(pool: asyncpg.Pool, entity: str, path: str, limit: int = 20) -> tuple[ExampleRow, ...]:
     """The newest kept examples of one failing path."""
     async with pool.acquire() as connection:
         records = await connection.fetch(
@@ -347,7 +350,7 @@ async def examples(pool: Any, entity: str, path: str, limit: int = 20) -> tuple[
     return tuple(_example_row(r) for r in records)
 
 
-async def example(pool: Any, example_id: int) -> ExampleView | None:
+async def example(pool: asyncpg.Pool, example_id: int) -> ExampleView | None:
     async with pool.acquire() as connection:
         r = await connection.fetchrow(f"SELECT * FROM {SCHEMA}.examples WHERE id = $1", example_id)
     if r is None:

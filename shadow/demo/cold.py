@@ -7,9 +7,12 @@ changes their rows and returns what it planted and which reads the traffic must 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shadow.demo.marketplace.generate import Dataset
+
+if TYPE_CHECKING:
+    from shadow.verify.report import RunReport
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ async def plant_cold(conn: Any, dataset: Dataset, taken: set[str]) -> Cold:
     return Cold(plants, frozenset((p.collection, p.legacy_id) for p in plants), frozenset({buyer}))
 
 
-def cold_lines(cold: Cold, report: Any, shadow_reads: dict[tuple[str, str], int]) -> tuple[list[str], bool]:
+def cold_lines(cold: Cold, report: RunReport, shadow_reads: dict[tuple[str, str], int]) -> tuple[list[str], bool]:
     """The summary lines: per cold plant, shadow reads of it and what verify found; and
     whether verify found every cold plant at its path."""
     found_all = True

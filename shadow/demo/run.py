@@ -28,9 +28,10 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import shadow
 from shadow.demo.embedded import PostgresServer
@@ -38,6 +39,11 @@ from shadow.demo.marketplace.drift import PlantedDrift
 from shadow.demo.marketplace.dualwrite import LagTail
 from shadow.demo.marketplace.viewdrift import shown_on_views
 from shadow.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from shadow.demo.cold import Cold
+    from shadow.model import Comparison, JobInfo, RecentMismatch
+    from shadow.rules.load import RuleSet
 
 REPO_RULES = Path(shadow.__file__).resolve().parents[1] / "rules"
 #: most PATCHes reach PostgreSQL within 0.4 s, one in six 1.5-3 s late: all within the PATCH
@@ -76,15 +82,16 @@ class Findings:
         self.top_paths: Counter[tuple[str, str]] = Counter()
 
     def attach(self, sink: Any) -> None:
-        publish = sink.publish
+        # `sink` stays Any: its `publish` is replaced, which mypy refuses on a Sink
+        publish: Callable[[Comparison, JobInfo | None], RecentMismatch | None] = sink.publish
 
-        def observed_publish(comparison: Any, job: Any = None) -> Any:
+        def observed_publish(comparison: Comparison, job: JobInfo | None = None) -> RecentMismatch | None:
             self.observe(comparison)
             return publish(comparison, job)
 
         sink.publish = observed_publish
 
-    def observe(self, comparison: Any) -> None:
+    def observe(self, comparison: Comparison) -> None:
         outcome = comparison.outcome.value
         key = (comparison.entity, comparison.key or "")
         paths = {diff.path for diff in comparison.diffs} if outcome in PERSISTENT else set()
@@ -290,7 +297,9 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         gate_file = args.rules.parent / "gate.yaml"
         if gate_file.is_file():
             sidecar.set_gate(gate_hook(sidecar.registry, load_criteria(gate_file)))
-        entities = sidecar.rules.current.entities
+        rules = sidecar.rules.current
+        assert rules is not None  # the sidecar started: its rules are in force
+        entities = rules.entities
         entity_of = {entity.collection: name for name, entity in entities.items() if not entity.view}
         # a plant under the rows of a view model shows on the view too (viewdrift.py)
         drifts = loaded.drifts + tuple(view_plant for view_plant in shown_on_views(loaded.drifts))
@@ -345,7 +354,9 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
         text, _, exact = render(findings, sidecar.sink.counts, traffic, sidecar.registry, entity_of,
                              time.monotonic() - began, final=True)
         print("\n" + text, file=out)
-        exact = await _verify_cold(sidecar.rules.current, pg_dsn, mongo.uri, cold, cold_reads, out,
+        in_force = sidecar.rules.current
+        assert in_force is not None  # a reload only ever replaces the rules
+        exact = await _verify_cold(in_force, pg_dsn, mongo.uri, cold, cold_reads, out,
                                    evidence_dsn) and exact
         print("\nRESULT: " + ("exactly the planted divergences were found at their paths"
                               if exact else "the findings differ from what was planted (see BAD lines)"), file=out,
@@ -362,9 +373,9 @@ async def _demo(args: argparse.Namespace, postgres: Any, mongo: Any, out: TextIO
 def _count_reads(sink: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """Comparisons published for these (entity, key)s (the cold plants: should stay 0)."""
     reads: dict[tuple[str, str], int] = dict.fromkeys(keys, 0)
-    publish = sink.publish
+    publish: Callable[[Comparison, JobInfo | None], RecentMismatch | None] = sink.publish
 
-    def counted(comparison: Any, job: Any = None) -> Any:
+    def counted(comparison: Comparison, job: JobInfo | None = None) -> RecentMismatch | None:
         key = (comparison.entity, comparison.key or "")
         if key in reads:
             reads[key] += 1
@@ -374,7 +385,7 @@ def _count_reads(sink: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str],
     return reads
 
 
-async def _verify_cold(rules: Any, pg_dsn: str, mongo_uri: str, cold: Any, reads: dict[tuple[str, str], int],
+async def _verify_cold(rules: RuleSet, pg_dsn: str, mongo_uri: str, cold: Cold, reads: dict[tuple[str, str], int],
                        out: TextIO, evidence_dsn: str | None = None) -> bool:
     """`shadow verify` over the cold plants' entities; prints what it found (True = all)."""
     from shadow.demo.cold import cold_lines

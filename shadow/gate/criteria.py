@@ -249,7 +249,7 @@ class _Reader:
                 out.append(route)
         return out
 
-    def _check_route_name(self, node: yaml.Node, route: Any, where: str) -> bool:
+    def _check_route_name(self, node: yaml.Node, route: object, where: str) -> bool:
         # route names are the rules' names: "<METHOD> <path template>"
         if not isinstance(route, str) or not re.match(r"^[A-Z]+ /\S*$", route):
             self._issue(node, f"{where}: {route!r} is not a route name like 'GET /api/payments/{{id}}'")

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -53,6 +53,10 @@ from shadow.proxy.recording import RecordCopy, Recorder
 from shadow.publish.metrics import Metrics
 from shadow.shadowside import ShadowSide
 
+if TYPE_CHECKING:
+    from shadow.rules.load import RuleSet
+    from shadow.rules.spec import RouteMatch
+
 log = logging.getLogger("shadow.proxy.aiohttp_engine")
 
 
@@ -81,7 +85,7 @@ class Proxy:
     captured reads (`sink`, `admit(match)`, `offer(read)`: a Handoff or a Pipeline), or
     None: proxy only."""
 
-    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: ShadowSide | None, metrics: Metrics,
+    def __init__(self, upstream: str, rules: Callable[[], RuleSet | None], handoff: ShadowSide | None, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
                  limits: RequestLimits = DEFAULT_LIMITS, recorder: Recorder | None = None) -> None:
         self.upstream = URL(upstream)
@@ -155,7 +159,7 @@ class Proxy:
     async def _forward(self, request: web.BaseRequest, started: float) -> web.StreamResponse:
         assert self.session is not None, "Proxy.open() first"
         method = request.method
-        match = None
+        match: RouteMatch | None = None
         if method not in NO_SHADOW_METHODS and self.handoff is not None:
             rules = self._rules()
             if rules is not None:
@@ -248,9 +252,11 @@ class Proxy:
                 request.transport.abort()
             raise
 
-    def _hand_over(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, match: Any, body: bytes) -> None:
+    def _hand_over(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, match: RouteMatch | None,
+                   body: bytes) -> None:
         """After the client has the whole answer: queue the read for the shadow side."""
-        assert self.handoff is not None  # a body copy is kept only when there is a shadow side
+        # a body copy is kept only for a matched read, when there is a shadow side
+        assert self.handoff is not None and match is not None
         self.handoff.offer(captured_read(
             match, request.query, request.headers, body, upstream.headers.get(hdrs.CONTENT_TYPE, ""),
             upstream.headers.get(hdrs.CONTENT_ENCODING, "")))

@@ -30,6 +30,7 @@ from shadow.publish.render import SECURITY_HEADERS, render
 from shadow.publish.sink import Sink
 from shadow.publish.views import Filters, from_memory
 from shadow.rules.reload import RulesHolder, rule_files
+from shadow.rules.spec import Route
 
 #: /gate's hook: returns a JSON-able verdict (sync or async); set by the lead's wiring
 GateHook = Callable[[], "Awaitable[dict[str, Any]] | dict[str, Any]"]
@@ -77,7 +78,8 @@ class Admin:
 
     async def readyz(self, request: web.Request) -> web.Response:
         problems = []
-        if self.rules.current is None:
+        rules = self.rules.current
+        if rules is None:
             problems.append("rules: none loaded (" + "; ".join(self.rules.last_result.problems
                                                                if self.rules.last_result else ()) + ")")
         if not self.listening:
@@ -85,7 +87,8 @@ class Admin:
         shadow = shadow_side(self.workers())
         if problems:
             return web.json_response({"ready": False, "problems": problems, **shadow}, status=503)
-        return web.json_response({"ready": True, "rules": self.rules.current.version, **shadow})
+        assert rules is not None  # a problem otherwise
+        return web.json_response({"ready": True, "rules": rules.version, **shadow})
 
     async def rules_view(self, request: web.Request) -> web.Response:
         rules = self.rules.current
@@ -150,7 +153,7 @@ class Admin:
         return render("admin.html", view=view, total=total, link=link, workers=tuple(self.workers()))
 
 
-def _describe_route(route: Any) -> dict[str, Any]:
+def _describe_route(route: Route) -> dict[str, Any]:
     return {"name": route.name, "entity": route.entity, "source": route.source, "sample": route.sample,
             "sample_by": route.sample_by, "recheck_seconds": list(route.recheck.after),
             "recheck_control": route.recheck.control, "list": route.is_list,

@@ -27,7 +27,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -36,6 +36,13 @@ from shadow.publish import evidence_store
 from shadow.publish.redaction import DEFAULT, Redaction
 from shadow.publish.sink import to_json
 from shadow.tasks import TaskSet
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from shadow.config import Config
+    from shadow.publish.metrics import Metrics
+    from shadow.rules.reload import RulesHolder
 
 log = logging.getLogger("shadow.publish.evidence")
 
@@ -145,7 +152,7 @@ class EvidenceWriter:
         #: path do not use up the budget of its mismatches
         self._example_budget: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         self._budget_hour = 0
-        self._connection: Any = None
+        self._connection: asyncpg.Connection | None = None
         self._tasks = TaskSet("evidence")
         self._started = clock()
         self._last_retention = 0.0
@@ -274,12 +281,12 @@ class EvidenceWriter:
             connection.terminate()
         return False
 
-    async def _connected(self) -> Any:
+    async def _connected(self) -> asyncpg.Connection:
         if self._connection is None or self._connection.is_closed():
             self._connection = await evidence_store.connect(self.settings.dsn)
         return self._connection
 
-    async def _write(self, connection: Any, batch: Batch | None) -> None:
+    async def _write(self, connection: asyncpg.Connection, batch: Batch | None) -> None:
         health = self._health() if self._health is not None else (None, 0, {}, {})
         version, depth, drops, errors = health
         schema = evidence_store.SCHEMA
@@ -337,7 +344,7 @@ class EvidenceWriter:
                 drops[f"evidence_{sample.labels['reason']}"] = sample.value
         return drops
 
-    async def _maybe_retain(self, connection: Any) -> None:
+    async def _maybe_retain(self, connection: asyncpg.Connection) -> None:
         now = self._clock()
         if now - self._last_retention < self.settings.retention_interval:
             return
@@ -401,10 +408,11 @@ def _json(value: Any) -> str:
     return to_json(value).decode()
 
 
-def evidence_writer(config: Any, metrics: Any, rules: Any) -> EvidenceWriter:
+def evidence_writer(config: Config, metrics: Metrics, rules: RulesHolder) -> EvidenceWriter:
     """The writer a sidecar's `Config` asks for (`--evidence*`), reporting the health of
     `metrics` (shadow/publish/metrics.Metrics) and the rules in force of `rules` (a
     RulesHolder)."""
+    assert config.evidence is not None  # asked for only with --evidence
     settings = EvidenceSettings(dsn=config.evidence, pod=config.evidence_pod or "",
                                 retention=dt.timedelta(days=config.evidence_retention))
     def labelled(metric: Any, label: str) -> dict[str, float]:

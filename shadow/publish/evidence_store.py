@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncpg
 
 SCHEMA = "shadow_evidence"
 #: a database the store cannot reach within this many seconds counts as down
@@ -24,7 +27,7 @@ def schema_sql() -> str:
     return resources.files("shadow.publish").joinpath("evidence_schema.sql").read_text("utf-8")
 
 
-async def connect(dsn: str) -> Any:
+async def connect(dsn: str) -> asyncpg.Connection:
     """One asyncpg connection with the schema in place (created or migrated)."""
     import asyncpg
 
@@ -37,7 +40,7 @@ async def connect(dsn: str) -> Any:
     return connection
 
 
-async def create_pool(dsn: str, max_size: int = 6) -> Any:
+async def create_pool(dsn: str, max_size: int = 6) -> asyncpg.Pool:
     """A pool for the console (reads); the schema is created first, so an empty store
     shows an empty console rather than an error."""
     import asyncpg
@@ -48,7 +51,7 @@ async def create_pool(dsn: str, max_size: int = 6) -> Any:
                                      command_timeout=COMMAND_TIMEOUT)
 
 
-async def migrate(connection: Any) -> None:
+async def migrate(connection: asyncpg.Connection) -> None:
     """Create or upgrade the schema; safe to run concurrently from many pods (an
     advisory lock serialises the DDL)."""
     async with connection.transaction():
@@ -56,7 +59,7 @@ async def migrate(connection: Any) -> None:
         await connection.execute(schema_sql())
 
 
-async def apply_retention(connection: Any, keep: dt.timedelta, now: dt.datetime | None = None,
+async def apply_retention(connection: asyncpg.Connection, keep: dt.timedelta, now: dt.datetime | None = None,
                           examples_per_path: int = EXAMPLES_KEPT_PER_PATH) -> tuple[int, int]:
     """Delete findings and examples older than `keep`, and examples beyond the newest
     `examples_per_path` of a path. Returns (finding rows, examples) deleted."""

@@ -4,17 +4,19 @@ redaction as a field of that name would (a query parameter or column named like 
 secret is masked; secret-looking values are masked wherever they are)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from shadow.model import ListContext
 
+if TYPE_CHECKING:
+    from shadow.publish.redaction import Redaction
+
 MAX_QUERY_CHARS = 300  # the query string a list finding shows
 
 
-def render(context: ListContext, redaction: Any) -> str:
-    """`list read ?a=1&token=<masked>; selected by col eq v, …; note` (`redaction`: a
-    publish.redaction.Redaction)."""
+def render(context: ListContext, redaction: Redaction) -> str:
+    """`list read ?a=1&token=<masked>; selected by col eq v, …; note`."""
     def shown(value: str, name: str) -> str:
         return str(redaction.value(value, name))
 

@@ -68,6 +68,7 @@ from shadow.publish.secretvalues import apply as apply_spans
 
 if TYPE_CHECKING:
     from shadow.model import FieldDiff
+    from shadow.rules.sections import RedactionRules
     from shadow.rules.spec import Entity
 
 __all__ = ["DEFAULT", "DEFAULT_NAMES", "NOT_SECRET", "PII_NAMES", "QUALIFIERS", "REDACTED", "SECRET_NAMES",
@@ -436,7 +437,7 @@ class Redaction:
         return tuple(self.diff(diff) for diff in diffs)
 
 
-def _for_entity(redact: tuple[str, ...], redact_names: tuple[str, ...], rules: Any) -> Redaction:
+def _for_entity(redact: tuple[str, ...], redact_names: tuple[str, ...], rules: RedactionRules) -> Redaction:
     return _cached_for_entity(redact, redact_names, tuple(rules.names), tuple(rules.pii), tuple(rules.show),
                               tuple(rules.patterns), tuple(rules.show_patterns), bool(rules.show_pii))
 

@@ -11,11 +11,15 @@ sidecar, never the process-global one, so several sidecars (tests) do not interf
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -31,8 +35,8 @@ def request_context(trace_headers: Iterable[tuple[str, str]]) -> Context | None:
 class Tracing:
     """Owns the tracer; `close()` flushes and shuts the exporter down."""
 
-    def __init__(self, otlp_endpoint: str | None = None, exporter: Any = None) -> None:
-        self._provider: Any = None
+    def __init__(self, otlp_endpoint: str | None = None, exporter: SpanExporter | None = None) -> None:
+        self._provider: TracerProvider | None = None
         if otlp_endpoint is None and exporter is None:
             self.tracer: trace.Tracer = trace.NoOpTracer()
             return

@@ -11,7 +11,7 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from shadow.model import (
     MAX_RECHECK_PATHS,
@@ -22,6 +22,12 @@ from shadow.model import (
     RecheckStep,
     RedactedDiff,
 )
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.samples import Sample
+
+    from shadow.publish.sink import Sink
 
 #: outcomes that count as a comparison of the route (skips are not comparisons)
 COMPARED = ("match", "mismatch", "transient", "unstable", "missing", "extra", "error")
@@ -250,7 +256,7 @@ class Overview:
 # ----------------------------------------------------------------------------- stored JSON
 
 
-def diffs_of(stored: Any) -> tuple[RedactedDiff, ...]:
+def diffs_of(stored: object) -> tuple[RedactedDiff, ...]:
     """An example's differences as the store keeps them (a JSON list of objects, already
     redacted); anything malformed is left out rather than shown wrongly."""
     if not isinstance(stored, list):
@@ -260,7 +266,7 @@ def diffs_of(stored: Any) -> tuple[RedactedDiff, ...]:
                  for d in stored if isinstance(d, Mapping))
 
 
-def history_of(stored: Any) -> RecheckHistory:
+def history_of(stored: object) -> RecheckHistory:
     """An example's recheck history as the store keeps it (evidence.py `_rechecks`);
     examples written before the steps were kept have none."""
     if not isinstance(stored, Mapping):
@@ -272,7 +278,7 @@ def history_of(stored: Any) -> RecheckHistory:
         ended=str(stored.get("ended") or ""), steps=tuple(step for step in steps if step is not None))
 
 
-def _step(stored: Any) -> RecheckStep | None:
+def _step(stored: object) -> RecheckStep | None:
     if not isinstance(stored, Mapping) or stored.get("saw") not in get_args(RecheckSaw):
         return None
     paths = tuple(path for path in _listed(stored.get("paths")) if isinstance(path, str))
@@ -339,7 +345,7 @@ def _scalar(value: Any) -> str:
 # ----------------------------------------------------------------------------- from memory
 
 
-def _samples(registry: Any, name: str) -> Iterable[Any]:
+def _samples(registry: CollectorRegistry, name: str) -> Iterable[Sample]:
     for metric in registry.collect():
         if metric.name == name:
             for sample in metric.samples:
@@ -354,7 +360,7 @@ def _row(entry: RecentMismatch) -> ExampleRow:
                       reason=entry.reason, suppressed=entry.suppressed)
 
 
-def from_memory(sink: Any, rules_version: str | None, filters: Filters, now: float | None = None) -> Overview:
+def from_memory(sink: Sink, rules_version: str | None, filters: Filters, now: float | None = None) -> Overview:
     """One pod's page from what its sink holds: the counters (every comparison since the
     start) and the ring of recent noteworthy outcomes (paths' first and last seen and
     trends are over the ring only)."""

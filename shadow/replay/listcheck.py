@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shadow.model import FieldDiff, ListContext
+from shadow.model import FieldDiff, ListContext, ShadowJob
 from shadow.replay.listquery import Unmodeled, query_values, unmodeled
 from shadow.replay.viewread import Listing, list_path
-from shadow.rules.spec import Route
+from shadow.rules.spec import Entity, Route
+
+if TYPE_CHECKING:
+    from shadow.replay.sources import Source
 
 LIST_KEY = "[list]"  # the key a list-level mismatch is published under (+ the path parameters)
 
@@ -101,7 +104,7 @@ def _number(value: Any) -> Any:
     return value
 
 
-async def run_list_check(source: Any, entity: Any, route: Route, job: Any) -> ListCheck:
+async def run_list_check(source: Source, entity: Entity, route: Route, job: ShadowJob) -> ListCheck:
     """Ask the source what the read should have shown and check the list against it.
     A read with a query parameter (or a sort / page value) the route does not model is
     not checked (`unmodeled`). Sources without `select` (mongo) only answer the keys of
@@ -126,7 +129,7 @@ async def run_list_check(source: Any, entity: Any, route: Route, job: Any) -> Li
     return ListCheck(tuple(sorted(set(listed) - set(job.controls))))
 
 
-def unverified_paths(entity: Any, control: Any) -> tuple[str, ...]:
+def unverified_paths(entity: Entity | None, control: Any) -> tuple[str, ...]:
     """The entity's `unverifiable` paths the API showed in this document (counted, so
     what is not verified stays visible)."""
     if entity is None or not entity.unverifiable:

@@ -24,7 +24,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shadow.model import (
     Comparison,
@@ -47,6 +47,11 @@ from shadow.replay.sampling import TokenBucket, sampled_by_chance
 from shadow.rules.spec import Entity, Route, RouteMatch
 from shadow.shadowside import CapturedRead
 from shadow.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from shadow.replay.sources import Source
+    from shadow.replay.viewread import BoundReader
+    from shadow.rules.load import RuleSet
 
 MAX_EXPLAINS_IN_FLIGHT = 16  # default of --explain-concurrency
 
@@ -84,8 +89,8 @@ class Pipeline:
     """Bounded queue + batching workers + recheck heap. `start()` in a running loop;
     `close()` drops what is still queued (counted as `shutdown`)."""
 
-    def __init__(self, settings: PipelineSettings, sink: Sink[Any], rules: Callable[[], Any],
-                 sources: Mapping[str, Any], compare: Callable[..., Verdict],
+    def __init__(self, settings: PipelineSettings, sink: Sink[Any], rules: Callable[[], RuleSet | None],
+                 sources: Mapping[str, Source], compare: Callable[..., Verdict],
                  explain: Callable[..., list[FieldDiff]] | None = None,
                  upstream: UpstreamControl | None = None) -> None:
         self.settings = settings
@@ -203,17 +208,21 @@ class Pipeline:
         if pending:
             await self._fetch_and_compare(pending)
 
-    def rules(self) -> Any:
-        return self._rules()
+    def rules(self) -> RuleSet:
+        rules = self._rules()
+        # reads reach the pipeline only once rules are in force (the sidecar starts with
+        # them; a worker without them refuses every read before it gets here)
+        assert rules is not None
+        return rules
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Entity, dict[str, Any]] | Failure:
+                    reader: BoundReader | None = None) -> tuple[Entity, dict[str, Any]] | Failure:
         """One batched source call: (the entity's rules, documents by key), or the failure
         (reported here, once; a missing source or entity is a setting, counted per key)."""
         source = self.sources.get(source_name)
         if source is None:
             return Failure(Stage.FETCH, "LookupError", f"no {source_name} source configured")
-        entity_spec = self._rules().entities.get(entity)
+        entity_spec = self.rules().entities.get(entity)
         if entity_spec is None:  # removed by a reload since the read was queued
             return Failure(Stage.FETCH, "LookupError", f"entity {entity!r} is not in the loaded rules")
         started = time.monotonic()
@@ -262,7 +271,7 @@ class Pipeline:
         if verdict.outcome is Outcome.MATCH:
             self.finish(item, Outcome.MATCH, verdict.diffs, verdict, control, candidate, entity_spec)
             return
-        route = self._rules().route_named(job.info.route)
+        route = self.rules().route_named(job.info.route)
         if route is not None and route.recheck.enabled \
                 and self._rechecks.park(item, verdict, candidate, route.recheck.after):
             return
@@ -279,7 +288,7 @@ class Pipeline:
         entry = self.sink.publish(Comparison(
             entity=info.entity, route=info.route, key=item.key, outcome=outcome, diffs=diffs,
             suppressed=verdict.suppressed, source=info.source, control=control, candidate=candidate,
-            at=time.time(), unverified=unverified_paths(self._rules().entities.get(info.entity), control),
+            at=time.time(), unverified=unverified_paths(self.rules().entities.get(info.entity), control),
             rechecks=0 if trail is None else trail.step,
             recheck_seconds=0.0 if trail is None else time.monotonic() - trail.started,
             recheck_steps=() if trail is None else trail.steps),
@@ -309,7 +318,7 @@ class Pipeline:
         a finding with `strict_query`). Returns the members not to compare one by one."""
         info = job.info
         source = self.sources.get(info.source)
-        entity_spec = self._rules().entities.get(info.entity)
+        entity_spec = self.rules().entities.get(info.entity)
         if source is None or entity_spec is None:
             return frozenset()  # the fetch reports the missing source / entity for every key
         try:

@@ -28,7 +28,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -44,6 +44,11 @@ from shadow.replay.listcheck import run_list_check
 from shadow.replay.messages import Sink
 from shadow.replay.viewread import Listing, list_path, listing
 from shadow.rules.spec import Entity, Route
+
+if TYPE_CHECKING:
+    from shadow.replay.sources import Source
+    from shadow.replay.viewread import BoundReader
+    from shadow.rules.load import RuleSet
 
 Item = TypeVar("Item")
 
@@ -132,12 +137,12 @@ class RecheckHost(Protocol):
     """What the rechecker needs from the pipeline."""
 
     sink: Sink[Any]
-    sources: dict[str, Any]
+    sources: dict[str, Source]
 
-    def rules(self) -> Any: ...
+    def rules(self) -> RuleSet: ...
 
     async def fetch(self, entity: str, source_name: str, keys: list[str],
-                    reader: Any = None) -> tuple[Entity, dict[str, Any]] | Failure: ...
+                    reader: BoundReader | None = None) -> tuple[Entity, dict[str, Any]] | Failure: ...
 
     def finish(self, item: PendingKey, outcome: Outcome, diffs: tuple[FieldDiff, ...], verdict: Verdict,
                control: Any, candidate: Any, entity_spec: Entity) -> None: ...
@@ -346,7 +351,7 @@ class Rechecker:
 
     async def _read_controls(self, entity_spec: Entity, items: list[PendingKey]) -> list[ControlRead]:
         rules = self.host.rules()
-        modes = []
+        modes: list[str] = []
         for item in items:
             route = rules.route_named(item.job.info.route)
             modes.append(route.recheck.control if route is not None else "none")

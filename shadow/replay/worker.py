@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, assert_never
 
 from shadow.config import Config
 from shadow.model import Failure, Stage
@@ -50,6 +50,9 @@ from shadow.rules import RuleSet
 from shadow.rules.spec import Route
 from shadow.tasks import TaskSet
 
+if TYPE_CHECKING:
+    from shadow.replay.sources.lazy import LazySource
+
 log = logging.getLogger("shadow.replay.worker")
 
 #: how often the worker reports its counted outcomes and its queue depth
@@ -72,7 +75,7 @@ class ShadowWorker(asyncio.Protocol):
         self.stop_drain = 0.0
         self.config: Config | None = None
         self.pipeline: Pipeline | None = None
-        self.sources: dict[str, Any] = {}
+        self.sources: dict[str, LazySource] = {}
         self.sink = Relay(self.send)
         self.rules: RuleSet | None = None
         self._routes: dict[str, Route] = {}

@@ -14,9 +14,13 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shadow.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from shadow.policy import RulesPolicy
+    from shadow.rules.load import RuleSet
 
 log = logging.getLogger("shadow.rules.reload")
 
@@ -37,7 +41,7 @@ class ReloadResult:
         return {"ok": self.ok, "version": self.version, "changed": self.changed, "problems": list(self.problems)}
 
 
-def default_loader(directory: Path, policy: Any = None) -> Any:
+def default_loader(directory: Path, policy: RulesPolicy | None = None) -> RuleSet:
     """load_rules with the operator's RulesPolicy (size cap, normalizer modules)."""
     from shadow.rules import load_rules
 
@@ -84,8 +88,8 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
 class RulesHolder:
     """The rules in force, and the ways to replace them."""
 
-    def __init__(self, directory: Path, loader: Callable[[Path], Any] = default_loader,
-                 on_change: Callable[[Any], None] | None = None,
+    def __init__(self, directory: Path, loader: Callable[[Path], RuleSet] = default_loader,
+                 on_change: Callable[[RuleSet], None] | None = None,
                  on_result: Callable[[ReloadResult], None] | None = None) -> None:
         """`on_change(rules)` runs when rules are put in force; `on_result(result)` after
         every (re)load, good or refused (the sidecar counts them in its metrics)."""
@@ -93,7 +97,7 @@ class RulesHolder:
         self._on_result = on_result
         self._loader = loader
         self._on_change = on_change
-        self.current: Any = None
+        self.current: RuleSet | None = None
         self.last_result: ReloadResult | None = None
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._tasks = TaskSet("reload")
@@ -109,14 +113,14 @@ class RulesHolder:
             log.info("reloading rules (%s)", why)
             return self._apply(*await asyncio.to_thread(self._parse))
 
-    def _parse(self) -> tuple[tuple[tuple[str, int, int], ...], Any, BaseException | None]:
+    def _parse(self) -> tuple[tuple[tuple[str, int, int], ...], RuleSet | None, BaseException | None]:
         fingerprint = _fingerprint(self.directory)
         try:
             return fingerprint, self._loader(self.directory), None
         except Exception as problem:
             return fingerprint, None, problem
 
-    def _apply(self, fingerprint: tuple[tuple[str, int, int], ...], rules: Any,
+    def _apply(self, fingerprint: tuple[tuple[str, int, int], ...], rules: RuleSet | None,
                problem: BaseException | None) -> ReloadResult:
         self._fingerprint = fingerprint  # a bad edit is not retried until the files change again
         if problem is not None:
@@ -125,6 +129,7 @@ class RulesHolder:
             log.error("rules in %s rejected; %s:\n  %s", self.directory,
                       f"keeping version {kept}" if kept else "no rules loaded", "\n  ".join(problems))
             return self._result(ReloadResult(False, kept, False, problems))
+        assert rules is not None  # _parse returns rules or the problem
         previous = getattr(self.current, "version", None)
         self.current = rules
         if self._on_change is not None:

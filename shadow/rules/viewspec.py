@@ -21,6 +21,7 @@ from shadow.rules.spec import (
     NO_ABSENT,
     Bound,
     Condition,
+    Entity,
     Field,
     KeySource,
     ListFilter,
@@ -30,6 +31,7 @@ from shadow.rules.spec import (
     Page,
     ReaderSet,
     ReaderSpec,
+    Route,
     SortParam,
     Through,
     Transform,
@@ -411,7 +413,7 @@ def reader_fields(fields: Any) -> list[str]:
     return found
 
 
-def check_reader_fields(reader: Reader, entity: Any, routes: list[Any]) -> None:
+def check_reader_fields(reader: Reader, entity: Entity, routes: list[Route]) -> None:
     """A field bound to the reader needs every route of its entity to say who reads."""
     nodes = reader_fields(entity.fields.values())
     if not nodes:

@@ -12,8 +12,12 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shadow.model import FieldDiff
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -111,8 +115,8 @@ async def _run(args: argparse.Namespace) -> int:
     return worst
 
 
-def _report(args: argparse.Namespace, entity: str, key: str, outcome: str, diffs: Any, version: str,
-            suppressed: Any = ()) -> None:
+def _report(args: argparse.Namespace, entity: str, key: str, outcome: str, diffs: Sequence[FieldDiff], version: str,
+            suppressed: Sequence[FieldDiff] = ()) -> None:
     if args.json:
         print(json.dumps({"entity": entity, "key": key, "outcome": outcome, "rules_version": version,
                           "diffs": [_diff(d) for d in diffs], "suppressed": [_diff(d) for d in suppressed]},
@@ -132,5 +136,5 @@ def _report(args: argparse.Namespace, entity: str, key: str, outcome: str, diffs
         print("  PostgreSQL has no row for this key")
 
 
-def _diff(diff: Any) -> dict[str, Any]:
+def _diff(diff: FieldDiff) -> dict[str, Any]:
     return {"path": diff.path, "at": diff.at, "kind": diff.kind, "control": diff.control, "candidate": diff.candidate}

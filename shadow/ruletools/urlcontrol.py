@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 
 from shadow.replay.viewread import BoundReader, bound_reader
+from shadow.rules.load import RuleSet
 from shadow.rules.spec import Entity, InvalidKey, Route, RouteMatch
 
 
@@ -29,7 +30,7 @@ def parse_headers(values: list[str] | None) -> dict[str, str]:
     return headers
 
 
-def pick_route(rules: Any, entity: Entity, name: str | None) -> Route:
+def pick_route(rules: RuleSet, entity: Entity, name: str | None) -> Route:
     """The route named, or the entity's first single-document route keyed by one path
     parameter (or by a constant: a scalar list)."""
     routes: list[Route] = [route for route in rules.routes if route.entity == entity.name]

@@ -15,7 +15,21 @@ import os
 import sys
 import time
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from shadow.policy import RulesPolicy
+    from shadow.replay.sources.postgres import PostgresSource
+    from shadow.rules.load import RuleSet
+    from shadow.rules.spec import Entity
+    from shadow.verify.buckets import ResumeFile
+    from shadow.verify.gaps import Lookup
+    from shadow.verify.mongoside import MongoSide
+    from shadow.verify.progress import Progress
+    from shadow.verify.report import EntityReport, RunReport
+    from shadow.verify.scope import Partition
 
 LAYER_CHOICES = ("counts", "sums", "docs", "all")
 
@@ -85,8 +99,8 @@ def _options(args: argparse.Namespace) -> tuple[Any, tuple[str, ...], float | No
     return parse_partition(args.partition), layers, max_rate, policy_from_args(args)
 
 
-async def _run(args: argparse.Namespace, partition: Any, layers: tuple[str, ...], max_rate: float | None,
-               policy: Any) -> int:
+async def _run(args: argparse.Namespace, partition: Partition, layers: tuple[str, ...], max_rate: float | None,
+               policy: RulesPolicy) -> int:
     from shadow.verify.report import push
 
     report = await produce_report(args, partition, layers, max_rate, policy)
@@ -110,8 +124,8 @@ async def _run(args: argparse.Namespace, partition: Any, layers: tuple[str, ...]
     return int(report.exit_code(named))
 
 
-async def produce_report(args: argparse.Namespace, partition: Any, layers: tuple[str, ...], max_rate: float | None,
-                         policy: Any) -> Any:
+async def produce_report(args: argparse.Namespace, partition: Partition, layers: tuple[str, ...],
+                         max_rate: float | None, policy: RulesPolicy) -> RunReport | None:
     """The one place a command-line run's RunReport is made (None: refused, the reason
     on stderr); whatever records or publishes runs hooks in after it."""
     from shadow.rules import RulesError, load_rules
@@ -138,19 +152,18 @@ async def produce_report(args: argparse.Namespace, partition: Any, layers: tuple
                             page=args.page, timeout=args.timeout, mongo_dump=args.mongo_dump)
 
 
-async def verify_run(rules: Any, pg: str, mongo_url: str | None, mongo_db: str | None, *,
+async def verify_run(rules: RuleSet, pg: str, mongo_url: str | None, mongo_db: str | None, *,
                      entities: list[str] | tuple[str, ...] = (),
-                     layers: tuple[str, ...] = ("counts", "sums", "docs"), partition: Any = None,
-                     max_rate: float | None = None, resume: Any = None, criteria: str | None = None,
-                     page: int = 500, timeout: float = 60.0, progress: Any = None,
-                     mongo_dump: str | None = None) -> Any:
+                     layers: tuple[str, ...] = ("counts", "sums", "docs"), partition: Partition | None = None,
+                     max_rate: float | None = None, resume: ResumeFile | None = None, criteria: str | None = None,
+                     page: int = 500, timeout: float = 60.0, progress: Progress | None = None,
+                     mongo_dump: str | None = None) -> RunReport:
     """One verify run over loaded rules (the CLI's and the demo's): a RunReport. The Mongo
     side is the live server (`mongo_url`, `mongo_db`) or a mongodump snapshot (`mongo_dump`)."""
     import asyncpg
 
     from shadow.replay.sources.postgres import PostgresSource
     from shadow.verify.gaps import GapConfigError, open_gaps
-    from shadow.verify.mongoside import MongoSide
     from shadow.verify.progress import Progress
     from shadow.verify.report import EntityReport, RunReport
     from shadow.verify.scope import BadFlag, Partition, verifiable
@@ -215,9 +228,9 @@ async def verify_run(rules: Any, pg: str, mongo_url: str | None, mongo_db: str |
     return report
 
 
-async def _entity(entity: Any, mongo: Any, pool: Any, source: Any, partition: Any, layers: tuple[str, ...],
-                  page: int, max_rate: float | None, resume: Any, gaps: Any, progress: Any,
-                  problem: str | None) -> Any:
+async def _entity(entity: Entity, mongo: MongoSide, pool: asyncpg.Pool, source: PostgresSource, partition: Partition,
+                  layers: tuple[str, ...], page: int, max_rate: float | None, resume: ResumeFile | None,
+                  gaps: Lookup | None, progress: Progress, problem: str | None) -> EntityReport:
     from shadow.verify.counts import run_counts
     from shadow.verify.model import Layer, LayerResult
     from shadow.verify.reconcile import run_docs

@@ -364,7 +364,7 @@ def _reference_sql(spec: Field, alias: str, args: _Args, id_map: str) -> str:
             f"WHERE i.collection = {args.add(to)} AND i.legacy_object_id = {external}), 'x:' || {external}) END")
 
 
-async def _pg_parents(entity: Entity, connection: Any, key_range: KeyRange, relationships: list[Site],
+async def _pg_parents(entity: Entity, connection: asyncpg.Connection, key_range: KeyRange, relationships: list[Site],
                       id_map_table: str) -> Any:
     where, condition_args = pg_condition(entity, key_range, "m")
     args = _Args(list(condition_args))

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 
 from shadow.replay.sources.postgres import quote
 from shadow.rules.reader import IDENTIFIER, TABLE
 from shadow.rules.spec import Entity
+
+if TYPE_CHECKING:
+    import asyncpg
 
 GAP_KEYS = {"table": TABLE, "collection": IDENTIFIER, "key": IDENTIFIER, "open_when_null": IDENTIFIER}
 
@@ -46,7 +49,7 @@ def gap_config(criteria_path: str | None) -> dict[str, str] | None:
 Lookup = Callable[[Entity, list[str]], Awaitable[list[str]]]
 
 
-async def open_gaps(criteria_path: str | None, pool: Any) -> tuple[Lookup | None, dict[str, int] | None]:
+async def open_gaps(criteria_path: str | None, pool: asyncpg.Pool) -> tuple[Lookup | None, dict[str, int] | None]:
     """A lookup `(entity, keys) -> keys with an open gap` and the open gaps per collection,
     or (None, None) when not configured."""
     config = gap_config(criteria_path)
@@ -62,7 +65,7 @@ async def open_gaps(criteria_path: str | None, pool: Any) -> tuple[Lookup | None
     return lookup, await open_gap_counts(config, pool)
 
 
-async def open_gap_counts(config: dict[str, str], pool: Any) -> dict[str, int]:
+async def open_gap_counts(config: dict[str, str], pool: asyncpg.Pool) -> dict[str, int]:
     """Open gaps per collection (for the gate's report)."""
     sql = (f"SELECT {quote(config['collection'])}, count(*) FROM {quote(config['table'])} "
            f"WHERE {quote(config['open_when_null'])} IS NULL GROUP BY 1")

@@ -8,7 +8,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
@@ -39,6 +39,9 @@ from shadow.proxy.recording import Recorder
 from shadow.publish.metrics import Metrics
 from shadow.shadowside import ShadowSide
 
+if TYPE_CHECKING:
+    from shadow.rules.load import RuleSet
+
 log = logging.getLogger("shadow.proxy.raw")
 
 #: replayed once on a fresh connection when a pooled one turns out closed (never with a body)
@@ -53,7 +56,7 @@ class RawProxy:
     """The raw engine: the same constructor and surface as shadow.proxy.aiohttp_engine.Proxy (open,
     close, in_flight) plus the connection bookkeeping its server needs."""
 
-    def __init__(self, upstream: str, rules: Callable[[], Any], handoff: ShadowSide | None, metrics: Metrics,
+    def __init__(self, upstream: str, rules: Callable[[], RuleSet | None], handoff: ShadowSide | None, metrics: Metrics,
                  max_body_bytes: int = 1048576, upstream_timeout: float = 30.0,
                  limits: RequestLimits = DEFAULT_LIMITS, recorder: Recorder | None = None) -> None:
         parts = urlsplit(upstream)
@@ -203,7 +206,8 @@ class RawProxy:
                 content_encoding = value.decode("latin-1")
         target = origin_form(exchange.target)
         query = URL(target.decode("latin-1"), encoded=True).query if b"?" in target else NO_QUERY
-        assert self.handoff is not None  # a body copy is kept only when there is a shadow side
+        # a body copy is kept only for a matched read, when there is a shadow side
+        assert self.handoff is not None and exchange.match is not None
         self.handoff.offer(captured_read(exchange.match, query, headers, body, content_type or "",
                                          content_encoding or ""))
 

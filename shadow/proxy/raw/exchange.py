@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from yarl import URL
 
@@ -19,6 +19,11 @@ from shadow.config import ForwardedHeaders, RequestLimits
 from shadow.proxy.forwarding import connection_named, forwardable, forwarded_for
 from shadow.proxy.limits import ConnectionSlots, origin_form
 from shadow.publish.metrics import Metrics
+
+if TYPE_CHECKING:
+    from shadow.proxy.forwarding import BodyCopy
+    from shadow.proxy.recording import RecordCopy
+    from shadow.rules.spec import RouteMatch
 
 #: never forwarded as received: Host is the upstream's, the body framing is the proxy's own
 REQUEST_DROP = frozenset({"host", "expect", "content-length", "transfer-encoding"})
@@ -167,9 +172,9 @@ class Exchange:
         self.attempt = Attempt.FRESH
         self.stage = Stage.QUEUED
         self.mode: BodyMode | None = None  # set by response_head()
-        self.copy: Any = None
-        self.record: Any = None  # the --record copy (shadow/proxy/recording.py RecordCopy)
-        self.match: Any = None
+        self.copy: BodyCopy | None = None
+        self.record: RecordCopy | None = None  # the --record copy
+        self.match: RouteMatch | None = None
         self.status = 0
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.own = 0.0

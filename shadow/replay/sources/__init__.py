@@ -9,9 +9,12 @@ Every source has:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shadow.rules.spec import Entity, Route
+
+if TYPE_CHECKING:
+    from shadow.replay.viewread import BoundReader
 
 # The concrete sources live in .mongo and .postgres and are imported where they are
 # opened: the proxy process never needs pymongo or asyncpg, and a worker loads only the
@@ -19,7 +22,7 @@ from shadow.rules.spec import Entity, Route
 
 
 class Source(Protocol):
-    async def fetch(self, entity: Entity, keys: list[str]) -> dict[str, Any]: ...
+    async def fetch(self, entity: Entity, keys: list[str], reader: BoundReader | None = None) -> dict[str, Any]: ...
 
     async def list_keys(self, entity: Entity, route: Route, params: Mapping[str, str]) -> set[str]: ...
 

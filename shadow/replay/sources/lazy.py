@@ -6,11 +6,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from shadow.config import Config
+from shadow.replay.sources import Source
 from shadow.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from shadow.replay.sources.pgview import Selection
+    from shadow.replay.viewread import BoundReader
+    from shadow.rules.spec import Entity, Route
 
 log = logging.getLogger("shadow.replay.sources")
 
@@ -21,17 +27,17 @@ class LazySource:
     """A shadow source opened on first use and re-opened after it failed to open, so a
     database that is down at start (or later) never stops the proxy."""
 
-    def __init__(self, name: str, open_source: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(self, name: str, open_source: Callable[[], Awaitable[Source]]) -> None:
         self.name = name
         self._open_source = open_source
-        self._source: Any = None
+        self._source: Source | None = None
         self._failed_at = -SOURCE_RETRY_SECONDS
         self._last_error: BaseException | None = None
         self._lock = asyncio.Lock()
         self._opening: asyncio.Task[BaseException | None] | None = None
         self._tasks = TaskSet(f"{name}-source")
 
-    async def _get(self) -> Any:
+    async def _get(self) -> Source:
         if self._source is not None:
             return self._source
         async with self._lock:
@@ -68,16 +74,17 @@ class LazySource:
             return problem
         return None
 
-    async def fetch(self, entity: Any, keys: Any, reader: Any = None) -> Any:
+    async def fetch(self, entity: Entity, keys: list[str], reader: BoundReader | None = None) -> dict[str, Any]:
         source = await self._get()
         return await (source.fetch(entity, keys) if reader is None else source.fetch(entity, keys, reader))
 
-    async def select(self, entity: Any, route: Any, params: Any, query: Any, reader: Any = None) -> Any:
+    async def select(self, entity: Entity, route: Route, params: Mapping[str, str], query: Mapping[str, Any],
+                     reader: BoundReader | None = None) -> Selection | None:
         """A list read's selection (order, page, total), or None when the source has none."""
         source = await self._get()
         return await source.select(entity, route, params, query, reader) if hasattr(source, "select") else None
 
-    async def list_keys(self, entity: Any, route: Any, params: Any) -> Any:
+    async def list_keys(self, entity: Entity, route: Route, params: Mapping[str, str]) -> set[str]:
         return await (await self._get()).list_keys(entity, route, params)
 
     async def close(self) -> None:
@@ -88,12 +95,12 @@ class LazySource:
             self._source = None
 
 
-def default_sources(config: Config) -> dict[str, Any]:
+def default_sources(config: Config) -> dict[str, LazySource]:
     """The sources the config names, opened lazily."""
-    sources: dict[str, Any] = {}
+    sources: dict[str, LazySource] = {}
     pg, mongo, mongo_db = config.pg, config.mongo, config.mongo_db
     if pg:
-        async def open_postgres() -> Any:
+        async def open_postgres() -> Source:
             from shadow.replay.sources.postgres import PostgresSource
 
             # one connection per worker, plus one for the recheck task
@@ -102,7 +109,7 @@ def default_sources(config: Config) -> dict[str, Any]:
 
         sources["postgres"] = LazySource("postgres", open_postgres)
     if mongo and mongo_db:  # Config refuses --mongo without --mongo-db
-        async def open_mongo() -> Any:
+        async def open_mongo() -> Source:
             from shadow.replay.sources.mongo import MongoSource
 
             return MongoSource(mongo, mongo_db, timeout=config.source_timeout)

@@ -4,13 +4,16 @@ generic toJSON shape (shadow.replay.sources.apijson)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from shadow.replay.sources.apijson import api_document
 from shadow.rules.spec import Entity, Route
+
+if TYPE_CHECKING:
+    from shadow.replay.viewread import BoundReader
 
 Document = dict[str, Any]
 
@@ -37,7 +40,7 @@ class MongoSource:
     def _mongo_id(entity: Entity, key: str) -> Any:
         return ObjectId(key) if entity.key_type == "objectid" else key
 
-    async def fetch(self, entity: Entity, keys: list[str], reader: Any = None) -> dict[str, Any]:
+    async def fetch(self, entity: Entity, keys: list[str], reader: BoundReader | None = None) -> dict[str, Any]:
         """key -> the stored document as the API shows it, or None when there is none."""
         if entity.view:
             raise ValueError(f"{entity.name} is a view model: no stored document to read; compare with --url")

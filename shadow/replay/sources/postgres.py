@@ -19,7 +19,7 @@ from normalizers.idmap import IdMapCache
 from normalizers.rows import group_rows
 from shadow.plancache import PlanCache
 from shadow.replay.rebuild import Fetched, rebuild_plan, row_columns, uuid_columns
-from shadow.replay.sources.pgview import aggregate_sql, distinct_fetch, resolve, select_keys
+from shadow.replay.sources.pgview import Selection, aggregate_sql, distinct_fetch, resolve, select_keys
 from shadow.replay.viewread import BoundReader
 from shadow.rules.spec import AGGREGATES, Entity, Field, Route
 from shadow.rules.walk import item_fields, table_fields
@@ -133,7 +133,7 @@ class PostgresSource:
         return set(selection.keys)
 
     async def select(self, entity: Entity, route: Route, params: Mapping[str, str], query: Mapping[str, str],
-                     reader: BoundReader | None = None) -> Any:
+                     reader: BoundReader | None = None) -> Selection:
         """The keys a list route shows (in its order, its page) and the total count."""
         async with self.pool.acquire() as connection:
             return await select_keys(self, connection, entity, route, params, query, reader)
