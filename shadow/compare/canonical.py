@@ -22,15 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from normalizers.rows import multiset
-from normalizers.values import (
-    OutOfRange,
-    canonical_float,
-    canonical_number,
-    canonical_timestamp,
-    decimal,
-    iso_ms,
-    timestamp,
-)
+from normalizers.values import canonical_float, canonical_number, canonical_timestamp, decimal, iso_ms, timestamp
 from shadow.compare.viewcanon import at_paths
 from shadow.plancache import PlanCache
 from shadow.rules.spec import NO_ABSENT, Entity, Field
@@ -244,21 +236,9 @@ class _FieldPlan:
         if len(self.transforms) == 1 and self.transforms[0] is decimal:
             slow = self.canon
 
-            seen: dict[Decimal, Any] = {}  # amounts repeat (prices, fees): one canonical_number per value
-
             def decimal_field(value: Any) -> Any:
                 if value.__class__ is Decimal:  # a rebuilt numeric: already exact, just canonical
-                    if not value.is_finite():
-                        return canonical_number(value)
-                    known = seen.get(value)
-                    if known is None:
-                        known = canonical_number(value)
-                        if known.__class__ is OutOfRange:  # spelled from its input: never shared
-                            return known
-                        if len(seen) >= _SEEN_NUMBERS:
-                            seen.clear()
-                        seen[value] = known  # equal Decimals, whatever their scale, have one form
-                    return known
+                    return canonical_number(value)
                 return slow(value)
             return decimal_field
         return self.canon
@@ -348,7 +328,6 @@ def _generic_object(document: Mapping[str, Any], drop: bool) -> dict[str, Any]:
     return canon
 
 
-_SEEN_NUMBERS = 4096  # distinct decimals remembered per field (a bounded cache: cleared when full)
 _GENERIC_DROP = _FieldPlan(None, "", None, drop_empty=True)
 _GENERIC_KEEP = _FieldPlan(None, "", None, drop_empty=False)
 

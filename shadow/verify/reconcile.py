@@ -160,54 +160,9 @@ async def _run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSourc
         if on_bucket is not None:
             on_bucket(entity.name, name)
 
-    def differ(key: str, stored: Any, candidate: Any, control_c: Any, candidate_c: Any, bucket: Bucket) -> None:
-        """Both stores hold `key` and its canonical forms differ: hashed each, then diffed."""
-        nonlocal matched
-        bucket.add_mongo(key, control_c)
-        bucket.add_pg(key, candidate_c)
-        verdict = compare(entity, api_document(entity, stored), candidate, today)
-        if verdict.outcome is not Outcome.MATCH:
-            bucket.differences += 1
-            for diff in redaction.diffs(verdict.diffs):  # the report leaves the process
-                pending.append((key, Difference("docs", "document", "mismatch", key, diff.path,
-                                                diff.control, diff.candidate)))
-        else:
-            matched += 1
-
     prefix = ""  # the key's first 8 hex digits (its second): the bucket changes only with them
     name = ""
     while True:
-        if objectid and not max_rate and current is not None and current in buckets \
-                and mongo.index < len(mongo.items) and pg.index < len(pg.items):
-            # The common case, walked without the general step's peeks and lookups: both
-            # pages hold the same keys, in the bucket being verified. Stops at the first
-            # key that is on one side only, in another bucket, or at a page's end (the
-            # general step below then decides), and where `page` documents are complete.
-            bucket = buckets[current]
-            mongo_items, m, pg_items, p = mongo.items, mongo.index, pg.items, pg.index
-            stop = min(len(mongo_items) - m, len(pg_items) - p, page - compared % page)
-            done = 0
-            while done < stop:
-                key, stored = mongo_items[m + done]
-                candidate_key, candidate = pg_items[p + done]
-                if key != candidate_key or candidate is None or key[:8] != prefix:
-                    break
-                control_c = stored_canonical(entity, stored)
-                candidate_c = canonical(entity, candidate)
-                if control_c == candidate_c:
-                    bucket.add_both(key, control_c)
-                    matched += 1
-                else:
-                    differ(key, stored, candidate, control_c, candidate_c, bucket)
-                done += 1
-            if done:
-                mongo.index, pg.index = m + done, p + done
-                compared += done
-                if compared % page == 0:
-                    await flush()
-                    if on_page is not None:
-                        on_page(page)
-                continue
         mongo_head = mongo.peek() or await mongo.head()
         pg_head = pg.peek() or await pg.head()
         if mongo_head is None:
@@ -244,7 +199,16 @@ async def _run_docs(entity: Entity, mongo_side: MongoSide, source: PostgresSourc
                     bucket.add_both(key, control_c)
                     matched += 1
                 else:
-                    differ(key, stored, candidate, control_c, candidate_c, bucket)
+                    bucket.add_mongo(key, control_c)
+                    bucket.add_pg(key, candidate_c)
+                    verdict = compare(entity, api_document(entity, stored), candidate, today)
+                    if verdict.outcome is not Outcome.MATCH:
+                        bucket.differences += 1
+                        for diff in redaction.diffs(verdict.diffs):  # the report leaves the process
+                            pending.append((key, Difference("docs", "document", "mismatch", key, diff.path,
+                                                            diff.control, diff.candidate)))
+                    else:
+                        matched += 1
             else:
                 bucket.add_mongo(key, control_c)
                 bucket.differences += 1

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from bson import Binary, Code, Decimal128, Int64, MinKey, ObjectId, Regex, Timestamp
 
-from normalizers.values import canonical_number
 from shadow.compare.canonical import canonical
 from shadow.demo.marketplace.generate import generate
 from shadow.replay.sources.apijson import api_document, decimal128_text
@@ -109,27 +108,18 @@ def test_a_digest_takes_integers_beyond_64_bits() -> None:
     assert document_hash("k", {"v": [2**64]}) != document_hash("k", {"v": [str(2**64)]})
 
 
-def test_a_remembered_decimal_gives_what_a_fresh_one_does() -> None:
-    """The decimal fields remember canonical numbers per value (amounts repeat): equal
-    values of any scale share one form, an out-of-range value keeps its own spelling, and
-    a value seen before gives what it gave the first time, on both sides."""
+def test_a_remembered_decimal128_gives_what_a_fresh_one_does() -> None:
+    """A stored `as: decimal` field remembers the canonical number of each Decimal128 it
+    read (amounts repeat): a value seen before gives what the two steps give, and equal
+    values of another scale keep their own (equal) form."""
     payments = load_rules(Path(__file__).resolve().parents[2] / "rules" / "marketplace").entities["payments"]
-    texts = ["12.50", "12.5", "12.500000000000000000", "1E+2", "100", "-0", "0.000", "1E+40",
-             "9.999999999999999999999999999999999E+6144", "NaN", "10000000000000000000000000000000000000000",
-             "1.0000000000000000000000000000000000001", "1E+10001", "10E+10000",  # out of range, equal
-             "1" + "0" * 80]
+    texts = ["12.50", "12.5", "12.500000000000000000", "1E+2", "100", "-0", "0.000", "0E-6176", "1E-6143",
+             "9.999999999999999999999999999999999E+6144", "NaN", "-Infinity", "1234567890123456789012345678901234"]
     for _ in range(2):  # the second round reads what the first remembered
         for text in texts:
-            pg_side = canonical(payments, {"_id": "a", "amount": {"value": Decimal(text), "currency": "EUR"}})
-            fresh = {"_id": "a", "amount": {"value": canonical_number(Decimal(text)), "currency": "EUR"}}
-            assert document_hash("k", pg_side) == document_hash("k", fresh), text
-            try:
-                stored_value = Decimal128(text)
-            except ArithmeticError:
-                continue  # more digits or a larger exponent than a Decimal128 holds
-            stored = stored_canonical(payments, {"_id": ObjectId("5f0000000000000000000001"),
-                                                 "amount": {"value": stored_value, "currency": "EUR"}})
-            shaped = canonical(payments, api_document(payments, {"_id": ObjectId("5f0000000000000000000001"),
-                                                                 "amount": {"value": stored_value,
-                                                                            "currency": "EUR"}}))
+            document = {"_id": ObjectId("5f0000000000000000000001"),
+                        "amount": {"value": Decimal128(text), "currency": "EUR"}}
+            stored = stored_canonical(payments, document)
+            shaped = canonical(payments, api_document(payments, document))
+            assert stored == shaped, text
             assert document_hash("k", stored) == document_hash("k", shaped), text
