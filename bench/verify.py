@@ -8,16 +8,19 @@ directory (`<db>/<collection>.bson`, our own writer) in chunks — no Mongo serv
 flat while building. Each measurement runs in a fresh child process so its peak RSS is
 the docs layer's alone.
 
-    python bench/verify.py [--documents 100000 1000000] [--profile 50000]
+    python bench/verify.py [--documents 100000 1000000] [--profile 50000] [--before REV] [--docs-only]
 
 Each scale also runs the counts and sums layers of payments from the same dump, and
 times the stored -> API shape and canonicalize + compare stages alone (the old bench's
 "our CPU") over 20,000 documents held in memory.
 `--profile N`: the docs layer under cProfile at N documents, CPU per stage (ratios).
 Every docs-layer measurement is made twice on the same world, in fresh processes taking
-turns: "before" with the Mongo side's old two-step path (stored -> API shape ->
-canonical; `--two-step`) and "after" with the current code; `--rounds R` repeats the
-pair and keeps the best of each. Writes bench/results/verify.json."""
+turns: "before" and "after" (the current code); `--rounds R` repeats the pair and keeps
+the best of each. "before" is the code of git revision REV with `--before REV` (its
+`shadow` and `normalizers` packages unpacked into a temporary folder and imported from
+there), else the current code with the Mongo side's old two-step path (stored -> API
+shape -> canonical; `--two-step`). `--docs-only` skips the counts and sums layers and
+the in-memory stage timings. Writes bench/results/verify.json."""
 from __future__ import annotations
 
 import argparse
