@@ -8,16 +8,19 @@ directory (`<db>/<collection>.bson`, our own writer) in chunks — no Mongo serv
 flat while building. Each measurement runs in a fresh child process so its peak RSS is
 the docs layer's alone.
 
-    python bench/verify.py [--documents 100000 1000000] [--profile 50000]
+    python bench/verify.py [--documents 100000 1000000] [--profile 50000] [--before REV] [--docs-only]
 
 Each scale also runs the counts and sums layers of payments from the same dump, and
 times the stored -> API shape and canonicalize + compare stages alone (the old bench's
 "our CPU") over 20,000 documents held in memory.
 `--profile N`: the docs layer under cProfile at N documents, CPU per stage (ratios).
 Every docs-layer measurement is made twice on the same world, in fresh processes taking
-turns: "before" with the Mongo side's old two-step path (stored -> API shape ->
-canonical; `--two-step`) and "after" with the current code; `--rounds R` repeats the
-pair and keeps the best of each. Writes bench/results/verify.json."""
+turns: "before" and "after" (the current code); `--rounds R` repeats the pair and keeps
+the best of each. "before" is the code of git revision REV with `--before REV` (its
+`shadow` and `normalizers` packages unpacked into a temporary folder and imported from
+there), else the current code with the Mongo side's old two-step path (stored -> API
+shape -> canonical; `--two-step`). `--docs-only` skips the counts and sums layers and
+the in-memory stage timings. Writes bench/results/verify.json."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 DATABASE = "bench"
 BASE_SCALE = 300
 CHUNK = 10_000
+DOCS_ONLY = False  # --docs-only: the docs layer alone (no counts/sums layers, no in-memory stages)
 
 
 async def build_world(dsn: str, folder: Path, documents: int) -> int:
@@ -173,7 +177,7 @@ async def measure(dsn: str, dump: str, profile: bool, two_step: bool = False) ->
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     rss_layer = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the in-memory stage timing
     other_layers: dict[str, Any] = {}
-    if not profile and not two_step:
+    if not profile and not two_step and not DOCS_ONLY:
         from shadow.verify.counts import run_counts
         from shadow.verify.sums import run_sums
 
@@ -190,7 +194,7 @@ async def measure(dsn: str, dump: str, profile: bool, two_step: bool = False) ->
         "wall_s": round(wall, 1), "docs_per_s": round(result.checked / wall),
         "our_cpu_s": round(cpu, 1), "our_cpu_us_per_doc": round(cpu / result.checked * 1e6, 1),
         "max_rss_mb_before": round(rss_before / 1024), "max_rss_mb": round(rss_layer / 1024)}
-    if not profile and not two_step:
+    if not profile and not two_step and not DOCS_ONLY:
         figures["isolated_us_per_doc"] = stage_costs
         figures["other_layers"] = other_layers
     if profiler:
@@ -269,9 +273,11 @@ def stages(stats: Any) -> dict[str, float]:
     return {stage: round(seconds / whole, 3) for stage, seconds in sorted(totals.items(), key=lambda i: -i[1])}
 
 
-def child(dsn: str, dump: str, profile: bool, two_step: bool = False) -> dict[str, Any]:
+def child(dsn: str, dump: str, profile: bool, two_step: bool = False, code: str | None = None) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--measure", dsn, dump, *(["--with-profile"] if profile else []),
-                          *(["--two-step"] if two_step else [])], capture_output=True, text=True)
+                          *(["--two-step"] if two_step else []), *(["--code", code] if code else []),
+                          *(["--docs-only"] if DOCS_ONLY or code else [])],
+                         capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -280,7 +286,15 @@ def child(dsn: str, dump: str, profile: bool, two_step: bool = False) -> dict[st
 TWO_STEP_FIGURES = ("status", "differences", "our_cpu_s", "our_cpu_us_per_doc", "wall_s", "docs_per_s", "max_rss_mb", "stages", "top_functions")
 
 
-async def main(scales: list[int], profile: int | None, rounds: int) -> dict[str, Any]:
+def checkout(revision: str, folder: str) -> str:
+    """The project's code at `revision` (its packages only) unpacked into `folder`."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "shadow", "normalizers"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    return folder
+
+
+async def main(scales: list[int], profile: int | None, rounds: int, before: str | None = None) -> dict[str, Any]:
     from shadow.demo.embedded import start_postgres
 
     server = start_postgres()
@@ -293,22 +307,24 @@ async def main(scales: list[int], profile: int | None, rounds: int) -> dict[str,
             await admin.execute(f'CREATE DATABASE "{name}"')
             await admin.close()
             dsn = server.dsn_for(name)
-            with tempfile.TemporaryDirectory(prefix="shadow-bench-dump-") as folder:
+            with tempfile.TemporaryDirectory(prefix="shadow-bench-dump-") as folder, \
+                    tempfile.TemporaryDirectory(prefix="shadow-bench-code-") as code:
                 started = time.perf_counter()
                 total = await build_world(dsn, Path(folder), scale)
                 built = time.perf_counter() - started
-                before = [child(dsn, folder, profiled, two_step=True)]  # interleaved: the load moves
-                after = [child(dsn, folder, profiled)]
-                for _ in range(rounds - 1):
-                    before.append(child(dsn, folder, profiled, two_step=True))
+                old_code = checkout(before, code) if before else None
+                before_runs, after = [], []
+                for _ in range(rounds):  # interleaved: the load moves
+                    before_runs.append(child(dsn, folder, profiled, two_step=old_code is None, code=old_code))
                     after.append(child(dsn, folder, profiled))
             figures = min(after, key=lambda run: run["our_cpu_us_per_doc"])
-            old = min(before, key=lambda run: run["our_cpu_us_per_doc"])
+            old = min(before_runs, key=lambda run: run["our_cpu_us_per_doc"])
             runs.append({"extra_payments": scale, "payments": total, "profiled": profiled, "build_s": round(built, 1),
                          **figures, "rounds": rounds,
-                         "before_two_step": {name: old[name] for name in old if name in TWO_STEP_FIGURES},
+                         "before": {"code": f"git {before}" if before else "the two-step path (--two-step)",
+                                    **{name: old[name] for name in old if name in TWO_STEP_FIGURES}},
                          "our_cpu_ratio_before_after": round(old["our_cpu_us_per_doc"] / figures["our_cpu_us_per_doc"], 2),
-                         "our_cpu_us_per_doc_each_round": {"before": [run["our_cpu_us_per_doc"] for run in before],
+                         "our_cpu_us_per_doc_each_round": {"before": [run["our_cpu_us_per_doc"] for run in before_runs],
                                                            "after": [run["our_cpu_us_per_doc"] for run in after]},
                          "load_average": [round(load, 2) for load in os.getloadavg()]})
             print(json.dumps(runs[-1]), file=sys.stderr)
@@ -324,12 +340,21 @@ if __name__ == "__main__":
     parser.add_argument("--measure", nargs=2, metavar=("DSN", "DUMP"))
     parser.add_argument("--with-profile", action="store_true")
     parser.add_argument("--two-step", action="store_true", help="(child) the Mongo side's old two-step path")
+    parser.add_argument("--before", metavar="REV", help="measure the code at git REV as 'before' (default: "
+                        "the current code with the two-step path)")
+    parser.add_argument("--code", help="(child) import the project's packages from this folder")
+    parser.add_argument("--docs-only", action="store_true", help="skip the counts and sums layers and the "
+                        "in-memory stage timings")
     parser.add_argument("--rounds", type=int, default=1, help="before/after pairs per scale (best of each kept)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "verify.json"))
     args = parser.parse_args()
+    if args.code:
+        sys.path.insert(0, args.code)  # before the first import of the project's packages
+    if args.docs_only:
+        DOCS_ONLY = True
     if args.measure:
         print(json.dumps(asyncio.run(measure(args.measure[0], args.measure[1], args.with_profile, args.two_step))))
     else:
-        result = asyncio.run(main(args.documents, args.profile, args.rounds))
+        result = asyncio.run(main(args.documents, args.profile, args.rounds, args.before))
         print(json.dumps(result, indent=2))
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -26,6 +26,7 @@ from shadow.rules.spec import Entity
 
 _PLAIN = frozenset({str, int, bool, float, type(None)})
 Canon = Callable[[Any], Any]
+_SEEN_NUMBERS = 4096  # distinct Decimal128 values remembered per field (cleared when full)
 
 
 class _StoredObject:
@@ -101,8 +102,14 @@ def _stored_field(field: Any, run: Canon) -> Canon:
             return iso_ms(value) if value.__class__ is datetime else run(_api(value))
         return timestamp_field
     if field.transforms == (decimal,):
+        seen: dict[bytes, Any] = {}  # amounts repeat: one conversion per distinct Decimal128 (its 16 bytes)
+
         def decimal_field(value: Any) -> Any:
             if value.__class__ is Decimal128:
+                bid = value.bid
+                known = seen.get(bid)
+                if known is not None:
+                    return known
                 # `decimal` reads {"$numberDecimal": t} as t, and t (at most 34 digits and
                 # an exponent: short) as canonical_number(Decimal(t)); the bit fields give
                 # the same Decimal without the text. canonical_number's result is its own
@@ -111,6 +118,9 @@ def _stored_field(field: Any, run: Canon) -> Canon:
                 if number is not None:
                     canon = canonical_number(number)
                     if canon.__class__ is not OutOfRange:
+                        if len(seen) >= _SEEN_NUMBERS:
+                            seen.clear()
+                        seen[bid] = canon
                         return canon
                 return run(decimal128_text(value))
             return run(_api(value))

@@ -4,6 +4,7 @@ the file, never a crash or a huge read."""
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import bson
 import pytest
 from bson import ObjectId
 
+from normalizers.values import iso_ms
 from shadow.verify.dump import DumpMongo
 from shadow.verify.dumpfile import MAGIC, MAX_DOCUMENT, TERMINATOR, DumpError
 from shadow.verify.dumpquery import matches
@@ -164,3 +166,25 @@ def test_open_refuses_what_is_not_a_dump(tmp_path: Path) -> None:
     with pytest.raises(DumpError, match="name one with --mongo-db"):
         DumpMongo.open(str(tmp_path), None)
     assert DumpMongo.open(str(tmp_path), "b").collections.keys() == {"y"}
+
+
+@pytest.mark.parametrize("ids", [
+    [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)],
+    [{"day": datetime(2024, 1, 1, tzinfo=UTC), "n": 1}, {"day": datetime(2024, 1, 1, tzinfo=UTC), "n": 2}],
+])
+async def test_a_dump_page_keys_dates_as_the_live_server_does(tmp_path: Path, ids: list[Any]) -> None:
+    """The docs layer's pages decode dates naive (cheaper; they only become
+    toISOString() text), except where the key text would change: `_id`s that are or hold
+    dates, and a query comparing with a date, read as a live server gives them (UTC)."""
+    at = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "c.bson").write_bytes(b"".join(bson.encode({"_id": key, "at": at}) for key in ids))
+    dump = DumpMongo.open(str(tmp_path), "db")
+    page = await dump.page("c", {}, None, 10, False)
+    assert [str(document["_id"]) for document in page] == [str(key) for key in ids]
+
+    (tmp_path / "db" / "c.bson").write_bytes(bson.encode({"_id": ObjectId("5f0000000000000000000001"), "at": at}))
+    plain = await DumpMongo.open(str(tmp_path), "db").page("c", {}, None, 10, False)
+    assert iso_ms(plain[0]["at"]) == iso_ms(at) == "2024-05-06T07:08:09.123Z"
+    by_date = await DumpMongo.open(str(tmp_path), "db").page("c", {"at": {"$gte": at}}, None, 10, False)
+    assert [document["at"] for document in by_date] == [at]

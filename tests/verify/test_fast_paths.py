@@ -106,3 +106,20 @@ def test_a_digest_takes_integers_beyond_64_bits() -> None:
     it; the digest must still be made, and tell two such values apart."""
     assert document_hash("k", {"amount": {"value": 10**30}}) != document_hash("k", {"amount": {"value": 10**30 + 1}})
     assert document_hash("k", {"v": [2**64]}) != document_hash("k", {"v": [str(2**64)]})
+
+
+def test_a_remembered_decimal128_gives_what_a_fresh_one_does() -> None:
+    """A stored `as: decimal` field remembers the canonical number of each Decimal128 it
+    read (amounts repeat): a value seen before gives what the two steps give, and equal
+    values of another scale keep their own (equal) form."""
+    payments = load_rules(Path(__file__).resolve().parents[2] / "rules" / "marketplace").entities["payments"]
+    texts = ["12.50", "12.5", "12.500000000000000000", "1E+2", "100", "-0", "0.000", "0E-6176", "1E-6143",
+             "9.999999999999999999999999999999999E+6144", "NaN", "-Infinity", "1234567890123456789012345678901234"]
+    for _ in range(2):  # the second round reads what the first remembered
+        for text in texts:
+            document = {"_id": ObjectId("5f0000000000000000000001"),
+                        "amount": {"value": Decimal128(text), "currency": "EUR"}}
+            stored = stored_canonical(payments, document)
+            shaped = canonical(payments, api_document(payments, document))
+            assert stored == shaped, text
+            assert document_hash("k", stored) == document_hash("k", shaped), text
