@@ -8,12 +8,10 @@ import time
 
 import aiohttp
 import pytest
-from playwright.async_api import async_playwright
 
 from shadow.console.cli import start_console
 from tests.widgets import FULL_FIELDS, widget_rules
 
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "console-token-0123456789"
 ROUTE = "GET /quick/{id}"
 
@@ -30,17 +28,6 @@ RULES = widget_rules("  - route: GET /quick/{id}\n    recheck: 0\n",
 
 def minute_text(stamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:00", time.gmtime(stamp // 60 * 60))
-
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @pytest.mark.needs_tool("chromium")
