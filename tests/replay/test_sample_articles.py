@@ -84,6 +84,31 @@ async def through_the_sidecar(start: Any, pg_dsn: str, api: str, wanted: list[tu
     return sidecar
 
 
+Finding = tuple[str, str, str, str, str]  # entity, route, key, query, path ("<extra>" for an extra row)
+
+
+def findings(sidecar: Any, outcomes: tuple[str, ...] | None = None) -> set[Finding]:
+    """What the sidecar's recent ring found (only `outcomes`, when given)."""
+    found: set[Finding] = set()
+    for entry in sidecar.sink.recent(limit=100_000):
+        if outcomes is not None and entry.outcome not in outcomes:
+            continue
+        query = (entry.reason or "").removeprefix("list read ?").split(";")[0]
+        if entry.outcome == "extra":
+            found.add((entry.entity, entry.route, entry.key or "", query, "<extra>"))
+        found |= {(entry.entity, entry.route, entry.key or "", query, diff.path) for diff in entry.diffs}
+    return found
+
+
+def missed(plants: Any, found: set[Finding]) -> list[tuple[str, Any]]:
+    """The plants' expected findings that are not in `found`, as (plant kind, finding)."""
+    def seen(entity: str, route: str, key: str, query: str | None, path: str) -> bool:
+        return any(f[0] == entity and f[1] == route and (key == "<extra>" or f[2] == key)
+                   and (query is None or f[3] == query) and f[4] == path for f in found)
+
+    return [(plant.kind, finding) for plant in plants for finding in plant.findings if not seen(*finding)]
+
+
 @pytest.mark.parametrize("engine", ["raw"])
 async def test_clean_articles_under_every_query_shape_give_no_finding(conduit, start, probe) -> None:
     loaded, api, pg_dsn = conduit
@@ -120,18 +145,8 @@ async def test_each_planted_article_divergence_is_found_at_its_path(conduit, sta
     follower = _planted_follower(loaded, pg_dsn)
     readers = sorted({fan_id, await follower, str(loaded.dataset.collections["users"][0]["_id"])})
     sidecar = await through_the_sidecar(start, pg_dsn, api, reads(family, readers))
-    found = set()
-    for entry in sidecar.sink.recent(limit=100_000):
-        query = (entry.reason or "").removeprefix("list read ?").split(";")[0]
-        if entry.outcome == "extra":
-            found.add((entry.entity, entry.route, entry.key or "", query, "<extra>"))
-        found |= {(entry.entity, entry.route, entry.key or "", query, diff.path) for diff in entry.diffs}
-
-    def seen(entity: str, route: str, key: str, query: str | None, path: str) -> bool:
-        return any(f[0] == entity and f[1] == route and (key == "<extra>" or f[2] == key)
-                   and (query is None or f[3] == query) and f[4] == path for f in found)
-
-    missing = [(plant.kind, finding) for plant in plants for finding in plant.findings if not seen(*finding)]
+    found = findings(sidecar)
+    missing = missed(plants, found)
     assert missing == [], (missing, sorted(found)[:60])
     assert followee  # (the profile read by the follower shows `following`)
     # the current user and the profiles no plant touched are clean

@@ -26,7 +26,7 @@ from shadow.demo.marketplace.backends import BACKENDS
 from shadow.demo.marketplace.cli import LoadedDomain, load_domain
 from shadow.demo.marketplace.dualwrite import DualWrite, LagTail
 from shadow.demo.marketplace.views import demo_token
-from tests.replay.test_sample_articles import ENTITIES, RULES, UNMODELED, reads
+from tests.replay.test_sample_articles import ENTITIES, RULES, UNMODELED, findings, missed, reads
 
 #: most second legs land within 150 ms, a fifth of them 0.3-0.6 s late: inside the
 #: rules' recheck schedule (200 ms, 1 s), as a dual-write the rules were written for
@@ -186,20 +186,8 @@ async def test_plants_are_found_at_their_paths_with_a_write_loop_beside(conduit,
     readers = sorted({fan, follower, *users})
     avoid = Avoid(slugs=frozenset(_planted_slugs(plants)), users=frozenset({fan, follower, followee_id}))
     sidecar, _ = await run(start, conduit, readers, avoid)
-    found = set()
-    for entry in sidecar.sink.recent(limit=100_000):
-        if entry.outcome not in PERSISTENT:
-            continue
-        query = (entry.reason or "").removeprefix("list read ?").split(";")[0]
-        if entry.outcome == "extra":
-            found.add((entry.entity, entry.route, entry.key or "", query, "<extra>"))
-        found |= {(entry.entity, entry.route, entry.key or "", query, diff.path) for diff in entry.diffs}
-
-    def seen(entity: str, route: str, key: str, query: str | None, path: str) -> bool:
-        return any(f[0] == entity and f[1] == route and (key == "<extra>" or f[2] == key)
-                   and (query is None or f[3] == query) and f[4] == path for f in found)
-
-    missing = [(plant.kind, finding) for plant in plants for finding in plant.findings if not seen(*finding)]
+    found = findings(sidecar, PERSISTENT)
+    missing = missed(plants, found)
     assert missing == [], (missing, sorted(found)[:60])
     assert not any(f[0] == "current_user" for f in found)
     assert not any(f[0] == "profile" and f[2] != followee for f in found)
